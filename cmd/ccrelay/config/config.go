@@ -1,0 +1,176 @@
+// Package config loads ccrelay's configuration from CCRELAY_* environment
+// variables with caarlos0/env. Every variable can instead be read from a
+// file named by the same variable with _FILE appended (for secrets mounted
+// by Docker or Kubernetes). Unknown CCRELAY_ variables and bad values stop
+// start-up with one line that names the variable.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/ccrelay/ccrelay/ingest/connect"
+	"github.com/ccrelay/ccrelay/ingest/contactpro"
+	"github.com/ccrelay/ccrelay/ingest/oauth"
+	"github.com/ccrelay/ccrelay/ingest/server"
+	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/broker"
+	"github.com/ccrelay/ccrelay/messages/seal"
+)
+
+// Prefix starts every variable.
+const Prefix = "CCRELAY_"
+
+// Process holds the settings of the process itself.
+type Process struct {
+	// LogLevel is debug, info, warn or error.
+	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	// MetricsAddr is the Prometheus listener.
+	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090"`
+}
+
+// Seal holds the keys that seal credentials arriving with requests.
+type Seal struct {
+	// Keys: "id:base64key,..."; the first seals, all open. Empty drops
+	// such credentials instead.
+	Keys seal.KeyRing `env:"SEAL_KEYS"`
+}
+
+// Config is the whole configuration.
+type Config struct {
+	Process    Process
+	Broker     broker.Config
+	Streams    messages.StreamConfig
+	HTTP       server.Config
+	Sinch      sinch.Config
+	ContactPro contactpro.Config
+	Connect    connect.Config
+	OAuth      oauth.Config
+	Seal       Seal
+}
+
+func (c *Config) sections() []any {
+	return []any{&c.Process, &c.Broker, &c.Streams, &c.HTTP, &c.Sinch, &c.ContactPro, &c.Connect, &c.OAuth, &c.Seal}
+}
+
+// Load reads the configuration from environ (os.Environ() form). readFile
+// reads _FILE variables; nil uses os.ReadFile.
+func Load(environ []string, readFile func(string) ([]byte, error)) (*Config, error) {
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	var cfg Config
+	known := map[string]bool{}
+	for _, v := range Variables() {
+		known[v.Name] = true
+	}
+
+	vars := map[string]string{}
+	var names []string
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, Prefix) {
+			vars[k] = v
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		base, isFile := strings.CutSuffix(k, "_FILE")
+		switch {
+		case known[k]:
+		case isFile && known[base]:
+			if _, both := vars[base]; both {
+				return nil, fmt.Errorf("%s: set either %s or %s, not both", base, base, k)
+			}
+			b, err := readFile(vars[k])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", k, err)
+			}
+			vars[base] = strings.TrimRight(string(b), "\r\n")
+			delete(vars, k)
+		default:
+			return nil, fmt.Errorf("%s: unknown setting (run 'ccrelay serve --help' for the list)", k)
+		}
+	}
+
+	opts := env.Options{Environment: vars, Prefix: Prefix}
+	for _, sec := range cfg.sections() {
+		if err := env.ParseWithOptions(sec, opts); err != nil {
+			return nil, describe(sec, err)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// describe turns env's error into one line naming the variable. env names
+// struct fields; each section is parsed alone so a field name is unambiguous.
+func describe(section any, err error) error {
+	var agg env.AggregateError
+	if errors.As(err, &agg) && len(agg.Errors) > 0 {
+		err = agg.Errors[0]
+	}
+	var pe env.ParseError
+	if errors.As(err, &pe) {
+		t := reflect.TypeOf(section).Elem()
+		if f, ok := t.FieldByName(pe.Name); ok {
+			return fmt.Errorf("%s%s: %w", Prefix, strings.Split(f.Tag.Get("env"), ",")[0], pe.Err)
+		}
+	}
+	return err
+}
+
+func (c *Config) validate() error {
+	for _, v := range []interface{ Validate() error }{c.Broker, c.Streams, c.Sinch, c.OAuth} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	if err := c.HTTP.Validate(0); err != nil {
+		return err
+	}
+	if c.ContactPro.APIKeyHeader == "" {
+		return errors.New("CCRELAY_CONTACTPRO_API_KEY_HEADER: must not be empty")
+	}
+	if c.Connect.APIKeyHeader == "" {
+		return errors.New("CCRELAY_CONNECT_API_KEY_HEADER: must not be empty")
+	}
+	if c.Process.MetricsAddr == c.HTTP.Addr {
+		return fmt.Errorf("CCRELAY_METRICS_ADDR: %s is also CCRELAY_HTTP_ADDR", c.HTTP.Addr)
+	}
+	return nil
+}
+
+// Variable describes one setting, for --help and the README.
+type Variable struct {
+	Name    string
+	Default string
+}
+
+// Variables lists every setting in the order of the sections.
+func Variables() []Variable {
+	var cfg Config
+	var out []Variable
+	for _, sec := range cfg.sections() {
+		params, err := env.GetFieldParamsWithOptions(sec, env.Options{Prefix: Prefix})
+		if err != nil {
+			// Only a programming error in the tags can get here.
+			panic(err)
+		}
+		for _, p := range params {
+			out = append(out, Variable{Name: p.Key, Default: p.DefaultValue})
+		}
+	}
+	return out
+}

@@ -1,0 +1,248 @@
+// Command ccrelay takes contact-centre webhooks, keeps them in NATS
+// JetStream, and (in later commands) does the slow work in SAP.
+//
+// It only wires: configuration is loaded by package config, everything with
+// behaviour lives in ingest and messages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
+	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/connect"
+	"github.com/ccrelay/ccrelay/ingest/contactpro"
+	"github.com/ccrelay/ccrelay/ingest/oauth"
+	"github.com/ccrelay/ccrelay/ingest/server"
+	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/broker"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+const usage = `ccrelay: durable webhook ingest for Sinch, Contact Pro and Amazon Connect
+
+Usage:
+  ccrelay serve     run everything: embedded NATS JetStream (unless CCRELAY_NATS_URL is set), ingest, metrics
+  ccrelay ingest    run the ingest server alone against CCRELAY_NATS_URL (for many replicas)
+  ccrelay version   print the version
+
+Run 'ccrelay <command> --help' for the settings of a command.
+`
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version":
+		fs := flag.NewFlagSet("version", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		fs.Usage = func() { fmt.Fprintln(fs.Output(), "Usage: ccrelay version\n\nPrints the version and the Go version it was built with.") }
+		if err := fs.Parse(rest); err != nil {
+			return exitCode(err)
+		}
+		fmt.Fprintf(stdout, "ccrelay %s (%s)\n", versionString(), goVersion())
+		return 0
+	case "serve", "ingest":
+		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		fs.Usage = func() { commandHelp(fs.Output(), cmd) }
+		if err := fs.Parse(rest); err != nil {
+			return exitCode(err)
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "ccrelay %s: unexpected argument %q\n", cmd, fs.Arg(0))
+			return 2
+		}
+		cfg, err := config.Load(environ, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "ccrelay: configuration: %v\n", err)
+			return 2
+		}
+		if cmd == "ingest" && cfg.Broker.Embedded() {
+			fmt.Fprintln(stderr, "ccrelay: configuration: CCRELAY_NATS_URL: required by 'ccrelay ingest' (use 'ccrelay serve' for an embedded server)")
+			return 2
+		}
+		logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.Process.LogLevel}))
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if err := serve(ctx, cmd, cfg, logger); err != nil {
+			logger.Error("ccrelay stopped", "error", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "ccrelay: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func exitCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
+func commandHelp(w io.Writer, cmd string) {
+	switch cmd {
+	case "serve":
+		fmt.Fprintln(w, "Usage: ccrelay serve\n\nRuns an embedded NATS JetStream server storing under CCRELAY_DATA_DIR (or uses\nCCRELAY_NATS_URL), the ingest HTTP server and the metrics listener.")
+	case "ingest":
+		fmt.Fprintln(w, "Usage: ccrelay ingest\n\nRuns the ingest HTTP server and the metrics listener against CCRELAY_NATS_URL.")
+	}
+	fmt.Fprintln(w, "\nSettings (environment; any of them can also be read from a file named by <NAME>_FILE):")
+	for _, v := range config.Variables() {
+		d := v.Default
+		if d == "" {
+			d = "(empty)"
+		}
+		fmt.Fprintf(w, "  %-34s default %s\n", v.Name, d)
+	}
+}
+
+// serve runs the ingest side until ctx ends, then stops it in reverse order:
+// HTTP (finishing requests in flight), then NATS (draining), then the
+// embedded server.
+func serve(ctx context.Context, cmd string, cfg *config.Config, logger *slog.Logger) error {
+	logger.Info("ccrelay starting", "command", cmd, "version", versionString())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	)
+
+	b, err := broker.Open(ctx, cfg.Broker, logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+		defer cancel()
+		if err := b.Close(cctx); err != nil {
+			logger.Error("close nats", "error", err)
+		}
+		logger.Info("ccrelay stopped")
+	}()
+	if err := cfg.HTTP.Validate(b.Conn.MaxPayload()); err != nil {
+		return err
+	}
+
+	subjects, err := messages.NewSubjects(cfg.Streams.Prefix)
+	if err != nil {
+		return err
+	}
+	if err := messages.EnsureStreams(ctx, b.JS, cfg.Streams); err != nil {
+		return err
+	}
+	var nonces sinch.NonceGuard
+	if cfg.Sinch.MaxClockSkew > 0 {
+		g, err := sinch.NewKVNonceGuard(ctx, b.JS, subjects.Bucket("SINCH_NONCES"), cfg.Sinch.MaxClockSkew, cfg.Streams.Replicas)
+		if err != nil {
+			return err
+		}
+		nonces = g
+	}
+	issuer, err := oauth.New(ctx, cfg.OAuth, reg, logger)
+	if err != nil {
+		return err
+	}
+
+	m := ingest.NewMetrics(reg)
+	pub := ingest.NewPublisher(b.JS, subjects, cfg.HTTP.PublishTimeout, m)
+	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, pub, m, logger)
+	srv := server.New(cfg.HTTP, server.Routes{
+		Pipeline:   pipeline,
+		Sinch:      sinch.New(cfg.Sinch, subjects, nonces),
+		ContactPro: contactpro.New(cfg.ContactPro, issuer, cfg.Seal.Keys, subjects, m),
+		Connect:    connect.New(cfg.Connect, issuer, subjects),
+		Token:      issuer,
+		Ready:      pub,
+	}, logger)
+
+	httpLn, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("CCRELAY_HTTP_ADDR: %w", err)
+	}
+	metricsLn, err := net.Listen("tcp", cfg.Process.MetricsAddr)
+	if err != nil {
+		httpLn.Close()
+		return fmt.Errorf("CCRELAY_METRICS_ADDR: %w", err)
+	}
+	logger.Info("ccrelay ready",
+		"http", httpLn.Addr().String(), "metrics", metricsLn.Addr().String(),
+		"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL(),
+		"sinch_services", cfg.Sinch.WebhookSecrets.Names(), "seal_keys", cfg.Seal.Keys.String())
+
+	// The metrics listener outlives the ingest one, so the last scrape can
+	// still see the shutdown.
+	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+	metricsDone := make(chan error, 1)
+	go func() {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		metricsDone <- server.Serve(mctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, metricsLn, nil, 5*time.Second)
+	}()
+
+	err = srv.Run(ctx, httpLn)
+	logger.Info("ingest stopped; draining nats")
+	stopMetrics()
+	if merr := <-metricsDone; merr != nil && err == nil {
+		err = merr
+	}
+	return err
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ccrelay_build_info",
+		Help: "Always 1; labels say which build runs.",
+	}, []string{"version", "goversion"})
+	g.WithLabelValues(versionString(), goVersion()).Set(1)
+	return g
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return "unknown"
+}

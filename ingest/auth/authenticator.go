@@ -1,0 +1,102 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Errors of Authenticate. Callers answer all of them with 401.
+var (
+	// ErrNoCredentials: the request carries none of the accepted kinds.
+	ErrNoCredentials = errors.New("no credentials")
+	// ErrBadCredentials: the request carries credentials that do not match.
+	ErrBadCredentials = errors.New("credentials do not match")
+	// ErrNotConfigured: no credential of any kind is configured, so nothing
+	// can be accepted. ccrelay refuses rather than running open.
+	ErrNotConfigured = errors.New("no credentials are configured for this endpoint")
+)
+
+// TokenVerifier checks bearer tokens and returns their subject (client id).
+type TokenVerifier interface {
+	Verify(ctx context.Context, token string) (subject string, err error)
+	// Enabled reports whether any token can be accepted.
+	Enabled() bool
+}
+
+// Principal is who a request authenticated as: safe to log.
+type Principal struct {
+	// Method is "basic", "api_key" or "bearer".
+	Method string
+	// Name is the user or client id, or "key#N" for the Nth API key.
+	Name string
+}
+
+// Authenticator accepts a request carrying any one of the configured kinds
+// of credentials: HTTP basic, an API key header, or a bearer token.
+type Authenticator struct {
+	// APIKeyHeader is the header that carries an API key (x-api-key).
+	APIKeyHeader string
+	APIKeys      SecretList
+	Basic        Credentials
+	// Bearer verifies tokens; nil accepts none.
+	Bearer TokenVerifier
+}
+
+// Configured reports whether any credential is configured.
+func (a *Authenticator) Configured() bool {
+	return len(a.APIKeys) > 0 || len(a.Basic) > 0 || (a.Bearer != nil && a.Bearer.Enabled())
+}
+
+// Challenge is the WWW-Authenticate value for the configured kinds.
+func (a *Authenticator) Challenge() string {
+	var c []string
+	if len(a.Basic) > 0 {
+		c = append(c, `Basic realm="ccrelay", charset="UTF-8"`)
+	}
+	if a.Bearer != nil && a.Bearer.Enabled() {
+		c = append(c, `Bearer realm="ccrelay"`)
+	}
+	return strings.Join(c, ", ")
+}
+
+// Authenticate checks r. The Authorization header, when present, decides the
+// kind (Basic or Bearer); otherwise the API key header is checked.
+func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
+	if !a.Configured() {
+		return Principal{}, ErrNotConfigured
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, rest, _ := strings.Cut(h, " ")
+		switch {
+		case strings.EqualFold(scheme, "basic"):
+			user, pass, ok := r.BasicAuth()
+			if !ok {
+				return Principal{}, fmt.Errorf("%w: malformed basic credentials", ErrBadCredentials)
+			}
+			if len(a.Basic) == 0 || !a.Basic.Check(user, pass) {
+				return Principal{}, fmt.Errorf("%w: basic", ErrBadCredentials)
+			}
+			return Principal{Method: "basic", Name: user}, nil
+		case strings.EqualFold(scheme, "bearer"):
+			if a.Bearer == nil || !a.Bearer.Enabled() {
+				return Principal{}, fmt.Errorf("%w: bearer tokens are not accepted here", ErrBadCredentials)
+			}
+			sub, err := a.Bearer.Verify(r.Context(), strings.TrimSpace(rest))
+			if err != nil {
+				return Principal{}, fmt.Errorf("%w: bearer: %w", ErrBadCredentials, err)
+			}
+			return Principal{Method: "bearer", Name: sub}, nil
+		}
+		return Principal{}, fmt.Errorf("%w: unsupported Authorization scheme", ErrBadCredentials)
+	}
+	if k := r.Header.Get(a.APIKeyHeader); k != "" {
+		if i, ok := a.APIKeys.Match(k); ok {
+			return Principal{Method: "api_key", Name: fmt.Sprintf("key#%d", i+1)}, nil
+		}
+		return Principal{}, fmt.Errorf("%w: api key", ErrBadCredentials)
+	}
+	return Principal{}, ErrNoCredentials
+}

@@ -1,0 +1,124 @@
+// Package auth holds the credentials ingest accepts and checks them: webhook
+// secrets, API keys, basic users and bearer tokens. Secrets are kept in types
+// that never print their value, so a stray log line cannot leak one.
+package auth
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+)
+
+// Secret is a credential. It prints as [redacted] in fmt and slog.
+type Secret string
+
+const redacted = "[redacted]"
+
+// String hides the value.
+func (Secret) String() string { return redacted }
+
+// GoString hides the value from %#v.
+func (Secret) GoString() string { return redacted }
+
+// LogValue hides the value from slog.
+func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalText hides the value from encoders.
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Reveal returns the value. Call it only where the secret is used.
+func (s Secret) Reveal() string { return string(s) }
+
+// Matches compares s with v in constant time. Both are hashed first so the
+// time does not depend on their lengths either.
+func (s Secret) Matches(v string) bool {
+	a, b := sha256.Sum256([]byte(s)), sha256.Sum256([]byte(v))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1 && s != ""
+}
+
+// SecretList is a comma-separated list of secrets (API keys).
+type SecretList []Secret
+
+// UnmarshalText parses "key1,key2". Errors never quote values.
+func (l *SecretList) UnmarshalText(b []byte) error {
+	*l = nil
+	if strings.TrimSpace(string(b)) == "" {
+		return nil
+	}
+	for i, part := range strings.Split(string(b), ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			return fmt.Errorf("entry %d is empty", i+1)
+		}
+		*l = append(*l, Secret(part))
+	}
+	return nil
+}
+
+// Match reports whether v is one of the secrets, and which (0-based). It
+// compares with every entry so the time does not say which one matched.
+func (l SecretList) Match(v string) (int, bool) {
+	found := -1
+	for i, s := range l {
+		if s.Matches(v) && found < 0 {
+			found = i
+		}
+	}
+	return found, found >= 0
+}
+
+// Credentials maps names (users, services, client ids) to secrets.
+type Credentials map[string]Secret
+
+// ErrCredentialsFormat is wrapped by Credentials parse errors.
+var ErrCredentialsFormat = errors.New(`want "name:secret,name2:secret2"`)
+
+// UnmarshalText parses "name:secret,name2:secret2". A secret may hold ':'
+// (everything after the first one is the secret). Errors never quote secrets.
+func (c *Credentials) UnmarshalText(b []byte) error {
+	*c = Credentials{}
+	if strings.TrimSpace(string(b)) == "" {
+		return nil
+	}
+	for i, part := range strings.Split(string(b), ",") {
+		name, secret, ok := strings.Cut(strings.TrimSpace(part), ":")
+		switch {
+		case !ok:
+			return fmt.Errorf("entry %d has no ':': %w", i+1, ErrCredentialsFormat)
+		case name == "":
+			return fmt.Errorf("entry %d has an empty name: %w", i+1, ErrCredentialsFormat)
+		case secret == "":
+			return fmt.Errorf("entry %d (%q) has an empty secret: %w", i+1, name, ErrCredentialsFormat)
+		}
+		if _, dup := (*c)[name]; dup {
+			return fmt.Errorf("name %q appears twice: %w", name, ErrCredentialsFormat)
+		}
+		(*c)[name] = Secret(secret)
+	}
+	return nil
+}
+
+// Names returns the names, sorted: safe to log.
+func (c Credentials) Names() []string {
+	names := make([]string, 0, len(c))
+	for n := range c {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Check reports whether name is known and secret is its secret. An unknown
+// name costs the same as a wrong secret, so timing does not reveal names.
+func (c Credentials) Check(name, secret string) bool {
+	s, ok := c[name]
+	if !ok {
+		Secret("\x00unknown").Matches(secret)
+		return false
+	}
+	return s.Matches(secret)
+}

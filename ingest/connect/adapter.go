@@ -1,0 +1,80 @@
+// Package connect is the ingest adapter of Amazon Connect Contact Lens
+// post-call events, delivered by an EventBridge API destination:
+// POST /v1/connect/events, authenticated with an API key header, HTTP basic
+// or an OAuth 2.0 bearer token (the three API destination connection kinds).
+package connect
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages"
+)
+
+// Config sets the Connect adapter. Its env tags are read with the CCRELAY_
+// prefix.
+type Config struct {
+	// APIKeys are accepted in APIKeyHeader: "key1,key2".
+	APIKeys auth.SecretList `env:"CONNECT_API_KEYS"`
+	// APIKeyHeader carries the API key (the API destination's header name).
+	APIKeyHeader string `env:"CONNECT_API_KEY_HEADER" envDefault:"x-api-key"`
+	// BasicUsers are accepted with HTTP basic: "user:password,...".
+	BasicUsers auth.Credentials `env:"CONNECT_BASIC_USERS"`
+}
+
+// Adapter is the Connect ingest adapter.
+type Adapter struct {
+	authn    *auth.Authenticator
+	subjects messages.Subjects
+}
+
+// New returns the adapter. bearer may be nil.
+func New(cfg Config, bearer auth.TokenVerifier, subjects messages.Subjects) *Adapter {
+	return &Adapter{
+		authn: &auth.Authenticator{
+			APIKeyHeader: cfg.APIKeyHeader,
+			APIKeys:      cfg.APIKeys,
+			Basic:        cfg.BasicUsers,
+			Bearer:       bearer,
+		},
+		subjects: subjects,
+	}
+}
+
+// Source implements ingest.Adapter.
+func (a *Adapter) Source() string { return messages.SourceConnect }
+
+// Authorize implements ingest.Adapter.
+func (a *Adapter) Authorize(r *http.Request) error { return ingest.Authorize(a.authn, r) }
+
+// Event implements ingest.Adapter. Events of another detail-type are refused
+// with 422 and not stored: ccrelay does nothing with them, and storing them
+// would hide a misconfigured EventBridge rule.
+func (a *Adapter) Event(_ context.Context, _ *http.Request, body []byte, _ time.Time) (*ingest.Accepted, error) {
+	ev, err := messages.DecodeContactLensEvent(body)
+	if errors.Is(err, messages.ErrUnsupportedDetailType) {
+		return nil, &ingest.Error{Status: http.StatusUnprocessableEntity, Code: ingest.CodeUnsupportedEvent, Message: err.Error(), Err: err}
+	}
+	if err != nil {
+		return nil, err
+	}
+	source := ev.Detail.InstanceArn
+	if source == "" {
+		source = "/connect/" + ev.InstanceID()
+	}
+	return &ingest.Accepted{
+		Event: messages.Event{
+			Subject: a.subjects.ContactLens(ev.InstanceID()),
+			ID:      ev.ID,
+			Source:  source,
+			Type:    messages.TypeContactLensPostCall,
+			Time:    ev.Time,
+			Body:    body,
+		},
+		Type: messages.ConnectContactLens,
+	}, nil
+}

@@ -1,0 +1,146 @@
+// Package contactpro is the ingest adapter of Sinch Contact Pro event-driven
+// integrations: POST /v1/contactpro/{integration}[/{event}], authenticated
+// with HTTP basic, an API key header or an OAuth 2.0 bearer token.
+package contactpro
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/seal"
+)
+
+// Config sets the Contact Pro adapter. Its env tags are read with the
+// CCRELAY_ prefix.
+type Config struct {
+	// APIKeys are accepted in APIKeyHeader: "key1,key2".
+	APIKeys auth.SecretList `env:"CONTACTPRO_API_KEYS"`
+	// APIKeyHeader carries the API key.
+	APIKeyHeader string `env:"CONTACTPRO_API_KEY_HEADER" envDefault:"x-api-key"`
+	// BasicUsers are accepted with HTTP basic: "user:password,...".
+	BasicUsers auth.Credentials `env:"CONTACTPRO_BASIC_USERS"`
+}
+
+// CredentialHeaders returns the headers in which Contact Pro passes the
+// secrets a chat-attachments call needs. They are sealed into one header,
+// never stored in clear.
+func CredentialHeaders() []string {
+	return []string{"x-cmi-api-key", "x-cmi-password", "x-sap-v1-password"}
+}
+
+// knownEvents are Contact Pro's conversation events, for the bounded type
+// label of metrics.
+func knownEvent(e string) bool {
+	switch e {
+	case "received", "queued", "allocated", "accepted", "rejected", "transferred",
+		"forwarded", "ended", "abandoned", "closed", messages.ContactProNoEvent:
+		return true
+	}
+	return false
+}
+
+// Adapter is the Contact Pro ingest adapter.
+type Adapter struct {
+	authn    *auth.Authenticator
+	subjects messages.Subjects
+	keys     seal.KeyRing
+	metrics  *ingest.Metrics
+}
+
+// New returns the adapter. bearer may be nil.
+func New(cfg Config, bearer auth.TokenVerifier, keys seal.KeyRing, subjects messages.Subjects, m *ingest.Metrics) *Adapter {
+	return &Adapter{
+		authn: &auth.Authenticator{
+			APIKeyHeader: cfg.APIKeyHeader,
+			APIKeys:      cfg.APIKeys,
+			Basic:        cfg.BasicUsers,
+			Bearer:       bearer,
+		},
+		subjects: subjects,
+		keys:     keys,
+		metrics:  m,
+	}
+}
+
+// Source implements ingest.Adapter.
+func (a *Adapter) Source() string { return messages.SourceContactPro }
+
+// Authorize implements ingest.Adapter.
+func (a *Adapter) Authorize(r *http.Request) error {
+	return ingest.Authorize(a.authn, r)
+}
+
+// MaxPathToken bounds the integration and event names of the URL.
+const MaxPathToken = 64
+
+// Event implements ingest.Adapter.
+func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, _ time.Time) (*ingest.Accepted, error) {
+	integration := strings.ToLower(r.PathValue("integration"))
+	event := strings.ToLower(r.PathValue("event"))
+	if event == "" {
+		event = messages.ContactProNoEvent
+	}
+	if len(integration) > MaxPathToken || len(event) > MaxPathToken || integration == "" {
+		return nil, ingest.Errorf(http.StatusBadRequest, ingest.CodeInvalidPath, "integration and event names must be 1 to %d bytes", MaxPathToken)
+	}
+	if integration == messages.IntegrationChatAttachments {
+		if _, err := messages.DecodeChatAttachmentsCall(body); err != nil {
+			return nil, err
+		}
+	}
+	id, err := messages.ContactProDedupID(integration, event, body)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := a.sealCredentials(r.Header)
+	if err != nil {
+		return nil, err
+	}
+	typ := "other"
+	if knownEvent(event) {
+		typ = event
+	}
+	return &ingest.Accepted{
+		Event: messages.Event{
+			Subject: a.subjects.ContactPro(integration, event),
+			ID:      id,
+			Source:  "/contactpro/" + integration,
+			Type:    messages.TypeContactProPrefix + integration + "." + event,
+			Body:    body,
+			Sealed:  sealed,
+		},
+		Type: typ,
+	}, nil
+}
+
+// sealCredentials seals the credential headers that are present, or drops
+// them when no sealing key is configured (the processor then uses its own).
+func (a *Adapter) sealCredentials(h http.Header) (string, error) {
+	var fields map[string]string
+	for _, name := range CredentialHeaders() {
+		if v := h.Get(name); v != "" {
+			if fields == nil {
+				fields = make(map[string]string, 3)
+			}
+			fields[name] = v
+		}
+	}
+	if fields == nil {
+		return "", nil
+	}
+	if !a.keys.Enabled() {
+		a.metrics.SealedHeaders.WithLabelValues(a.Source(), "dropped").Inc()
+		return "", nil
+	}
+	s, err := a.keys.Seal(fields)
+	if err != nil {
+		return "", err
+	}
+	a.metrics.SealedHeaders.WithLabelValues(a.Source(), "sealed").Inc()
+	return s, nil
+}

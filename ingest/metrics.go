@@ -1,0 +1,57 @@
+package ingest
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the ingest metrics. Label values are bounded: source is one of
+// the adapters, outcome is "stored", "duplicate" or an error code, type is a
+// known trigger or event name or "other".
+type Metrics struct {
+	Requests        *prometheus.CounterVec
+	Duration        *prometheus.HistogramVec
+	Published       *prometheus.CounterVec
+	Duplicates      *prometheus.CounterVec
+	PublishDuration prometheus.Histogram
+	InFlight        prometheus.Gauge
+	SealedHeaders   *prometheus.CounterVec
+}
+
+// NewMetrics creates the ingest metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	latency := []float64{.0005, .001, .002, .003, .005, .0075, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_ingest_requests_total",
+			Help: "Ingest requests by source and outcome (stored, duplicate, or the error code).",
+		}, []string{"source", "outcome"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ccrelay_ingest_request_duration_seconds",
+			Help:    "Time from request start to answer, by source.",
+			Buckets: latency,
+		}, []string{"source"}),
+		Published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_ingest_published_total",
+			Help: "Events newly stored in JetStream, by source and type.",
+		}, []string{"source", "type"}),
+		Duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_ingest_duplicates_total",
+			Help: "Events JetStream already held (same dedup id inside the window), by source.",
+		}, []string{"source"}),
+		PublishDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "ccrelay_ingest_publish_duration_seconds",
+			Help:    "Time to get a JetStream acknowledgement for one event.",
+			Buckets: latency,
+		}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ccrelay_ingest_in_flight_requests",
+			Help: "Ingest requests being handled now.",
+		}),
+		SealedHeaders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_ingest_credentials_total",
+			Help: "Requests that carried credentials in headers, by what was done with them (sealed, dropped).",
+		}, []string{"source", "action"}),
+	}
+	reg.MustRegister(m.Requests, m.Duration, m.Published, m.Duplicates, m.PublishDuration, m.InFlight, m.SealedHeaders)
+	return m
+}

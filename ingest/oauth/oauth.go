@@ -1,0 +1,335 @@
+// Package oauth lets senders authenticate with OAuth 2.0 bearer tokens.
+//
+// Contact Pro's "oauth" authentication and EventBridge API destinations fetch
+// a token with the client-credentials grant (RFC 6749 §4.4) from a token URL
+// and send it as a bearer token. ccrelay offers that token URL itself
+// (Issuer.ServeHTTP, mounted at POST /oauth/token) and issues short-lived
+// HS256 JWTs that every replica can verify, because every replica derives the
+// same signing key from its configuration. It can instead, or as well, accept
+// tokens of an external issuer, verified against that issuer's JWKS.
+package oauth
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/ingest/auth"
+)
+
+// Config sets the token endpoint and token checks. Its env tags are read with
+// the CCRELAY_ prefix.
+type Config struct {
+	// Clients may fetch tokens from POST /oauth/token: "client_id:secret,...".
+	Clients auth.Credentials `env:"OAUTH_CLIENTS"`
+	// SigningKey signs ccrelay's own tokens. Empty derives one from Clients
+	// with HKDF, which every replica with the same clients agrees on; set it
+	// to make tokens survive a client secret rotation.
+	SigningKey auth.Secret `env:"OAUTH_SIGNING_KEY"`
+	// TokenTTL is the lifetime of issued tokens.
+	TokenTTL time.Duration `env:"OAUTH_TOKEN_TTL" envDefault:"15m"`
+
+	// JWKSURL accepts tokens of an external issuer, checked against its keys.
+	JWKSURL string `env:"OAUTH_JWKS_URL"`
+	// Issuer, when set, is required as the iss claim of external tokens.
+	Issuer string `env:"OAUTH_ISSUER"`
+	// Audience, when set, is required in the aud claim of external tokens.
+	Audience string `env:"OAUTH_AUDIENCE"`
+	// JWKSRefresh is how often the external key set is re-read.
+	JWKSRefresh time.Duration `env:"OAUTH_JWKS_REFRESH" envDefault:"1h"`
+}
+
+// Validate checks the fields. Errors name the environment variable.
+func (c Config) Validate() error {
+	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
+		return fmt.Errorf("CCRELAY_OAUTH_TOKEN_TTL: %s is not between 1m and 24h", c.TokenTTL)
+	}
+	if c.SigningKey != "" && len(c.SigningKey.Reveal()) < 32 {
+		return errors.New("CCRELAY_OAUTH_SIGNING_KEY: must be at least 32 characters")
+	}
+	if c.JWKSURL != "" {
+		u, err := url.Parse(c.JWKSURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return errors.New("CCRELAY_OAUTH_JWKS_URL: must be an absolute http(s) URL")
+		}
+	}
+	if c.JWKSRefresh < time.Minute {
+		return errors.New("CCRELAY_OAUTH_JWKS_REFRESH: must be at least 1m")
+	}
+	return nil
+}
+
+// Own tokens carry this issuer and audience.
+const (
+	ownIssuer   = "ccrelay"
+	ownAudience = "ccrelay-ingest"
+)
+
+// asymmetric are the algorithms accepted from an external issuer. HMAC is
+// excluded: a JWKS holds public keys, and accepting HS256 there would let a
+// public key be used as a shared secret.
+var asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// Issuer issues and verifies tokens.
+type Issuer struct {
+	cfg     Config
+	key     []byte
+	jwks    keyfunc.Keyfunc
+	now     func() time.Time
+	logger  *slog.Logger
+	issued  *prometheus.CounterVec
+	parser  *jwt.Parser
+	eparser *jwt.Parser
+}
+
+// New returns an Issuer. With a JWKS URL it starts refreshing the key set in
+// the background until ctx ends; the first fetch failing is not fatal
+// (tokens are refused until a fetch succeeds).
+func New(ctx context.Context, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Issuer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	is := &Issuer{
+		cfg:    cfg,
+		now:    time.Now,
+		logger: logger,
+		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_oauth_token_requests_total",
+			Help: "Token endpoint requests by outcome (issued or the RFC 6749 error code).",
+		}, []string{"outcome"}),
+	}
+	reg.MustRegister(is.issued)
+	switch {
+	case cfg.SigningKey != "":
+		is.key = []byte(cfg.SigningKey.Reveal())
+	case len(cfg.Clients) > 0:
+		k, err := deriveKey(cfg.Clients)
+		if err != nil {
+			return nil, err
+		}
+		is.key = k
+	}
+	is.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{"HS256"}),
+		jwt.WithIssuer(ownIssuer),
+		jwt.WithAudience(ownAudience),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(30*time.Second),
+		jwt.WithTimeFunc(func() time.Time { return is.now() }),
+	)
+	eopts := []jwt.ParserOption{
+		jwt.WithValidMethods(asymmetric),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(30 * time.Second),
+	}
+	if cfg.Issuer != "" {
+		eopts = append(eopts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		eopts = append(eopts, jwt.WithAudience(cfg.Audience))
+	}
+	is.eparser = jwt.NewParser(eopts...)
+	if cfg.JWKSURL != "" {
+		k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
+			HTTPTimeout:     10 * time.Second,
+			RefreshInterval: cfg.JWKSRefresh,
+			RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
+				return func(_ context.Context, err error) {
+					logger.Error("jwks refresh failed", "url", u, "error", err)
+				}
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("CCRELAY_OAUTH_JWKS_URL: %w", err)
+		}
+		is.jwks = k
+	}
+	return is, nil
+}
+
+// deriveKey derives the HS256 key from the client list, so that replicas
+// configured alike agree on it without sharing one more secret.
+func deriveKey(clients auth.Credentials) ([]byte, error) {
+	var ikm []byte
+	for _, name := range clients.Names() {
+		ikm = append(ikm, name...)
+		ikm = append(ikm, 0)
+		ikm = append(ikm, clients[name].Reveal()...)
+		ikm = append(ikm, 0)
+	}
+	return hkdf.Key(sha256.New, ikm, []byte("ccrelay-oauth"), "hs256 token signing key v1", 32)
+}
+
+// Enabled reports whether any token can be verified.
+func (is *Issuer) Enabled() bool { return is.key != nil || is.jwks != nil }
+
+// Issue returns a signed token for clientID and its lifetime.
+func (is *Issuer) Issue(clientID string) (string, time.Duration, error) {
+	if is.key == nil {
+		return "", 0, errors.New("no signing key")
+	}
+	now := is.now()
+	claims := jwt.RegisteredClaims{
+		Issuer:    ownIssuer,
+		Subject:   clientID,
+		Audience:  jwt.ClaimStrings{ownAudience},
+		IssuedAt:  jwt.NewNumericDate(now),
+		NotBefore: jwt.NewNumericDate(now.Add(-5 * time.Second)),
+		ExpiresAt: jwt.NewNumericDate(now.Add(is.cfg.TokenTTL)),
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	s, err := tok.SignedString(is.key)
+	return s, is.cfg.TokenTTL, err
+}
+
+// Verify checks a bearer token: one of ccrelay's own (HS256) or, with a JWKS
+// configured, one of the external issuer. It returns the token's subject.
+func (is *Issuer) Verify(ctx context.Context, token string) (string, error) {
+	var claims jwt.RegisteredClaims
+	alg, err := algOf(token)
+	if err != nil {
+		return "", err
+	}
+	if alg == "HS256" {
+		if is.key == nil {
+			return "", errors.New("own tokens are not enabled")
+		}
+		if _, err := is.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return is.key, nil }); err != nil {
+			return "", err
+		}
+		// A token of ours whose client was removed since is refused at once.
+		if is.cfg.SigningKey != "" {
+			if _, ok := is.cfg.Clients[claims.Subject]; !ok && len(is.cfg.Clients) > 0 {
+				return "", errors.New("client no longer configured")
+			}
+		}
+		return claims.Subject, nil
+	}
+	if is.jwks == nil {
+		return "", fmt.Errorf("algorithm %s is not accepted", alg)
+	}
+	if _, err := is.eparser.ParseWithClaims(token, &claims, is.jwks.KeyfuncCtx(ctx)); err != nil {
+		return "", err
+	}
+	return claims.Subject, nil
+}
+
+func algOf(token string) (string, error) {
+	t, _, err := jwt.NewParser().ParseUnverified(token, &jwt.RegisteredClaims{})
+	if err != nil {
+		return "", err
+	}
+	alg, _ := t.Header["alg"].(string)
+	if alg == "" {
+		return "", errors.New("token has no alg")
+	}
+	return alg, nil
+}
+
+// tokenError is an RFC 6749 §5.2 error body.
+type tokenError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+}
+
+// ServeHTTP is the token endpoint: the client-credentials grant of RFC 6749
+// §4.4, client authentication by HTTP basic or by client_id and
+// client_secret form fields (§2.3.1), never both.
+func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Token answers must never be cached (§5.1).
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	fail := func(status int, code, desc string) {
+		is.issued.WithLabelValues(code).Inc()
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Basic realm="ccrelay"`)
+		}
+		is.logger.Info("token request refused", "error_code", code, "remote", r.RemoteAddr)
+		writeJSON(w, status, tokenError{Error: code, Description: desc})
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		is.issued.WithLabelValues("invalid_request").Inc()
+		writeJSON(w, http.StatusMethodNotAllowed, tokenError{Error: "invalid_request", Description: "use POST"})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil || !isForm(r) {
+		fail(http.StatusBadRequest, "invalid_request", "send an application/x-www-form-urlencoded body")
+		return
+	}
+	form := r.PostForm
+	for _, p := range []string{"grant_type", "client_id", "client_secret", "scope"} {
+		if len(form[p]) > 1 {
+			fail(http.StatusBadRequest, "invalid_request", p+" is repeated")
+			return
+		}
+	}
+	gt := form.Get("grant_type")
+	switch {
+	case gt == "":
+		fail(http.StatusBadRequest, "invalid_request", "grant_type is required")
+		return
+	case gt != "client_credentials":
+		fail(http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported")
+		return
+	}
+
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		// §2.3.1: id and secret are form-urlencoded before basic encoding.
+		var err1, err2 error
+		id, err1 = url.QueryUnescape(id)
+		secret, err2 = url.QueryUnescape(secret)
+		if err1 != nil || err2 != nil {
+			fail(http.StatusUnauthorized, "invalid_client", "malformed client credentials")
+			return
+		}
+		if form.Has("client_secret") {
+			fail(http.StatusBadRequest, "invalid_request", "use one client authentication method, not two")
+			return
+		}
+	} else {
+		id, secret = form.Get("client_id"), form.Get("client_secret")
+	}
+	if id == "" || secret == "" {
+		fail(http.StatusUnauthorized, "invalid_client", "client authentication is required")
+		return
+	}
+	if !is.cfg.Clients.Check(id, secret) {
+		fail(http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return
+	}
+	tok, ttl, err := is.Issue(id)
+	if err != nil {
+		is.issued.WithLabelValues("server_error").Inc()
+		is.logger.Error("issue token", "error", err)
+		writeJSON(w, http.StatusInternalServerError, tokenError{Error: "server_error"})
+		return
+	}
+	is.issued.WithLabelValues("issued").Inc()
+	is.logger.Debug("token issued", "client_id", id)
+	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(ttl / time.Second)})
+}
+
+func isForm(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == "application/x-www-form-urlencoded"
+}

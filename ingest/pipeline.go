@@ -1,0 +1,253 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nuid"
+
+	"github.com/ccrelay/ccrelay/messages"
+)
+
+// Adapter turns the requests of one source into events.
+type Adapter interface {
+	// Source names the adapter in metrics and logs (messages.SourceSinch, ...).
+	Source() string
+	// Authorize checks what can be checked before the body is read, so an
+	// unauthenticated client cannot make ingest read a body. An adapter
+	// whose check needs the body (a signature) does it in Event.
+	Authorize(r *http.Request) error
+	// Event verifies and decodes body and returns what to store. Errors are
+	// *Error values, or wrap messages.ErrInvalidPayload.
+	Event(ctx context.Context, r *http.Request, body []byte, received time.Time) (*Accepted, error)
+}
+
+// Accepted is an event an adapter accepted for storing.
+type Accepted struct {
+	Event messages.Event
+	// Type is the bounded metrics label of the event (a known trigger or
+	// event name, or "other").
+	Type string
+	// Undo, when set, is called if the event could not be stored, to roll
+	// back what the adapter recorded (a claimed nonce), so that the sender's
+	// retry is not refused.
+	Undo func(context.Context)
+}
+
+// Response is the body of a 2xx answer.
+type Response struct {
+	ID        string `json:"id"`
+	Subject   string `json:"subject"`
+	Stream    string `json:"stream"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// HeaderDuplicate is set to "true" on the answer to an event JetStream
+// already held, "false" otherwise.
+const HeaderDuplicate = "Ccrelay-Duplicate"
+
+// PipelineConfig sets the request pipeline.
+type PipelineConfig struct {
+	// MaxBodyBytes is the largest body accepted; larger ones get 413.
+	MaxBodyBytes int64
+	// RetryAfter is sent with 503 answers.
+	RetryAfter time.Duration
+}
+
+// Pipeline runs every adapter's requests through the same steps: method,
+// authorization, content type, body limit, decode, publish, answer.
+type Pipeline struct {
+	cfg     PipelineConfig
+	pub     *Publisher
+	metrics *Metrics
+	logger  *slog.Logger
+	bufs    sync.Pool
+}
+
+// NewPipeline returns a Pipeline publishing with pub.
+func NewPipeline(cfg PipelineConfig, pub *Publisher, m *Metrics, logger *slog.Logger) *Pipeline {
+	return &Pipeline{
+		cfg:     cfg,
+		pub:     pub,
+		metrics: m,
+		logger:  logger,
+		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
+	}
+}
+
+// Handler returns the HTTP handler of adapter a.
+func (p *Pipeline) Handler(a Adapter) http.Handler {
+	source := a.Source()
+	duration := p.metrics.Duration.WithLabelValues(source)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		p.metrics.InFlight.Inc()
+		defer p.metrics.InFlight.Dec()
+
+		reqID := requestID(r)
+		w.Header().Set("X-Request-Id", reqID)
+		outcome, attrs := p.serve(w, r, a, start)
+		duration.Observe(time.Since(start).Seconds())
+		p.metrics.Requests.WithLabelValues(source, outcome).Inc()
+
+		level := slog.LevelDebug
+		switch {
+		case outcome == CodeUnavailable || outcome == CodeInternal:
+			level = slog.LevelError
+		case outcome != "stored" && outcome != "duplicate":
+			level = slog.LevelInfo
+		}
+		if p.logger.Enabled(r.Context(), level) {
+			attrs = append(attrs,
+				slog.String("source", source),
+				slog.String("outcome", outcome),
+				slog.String("request_id", reqID),
+				slog.String("remote", r.RemoteAddr),
+				slog.Duration("duration", time.Since(start)),
+			)
+			if tp := r.Header.Get(messages.HeaderTraceparent); messages.ValidTraceparent(tp) {
+				attrs = append(attrs, slog.String("trace_id", tp[3:35]))
+			}
+			p.logger.LogAttrs(r.Context(), level, "ingest request", attrs...)
+		}
+	})
+}
+
+// serve handles one request and returns its outcome label and log fields.
+func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, start time.Time) (string, []slog.Attr) {
+	fail := func(e *Error, attrs ...slog.Attr) (string, []slog.Attr) {
+		if e.Status == http.StatusServiceUnavailable && e.RetryAfter == 0 {
+			e.RetryAfter = p.cfg.RetryAfter
+		}
+		WriteError(w, e)
+		if e.Err != nil {
+			attrs = append(attrs, slog.String("error", e.Err.Error()))
+		}
+		return e.Code, append(attrs, slog.String("reason", e.Message))
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return fail(Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use POST"))
+	}
+	if err := a.Authorize(r); err != nil {
+		return fail(AsError(err))
+	}
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		return fail(err)
+	}
+	if r.ContentLength > p.cfg.MaxBodyBytes {
+		return fail(tooLarge(p.cfg.MaxBodyBytes))
+	}
+
+	buf := p.bufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		// Do not let one large body pin its buffer in the pool for ever.
+		if int64(buf.Cap()) <= 64<<10 {
+			p.bufs.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)); err != nil {
+		var tl *http.MaxBytesError
+		if errors.As(err, &tl) {
+			return fail(tooLarge(p.cfg.MaxBodyBytes))
+		}
+		return fail(&Error{Status: http.StatusBadRequest, Code: CodeInvalidPayload, Message: "could not read the request body", Err: err})
+	}
+	body := buf.Bytes()
+	if len(body) == 0 {
+		return fail(Errorf(http.StatusBadRequest, CodeInvalidPayload, "the request body is empty"))
+	}
+
+	acc, err := a.Event(r.Context(), r, body, start)
+	if err != nil {
+		if errors.Is(err, messages.ErrInvalidPayload) {
+			return fail(BadPayload(err))
+		}
+		return fail(AsError(err))
+	}
+	ev := &acc.Event
+	ev.ReceivedAt = start
+	if ev.Time.IsZero() {
+		ev.Time = start
+	}
+	if tp := r.Header.Get(messages.HeaderTraceparent); messages.ValidTraceparent(tp) {
+		ev.Traceparent = tp
+	}
+	attrs := []slog.Attr{slog.String("dedup_id", ev.ID), slog.String("subject", ev.Subject)}
+
+	// The publish must not be cut short by a client that hangs up: the
+	// event may be half-way into JetStream, and the undo below must see the
+	// real outcome. The publisher bounds it with its own timeout.
+	ack, err := p.pub.Publish(context.WithoutCancel(r.Context()), ev)
+	if err != nil {
+		if acc.Undo != nil {
+			acc.Undo(context.WithoutCancel(r.Context()))
+		}
+		return fail(&Error{
+			Status:     http.StatusServiceUnavailable,
+			Code:       CodeUnavailable,
+			Message:    "the event could not be stored; retry later",
+			RetryAfter: p.cfg.RetryAfter,
+			Err:        err,
+		}, attrs...)
+	}
+
+	attrs = append(attrs, slog.Uint64("seq", ack.Sequence), slog.Bool("duplicate", ack.Duplicate))
+	status, outcome := http.StatusAccepted, "stored"
+	if ack.Duplicate {
+		status, outcome = http.StatusOK, "duplicate"
+		p.metrics.Duplicates.WithLabelValues(a.Source()).Inc()
+	} else {
+		p.metrics.Published.WithLabelValues(a.Source(), acc.Type).Inc()
+	}
+	w.Header().Set(HeaderDuplicate, strconv.FormatBool(ack.Duplicate))
+	WriteJSON(w, status, Response{ID: ev.ID, Subject: ev.Subject, Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
+	return outcome, attrs
+}
+
+func tooLarge(limit int64) *Error {
+	return Errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "the body is larger than %d bytes", limit)
+}
+
+func checkContentType(ct string) *Error {
+	if ct == "" {
+		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type is missing; send application/json")
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "only the utf-8 charset is accepted")
+	}
+	return nil
+}
+
+// requestID returns the client's X-Request-Id when it is a sane token, so
+// logs can be joined with the sender's, or a new unique id.
+func requestID(r *http.Request) string {
+	if id := r.Header.Get("X-Request-Id"); id != "" && len(id) <= 64 {
+		ok := true
+		for i := 0; i < len(id); i++ {
+			c := id[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return id
+		}
+	}
+	return nuid.Next()
+}

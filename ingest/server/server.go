@@ -1,0 +1,182 @@
+// Package server puts the ingest adapters, the OAuth token endpoint and the
+// health checks behind one HTTP handler, and runs it with a graceful
+// shutdown: stop accepting, finish what is in flight, then return.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/ccrelay/ccrelay/ingest"
+)
+
+// Config sets the ingest HTTP server. Its env tags are read with the
+// CCRELAY_ prefix.
+type Config struct {
+	// Addr is the ingest listener.
+	Addr string `env:"HTTP_ADDR" envDefault:":8080"`
+	// MaxBodyBytes is the largest request body accepted (413 above). With
+	// headers it must fit the NATS server's max_payload (1 MiB by default).
+	MaxBodyBytes int64 `env:"MAX_BODY_BYTES" envDefault:"524288"`
+	// PublishTimeout bounds the wait for JetStream's acknowledgement.
+	PublishTimeout time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s"`
+	// RetryAfter is sent with 503 answers.
+	RetryAfter time.Duration `env:"RETRY_AFTER" envDefault:"5s"`
+	// ReadTimeout bounds reading one request, headers and body.
+	ReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s"`
+	// ShutdownDelay keeps serving, while /readyz already says 503, before
+	// shutting down, so load balancers stop sending first.
+	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
+	// ShutdownTimeout bounds the wait for requests in flight at shutdown.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+}
+
+// headerAllowance is what the contract's headers may add to a body.
+const headerAllowance = 8 << 10
+
+// Validate checks the fields against each other and against maxPayload, the
+// NATS server's limit (0 skips that check). Errors name the variable.
+func (c Config) Validate(maxPayload int64) error {
+	switch {
+	case c.MaxBodyBytes <= 0:
+		return errors.New("CCRELAY_MAX_BODY_BYTES: must be positive")
+	case maxPayload > 0 && c.MaxBodyBytes+headerAllowance > maxPayload:
+		return fmt.Errorf("CCRELAY_MAX_BODY_BYTES: %d plus headers does not fit the NATS server's max_payload of %d bytes; lower it or raise max_payload", c.MaxBodyBytes, maxPayload)
+	case c.PublishTimeout <= 0:
+		return errors.New("CCRELAY_PUBLISH_TIMEOUT: must be positive")
+	case c.RetryAfter < time.Second:
+		return errors.New("CCRELAY_RETRY_AFTER: must be at least 1s")
+	case c.ReadTimeout <= 0:
+		return errors.New("CCRELAY_HTTP_READ_TIMEOUT: must be positive")
+	case c.ShutdownTimeout <= 0:
+		return errors.New("CCRELAY_SHUTDOWN_TIMEOUT: must be positive")
+	case c.ShutdownDelay < 0:
+		return errors.New("CCRELAY_SHUTDOWN_DELAY: must not be negative")
+	}
+	return nil
+}
+
+// ReadyChecker tells whether JetStream answers.
+type ReadyChecker interface {
+	Ready(ctx context.Context) error
+}
+
+// Routes are the handlers the server mounts.
+type Routes struct {
+	Pipeline   *ingest.Pipeline
+	Sinch      ingest.Adapter
+	ContactPro ingest.Adapter
+	Connect    ingest.Adapter
+	// Token is the OAuth token endpoint; nil leaves /oauth/token unmounted.
+	Token http.Handler
+	Ready ReadyChecker
+}
+
+// Server is the ingest HTTP server.
+type Server struct {
+	cfg      Config
+	handler  http.Handler
+	ready    ReadyChecker
+	stopping atomic.Bool
+	logger   *slog.Logger
+}
+
+// New returns the server for routes.
+func New(cfg Config, routes Routes, logger *slog.Logger) *Server {
+	s := &Server{cfg: cfg, ready: routes.Ready, logger: logger}
+	mux := http.NewServeMux()
+	p := routes.Pipeline
+	// Patterns carry no method so that the pipeline answers a wrong method
+	// with a JSON 405 rather than the mux's plain-text one.
+	mux.Handle("/v1/sinch/{service}", p.Handler(routes.Sinch))
+	mux.Handle("/v1/contactpro/{integration}", p.Handler(routes.ContactPro))
+	mux.Handle("/v1/contactpro/{integration}/{event}", p.Handler(routes.ContactPro))
+	mux.Handle("/v1/connect/events", p.Handler(routes.Connect))
+	if routes.Token != nil {
+		mux.Handle("/oauth/token", routes.Token)
+	}
+	mux.HandleFunc("/healthz", s.healthz)
+	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		ingest.WriteError(w, ingest.Errorf(http.StatusNotFound, ingest.CodeNotFound, "no such endpoint; see the README for the list"))
+	})
+	s.handler = mux
+	return s
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+type status struct {
+	Status string `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	ingest.WriteJSON(w, http.StatusOK, status{Status: "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.stopping.Load() {
+		ingest.WriteJSON(w, http.StatusServiceUnavailable, status{Status: "stopping"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.ready.Ready(ctx); err != nil {
+		ingest.WriteJSON(w, http.StatusServiceUnavailable, status{Status: "unavailable", Error: "jetstream is not reachable"})
+		return
+	}
+	ingest.WriteJSON(w, http.StatusOK, status{Status: "ready"})
+}
+
+// Run serves on ln until ctx ends, then shuts down gracefully: /readyz turns
+// 503, after ShutdownDelay the listener closes, and requests in flight get
+// up to ShutdownTimeout to finish (each waits for its JetStream ack).
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.ReadTimeout + s.cfg.PublishTimeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
+	return Serve(ctx, srv, ln, func() {
+		s.stopping.Store(true)
+		if s.cfg.ShutdownDelay > 0 {
+			s.logger.Info("shutdown: unready, waiting before closing the listener", "delay", s.cfg.ShutdownDelay)
+			time.Sleep(s.cfg.ShutdownDelay)
+		}
+	}, s.cfg.ShutdownTimeout)
+}
+
+// Serve runs srv on ln until ctx ends, then calls beforeShutdown (may be nil)
+// and shuts srv down, waiting up to timeout for requests in flight.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener, beforeShutdown func(), timeout time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	if beforeShutdown != nil {
+		beforeShutdown()
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown %s: %w", ln.Addr(), err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

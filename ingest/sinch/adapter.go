@@ -1,0 +1,129 @@
+package sinch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages"
+)
+
+// Config sets the Sinch adapter. Its env tags are read with the CCRELAY_
+// prefix.
+type Config struct {
+	// WebhookSecrets maps each messaging service, the {service} of the URL,
+	// to its webhook secret: "service:secret,service2:secret2".
+	WebhookSecrets auth.Credentials `env:"SINCH_WEBHOOK_SECRETS"`
+	// MaxClockSkew is how far a callback's timestamp may be from now. 0
+	// turns off the timestamp and nonce checks.
+	MaxClockSkew time.Duration `env:"SINCH_MAX_CLOCK_SKEW" envDefault:"5m"`
+}
+
+// Validate checks the fields. Errors name the environment variable.
+func (c Config) Validate() error {
+	if c.MaxClockSkew < 0 {
+		return errors.New("CCRELAY_SINCH_MAX_CLOCK_SKEW: must not be negative")
+	}
+	for name := range c.WebhookSecrets {
+		if len(name) > 64 {
+			return fmt.Errorf("CCRELAY_SINCH_WEBHOOK_SECRETS: service name %.16q... is longer than 64 bytes", name)
+		}
+	}
+	return nil
+}
+
+// Adapter is the Sinch ingest adapter.
+type Adapter struct {
+	cfg      Config
+	subjects messages.Subjects
+	nonces   NonceGuard
+	now      func() time.Time
+}
+
+// New returns the adapter. nonces may be nil only when cfg.MaxClockSkew is 0.
+func New(cfg Config, subjects messages.Subjects, nonces NonceGuard) *Adapter {
+	return &Adapter{cfg: cfg, subjects: subjects, nonces: nonces, now: time.Now}
+}
+
+// Source implements ingest.Adapter.
+func (a *Adapter) Source() string { return messages.SourceSinch }
+
+const challenge = `Sinch-Signature realm="ccrelay"`
+
+// Authorize refuses services with no secret before the body is read.
+func (a *Adapter) Authorize(r *http.Request) error {
+	service := r.PathValue("service")
+	if _, ok := a.cfg.WebhookSecrets[service]; !ok {
+		return ingest.Unauthorized(ingest.CodeUnauthorized, "no webhook secret is configured for this service", challenge, nil)
+	}
+	return nil
+}
+
+// Event checks the signature, timestamp and nonce, decodes the callback and
+// returns it for storing. The nonce is claimed last, after everything that
+// could refuse the request, so a refused request changes nothing.
+func (a *Adapter) Event(ctx context.Context, r *http.Request, body []byte, received time.Time) (*ingest.Accepted, error) {
+	service := r.PathValue("service")
+	secret := a.cfg.WebhookSecrets[service]
+
+	h := r.Header
+	if alg := h.Get(HeaderAlgorithm); alg != "" && !strings.EqualFold(alg, Algorithm) {
+		return nil, ingest.Unauthorized(ingest.CodeUnsupportedAlgorithm, "signature algorithm must be "+Algorithm, challenge, nil)
+	}
+	sig, nonce, ts := h.Get(HeaderSignature), h.Get(HeaderNonce), h.Get(HeaderTimestamp)
+	if sig == "" || nonce == "" || ts == "" {
+		return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the signature, nonce and timestamp headers are required", challenge, nil)
+	}
+	if !Verify(secret.Reveal(), body, nonce, ts, sig) {
+		return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the signature does not match", challenge, nil)
+	}
+	if a.cfg.MaxClockSkew > 0 {
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil {
+			return nil, ingest.Unauthorized(ingest.CodeStaleTimestamp, "the timestamp is not Unix seconds", challenge, nil)
+		}
+		if skew := received.Sub(time.Unix(sec, 0)); skew > a.cfg.MaxClockSkew || -skew > a.cfg.MaxClockSkew {
+			return nil, ingest.Unauthorized(ingest.CodeStaleTimestamp,
+				fmt.Sprintf("the timestamp is %s away from now; at most %s is accepted", skew.Round(time.Second), a.cfg.MaxClockSkew), challenge, nil)
+		}
+	}
+
+	cb, err := messages.DecodeSinchCallback(body)
+	if err != nil {
+		return nil, err
+	}
+
+	acc := &ingest.Accepted{
+		Event: messages.Event{
+			Subject: a.subjects.Sinch(string(cb.Trigger), cb.AppID),
+			ID:      cb.DedupID(body),
+			Source:  "/sinch/" + service,
+			Type:    messages.TypeSinchPrefix + strings.ToLower(string(cb.Trigger)),
+			Time:    cb.Time(),
+			Body:    body,
+		},
+		Type: "other",
+	}
+	if cb.Known {
+		acc.Type = strings.ToLower(string(cb.Trigger))
+	}
+
+	if a.cfg.MaxClockSkew > 0 {
+		undo, err := a.nonces.Claim(ctx, service, nonce)
+		switch {
+		case errors.Is(err, ErrReplayed):
+			return nil, ingest.Unauthorized(ingest.CodeReplayedNonce, "this nonce was used before", challenge, err)
+		case err != nil:
+			return nil, &ingest.Error{Status: http.StatusServiceUnavailable, Code: ingest.CodeUnavailable,
+				Message: "the nonce could not be checked; retry later", Err: err}
+		}
+		acc.Undo = undo
+	}
+	return acc, nil
+}

@@ -1,0 +1,74 @@
+package sinch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrReplayed is returned by NonceGuard.Claim for a nonce seen before.
+var ErrReplayed = errors.New("nonce already used")
+
+// NonceGuard remembers the nonces of accepted callbacks so that a captured
+// request cannot be replayed. Claim is atomic across every replica sharing
+// the guard.
+type NonceGuard interface {
+	// Claim records nonce for service. It fails with ErrReplayed if the
+	// nonce was claimed before. undo releases the claim again.
+	Claim(ctx context.Context, service, nonce string) (undo func(context.Context), err error)
+}
+
+// KVNonceGuard keeps nonces in a JetStream KV bucket whose TTL is the whole
+// window in which a timestamp is accepted, so every replica of ingest sees
+// every other's nonces, and old ones expire by themselves.
+type KVNonceGuard struct {
+	kv jetstream.KeyValue
+}
+
+// NewKVNonceGuard creates or updates the bucket and returns a guard on it.
+// maxSkew is the accepted clock skew: a nonce must be remembered for as long
+// as its timestamp can still be accepted, which is up to 2×maxSkew after it
+// was first seen. The bucket is in memory: after a full restart of the NATS
+// servers replays within the window are still stopped by JetStream's dedup,
+// because a replay is byte-identical and so has the same dedup id.
+func NewKVNonceGuard(ctx context.Context, js jetstream.JetStream, bucket string, maxSkew time.Duration, replicas int) (*KVNonceGuard, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "ccrelay: Sinch webhook nonces seen inside the accepted clock skew",
+		TTL:         2*maxSkew + time.Minute,
+		History:     1,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    replicas,
+		// A key is a hex digest; the value is empty.
+		MaxValueSize: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nonce bucket %s: %w", bucket, err)
+	}
+	return &KVNonceGuard{kv: kv}, nil
+}
+
+// Claim implements NonceGuard.
+func (g *KVNonceGuard) Claim(ctx context.Context, service, nonce string) (func(context.Context), error) {
+	// Nonces are arbitrary text and KV keys are not: hash them, and
+	// include the service so services cannot collide.
+	sum := sha256.Sum256([]byte(service + "\x00" + nonce))
+	key := hex.EncodeToString(sum[:20])
+	rev, err := g.kv.Create(ctx, key, nil)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, ErrReplayed
+		}
+		return nil, fmt.Errorf("claim nonce: %w", err)
+	}
+	return func(ctx context.Context) {
+		// Only our own claim is removed; the revision check makes a
+		// concurrent re-claim safe.
+		_ = g.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+	}, nil
+}

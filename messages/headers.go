@@ -1,0 +1,116 @@
+package messages
+
+import (
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Header names every stored event carries: the CloudEvents NATS binding in
+// binary mode, plus JetStream's dedup header and ccrelay's own.
+const (
+	HeaderMsgID       = "Nats-Msg-Id"
+	HeaderSpecVersion = "ce-specversion"
+	HeaderID          = "ce-id"
+	HeaderSource      = "ce-source"
+	HeaderType        = "ce-type"
+	HeaderTime        = "ce-time"
+	HeaderContentType = "Content-Type"
+	HeaderTraceparent = "traceparent"
+	// HeaderSealed holds credentials that arrived with a request, sealed
+	// with package seal. It is absent when there were none or no sealing key
+	// is configured.
+	HeaderSealed = "Ccrelay-Sealed"
+	// HeaderReceivedAt is when ingest received the request (RFC 3339, UTC).
+	HeaderReceivedAt = "Ccrelay-Received-At"
+)
+
+// CloudEventsVersion is the value of ce-specversion.
+const CloudEventsVersion = "1.0"
+
+// ContentTypeJSON is the content type of every body ccrelay stores.
+const ContentTypeJSON = "application/json"
+
+// CloudEvents types of the events ccrelay stores.
+const (
+	// TypeSinchPrefix is followed by the lower-case trigger,
+	// e.g. com.sinch.conversation.message_inbound.
+	TypeSinchPrefix = "com.sinch.conversation."
+	// TypeContactProPrefix is followed by integration "." event,
+	// e.g. com.sinch.contactpro.chat-attachments.ended.
+	TypeContactProPrefix = "com.sinch.contactpro."
+	// TypeContactLensPostCall is AWS's own name of the event in its schema
+	// registry (aws.connect@ContactLensPostCallRulesMatched).
+	TypeContactLensPostCall = "aws.connect.ContactLensPostCallRulesMatched"
+)
+
+// Event is one stored event: the raw body and the headers of the contract.
+type Event struct {
+	// Subject the event is stored under.
+	Subject string
+	// ID is the dedup id: JetStream's Nats-Msg-Id and CloudEvents' ce-id.
+	ID string
+	// Source is ce-source, a URI reference naming where the event came from.
+	Source string
+	// Type is ce-type.
+	Type string
+	// Time is when the event happened according to its sender, or when it
+	// was received if the sender did not say.
+	Time time.Time
+	// ReceivedAt is when ingest received it.
+	ReceivedAt time.Time
+	// Traceparent is the W3C trace context of the request, if it had a valid one.
+	Traceparent string
+	// Sealed holds the sealed credentials of the request, if any.
+	Sealed string
+	// Body is the request body, byte for byte.
+	Body []byte
+}
+
+// Msg returns the NATS message that stores e.
+func (e *Event) Msg() *nats.Msg {
+	h := make(nats.Header, 10)
+	// Direct map writes keep the canonical spelling of the contract
+	// (ce-id rather than Ce-Id); nats.Header.Set would canonicalise.
+	h[HeaderMsgID] = []string{e.ID}
+	h[HeaderSpecVersion] = []string{CloudEventsVersion}
+	h[HeaderID] = []string{e.ID}
+	h[HeaderSource] = []string{e.Source}
+	h[HeaderType] = []string{e.Type}
+	h[HeaderTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
+	h[HeaderContentType] = []string{ContentTypeJSON}
+	if !e.ReceivedAt.IsZero() {
+		h[HeaderReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}
+	}
+	if e.Traceparent != "" {
+		h[HeaderTraceparent] = []string{e.Traceparent}
+	}
+	if e.Sealed != "" {
+		h[HeaderSealed] = []string{e.Sealed}
+	}
+	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Body}
+}
+
+// ValidTraceparent reports whether v is a W3C traceparent of version 00
+// (https://www.w3.org/TR/trace-context/#traceparent-header): only such values
+// are passed on, so a client cannot smuggle arbitrary text into headers.
+func ValidTraceparent(v string) bool {
+	// 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
+	if len(v) != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
+		return false
+	}
+	if v[:2] != "00" {
+		return false
+	}
+	for i, c := range []byte(v) {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	// All-zero trace and parent ids are invalid by the spec.
+	return strings.Trim(v[3:35], "0") != "" && strings.Trim(v[36:52], "0") != ""
+}

@@ -1,0 +1,118 @@
+package messages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig sets the streams of the contract. Its env tags are read with
+// the CCRELAY_ prefix.
+type StreamConfig struct {
+	// Prefix starts every subject; stream and bucket names derive from it.
+	Prefix string `env:"SUBJECT_PREFIX" envDefault:"ccrelay"`
+	// Replicas of every stream and bucket: 1 on a single server, 3 on a cluster.
+	Replicas int `env:"STREAM_REPLICAS" envDefault:"1"`
+	// MaxAge is how long events are kept, which is the replay window.
+	MaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h"`
+	// DedupWindow is how long JetStream remembers dedup ids.
+	DedupWindow time.Duration `env:"DEDUP_WINDOW" envDefault:"10m"`
+	// MaxBytes caps the events stream's size (-1: no cap). At the cap the
+	// oldest events are discarded, so keep it well above a day's volume.
+	MaxBytes int64 `env:"STREAM_MAX_BYTES" envDefault:"-1"`
+	// DLQMaxAge is how long dead letters are kept.
+	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE" envDefault:"720h"`
+}
+
+// Validate checks the rules that span fields or that JetStream would reject
+// with a less helpful message. Errors name the environment variable.
+func (c StreamConfig) Validate() error {
+	if _, err := NewSubjects(c.Prefix); err != nil {
+		return fmt.Errorf("CCRELAY_SUBJECT_PREFIX: %w", err)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("CCRELAY_STREAM_REPLICAS: %d is not between 1 and 5", c.Replicas)
+	}
+	if c.MaxAge <= 0 {
+		return fmt.Errorf("CCRELAY_STREAM_MAX_AGE: must be positive")
+	}
+	if c.DedupWindow <= 0 {
+		return fmt.Errorf("CCRELAY_DEDUP_WINDOW: must be positive")
+	}
+	if c.DedupWindow > c.MaxAge {
+		return fmt.Errorf("CCRELAY_DEDUP_WINDOW: %s is longer than CCRELAY_STREAM_MAX_AGE %s", c.DedupWindow, c.MaxAge)
+	}
+	if c.DLQMaxAge <= 0 {
+		return fmt.Errorf("CCRELAY_DLQ_MAX_AGE: must be positive")
+	}
+	if c.MaxBytes == 0 || c.MaxBytes < -1 {
+		return fmt.Errorf("CCRELAY_STREAM_MAX_BYTES: %d is neither -1 nor positive", c.MaxBytes)
+	}
+	return nil
+}
+
+// Streams returns the definitions of the events and dead-letter streams.
+func (c StreamConfig) Streams(s Subjects) []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:        s.EventsStream(),
+			Description: "ccrelay inbound events (raw bodies, CloudEvents headers)",
+			Subjects:    []string{s.Inbound()},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      c.MaxAge,
+			MaxBytes:    c.MaxBytes,
+			Duplicates:  c.DedupWindow,
+			Replicas:    c.Replicas,
+			AllowDirect: true,
+		},
+		{
+			Name:        s.DeadLetterStream(),
+			Description: "ccrelay dead letters (original body and headers, plus the failure)",
+			Subjects:    []string{s.DeadLetters()},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      c.DLQMaxAge,
+			Duplicates:  c.DedupWindow,
+			Replicas:    c.Replicas,
+			AllowDirect: true,
+		},
+	}
+}
+
+// EnsureStreams creates the streams or brings their configuration up to
+// date. It is idempotent and safe when several replicas start at once: a
+// replica that loses the race to create a stream updates it instead.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
+	s, err := NewSubjects(c.Prefix)
+	if err != nil {
+		return err
+	}
+	for _, sc := range c.Streams(s) {
+		if err := ensureStream(ctx, js, sc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		_, err = js.CreateOrUpdateStream(ctx, sc)
+		// Two replicas can both see "not found" and both create; the loser
+		// gets "name already in use" and simply goes round again to update.
+		if err == nil || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,199 @@
+package messages
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// DefaultPrefix is the subject prefix used when none is configured.
+const DefaultPrefix = "ccrelay"
+
+// Subject tokens used by the contract. They are lower-case so that operators
+// can type filters without guessing the case.
+const (
+	SourceSinch      = "sinch"
+	SourceContactPro = "contactpro"
+	SourceConnect    = "connect"
+
+	// ContactProNoEvent is the event token of a Contact Pro call whose URL
+	// names no event.
+	ContactProNoEvent = "any"
+	// ConnectContactLens is the kind token of Contact Lens events.
+	ConnectContactLens = "contactlens"
+)
+
+// ErrInvalidPrefix is returned by NewSubjects for a prefix that cannot start
+// a NATS subject.
+var ErrInvalidPrefix = errors.New("invalid subject prefix")
+
+// Subjects builds the subjects and stream names of one deployment. Several
+// deployments can share a NATS account by using different prefixes; stream
+// and bucket names are derived from the prefix so they do not collide either.
+// The zero value is not usable: call NewSubjects.
+type Subjects struct {
+	prefix string
+	// upper is the prefix as used in stream and bucket names: upper-case,
+	// dots replaced with underscores.
+	upper string
+}
+
+// NewSubjects checks prefix (dot-separated tokens of letters, digits, '-' and
+// '_') and returns the subject builder for it.
+func NewSubjects(prefix string) (Subjects, error) {
+	if prefix == "" {
+		return Subjects{}, fmt.Errorf("%w: empty", ErrInvalidPrefix)
+	}
+	for _, tok := range strings.Split(prefix, ".") {
+		if tok == "" {
+			return Subjects{}, fmt.Errorf("%w: %q has an empty token", ErrInvalidPrefix, prefix)
+		}
+		for i := 0; i < len(tok); i++ {
+			if !isPlain(tok[i]) {
+				return Subjects{}, fmt.Errorf("%w: %q may hold only letters, digits, '-', '_' and '.'", ErrInvalidPrefix, prefix)
+			}
+		}
+	}
+	up := strings.ToUpper(strings.ReplaceAll(prefix, ".", "_"))
+	return Subjects{prefix: prefix, upper: up}, nil
+}
+
+// Prefix returns the configured prefix.
+func (s Subjects) Prefix() string { return s.prefix }
+
+// Inbound is the filter that matches every stored inbound event.
+func (s Subjects) Inbound() string { return s.prefix + ".in.>" }
+
+// DeadLetters is the filter that matches every dead letter.
+func (s Subjects) DeadLetters() string { return s.prefix + ".dlq.>" }
+
+// Sinch is the subject of a Sinch Conversation API callback. trigger is the
+// callback's trigger name (e.g. MESSAGE_INBOUND); it is lower-cased.
+func (s Subjects) Sinch(trigger, appID string) string {
+	return s.join(SourceSinch, EscapeToken(strings.ToLower(trigger)), EscapeToken(appID))
+}
+
+// ContactPro is the subject of a Contact Pro event-driven integration call.
+// An empty event becomes ContactProNoEvent. Both tokens are lower-cased.
+func (s Subjects) ContactPro(integration, event string) string {
+	if event == "" {
+		event = ContactProNoEvent
+	}
+	return s.join(SourceContactPro, EscapeToken(strings.ToLower(integration)), EscapeToken(strings.ToLower(event)))
+}
+
+// ContactLens is the subject of a Contact Lens post-call event of one Amazon
+// Connect instance.
+func (s Subjects) ContactLens(instanceID string) string {
+	return s.join(SourceConnect, ConnectContactLens, EscapeToken(instanceID))
+}
+
+// DeadLetter is the subject of a dead letter from processor.
+func (s Subjects) DeadLetter(processor string) string {
+	return s.prefix + ".dlq." + EscapeToken(processor)
+}
+
+// EventsStream is the name of the stream that holds inbound events.
+func (s Subjects) EventsStream() string { return s.upper + "_EVENTS" }
+
+// DeadLetterStream is the name of the stream that holds dead letters.
+func (s Subjects) DeadLetterStream() string { return s.upper + "_DLQ" }
+
+// Bucket returns the name of a KV or object store bucket owned by this
+// deployment, e.g. Bucket("SINCH_NONCES") is "CCRELAY_SINCH_NONCES".
+func (s Subjects) Bucket(name string) string { return s.upper + "_" + name }
+
+func (s Subjects) join(source string, tokens ...string) string {
+	var b strings.Builder
+	b.Grow(len(s.prefix) + 16 + 32*len(tokens))
+	b.WriteString(s.prefix)
+	b.WriteString(".in.")
+	b.WriteString(source)
+	for _, t := range tokens {
+		b.WriteByte('.')
+		b.WriteString(t)
+	}
+	return b.String()
+}
+
+// isPlain reports whether c may stand in a subject token as it is. The set is
+// deliberately narrower than what NATS allows: it is what every NATS client,
+// the CLI and shell globbing handle without quoting.
+func isPlain(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
+// EscapeToken makes tok safe to use as one subject token. Bytes outside
+// [A-Za-z0-9_-] become %XX (upper-case hex), so '.', '*', '>', white space and
+// non-ASCII never split or widen a subject, and distinct inputs stay
+// distinct. The empty token, which NATS forbids, becomes "%".
+func EscapeToken(tok string) string {
+	if tok == "" {
+		return "%"
+	}
+	clean := true
+	for i := 0; i < len(tok); i++ {
+		if !isPlain(tok[i]) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return tok
+	}
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(tok) + 8)
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if isPlain(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0x0f])
+	}
+	return b.String()
+}
+
+// UnescapeToken reverses EscapeToken. It fails on input that EscapeToken
+// cannot produce.
+func UnescapeToken(tok string) (string, error) {
+	if tok == "%" {
+		return "", nil
+	}
+	var b strings.Builder
+	b.Grow(len(tok))
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if isPlain(c) {
+			b.WriteByte(c)
+			continue
+		}
+		if c != '%' || i+2 >= len(tok) {
+			return "", fmt.Errorf("unescape %q: unexpected byte at %d", tok, i)
+		}
+		hi, lo := unhex(tok[i+1]), unhex(tok[i+2])
+		if hi < 0 || lo < 0 {
+			return "", fmt.Errorf("unescape %q: bad escape at %d", tok, i)
+		}
+		v := byte(hi<<4 | lo)
+		if isPlain(v) {
+			return "", fmt.Errorf("unescape %q: %q is escaped needlessly", tok, v)
+		}
+		b.WriteByte(v)
+		i += 2
+	}
+	return b.String(), nil
+}
+
+func unhex(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'A' && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
