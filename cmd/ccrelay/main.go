@@ -65,7 +65,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	case "version":
 		fs := flag.NewFlagSet("version", flag.ContinueOnError)
 		fs.SetOutput(stderr)
-		fs.Usage = func() { fmt.Fprintln(fs.Output(), "Usage: ccrelay version\n\nPrints the version and the Go version it was built with.") }
+		fs.Usage = func() {
+			fmt.Fprintln(fs.Output(), "Usage: ccrelay version\n\nPrints the version and the Go version it was built with.")
+		}
 		if err := fs.Parse(rest); err != nil {
 			return exitCode(err)
 		}
