@@ -39,7 +39,7 @@ type Accepted struct {
 	// Undo, when set, is called if the event could not be stored, to roll
 	// back what the adapter recorded (a claimed nonce), so that the sender's
 	// retry is not refused.
-	Undo func(context.Context)
+	Undo func(context.Context) error
 }
 
 // Response is the body of a 2xx answer.
@@ -191,7 +191,9 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, star
 	ack, err := p.pub.Publish(context.WithoutCancel(r.Context()), ev)
 	if err != nil {
 		if acc.Undo != nil {
-			acc.Undo(context.WithoutCancel(r.Context()))
+			if uerr := acc.Undo(context.WithoutCancel(r.Context())); uerr != nil {
+				attrs = append(attrs, slog.String("undo_error", uerr.Error()))
+			}
 		}
 		return fail(&Error{
 			Status:     http.StatusServiceUnavailable,

@@ -25,13 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
-	"github.com/ccrelay/ccrelay/ingest"
-	"github.com/ccrelay/ccrelay/ingest/connect"
-	"github.com/ccrelay/ccrelay/ingest/contactpro"
-	"github.com/ccrelay/ccrelay/ingest/oauth"
 	"github.com/ccrelay/ccrelay/ingest/server"
-	"github.com/ccrelay/ccrelay/ingest/sinch"
-	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/broker"
 )
 
@@ -147,50 +141,19 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, logger *slog.Log
 		return err
 	}
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.Ingest.HTTP.ShutdownTimeout)
 		defer cancel()
 		if err := b.Close(cctx); err != nil {
 			logger.Error("close nats", "error", err)
 		}
 		logger.Info("ccrelay stopped")
 	}()
-	if err := cfg.HTTP.Validate(b.Conn.MaxPayload()); err != nil {
-		return err
-	}
-
-	subjects, err := messages.NewSubjects(cfg.Streams.Prefix)
-	if err != nil {
-		return err
-	}
-	if err := messages.EnsureStreams(ctx, b.JS, cfg.Streams); err != nil {
-		return err
-	}
-	var nonces sinch.NonceGuard
-	if cfg.Sinch.MaxClockSkew > 0 {
-		g, err := sinch.NewKVNonceGuard(ctx, b.JS, subjects.Bucket("SINCH_NONCES"), cfg.Sinch.MaxClockSkew, cfg.Streams.Replicas)
-		if err != nil {
-			return err
-		}
-		nonces = g
-	}
-	issuer, err := oauth.New(ctx, cfg.OAuth, reg, logger)
+	srv, err := server.Assemble(ctx, cfg.Ingest, b.JS, b.Conn.MaxPayload(), reg, logger)
 	if err != nil {
 		return err
 	}
 
-	m := ingest.NewMetrics(reg)
-	pub := ingest.NewPublisher(b.JS, subjects, cfg.HTTP.PublishTimeout, m)
-	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: cfg.HTTP.MaxBodyBytes, RetryAfter: cfg.HTTP.RetryAfter}, pub, m, logger)
-	srv := server.New(cfg.HTTP, server.Routes{
-		Pipeline:   pipeline,
-		Sinch:      sinch.New(cfg.Sinch, subjects, nonces),
-		ContactPro: contactpro.New(cfg.ContactPro, issuer, cfg.Seal.Keys, subjects, m),
-		Connect:    connect.New(cfg.Connect, issuer, subjects),
-		Token:      issuer,
-		Ready:      pub,
-	}, logger)
-
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Addr)
+	httpLn, err := net.Listen("tcp", cfg.Ingest.HTTP.Addr)
 	if err != nil {
 		return fmt.Errorf("CCRELAY_HTTP_ADDR: %w", err)
 	}
@@ -202,7 +165,7 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, logger *slog.Log
 	logger.Info("ccrelay ready",
 		"http", httpLn.Addr().String(), "metrics", metricsLn.Addr().String(),
 		"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL(),
-		"sinch_services", cfg.Sinch.WebhookSecrets.Names(), "seal_keys", cfg.Seal.Keys.String())
+		"sinch_services", cfg.Ingest.Sinch.WebhookSecrets.Names(), "seal_keys", cfg.Ingest.SealKeys.String())
 
 	// The metrics listener outlives the ingest one, so the last scrape can
 	// still see the shutdown.

@@ -16,6 +16,9 @@ import (
 	"github.com/ccrelay/ccrelay/ingest"
 )
 
+// headerAllowance is what the contract's headers may add to a body.
+const headerAllowance = 8 << 10
+
 // Config sets the ingest HTTP server. Its env tags are read with the
 // CCRELAY_ prefix.
 type Config struct {
@@ -36,9 +39,6 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
 }
-
-// headerAllowance is what the contract's headers may add to a body.
-const headerAllowance = 8 << 10
 
 // Validate checks the fields against each other and against maxPayload, the
 // NATS server's limit (0 skips that check). Errors name the variable.

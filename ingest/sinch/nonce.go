@@ -20,7 +20,7 @@ var ErrReplayed = errors.New("nonce already used")
 type NonceGuard interface {
 	// Claim records nonce for service. It fails with ErrReplayed if the
 	// nonce was claimed before. undo releases the claim again.
-	Claim(ctx context.Context, service, nonce string) (undo func(context.Context), err error)
+	Claim(ctx context.Context, service, nonce string) (undo func(context.Context) error, err error)
 }
 
 // KVNonceGuard keeps nonces in a JetStream KV bucket whose TTL is the whole
@@ -44,8 +44,9 @@ func NewKVNonceGuard(ctx context.Context, js jetstream.JetStream, bucket string,
 		History:     1,
 		Storage:     jetstream.MemoryStorage,
 		Replicas:    replicas,
-		// A key is a hex digest; the value is empty.
-		MaxValueSize: 64,
+		// Values are empty; the bound is on value plus headers, and a delete
+		// marker carries two headers.
+		MaxValueSize: 1024,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nonce bucket %s: %w", bucket, err)
@@ -54,7 +55,7 @@ func NewKVNonceGuard(ctx context.Context, js jetstream.JetStream, bucket string,
 }
 
 // Claim implements NonceGuard.
-func (g *KVNonceGuard) Claim(ctx context.Context, service, nonce string) (func(context.Context), error) {
+func (g *KVNonceGuard) Claim(ctx context.Context, service, nonce string) (func(context.Context) error, error) {
 	// Nonces are arbitrary text and KV keys are not: hash them, and
 	// include the service so services cannot collide.
 	sum := sha256.Sum256([]byte(service + "\x00" + nonce))
@@ -66,9 +67,12 @@ func (g *KVNonceGuard) Claim(ctx context.Context, service, nonce string) (func(c
 		}
 		return nil, fmt.Errorf("claim nonce: %w", err)
 	}
-	return func(ctx context.Context) {
+	return func(ctx context.Context) error {
 		// Only our own claim is removed; the revision check makes a
 		// concurrent re-claim safe.
-		_ = g.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+		if err := g.kv.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
+			return fmt.Errorf("release nonce: %w", err)
+		}
+		return nil
 	}, nil
 }

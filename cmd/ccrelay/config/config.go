@@ -16,12 +16,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/ccrelay/ccrelay/ingest/connect"
-	"github.com/ccrelay/ccrelay/ingest/contactpro"
-	"github.com/ccrelay/ccrelay/ingest/oauth"
 	"github.com/ccrelay/ccrelay/ingest/server"
-	"github.com/ccrelay/ccrelay/ingest/sinch"
-	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/broker"
 	"github.com/ccrelay/ccrelay/messages/seal"
 )
@@ -46,19 +41,15 @@ type Seal struct {
 
 // Config is the whole configuration.
 type Config struct {
-	Process    Process
-	Broker     broker.Config
-	Streams    messages.StreamConfig
-	HTTP       server.Config
-	Sinch      sinch.Config
-	ContactPro contactpro.Config
-	Connect    connect.Config
-	OAuth      oauth.Config
-	Seal       Seal
+	Process Process
+	Broker  broker.Config
+	Ingest  server.Settings
+	seal    Seal
 }
 
 func (c *Config) sections() []any {
-	return []any{&c.Process, &c.Broker, &c.Streams, &c.HTTP, &c.Sinch, &c.ContactPro, &c.Connect, &c.OAuth, &c.Seal}
+	in := &c.Ingest
+	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.OAuth, &c.seal}
 }
 
 // Load reads the configuration from environ (os.Environ() form). readFile
@@ -108,6 +99,7 @@ func Load(environ []string, readFile func(string) ([]byte, error)) (*Config, err
 			return nil, describe(sec, err)
 		}
 	}
+	cfg.Ingest.SealKeys = cfg.seal.Keys
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -132,22 +124,23 @@ func describe(section any, err error) error {
 }
 
 func (c *Config) validate() error {
-	for _, v := range []interface{ Validate() error }{c.Broker, c.Streams, c.Sinch, c.OAuth} {
+	in := &c.Ingest
+	for _, v := range []interface{ Validate() error }{c.Broker, in.Streams, in.Sinch, in.OAuth} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
 	}
-	if err := c.HTTP.Validate(0); err != nil {
+	if err := in.HTTP.Validate(0); err != nil {
 		return err
 	}
-	if c.ContactPro.APIKeyHeader == "" {
+	if in.ContactPro.APIKeyHeader == "" {
 		return errors.New("CCRELAY_CONTACTPRO_API_KEY_HEADER: must not be empty")
 	}
-	if c.Connect.APIKeyHeader == "" {
+	if in.Connect.APIKeyHeader == "" {
 		return errors.New("CCRELAY_CONNECT_API_KEY_HEADER: must not be empty")
 	}
-	if c.Process.MetricsAddr == c.HTTP.Addr {
-		return fmt.Errorf("CCRELAY_METRICS_ADDR: %s is also CCRELAY_HTTP_ADDR", c.HTTP.Addr)
+	if c.Process.MetricsAddr == in.HTTP.Addr {
+		return fmt.Errorf("CCRELAY_METRICS_ADDR: %s is also CCRELAY_HTTP_ADDR", in.HTTP.Addr)
 	}
 	return nil
 }

@@ -1,0 +1,68 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/connect"
+	"github.com/ccrelay/ccrelay/ingest/contactpro"
+	"github.com/ccrelay/ccrelay/ingest/oauth"
+	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/seal"
+)
+
+// Settings is everything the ingest side is configured with.
+type Settings struct {
+	HTTP       Config
+	Streams    messages.StreamConfig
+	Sinch      sinch.Config
+	ContactPro contactpro.Config
+	Connect    connect.Config
+	OAuth      oauth.Config
+	SealKeys   seal.KeyRing
+}
+
+// Assemble builds the ingest server on js: it makes sure the streams and
+// the nonce bucket exist, and creates the adapters, the token endpoint and
+// the metrics (registered with reg). maxPayload is the NATS server's limit,
+// which the body limit must fit.
+func Assemble(ctx context.Context, st Settings, js jetstream.JetStream, maxPayload int64, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
+	if err := st.HTTP.Validate(maxPayload); err != nil {
+		return nil, err
+	}
+	subjects, err := messages.NewSubjects(st.Streams.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	if err := messages.EnsureStreams(ctx, js, st.Streams); err != nil {
+		return nil, err
+	}
+	var nonces sinch.NonceGuard
+	if st.Sinch.MaxClockSkew > 0 {
+		g, err := sinch.NewKVNonceGuard(ctx, js, subjects.Bucket("SINCH_NONCES"), st.Sinch.MaxClockSkew, st.Streams.Replicas)
+		if err != nil {
+			return nil, err
+		}
+		nonces = g
+	}
+	issuer, err := oauth.New(ctx, st.OAuth, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	m := ingest.NewMetrics(reg)
+	pub := ingest.NewPublisher(js, subjects, st.HTTP.PublishTimeout, m)
+	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: st.HTTP.MaxBodyBytes, RetryAfter: st.HTTP.RetryAfter}, pub, m, logger)
+	return New(st.HTTP, Routes{
+		Pipeline:   pipeline,
+		Sinch:      sinch.New(st.Sinch, subjects, nonces),
+		ContactPro: contactpro.New(st.ContactPro, issuer, st.SealKeys, subjects, m),
+		Connect:    connect.New(st.Connect, issuer, subjects),
+		Token:      issuer,
+		Ready:      pub,
+	}, logger), nil
+}

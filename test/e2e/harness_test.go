@@ -1,0 +1,301 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
+	"github.com/ccrelay/ccrelay/ingest/server"
+	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/test/natstest"
+)
+
+// Credentials every test deployment is configured with. The suite checks
+// that none of them ever reaches a log line or a stored message in clear.
+const (
+	sinchSecret   = "sinch-webhook-secret-1"
+	cpAPIKey      = "contactpro-api-key-1"
+	cpUser        = "cpuser"
+	cpPassword    = "cp-basic-password-1"
+	oauthClient   = "contactpro"
+	oauthSecret   = "oauth-client-secret-1"
+	connectAPIKey = "connect-api-key-1"
+	ebUser        = "eventbridge"
+	ebPassword    = "eb-basic-password-1"
+	sealKey       = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	cmiAPIKey     = "cmi-api-key-in-header"
+	cmiPassword   = "cmi-password-in-header"
+	sapPassword   = "sap-password-in-header"
+)
+
+func secrets() []string {
+	return []string{sinchSecret, cpAPIKey, cpPassword, oauthSecret, connectAPIKey, ebPassword, cmiAPIKey, cmiPassword, sapPassword, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}
+}
+
+var prefixSeq atomic.Int64 // distinct subject prefix per deployment in one test binary
+
+// deployment is one ccrelay ingest (or several replicas) on a real NATS
+// server, served over real HTTP.
+type deployment struct {
+	t        *testing.T
+	js       jetstream.JetStream
+	subjects messages.Subjects
+	settings server.Settings
+	urls     []string
+	regs     []*prometheus.Registry
+	logs     *syncBuffer
+	client   *http.Client
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// deploy starts replicas ingest servers sharing natsURL, configured from
+// environment-style settings (defaults plus extra), through the same
+// loader and assembly as the binary.
+func deploy(t *testing.T, natsURL string, replicas int, extra ...string) *deployment {
+	t.Helper()
+	prefix := fmt.Sprintf("t%d", prefixSeq.Add(1))
+	environ := []string{
+		"CCRELAY_NATS_URL=" + natsURL,
+		"CCRELAY_SUBJECT_PREFIX=" + prefix,
+		"CCRELAY_SINCH_WEBHOOK_SECRETS=svc1:" + sinchSecret,
+		"CCRELAY_CONTACTPRO_API_KEYS=" + cpAPIKey,
+		"CCRELAY_CONTACTPRO_BASIC_USERS=" + cpUser + ":" + cpPassword,
+		"CCRELAY_OAUTH_CLIENTS=" + oauthClient + ":" + oauthSecret,
+		"CCRELAY_CONNECT_API_KEYS=" + connectAPIKey,
+		"CCRELAY_CONNECT_BASIC_USERS=" + ebUser + ":" + ebPassword,
+		"CCRELAY_SEAL_KEYS=" + sealKey,
+		"CCRELAY_MAX_BODY_BYTES=16384",
+		"CCRELAY_LOG_LEVEL=debug",
+	}
+	environ = append(environ, extra...)
+	cfg, err := config.Load(environ, nil)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	nc, js := natstest.Connect(t, natsURL)
+	subjects, err := messages.NewSubjects(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deployment{t: t, js: js, subjects: subjects, settings: cfg.Ingest, logs: &syncBuffer{}, client: &http.Client{Timeout: 20 * time.Second}}
+	logger := slog.New(slog.NewJSONHandler(d.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i := 0; i < replicas; i++ {
+		// Each replica has its own connection, as separate processes would.
+		rnc, rjs := natstest.Connect(t, natsURL)
+		_ = rnc
+		reg := prometheus.NewRegistry()
+		srv, err := server.Assemble(ctx, cfg.Ingest, rjs, nc.MaxPayload(), reg, logger)
+		if err != nil {
+			t.Fatalf("assemble: %v", err)
+		}
+		hs := httptest.NewServer(srv.Handler())
+		t.Cleanup(hs.Close)
+		d.urls = append(d.urls, hs.URL)
+		d.regs = append(d.regs, reg)
+	}
+	t.Cleanup(func() {
+		logs := d.logs.String()
+		for _, s := range secrets() {
+			if strings.Contains(logs, s) {
+				t.Errorf("a secret reached the logs: %q", s)
+			}
+		}
+	})
+	return d
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("answer is not JSON: %v: %s", err, r.body)
+	}
+	return m
+}
+
+// code returns the code of a JSON error answer.
+func (r response) code(t *testing.T) string {
+	t.Helper()
+	c, _ := r.json(t)["code"].(string)
+	return c
+}
+
+func (d *deployment) do(replica int, method, path string, header http.Header, body []byte) response {
+	d.t.Helper()
+	req, err := http.NewRequest(method, d.urls[replica]+path, bytes.NewReader(body))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	res, err := d.client.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return response{status: res.StatusCode, header: res.Header, body: b}
+}
+
+func (d *deployment) post(path string, header http.Header, body []byte) response {
+	d.t.Helper()
+	return d.do(0, http.MethodPost, path, header, body)
+}
+
+var nonceSeq atomic.Int64
+
+// signed returns the headers Sinch sends with body: a fresh nonce, the
+// current time and the signature.
+func signed(secret string, body []byte, at time.Time) http.Header {
+	nonce := fmt.Sprintf("nonce-%d-%d", time.Now().UnixNano(), nonceSeq.Add(1))
+	ts := strconv.FormatInt(at.Unix(), 10)
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set(sinch.HeaderNonce, nonce)
+	h.Set(sinch.HeaderTimestamp, ts)
+	h.Set(sinch.HeaderAlgorithm, sinch.Algorithm)
+	h.Set(sinch.HeaderSignature, sinch.Sign(secret, body, nonce, ts))
+	return h
+}
+
+// stored reads back the message an answer points to.
+func (d *deployment) stored(r response) *jetstream.RawStreamMsg {
+	d.t.Helper()
+	m := r.json(d.t)
+	seq, ok := m["seq"].(float64)
+	if !ok {
+		d.t.Fatalf("answer has no seq: %s", r.body)
+	}
+	st, err := d.js.Stream(context.Background(), d.subjects.EventsStream())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	msg, err := st.GetMsg(context.Background(), uint64(seq))
+	if err != nil {
+		d.t.Fatalf("get seq %v: %v", seq, err)
+	}
+	for _, s := range secrets() {
+		if bytes.Contains(msg.Data, []byte(s)) {
+			d.t.Errorf("secret %q stored in a body", s)
+		}
+		for k, vs := range msg.Header {
+			for _, v := range vs {
+				if strings.Contains(v, s) {
+					d.t.Errorf("secret %q stored in header %s", s, k)
+				}
+			}
+		}
+	}
+	return msg
+}
+
+// count is the number of events stored.
+func (d *deployment) count() uint64 {
+	d.t.Helper()
+	st, err := d.js.Stream(context.Background(), d.subjects.EventsStream())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// metric returns the value of a counter or gauge with the given labels,
+// summed over replicas.
+func (d *deployment) metric(name string, labels map[string]string) float64 {
+	d.t.Helper()
+	var sum float64
+	for _, reg := range d.regs {
+		mfs, err := reg.Gather()
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if hasLabels(m, labels) {
+					switch {
+					case m.Counter != nil:
+						sum += m.Counter.GetValue()
+					case m.Gauge != nil:
+						sum += m.Gauge.GetValue()
+					case m.Histogram != nil:
+						sum += float64(m.Histogram.GetSampleCount())
+					}
+				}
+			}
+		}
+	}
+	return sum
+}
+
+func hasLabels(m *dto.Metric, want map[string]string) bool {
+	n := 0
+	for _, lp := range m.GetLabel() {
+		if v, ok := want[lp.GetName()]; ok {
+			if v != lp.GetValue() {
+				return false
+			}
+			n++
+		}
+	}
+	return n == len(want)
+}
+
+func jsonHeader() http.Header {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	return h
+}
