@@ -352,7 +352,8 @@ func DecodeSinchCallback(body []byte) (*SinchCallback, error) {
 
 	var unknown []string
 	for key, raw := range top {
-		if isSinchEnvelopeKey(key) || isNull(raw) {
+		// An empty key cannot name a trigger (nor a subject token).
+		if key == "" || isSinchEnvelopeKey(key) || isNull(raw) {
 			continue
 		}
 		if t, ok := sinchTriggerOf(key); ok {

@@ -1,0 +1,118 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
+)
+
+func TestDefaults(t *testing.T) {
+	cfg, err := config.Load(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg.Ingest
+	switch {
+	case !cfg.Broker.Embedded(), cfg.Broker.DataDir != "./data", in.HTTP.Addr != ":8080", cfg.Process.MetricsAddr != ":9090",
+		in.Streams.Replicas != 1, in.Streams.MaxAge != 168*time.Hour, in.Streams.DedupWindow != 10*time.Minute,
+		in.Sinch.MaxClockSkew != 5*time.Minute, in.HTTP.MaxBodyBytes != 512<<10, in.ContactPro.APIKeyHeader != "x-api-key",
+		in.Streams.Prefix != "ccrelay", in.SealKeys.Enabled():
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+}
+
+func TestValuesAndFiles(t *testing.T) {
+	files := map[string]string{"/run/secrets/sinch": "svc1:from-file\n", "/run/secrets/seal": "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"}
+	read := func(p string) ([]byte, error) {
+		if v, ok := files[p]; ok {
+			return []byte(v), nil
+		}
+		return nil, os.ErrNotExist
+	}
+	cfg, err := config.Load([]string{
+		"CCRELAY_NATS_URL=nats://a:4222,nats://b:4222",
+		"CCRELAY_STREAM_REPLICAS=3",
+		"CCRELAY_SINCH_WEBHOOK_SECRETS_FILE=/run/secrets/sinch",
+		"CCRELAY_SEAL_KEYS_FILE=/run/secrets/seal",
+		"CCRELAY_SINCH_MAX_CLOCK_SKEW=0",
+		"CCRELAY_CONTACTPRO_BASIC_USERS=u:p:with:colons",
+		"CCRELAY_LOG_LEVEL=debug",
+		"PATH=/usr/bin",
+	}, read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cfg.Ingest
+	if cfg.Broker.Embedded() || in.Streams.Replicas != 3 || in.Sinch.MaxClockSkew != 0 || !in.SealKeys.Enabled() {
+		t.Fatalf("%+v", cfg)
+	}
+	if !in.Sinch.WebhookSecrets.Check("svc1", "from-file") {
+		t.Error("secret from file not read (or newline kept)")
+	}
+	if !in.ContactPro.BasicUsers.Check("u", "p:with:colons") {
+		t.Error("password with colons")
+	}
+}
+
+func TestErrorsNameTheVariable(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"CCRELAY_STREAM_MAX_AGE=forever"}, "CCRELAY_STREAM_MAX_AGE:"},
+		{[]string{"CCRELAY_STREAM_REPLICAS=9"}, "CCRELAY_STREAM_REPLICAS:"},
+		{[]string{"CCRELAY_STREAM_REPLICAS=three"}, "CCRELAY_STREAM_REPLICAS:"},
+		{[]string{"CCRELAY_HTTP_PORT=1"}, "CCRELAY_HTTP_PORT: unknown setting"},
+		{[]string{"CCRELAY_SINCH_WEBHOOK_SECRETS=nocolonXYZZY"}, "CCRELAY_SINCH_WEBHOOK_SECRETS:"},
+		{[]string{"CCRELAY_CONTACTPRO_API_KEYS=a,,b"}, "CCRELAY_CONTACTPRO_API_KEYS:"},
+		{[]string{"CCRELAY_SEAL_KEYS=k1:tooshortXYZZY"}, "CCRELAY_SEAL_KEYS:"},
+		{[]string{"CCRELAY_SINCH_MAX_CLOCK_SKEW=-1m"}, "CCRELAY_SINCH_MAX_CLOCK_SKEW:"},
+		{[]string{"CCRELAY_DEDUP_WINDOW=30d"}, "CCRELAY_DEDUP_WINDOW:"},
+		{[]string{"CCRELAY_DEDUP_WINDOW=200h"}, "CCRELAY_DEDUP_WINDOW:"},
+		{[]string{"CCRELAY_MAX_BODY_BYTES=0"}, "CCRELAY_MAX_BODY_BYTES:"},
+		{[]string{"CCRELAY_NATS_SYNC=sometimes"}, "CCRELAY_NATS_SYNC:"},
+		{[]string{"CCRELAY_NATS_LISTEN=4222"}, "CCRELAY_NATS_LISTEN:"},
+		{[]string{"CCRELAY_SUBJECT_PREFIX=a.*"}, "CCRELAY_SUBJECT_PREFIX:"},
+		{[]string{"CCRELAY_OAUTH_JWKS_URL=not a url"}, "CCRELAY_OAUTH_JWKS_URL:"},
+		{[]string{"CCRELAY_OAUTH_SIGNING_KEY=shortXYZZY"}, "CCRELAY_OAUTH_SIGNING_KEY:"},
+		{[]string{"CCRELAY_LOG_LEVEL=loud"}, "CCRELAY_LOG_LEVEL:"},
+		{[]string{"CCRELAY_METRICS_ADDR=:8080"}, "CCRELAY_METRICS_ADDR:"},
+		{[]string{"CCRELAY_SEAL_KEYS=a", "CCRELAY_SEAL_KEYS_FILE=/x"}, "CCRELAY_SEAL_KEYS: set either"},
+		{[]string{"CCRELAY_SEAL_KEYS_FILE=/does/not/exist"}, "CCRELAY_SEAL_KEYS_FILE:"},
+	} {
+		_, err := config.Load(c.env, func(string) ([]byte, error) { return nil, os.ErrNotExist })
+		if err == nil {
+			t.Errorf("%v: accepted", c.env)
+			continue
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, c.want) {
+			t.Errorf("%v: %q does not start with %q", c.env, msg, c.want)
+		}
+		if strings.Contains(msg, "XYZZY") || strings.Contains(msg, "\n") {
+			t.Errorf("%v: error is not one safe line: %q", c.env, msg)
+		}
+	}
+	if _, err := config.Load([]string{"CCRELAY_SEAL_KEYS_FILE=/x"}, func(string) ([]byte, error) { return nil, os.ErrPermission }); !errors.Is(err, os.ErrPermission) {
+		t.Errorf("file error not wrapped: %v", err)
+	}
+}
+
+func TestVariablesListsEverySetting(t *testing.T) {
+	names := map[string]bool{}
+	for _, v := range config.Variables() {
+		names[v.Name] = true
+	}
+	for _, want := range []string{"CCRELAY_HTTP_ADDR", "CCRELAY_METRICS_ADDR", "CCRELAY_NATS_URL", "CCRELAY_DATA_DIR", "CCRELAY_STREAM_REPLICAS",
+		"CCRELAY_STREAM_MAX_AGE", "CCRELAY_DEDUP_WINDOW", "CCRELAY_MAX_BODY_BYTES", "CCRELAY_SINCH_WEBHOOK_SECRETS", "CCRELAY_SINCH_MAX_CLOCK_SKEW",
+		"CCRELAY_CONTACTPRO_API_KEYS", "CCRELAY_CONTACTPRO_BASIC_USERS", "CCRELAY_OAUTH_CLIENTS", "CCRELAY_OAUTH_JWKS_URL", "CCRELAY_CONNECT_API_KEYS",
+		"CCRELAY_SEAL_KEYS"} {
+		if !names[want] {
+			t.Errorf("%s missing", want)
+		}
+	}
+}

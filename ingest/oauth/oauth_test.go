@@ -1,0 +1,89 @@
+package oauth_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/ingest/oauth"
+)
+
+func issuer(t *testing.T, clients string, signingKey auth.Secret) *oauth.Issuer {
+	t.Helper()
+	var c auth.Credentials
+	if err := c.UnmarshalText([]byte(clients)); err != nil {
+		t.Fatal(err)
+	}
+	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, SigningKey: signingKey, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
+		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return is
+}
+
+// Replicas configured alike derive the same key and accept each other's
+// tokens; a replica with other clients does not.
+func TestDerivedKeyIsShared(t *testing.T) {
+	a, b := issuer(t, "c1:s1,c2:s2", ""), issuer(t, "c2:s2,c1:s1", "")
+	tok, ttl, err := a.Issue("c1")
+	if err != nil || ttl != 15*time.Minute {
+		t.Fatal(err)
+	}
+	if sub, err := b.Verify(context.Background(), tok); err != nil || sub != "c1" {
+		t.Fatalf("replica b: %q %v", sub, err)
+	}
+	if _, err := issuer(t, "c1:other", "").Verify(context.Background(), tok); err == nil {
+		t.Fatal("a replica with another secret accepted the token")
+	}
+}
+
+func TestVerifyRefuses(t *testing.T) {
+	key := auth.Secret(strings.Repeat("k", 32))
+	is := issuer(t, "c1:s1", key)
+	sign := func(claims jwt.MapClaims, m jwt.SigningMethod, k any) string {
+		s, err := jwt.NewWithClaims(m, claims).SignedString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	now := time.Now()
+	good := jwt.MapClaims{"iss": "ccrelay", "aud": "ccrelay-ingest", "sub": "c1", "exp": now.Add(time.Minute).Unix()}
+	if _, err := is.Verify(context.Background(), sign(good, jwt.SigningMethodHS256, []byte(key))); err != nil {
+		t.Fatalf("good token: %v", err)
+	}
+	with := func(k string, v any) jwt.MapClaims {
+		c := jwt.MapClaims{}
+		for kk, vv := range good {
+			c[kk] = vv
+		}
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	for name, tok := range map[string]string{
+		"expired":        sign(with("exp", now.Add(-time.Hour).Unix()), jwt.SigningMethodHS256, []byte(key)),
+		"no expiry":      sign(with("exp", nil), jwt.SigningMethodHS256, []byte(key)),
+		"other issuer":   sign(with("iss", "someone"), jwt.SigningMethodHS256, []byte(key)),
+		"other audience": sign(with("aud", "x"), jwt.SigningMethodHS256, []byte(key)),
+		"other key":      sign(good, jwt.SigningMethodHS256, []byte(strings.Repeat("x", 32))),
+		"HS512":          sign(good, jwt.SigningMethodHS512, []byte(key)),
+		"removed client": sign(with("sub", "gone"), jwt.SigningMethodHS256, []byte(key)),
+		"garbage":        "a.b.c",
+	} {
+		if _, err := is.Verify(context.Background(), tok); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}

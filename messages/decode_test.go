@@ -1,0 +1,281 @@
+package messages_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ccrelay/ccrelay/messages"
+)
+
+func TestDecodeSinchInboundKinds(t *testing.T) {
+	for _, c := range []struct {
+		msg  string
+		kind string
+	}{
+		{`{"text_message":{"text":"hi"}}`, messages.KindText},
+		{`{"media_message":{"url":"https://m.test/a.jpg","thumbnail_url":"https://m.test/t.jpg","filename_override":"a.jpg"}}`, messages.KindMedia},
+		{`{"choice_response_message":{"message_id":"m1","postback_data":"yes"}}`, messages.KindChoiceResponse},
+		{`{"location_message":{"coordinates":{"latitude":59.3,"longitude":18.1},"title":"Office","label":"HQ"}}`, messages.KindLocation},
+		{`{"media_card_message":{"url":"https://m.test/c.png","caption":"look"}}`, messages.KindMediaCard},
+		{`{"fallback_message":{"raw_message":"{}","reason":{"code":"UNSUPPORTED","description":"d"}}}`, messages.KindFallback},
+		{`{"product_response_message":{"products":[{"id":"p1","marketplace":"FACEBOOK","quantity":2,"item_price":9.5,"currency":"EUR"}],"title":"Order","catalog_id":"c1"}}`, messages.KindProductResponse},
+		{`{"channel_specific_message":{"message_type":"nfm_reply"}}`, messages.KindChannelSpecific},
+		{`{"brand_new_kind":{}}`, messages.KindOther},
+		{`{"text_message":{"text":"re"},"reply_to":{"message_id":"m0"}}`, messages.KindText},
+	} {
+		body := `{"app_id":"APP","project_id":"P","accepted_time":"2026-11-21T10:00:00Z","event_time":"2026-11-21T10:00:01.5Z",
+"message":{"id":"M1","direction":"TO_APP","contact_message":` + c.msg + `,"channel_identity":{"channel":"WHATSAPP","identity":"4670","app_id":"APP"},
+"conversation_id":"CV","contact_id":"CT","accept_time":"2026-11-21T10:00:00Z","processing_mode":"DISPATCH","unknown_future_field":1}}`
+		cb, err := messages.DecodeSinchCallback([]byte(body))
+		if err != nil {
+			t.Fatalf("%s: %v", c.kind, err)
+		}
+		if cb.Trigger != messages.TriggerMessageInbound || !cb.Known || cb.Message == nil {
+			t.Fatalf("%s: trigger %q known %v", c.kind, cb.Trigger, cb.Known)
+		}
+		if got := cb.Message.ContactMessage.Kind(); got != c.kind {
+			t.Errorf("kind %q, want %q", got, c.kind)
+		}
+		if cb.DedupID([]byte(body)) != "M1" || cb.AppID != "APP" || cb.Message.ChannelIdentity.Channel != "WHATSAPP" {
+			t.Errorf("%s: fields not decoded: %+v", c.kind, cb)
+		}
+		if !cb.Time().Equal(time.Date(2026, 11, 21, 10, 0, 1, 5e8, time.UTC)) {
+			t.Errorf("time %v", cb.Time())
+		}
+	}
+	cb, _ := messages.DecodeSinchCallback([]byte(`{"app_id":"A","message":{"id":"M","contact_message":{"location_message":{"coordinates":{"latitude":1.5,"longitude":-2}}}}}`))
+	if l := cb.Message.ContactMessage.LocationMessage; l.Coordinates.Latitude != 1.5 || l.Coordinates.Longitude != -2 {
+		t.Errorf("location %+v", l)
+	}
+}
+
+func TestDecodeSinchDelivery(t *testing.T) {
+	body := []byte(`{"app_id":"APP","accepted_time":"2026-11-21T10:00:00Z","message_delivery_report":{"message_id":"M9","status":"FAILED",
+"channel_identity":{"channel":"SMS","identity":"46","app_id":"APP"},"reason":{"code":"RECIPIENT_NOT_OPTED_IN","description":"d","sub_code":"UNSPECIFIED_SUB_CODE"}}}`)
+	cb, err := messages.DecodeSinchCallback(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cb.DeliveryReport
+	if cb.Trigger != messages.TriggerMessageDelivery || r == nil || r.Status != messages.StatusFailed || r.Reason.Code != "RECIPIENT_NOT_OPTED_IN" || r.Reason.SubCode != "UNSPECIFIED_SUB_CODE" {
+		t.Fatalf("%+v %+v", cb, r)
+	}
+	if cb.DedupID(body) != "M9:FAILED" {
+		t.Errorf("dedup %q", cb.DedupID(body))
+	}
+	if !cb.Time().Equal(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)) {
+		t.Errorf("time falls back to accepted_time: %v", cb.Time())
+	}
+}
+
+func TestDecodeSinchOtherTriggers(t *testing.T) {
+	for key, want := range map[string]messages.SinchTrigger{
+		"event":                           messages.TriggerEventInbound,
+		"conversation_start_notification": messages.TriggerConversationStart,
+		"contact_merge_notification":      messages.TriggerContactMerge,
+		"opt_out_notification":            messages.TriggerOptOut,
+		"unsupported_callback":            messages.TriggerUnsupported,
+		"record_notification":             "RECORD_NOTIFICATION",
+	} {
+		body := []byte(`{"app_id":"A","project_id":"P","` + key + `":{"x":1}}`)
+		cb, err := messages.DecodeSinchCallback(body)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		if cb.Trigger != want {
+			t.Errorf("%s: trigger %q, want %q", key, cb.Trigger, want)
+		}
+		if cb.DedupID(body) != messages.BodyDigest(body) {
+			t.Errorf("%s: dedup id should be the body digest", key)
+		}
+	}
+	cb, err := messages.DecodeSinchCallback([]byte(`{"app_id":"A","new_a":{},"new_b":{}}`))
+	if err != nil || cb.Trigger != messages.SinchOtherTrigger {
+		t.Errorf("two unknown keys: %v %v", cb, err)
+	}
+	cb, err = messages.DecodeSinchCallback([]byte(`{"app_id":"A","message":{"id":"M","contact_message":{"text_message":{"text":"x"}}},"new_key":{}}`))
+	if err != nil || cb.Trigger != messages.TriggerMessageInbound {
+		t.Errorf("known trigger beside an unknown key: %v %v", cb, err)
+	}
+}
+
+func TestDecodeSinchRejects(t *testing.T) {
+	for name, c := range map[string]struct{ body, field string }{
+		"not json":          {`{`, ""},
+		"array":             {`[1]`, ""},
+		"null":              {`null`, "callback"},
+		"no app_id":         {`{"message":{"id":"M","contact_message":{}}}`, "app_id"},
+		"app_id number":     {`{"app_id":5,"message":{}}`, "app_id"},
+		"bad time":          {`{"app_id":"A","event_time":"yesterday","message":{}}`, "event_time"},
+		"no trigger":        {`{"app_id":"A","project_id":"P"}`, "callback"},
+		"two triggers":      {`{"app_id":"A","message":{"id":"M","contact_message":{}},"event":{}}`, ""},
+		"no message id":     {`{"app_id":"A","message":{"contact_message":{"text_message":{}}}}`, "message.id"},
+		"no contact msg":    {`{"app_id":"A","message":{"id":"M"}}`, "message.contact_message"},
+		"media without url": {`{"app_id":"A","message":{"id":"M","contact_message":{"media_message":{}}}}`, "message.contact_message.media_message.url"},
+		"report no status":  {`{"app_id":"A","message_delivery_report":{"message_id":"M"}}`, "message_delivery_report.status"},
+		"report no id":      {`{"app_id":"A","message_delivery_report":{"status":"READ"}}`, "message_delivery_report.message_id"},
+		"payload not obj":   {`{"app_id":"A","event":"x"}`, "event_inbound"},
+	} {
+		_, err := messages.DecodeSinchCallback([]byte(c.body))
+		if !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s: err %v does not wrap ErrInvalidPayload", name, err)
+			continue
+		}
+		var fe *messages.FieldError
+		if c.field != "" && (!errors.As(err, &fe) || fe.Field != c.field) {
+			t.Errorf("%s: err %v, want field %q", name, err, c.field)
+		}
+	}
+}
+
+func TestDecodeContactLens(t *testing.T) {
+	body := []byte(`{"version":"0","id":"E1","detail-type":"Contact Lens Post Call Rules Matched","source":"aws.connect","account":"1",
+"time":"2026-11-21T09:58:00Z","region":"eu-central-1","resources":[],"detail":{"version":"1.0","ruleName":"R","actionName":"A",
+"contactArn":"arn:aws:connect:eu-central-1:1:instance/INST/contact/CONTACT","agentArn":"x","queueArn":"y","eventMetadata":{"k":"v"}}}`)
+	e, err := messages.DecodeContactLensEvent(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ContactID() != "CONTACT" || e.InstanceID() != "INST" || e.Detail.RuleName != "R" || e.ID != "E1" {
+		t.Errorf("%+v", e)
+	}
+	other := strings.Replace(string(body), "Post Call", "Realtime", 1)
+	if _, err := messages.DecodeContactLensEvent([]byte(other)); !errors.Is(err, messages.ErrUnsupportedDetailType) {
+		t.Errorf("other detail-type: %v", err)
+	}
+	for name, b := range map[string]string{
+		"not json":      `{`,
+		"no type":       `{"id":"E"}`,
+		"no id":         `{"detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
+		"no time":       `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
+		"no arn":        `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{}}`,
+		"bad arn":       `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"nonsense"}}`,
+		"empty contact": `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/"}}`,
+	} {
+		if _, err := messages.DecodeContactLensEvent([]byte(b)); !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestContactPro(t *testing.T) {
+	c, err := messages.DecodeChatAttachmentsCall([]byte(`{"cmi_url":"https://cmi.test/acme/cmi","cmi_user":"u","sap_v1":{"url":"https://my1.crm.cloud.sap","user":"v1"},"contact_id":"G","extra":true}`))
+	if err != nil || c.ContactID != "G" || c.SAP.User != "v1" || c.CMIURL != "https://cmi.test/acme/cmi" {
+		t.Fatalf("%+v %v", c, err)
+	}
+	if _, err := messages.DecodeChatAttachmentsCall([]byte(`{"contact_id":"G"}`)); err != nil {
+		t.Errorf("a body with only contact_id must do (replay with configured credentials): %v", err)
+	}
+	for _, b := range []string{`{}`, `{"contact_id":" "}`, `{"contact_id":"G","cmi_url":"cmi.test"}`, `{"contact_id":"G","sap_v1":{"url":"javascript:x"}}`, `[`, `{"contact_id":5}`} {
+		if _, err := messages.DecodeChatAttachmentsCall([]byte(b)); !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s: %v", b, err)
+		}
+	}
+	for _, c := range []struct{ integration, event, body, want string }{
+		{"chat-attachments", "Ended", `{"contact_id":"G1"}`, "chat-attachments:ended:G1"},
+		{"x", "", `{"contact_guid":"G2"}`, "x:any:G2"},
+		{"x", "queued", `{"contact":{"id":"I3"}}`, "x:queued:I3"},
+		{"x", "queued", `{"contact":{"id":"I3","guid":"G3"}}`, "x:queued:G3"},
+		{"x", "queued", `{"a":1}`, messages.BodyDigest([]byte(`{"a":1}`))},
+	} {
+		got, err := messages.ContactProDedupID(c.integration, c.event, []byte(c.body))
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q %v, want %q", c.body, got, err, c.want)
+		}
+	}
+	for _, b := range []string{`[1]`, `"s"`, `{`, `{"contact_id":1}`} {
+		if _, err := messages.ContactProDedupID("x", "y", []byte(b)); !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s: %v", b, err)
+		}
+	}
+}
+
+// The decoders must never panic, must either succeed or fail with
+// ErrInvalidPayload (or, for Connect, ErrUnsupportedDetailType), and what they
+// accept must satisfy the contract's promises.
+func FuzzDecodeSinchCallback(f *testing.F) {
+	for _, s := range []string{
+		`{"app_id":"A","message":{"id":"M","contact_message":{"text_message":{"text":"x"}}}}`,
+		`{"app_id":"A","message_delivery_report":{"message_id":"M","status":"READ"}}`,
+		`{"app_id":"A","new":{}}`, `{"app_id":"A","a":{},"b":{}}`, `{}`, `null`, `[]`, `{"app_id":"A","event":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		cb, err := messages.DecodeSinchCallback(body)
+		if err != nil {
+			if !errors.Is(err, messages.ErrInvalidPayload) {
+				t.Fatalf("error does not wrap ErrInvalidPayload: %v", err)
+			}
+			return
+		}
+		if cb.AppID == "" || cb.Trigger == "" || cb.DedupID(body) == "" {
+			t.Fatalf("accepted without app id, trigger or dedup id: %+v", cb)
+		}
+		if cb.Trigger == messages.TriggerMessageInbound && (cb.Message == nil || cb.Message.ID == "") {
+			t.Fatal("inbound without message id")
+		}
+		if !json.Valid(body) {
+			t.Fatal("accepted invalid JSON")
+		}
+	})
+}
+
+func FuzzDecodeContactLensEvent(f *testing.F) {
+	f.Add([]byte(`{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`))
+	f.Add([]byte(`{"detail-type":"Other"}`))
+	f.Add([]byte(`{`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e, err := messages.DecodeContactLensEvent(body)
+		if err != nil {
+			if !errors.Is(err, messages.ErrInvalidPayload) && !errors.Is(err, messages.ErrUnsupportedDetailType) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		if e.ID == "" || e.ContactID() == "" || e.InstanceID() == "" {
+			t.Fatalf("accepted without ids: %+v", e)
+		}
+	})
+}
+
+func FuzzDecodeChatAttachmentsCall(f *testing.F) {
+	f.Add([]byte(`{"cmi_url":"https://c.test","contact_id":"G","sap_v1":{"url":"https://s.test","user":"u"}}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		c, err := messages.DecodeChatAttachmentsCall(body)
+		if err != nil {
+			if !errors.Is(err, messages.ErrInvalidPayload) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		if strings.TrimSpace(c.ContactID) == "" {
+			t.Fatal("accepted without contact_id")
+		}
+		id, err := messages.ContactProDedupID(messages.IntegrationChatAttachments, "ended", body)
+		if err != nil || !strings.HasSuffix(id, c.ContactID) {
+			t.Fatalf("dedup id %q %v for contact %q", id, err, c.ContactID)
+		}
+	})
+}
+
+func FuzzContactProDedupID(f *testing.F) {
+	f.Add("x", "y", []byte(`{"contact":{"guid":"g"}}`))
+	f.Add("x", "", []byte(`{"a":[1,2]}`))
+	f.Fuzz(func(t *testing.T, integration, event string, body []byte) {
+		id, err := messages.ContactProDedupID(integration, event, body)
+		if err != nil {
+			if !errors.Is(err, messages.ErrInvalidPayload) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		if id == "" {
+			t.Fatal("empty dedup id")
+		}
+	})
+}

@@ -1,0 +1,109 @@
+package seal_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/ccrelay/ccrelay/messages/seal"
+)
+
+const (
+	k1 = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	k2 = "k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA"
+)
+
+func TestSealOpenRotate(t *testing.T) {
+	old, err := seal.ParseKeyRing(k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[string]string{"x-cmi-password": "p@ss", "x-sap-v1-password": "s3cret"}
+	v, err := old.Seal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(v, "v1.k1.") || strings.Contains(v, "p@ss") || strings.Contains(v, "s3cret") {
+		t.Fatalf("sealed value %q", v)
+	}
+	v2, _ := old.Seal(in)
+	if v == v2 {
+		t.Error("two seals of the same input are equal: nonce reused")
+	}
+	// After rotation k2 seals, k1 still opens old values.
+	rotated, err := seal.ParseKeyRing(k2 + "," + k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := rotated.Open(v)
+	if err != nil || out["x-cmi-password"] != "p@ss" || out["x-sap-v1-password"] != "s3cret" {
+		t.Fatalf("open after rotation: %v %v", out, err)
+	}
+	nv, _ := rotated.Seal(in)
+	if !strings.HasPrefix(nv, "v1.k2.") {
+		t.Errorf("rotated ring seals with %q", nv[:6])
+	}
+	if _, err := old.Open(nv); !errors.Is(err, seal.ErrUnknownKey) {
+		t.Errorf("old ring opening a k2 value: %v", err)
+	}
+	// Re-labelling a value with another key id fails authentication.
+	relabelled := "v1.k2." + strings.TrimPrefix(v, "v1.k1.")
+	if _, err := rotated.Open(relabelled); !errors.Is(err, seal.ErrTampered) {
+		t.Errorf("relabelled: %v", err)
+	}
+	flipped := []byte(v)
+	flipped[len(flipped)-2] ^= 1
+	if _, err := rotated.Open(string(flipped)); err == nil {
+		t.Error("tampered value opened")
+	}
+	for _, bad := range []string{"", "v1", "v2.k1.AAAA", "v1.k1", "v1.k1.!!!", "v1.k1.AAAA"} {
+		if _, err := rotated.Open(bad); err == nil {
+			t.Errorf("Open(%q) succeeded", bad)
+		}
+	}
+	var none seal.KeyRing
+	if _, err := none.Seal(in); !errors.Is(err, seal.ErrNoKeys) {
+		t.Errorf("empty ring: %v", err)
+	}
+}
+
+func TestParseKeyRingErrorsHideKeys(t *testing.T) {
+	for _, s := range []string{"k1", ":abc", "k1:short", "k.1:" + strings.Repeat("A", 44), k1 + "," + k1, "k1:" + strings.Repeat("#", 44)} {
+		_, err := seal.ParseKeyRing(s)
+		if err == nil {
+			t.Errorf("%q accepted", s)
+			continue
+		}
+		if strings.Contains(err.Error(), "MDEy") || strings.Contains(err.Error(), "short") || strings.Contains(err.Error(), "###") {
+			t.Errorf("error repeats key material: %v", err)
+		}
+	}
+	kr, _ := seal.ParseKeyRing(k1)
+	if s := fmt.Sprint(kr); strings.Contains(s, "MDEy") {
+		t.Errorf("KeyRing prints its key: %s", s)
+	}
+}
+
+// FuzzOpen: opening arbitrary input never panics, fails only with the
+// declared errors, and whatever opens carries exactly what was sealed: the
+// fuzzer cannot forge contents without the key.
+func FuzzOpen(f *testing.F) {
+	kr, _ := seal.ParseKeyRing(k1)
+	good, _ := kr.Seal(map[string]string{"a": "b"})
+	f.Add(good)
+	f.Add("v1.k1.")
+	f.Add("v1.k2.AAAA")
+	f.Fuzz(func(t *testing.T, v string) {
+		out, err := kr.Open(v)
+		if err != nil {
+			if !errors.Is(err, seal.ErrMalformed) && !errors.Is(err, seal.ErrUnknownKey) && !errors.Is(err, seal.ErrTampered) {
+				t.Fatalf("undeclared error %v", err)
+			}
+			return
+		}
+		if len(out) != 1 || out["a"] != "b" {
+			t.Fatalf("forged contents opened from %q: %v", v, out)
+		}
+	})
+}
