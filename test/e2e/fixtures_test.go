@@ -3,31 +3,13 @@ package e2e_test
 import (
 	"fmt"
 	"time"
+
+	"github.com/ccrelay/ccrelay/test/sinchtest"
 )
 
-const appID = "01EB37HMH1M6SV18ABNS3G135H"
+const appID = sinchtest.AppID
 
-func inboundText(msgID string, at time.Time) []byte {
-	return fmt.Appendf(nil, `{
-  "app_id": %q,
-  "accepted_time": %q,
-  "event_time": %q,
-  "project_id": "c36f3d3d-1513-4edd-ae42-11995557ff61",
-  "message": {
-    "id": %q,
-    "direction": "TO_APP",
-    "contact_message": {"text_message": {"text": "Hello, my order has not arrived"}},
-    "channel_identity": {"channel": "WHATSAPP", "identity": "46732000000", "app_id": %q},
-    "conversation_id": "01EQ8235TD19N21XQTH12B145D",
-    "contact_id": "01EQ4174TXFK2FVQTX1MJ4SMGH",
-    "metadata": "",
-    "accept_time": %q,
-    "processing_mode": "DISPATCH"
-  },
-  "message_metadata": "",
-  "correlation_id": ""
-}`, appID, at.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano), msgID, appID, at.Format(time.RFC3339Nano))
-}
+func inboundText(msgID string, at time.Time) []byte { return sinchtest.InboundText(msgID, at) }
 
 func inboundMedia(msgID string) []byte {
 	return fmt.Appendf(nil, `{"app_id":%q,"project_id":"p","event_time":"2026-11-21T10:00:00Z","message":{"id":%q,"direction":"TO_APP",

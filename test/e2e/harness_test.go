@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,9 +21,9 @@ import (
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/ingest/server"
-	"github.com/ccrelay/ccrelay/ingest/sinch"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/test/natstest"
+	"github.com/ccrelay/ccrelay/test/sinchtest"
 )
 
 // Credentials every test deployment is configured with. The suite checks
@@ -189,20 +188,14 @@ func (d *deployment) post(path string, header http.Header, body []byte) response
 	return d.do(0, http.MethodPost, path, header, body)
 }
 
-var nonceSeq atomic.Int64
+var signer = &sinchtest.Signer{Secret: sinchSecret}
 
-// signed returns the headers Sinch sends with body: a fresh nonce, the
-// current time and the signature.
+// signed returns the headers Sinch sends with body, signed with secret.
 func signed(secret string, body []byte, at time.Time) http.Header {
-	nonce := fmt.Sprintf("nonce-%d-%d", time.Now().UnixNano(), nonceSeq.Add(1))
-	ts := strconv.FormatInt(at.Unix(), 10)
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set(sinch.HeaderNonce, nonce)
-	h.Set(sinch.HeaderTimestamp, ts)
-	h.Set(sinch.HeaderAlgorithm, sinch.Algorithm)
-	h.Set(sinch.HeaderSignature, sinch.Sign(secret, body, nonce, ts))
-	return h
+	if secret == sinchSecret {
+		return signer.Headers(body, at)
+	}
+	return (&sinchtest.Signer{Secret: secret}).Headers(body, at)
 }
 
 // stored reads back the message an answer points to.

@@ -157,7 +157,9 @@ func sinchSuite(t *testing.T, natsURL string) {
 		status int
 		code   string
 	}{
-		{"bad signature", "/v1/sinch/svc1", "POST", tamper(func(h http.Header) { h.Set("X-Sinch-Webhook-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=") }), good, 401, "invalid_signature"},
+		{"bad signature", "/v1/sinch/svc1", "POST", tamper(func(h http.Header) {
+			h.Set("X-Sinch-Webhook-Signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+		}), good, 401, "invalid_signature"},
 		{"signature of another body", "/v1/sinch/svc1", "POST", signed(sinchSecret, []byte("{}"), time.Now()), good, 401, "invalid_signature"},
 		{"wrong secret", "/v1/sinch/svc1", "POST", signed("other-secret", good, time.Now()), good, 401, "invalid_signature"},
 		{"no signature headers", "/v1/sinch/svc1", "POST", jsonHeader(), good, 401, "invalid_signature"},

@@ -139,7 +139,7 @@ func (c *Config) validate() error {
 	if in.Connect.APIKeyHeader == "" {
 		return errors.New("CCRELAY_CONNECT_API_KEY_HEADER: must not be empty")
 	}
-	if c.Process.MetricsAddr == in.HTTP.Addr {
+	if c.Process.MetricsAddr == in.HTTP.Addr && !strings.HasSuffix(in.HTTP.Addr, ":0") {
 		return fmt.Errorf("CCRELAY_METRICS_ADDR: %s is also CCRELAY_HTTP_ADDR", in.HTTP.Addr)
 	}
 	return nil

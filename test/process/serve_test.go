@@ -1,0 +1,214 @@
+package process_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccrelay/ccrelay/test/natstest"
+	"github.com/ccrelay/ccrelay/test/sinchtest"
+)
+
+const secret = "process-test-secret"
+
+var signer = &sinchtest.Signer{Secret: secret}
+
+func post(c *http.Client, url string, body []byte) (int, string, error) {
+	req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header = signer.Headers(body, time.Now())
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), nil
+}
+
+// TestServeWithoutConfiguration is the README's first command: no settings
+// at all, embedded NATS storing under ./data, ingest on :8080, metrics on
+// :9090, and a clean stop on SIGINT.
+func TestServeWithoutConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir, nil, "serve")
+	for _, u := range []string{"http://127.0.0.1:8080/healthz", "http://127.0.0.1:8080/readyz", "http://127.0.0.1:9090/metrics"} {
+		res, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Errorf("%s: %d %s", u, res.StatusCode, b)
+		}
+		if strings.HasSuffix(u, "/metrics") {
+			for _, m := range []string{"ccrelay_build_info", "go_goroutines", "process_resident_memory_bytes", "ccrelay_ingest_in_flight_requests"} {
+				if !bytes.Contains(b, []byte(m)) {
+					t.Errorf("metrics lack %s", m)
+				}
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "jetstream")); err != nil {
+		t.Errorf("no ./data/jetstream: %v", err)
+	}
+	if err := p.stop(t, syscall.SIGINT); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log())
+	}
+}
+
+// TestIngestReplicasShareNonces runs two 'ccrelay ingest' processes on one
+// NATS server: a nonce seen by one is refused by the other.
+func TestIngestReplicasShareNonces(t *testing.T) {
+	ns := natstest.Embedded(t)
+	env := []string{
+		"CCRELAY_NATS_URL=" + ns.ClientURL(),
+		"CCRELAY_HTTP_ADDR=127.0.0.1:0", "CCRELAY_METRICS_ADDR=127.0.0.1:0",
+		"CCRELAY_SINCH_WEBHOOK_SECRETS=svc:" + secret,
+	}
+	a, b := start(t, t.TempDir(), env, "ingest"), start(t, t.TempDir(), env, "ingest")
+	body := sinchtest.InboundText("01PROCESSREPLICA", time.Now())
+	h := signer.Headers(body, time.Now())
+	send := func(p *proc) int {
+		req, _ := http.NewRequest("POST", p.addr("http")+"/v1/sinch/svc", bytes.NewReader(body))
+		req.Header = h.Clone()
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if s := send(a); s != 202 {
+		t.Fatalf("replica a: %d\n%s", s, a.log())
+	}
+	if s := send(b); s != 401 {
+		t.Fatalf("replica b accepted a replayed nonce: %d", s)
+	}
+	for _, p := range []*proc{a, b} {
+		if err := p.stop(t, syscall.SIGTERM); err != nil {
+			t.Errorf("exit: %v", err)
+		}
+	}
+	if strings.Contains(a.log()+b.log(), secret) {
+		t.Error("the webhook secret reached the logs")
+	}
+}
+
+// TestSIGTERMUnderLoad stops 'ccrelay serve' while 16 clients keep sending,
+// then opens its data directory again: every event that was answered 2xx
+// is stored.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	env := []string{
+		"CCRELAY_HTTP_ADDR=127.0.0.1:0", "CCRELAY_METRICS_ADDR=127.0.0.1:0", "CCRELAY_NATS_LISTEN=none",
+		"CCRELAY_DATA_DIR=" + filepath.Join(dir, "data"),
+		"CCRELAY_SINCH_WEBHOOK_SECRETS=svc:" + secret,
+		"CCRELAY_SHUTDOWN_TIMEOUT=20s",
+	}
+	p := start(t, dir, env, "serve")
+	url := p.addr("http") + "/v1/sinch/svc"
+
+	var (
+		mu       sync.Mutex
+		acked    []string
+		refused  atomic.Int64
+		seq      atomic.Int64
+		stopping atomic.Bool
+		wg       sync.WaitGroup
+	)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				id := fmt.Sprintf("01SIGTERM%08d", seq.Add(1))
+				status, _, err := post(client, url, sinchtest.InboundText(id, time.Now()))
+				switch {
+				case err != nil:
+					if stopping.Load() {
+						return // the listener is closed: the sender would retry elsewhere
+					}
+					t.Errorf("request failed before shutdown: %v", err)
+					return
+				case status == http.StatusAccepted:
+					mu.Lock()
+					acked = append(acked, id)
+					mu.Unlock()
+				default:
+					refused.Add(1)
+				}
+			}
+		}()
+	}
+	// Let the load run, then stop the server in the middle of it.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 500 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopping.Store(true)
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.log())
+	}
+	wg.Wait()
+	if len(acked) < 500 {
+		t.Fatalf("only %d events acknowledged before shutdown", len(acked))
+	}
+
+	// Open the data directory with a fresh server and read everything back.
+	ns := natstest.EmbeddedAt(t, filepath.Join(dir, "data"))
+	_, js := natstest.Connect(t, ns.ClientURL())
+	ctx := context.Background()
+	st, err := js.Stream(ctx, "CCRELAY_EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := st.Info(ctx)
+	for i := uint64(0); i < info.State.Msgs; i++ {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("read back %d of %d: %v", i, info.State.Msgs, err)
+		}
+		stored[m.Headers().Get("Nats-Msg-Id")] = true
+	}
+	var lost []string
+	for _, id := range acked {
+		if !stored[id] {
+			lost = append(lost, id)
+		}
+	}
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged events lost, e.g. %v", len(lost), len(acked), lost[:min(5, len(lost))])
+	}
+	t.Logf("%d acknowledged, %d stored, %d refused during shutdown", len(acked), len(stored), refused.Load())
+	if !strings.Contains(p.log(), `"msg":"ccrelay stopped"`) {
+		t.Errorf("no clean stop in the log")
+	}
+}
