@@ -1,6 +1,7 @@
 package messages_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -117,7 +118,7 @@ func TestDecodeSinchRejects(t *testing.T) {
 		"media without url": {`{"app_id":"A","message":{"id":"M","contact_message":{"media_message":{}}}}`, "message.contact_message.media_message.url"},
 		"report no status":  {`{"app_id":"A","message_delivery_report":{"message_id":"M"}}`, "message_delivery_report.status"},
 		"report no id":      {`{"app_id":"A","message_delivery_report":{"status":"READ"}}`, "message_delivery_report.message_id"},
-		"payload not obj":   {`{"app_id":"A","event":"x"}`, "event_inbound"},
+		"payload not obj":   {`{"app_id":"A","event":"x"}`, "event"},
 	} {
 		_, err := messages.DecodeSinchCallback([]byte(c.body))
 		if !errors.Is(err, messages.ErrInvalidPayload) {
@@ -221,7 +222,28 @@ func FuzzDecodeSinchCallback(f *testing.F) {
 		if !json.Valid(body) {
 			t.Fatal("accepted invalid JSON")
 		}
+		// Keys match as encoding/json matches them: a body that differs
+		// only in the case of its keys decodes alike.
+		if up, err := messages.DecodeSinchCallback(bytes.ToUpper(body)); err == nil && up.Known != cb.Known {
+			t.Fatalf("key case changed whether the trigger is known: %v vs %v", up.Trigger, cb.Trigger)
+		}
 	})
+}
+
+func BenchmarkDecodeSinchCallback(b *testing.B) {
+	body := []byte(`{"app_id":"01EB37HMH1M6SV18ABNS3G135H","accepted_time":"2026-11-21T10:00:00Z","event_time":"2026-11-21T10:00:00.5Z",
+"project_id":"c36f3d3d-1513-4edd-ae42-11995557ff61","message":{"id":"01EQ8235TD19N21XQTH12B145D","direction":"TO_APP",
+"contact_message":{"text_message":{"text":"Hello, my order 4711 has not arrived yet and the tracking page shows no update since Monday."}},
+"channel_identity":{"channel":"WHATSAPP","identity":"46732000000","app_id":"01EB37HMH1M6SV18ABNS3G135H"},
+"conversation_id":"01EQ8235TD19N21XQTH12B145D","contact_id":"01EQ4174TXFK2FVQTX1MJ4SMGH","metadata":"","accept_time":"2026-11-21T10:00:00Z",
+"processing_mode":"DISPATCH"},"message_metadata":"","correlation_id":""}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := messages.DecodeSinchCallback(body); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func FuzzDecodeContactLensEvent(f *testing.F) {

@@ -36,64 +36,6 @@ const (
 	TriggerUnsupported        SinchTrigger = "UNSUPPORTED"
 )
 
-// sinchTriggerOf maps the top-level key that carries a callback's payload to
-// its trigger. A switch rather than a map keeps the table immutable.
-func sinchTriggerOf(key string) (SinchTrigger, bool) {
-	switch key {
-	case "message":
-		return TriggerMessageInbound, true
-	case "message_redaction":
-		return TriggerMessageRedaction, true
-	case "message_submit_notification":
-		return TriggerMessageSubmit, true
-	case "message_delivery_report":
-		return TriggerMessageDelivery, true
-	case "event":
-		return TriggerEventInbound, true
-	case "event_delivery_report":
-		return TriggerEventDelivery, true
-	case "conversation_start_notification":
-		return TriggerConversationStart, true
-	case "conversation_stop_notification":
-		return TriggerConversationStop, true
-	case "conversation_delete_notification":
-		return TriggerConversationDelete, true
-	case "contact_create_notification":
-		return TriggerContactCreate, true
-	case "contact_delete_notification":
-		return TriggerContactDelete, true
-	case "contact_merge_notification":
-		return TriggerContactMerge, true
-	case "contact_update_notification":
-		return TriggerContactUpdate, true
-	case "duplicated_contact_identities_notification":
-		return TriggerContactDuplication, true
-	case "capability_notification":
-		return TriggerCapability, true
-	case "opt_in_notification":
-		return TriggerOptIn, true
-	case "opt_out_notification":
-		return TriggerOptOut, true
-	case "channel_event_notification":
-		return TriggerChannelEvent, true
-	case "smart_conversation_notification":
-		return TriggerSmartConversations, true
-	case "unsupported_callback":
-		return TriggerUnsupported, true
-	}
-	return "", false
-}
-
-// isSinchEnvelopeKey reports whether key is one of the fields every callback
-// carries beside its trigger payload.
-func isSinchEnvelopeKey(key string) bool {
-	switch key {
-	case "app_id", "project_id", "accepted_time", "event_time", "message_metadata", "correlation_id":
-		return true
-	}
-	return false
-}
-
 // SinchOtherTrigger is the trigger of a callback that carries several keys
 // ccrelay does not know, so that none of them can be told to be the trigger.
 const SinchOtherTrigger SinchTrigger = "OTHER"
@@ -118,7 +60,8 @@ type SinchCallback struct {
 	Message *SinchInboundMessage `json:"-"`
 	// DeliveryReport is set for MESSAGE_DELIVERY.
 	DeliveryReport *SinchDeliveryReport `json:"-"`
-	// Payload is the raw trigger payload, for every trigger.
+	// Payload is the raw trigger payload of every trigger but the two that
+	// are decoded into Message and DeliveryReport.
 	Payload json.RawMessage `json:"-"`
 }
 
@@ -319,93 +262,218 @@ type SinchDeliveryReport struct {
 // than rejected, so a new Sinch trigger is stored, not lost. It fails, with an
 // error wrapping ErrInvalidPayload, on a body that is not a JSON object, has
 // no app_id or no trigger payload, or misses a required field of a known
-// trigger.
+// trigger. Keys match as encoding/json matches them (case-insensitively).
+//
+// A callback of a known trigger is decoded in one pass over the body; only
+// callbacks without one are scanned again for unknown trigger keys.
 func DecodeSinchCallback(body []byte) (*SinchCallback, error) {
+	var w sinchWire
+	if err := json.Unmarshal(body, &w); err != nil {
+		return nil, explainSinch(body, err)
+	}
+	if w.AppID == "" {
+		if !isObject(body) {
+			return nil, &FieldError{Field: "callback", Problem: "must be a JSON object"}
+		}
+		return nil, missing("app_id")
+	}
+	cb := &SinchCallback{
+		AppID: w.AppID, ProjectID: w.ProjectID, AcceptedTime: w.AcceptedTime, EventTime: w.EventTime,
+		MessageMetadata: w.MessageMetadata, CorrelationID: w.CorrelationID, Known: true,
+	}
+	found := 0
+	if w.Message != nil {
+		found++
+		cb.Trigger, cb.Message = TriggerMessageInbound, w.Message
+	}
+	if w.DeliveryReport != nil {
+		found++
+		cb.Trigger, cb.DeliveryReport = TriggerMessageDelivery, w.DeliveryReport
+	}
+	for _, r := range w.raw() {
+		if len(r.raw) == 0 || isNull(r.raw) {
+			continue
+		}
+		if !isObject(r.raw) {
+			return nil, &FieldError{Field: r.key, Problem: "must be a JSON object"}
+		}
+		found++
+		cb.Trigger, cb.Payload = r.t, r.raw
+	}
+	switch {
+	case found > 1:
+		return nil, &FieldError{Field: "callback", Problem: "carries more than one trigger payload"}
+	case found == 0:
+		return unknownTrigger(body, cb)
+	case cb.Message != nil:
+		if err := checkInbound(cb.Message); err != nil {
+			return nil, err
+		}
+	case cb.DeliveryReport != nil:
+		if err := checkDeliveryReport(cb.DeliveryReport); err != nil {
+			return nil, err
+		}
+	}
+	return cb, nil
+}
+
+// sinchWire has a field for every known trigger key, so one Unmarshal finds
+// the trigger and decodes the two typed payloads.
+type sinchWire struct {
+	AppID           string    `json:"app_id"`
+	ProjectID       string    `json:"project_id"`
+	AcceptedTime    time.Time `json:"accepted_time"`
+	EventTime       time.Time `json:"event_time"`
+	MessageMetadata string    `json:"message_metadata"`
+	CorrelationID   string    `json:"correlation_id"`
+
+	Message        *SinchInboundMessage `json:"message"`
+	DeliveryReport *SinchDeliveryReport `json:"message_delivery_report"`
+
+	MessageRedaction  json.RawMessage `json:"message_redaction"`
+	MessageSubmit     json.RawMessage `json:"message_submit_notification"`
+	Event             json.RawMessage `json:"event"`
+	EventDelivery     json.RawMessage `json:"event_delivery_report"`
+	ConvStart         json.RawMessage `json:"conversation_start_notification"`
+	ConvStop          json.RawMessage `json:"conversation_stop_notification"`
+	ConvDelete        json.RawMessage `json:"conversation_delete_notification"`
+	ContactCreate     json.RawMessage `json:"contact_create_notification"`
+	ContactDelete     json.RawMessage `json:"contact_delete_notification"`
+	ContactMerge      json.RawMessage `json:"contact_merge_notification"`
+	ContactUpdate     json.RawMessage `json:"contact_update_notification"`
+	ContactDuplicated json.RawMessage `json:"duplicated_contact_identities_notification"`
+	Capability        json.RawMessage `json:"capability_notification"`
+	OptIn             json.RawMessage `json:"opt_in_notification"`
+	OptOut            json.RawMessage `json:"opt_out_notification"`
+	ChannelEvent      json.RawMessage `json:"channel_event_notification"`
+	SmartConversation json.RawMessage `json:"smart_conversation_notification"`
+	Unsupported       json.RawMessage `json:"unsupported_callback"`
+}
+
+type rawTrigger struct {
+	t   SinchTrigger
+	key string
+	raw json.RawMessage
+}
+
+func (w *sinchWire) raw() [18]rawTrigger {
+	return [18]rawTrigger{
+		{TriggerMessageRedaction, "message_redaction", w.MessageRedaction},
+		{TriggerMessageSubmit, "message_submit_notification", w.MessageSubmit},
+		{TriggerEventInbound, "event", w.Event},
+		{TriggerEventDelivery, "event_delivery_report", w.EventDelivery},
+		{TriggerConversationStart, "conversation_start_notification", w.ConvStart},
+		{TriggerConversationStop, "conversation_stop_notification", w.ConvStop},
+		{TriggerConversationDelete, "conversation_delete_notification", w.ConvDelete},
+		{TriggerContactCreate, "contact_create_notification", w.ContactCreate},
+		{TriggerContactDelete, "contact_delete_notification", w.ContactDelete},
+		{TriggerContactMerge, "contact_merge_notification", w.ContactMerge},
+		{TriggerContactUpdate, "contact_update_notification", w.ContactUpdate},
+		{TriggerContactDuplication, "duplicated_contact_identities_notification", w.ContactDuplicated},
+		{TriggerCapability, "capability_notification", w.Capability},
+		{TriggerOptIn, "opt_in_notification", w.OptIn},
+		{TriggerOptOut, "opt_out_notification", w.OptOut},
+		{TriggerChannelEvent, "channel_event_notification", w.ChannelEvent},
+		{TriggerSmartConversations, "smart_conversation_notification", w.SmartConversation},
+		{TriggerUnsupported, "unsupported_callback", w.Unsupported},
+	}
+}
+
+// isKnownKey reports whether encoding/json would match key to one of the
+// envelope or trigger fields: it compares with bytes.EqualFold semantics,
+// which is how encoding/json matches names.
+func isKnownKey(key string) bool {
+	for _, k := range [...]string{"app_id", "project_id", "accepted_time", "event_time", "message_metadata", "correlation_id",
+		"message", "message_redaction", "message_submit_notification", "message_delivery_report", "event", "event_delivery_report",
+		"conversation_start_notification", "conversation_stop_notification", "conversation_delete_notification",
+		"contact_create_notification", "contact_delete_notification", "contact_merge_notification", "contact_update_notification",
+		"duplicated_contact_identities_notification", "capability_notification", "opt_in_notification", "opt_out_notification",
+		"channel_event_notification", "smart_conversation_notification", "unsupported_callback"} {
+		if strings.EqualFold(key, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// unknownTrigger finds the trigger of a callback that carries none ccrelay
+// knows: the one other top-level key with a non-null value.
+func unknownTrigger(body []byte, cb *SinchCallback) (*SinchCallback, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(body, &top); err != nil {
 		return nil, malformed("callback", err)
 	}
-	if top == nil {
-		return nil, &FieldError{Field: "callback", Problem: "must be a JSON object"}
-	}
-	var cb SinchCallback
-	if err := decodeField(top, "app_id", &cb.AppID); err != nil {
-		return nil, err
-	}
-	if cb.AppID == "" {
-		return nil, missing("app_id")
-	}
-	for _, f := range []struct {
-		key string
-		dst any
-	}{
-		{"project_id", &cb.ProjectID},
-		{"accepted_time", &cb.AcceptedTime},
-		{"event_time", &cb.EventTime},
-		{"message_metadata", &cb.MessageMetadata},
-		{"correlation_id", &cb.CorrelationID},
-	} {
-		if err := decodeField(top, f.key, f.dst); err != nil {
-			return nil, err
-		}
-	}
-
 	var unknown []string
 	for key, raw := range top {
 		// An empty key cannot name a trigger (nor a subject token).
-		if key == "" || isSinchEnvelopeKey(key) || isNull(raw) {
-			continue
-		}
-		if t, ok := sinchTriggerOf(key); ok {
-			if cb.Known {
-				return nil, &FieldError{Field: key, Problem: "is a second trigger payload (found " + string(cb.Trigger) + " already)"}
-			}
-			cb.Trigger, cb.Known, cb.Payload = t, true, raw
+		if key == "" || isNull(raw) || isKnownKey(key) {
 			continue
 		}
 		unknown = append(unknown, key)
 	}
-	if !cb.Known {
-		switch len(unknown) {
-		case 0:
-			return nil, &FieldError{Field: "callback", Problem: "has no trigger payload"}
-		case 1:
-			cb.Trigger, cb.Payload = SinchTrigger(strings.ToUpper(unknown[0])), top[unknown[0]]
-		default:
-			cb.Trigger = SinchOtherTrigger
-		}
-		return &cb, nil
-	}
-
-	switch cb.Trigger {
-	case TriggerMessageInbound:
-		m, err := decodeInbound(cb.Payload)
-		if err != nil {
-			return nil, err
-		}
-		cb.Message = m
-	case TriggerMessageDelivery:
-		r, err := decodeDeliveryReport(cb.Payload)
-		if err != nil {
-			return nil, err
-		}
-		cb.DeliveryReport = r
+	cb.Known = false
+	switch len(unknown) {
+	case 0:
+		return nil, &FieldError{Field: "callback", Problem: "has no trigger payload"}
+	case 1:
+		cb.Trigger, cb.Payload = SinchTrigger(strings.ToUpper(unknown[0])), top[unknown[0]]
 	default:
-		if !isObject(cb.Payload) {
-			return nil, &FieldError{Field: payloadKey(cb.Trigger), Problem: "must be a JSON object"}
-		}
+		cb.Trigger = SinchOtherTrigger
 	}
-	return &cb, nil
+	return cb, nil
 }
 
-func payloadKey(t SinchTrigger) string {
-	switch t {
-	case TriggerMessageInbound:
-		return "message"
-	case TriggerMessageDelivery:
-		return "message_delivery_report"
+// explainSinch turns a decoding failure into an error naming the field, by
+// decoding the parts one by one. Only refused bodies take this path.
+func explainSinch(body []byte, cause error) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return malformed("callback", err)
 	}
-	return strings.ToLower(string(t))
+	if top == nil {
+		return &FieldError{Field: "callback", Problem: "must be a JSON object"}
+	}
+	// Envelope fields first, then payloads, so the answer does not depend
+	// on map order.
+	var probe SinchCallback
+	for key, raw := range top {
+		var dst any
+		switch strings.ToLower(key) {
+		case "app_id":
+			dst = &probe.AppID
+		case "project_id":
+			dst = &probe.ProjectID
+		case "accepted_time":
+			dst = &probe.AcceptedTime
+		case "event_time":
+			dst = &probe.EventTime
+		case "message_metadata":
+			dst = &probe.MessageMetadata
+		case "correlation_id":
+			dst = &probe.CorrelationID
+		default:
+			continue
+		}
+		if json.Unmarshal(raw, dst) != nil {
+			return &FieldError{Field: strings.ToLower(key), Problem: "has the wrong type or format"}
+		}
+	}
+	for key, raw := range top {
+		if isNull(raw) {
+			continue
+		}
+		switch strings.ToLower(key) {
+		case "message":
+			if _, err := decodeInbound(raw); err != nil {
+				return err
+			}
+		case "message_delivery_report":
+			if _, err := decodeDeliveryReport(raw); err != nil {
+				return err
+			}
+		}
+	}
+	return malformed("callback", cause)
 }
 
 func decodeInbound(raw json.RawMessage) (*SinchInboundMessage, error) {
@@ -413,22 +481,29 @@ func decodeInbound(raw json.RawMessage) (*SinchInboundMessage, error) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, malformed("message", err)
 	}
+	if err := checkInbound(&m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func checkInbound(m *SinchInboundMessage) error {
 	if m.ID == "" {
-		return nil, missing("message.id")
+		return missing("message.id")
 	}
 	if m.ContactMessage == nil {
-		return nil, missing("message.contact_message")
+		return missing("message.contact_message")
 	}
 	cm := m.ContactMessage
 	switch {
 	case cm.MediaMessage != nil && cm.MediaMessage.URL == "":
-		return nil, missing("message.contact_message.media_message.url")
+		return missing("message.contact_message.media_message.url")
 	case cm.MediaCardMessage != nil && cm.MediaCardMessage.URL == "":
-		return nil, missing("message.contact_message.media_card_message.url")
+		return missing("message.contact_message.media_card_message.url")
 	case cm.ChoiceResponseMessage != nil && cm.ChoiceResponseMessage.MessageID == "":
-		return nil, missing("message.contact_message.choice_response_message.message_id")
+		return missing("message.contact_message.choice_response_message.message_id")
 	}
-	return &m, nil
+	return nil
 }
 
 func decodeDeliveryReport(raw json.RawMessage) (*SinchDeliveryReport, error) {
@@ -436,22 +511,18 @@ func decodeDeliveryReport(raw json.RawMessage) (*SinchDeliveryReport, error) {
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, malformed("message_delivery_report", err)
 	}
-	if r.MessageID == "" {
-		return nil, missing("message_delivery_report.message_id")
-	}
-	if r.Status == "" {
-		return nil, missing("message_delivery_report.status")
+	if err := checkDeliveryReport(&r); err != nil {
+		return nil, err
 	}
 	return &r, nil
 }
 
-func decodeField(top map[string]json.RawMessage, key string, dst any) error {
-	raw, ok := top[key]
-	if !ok || isNull(raw) {
-		return nil
+func checkDeliveryReport(r *SinchDeliveryReport) error {
+	if r.MessageID == "" {
+		return missing("message_delivery_report.message_id")
 	}
-	if err := json.Unmarshal(raw, dst); err != nil {
-		return &FieldError{Field: key, Problem: "has the wrong type or format"}
+	if r.Status == "" {
+		return missing("message_delivery_report.status")
 	}
 	return nil
 }

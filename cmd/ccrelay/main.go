@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -174,6 +175,11 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, logger *slog.Log
 	go func() {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		if cfg.Process.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		metricsDone <- server.Serve(mctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, metricsLn, nil, 5*time.Second)
 	}()
 

@@ -30,6 +30,9 @@ type Process struct {
 	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
 	// MetricsAddr is the Prometheus listener.
 	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the metrics
+	// listener, for finding where time goes under load.
+	Pprof bool `env:"PPROF" envDefault:"false"`
 }
 
 // Seal holds the keys that seal credentials arriving with requests.
