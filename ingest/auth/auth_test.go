@@ -104,3 +104,41 @@ func TestAuthenticator(t *testing.T) {
 		t.Errorf("challenge %q", ch)
 	}
 }
+
+// FuzzCredentials: parsing never panics, never keeps an empty name or
+// secret, and a parse error never quotes a secret.
+func FuzzCredentials(f *testing.F) {
+	f.Add("a:b,c:d:e")
+	f.Add(",")
+	f.Add("a:")
+	f.Fuzz(func(t *testing.T, s string) {
+		var c auth.Credentials
+		if err := c.UnmarshalText([]byte(s)); err != nil {
+			// Errors may quote names, never secrets: a secret long enough to
+			// be recognised, that no name contains, must not appear.
+			var names, secrets []string
+			for _, part := range strings.Split(s, ",") {
+				name, secret, _ := strings.Cut(strings.TrimSpace(part), ":")
+				names, secrets = append(names, name), append(secrets, secret)
+			}
+			for _, secret := range secrets {
+				inName := false
+				for _, n := range names {
+					inName = inName || strings.Contains(n, secret)
+				}
+				if len(secret) > 3 && !inName && strings.Contains(err.Error(), secret) {
+					t.Fatalf("error %q quotes secret %q", err, secret)
+				}
+			}
+			return
+		}
+		for name, secret := range c {
+			if name == "" || secret == "" {
+				t.Fatalf("empty name or secret kept from %q", s)
+			}
+			if !c.Check(name, secret.Reveal()) {
+				t.Fatalf("parsed secret of %q does not check", name)
+			}
+		}
+	})
+}

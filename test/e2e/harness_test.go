@@ -53,7 +53,7 @@ var prefixSeq atomic.Int64 // distinct subject prefix per deployment in one test
 // deployment is one ccrelay ingest (or several replicas) on a real NATS
 // server, served over real HTTP.
 type deployment struct {
-	t        *testing.T
+	t        testing.TB
 	js       jetstream.JetStream
 	subjects messages.Subjects
 	settings server.Settings
@@ -61,6 +61,12 @@ type deployment struct {
 	regs     []*prometheus.Registry
 	logs     *syncBuffer
 	client   *http.Client
+	handlers []http.Handler
+}
+
+// deployB is one replica for benchmarks, used through its handler.
+func deployB(b *testing.B, natsURL string, extra ...string) http.Handler {
+	return deploy(b, natsURL, 1, extra...).handlers[0]
 }
 
 type syncBuffer struct {
@@ -83,7 +89,7 @@ func (s *syncBuffer) String() string {
 // deploy starts replicas ingest servers sharing natsURL, configured from
 // environment-style settings (defaults plus extra), through the same
 // loader and assembly as the binary.
-func deploy(t *testing.T, natsURL string, replicas int, extra ...string) *deployment {
+func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deployment {
 	t.Helper()
 	prefix := fmt.Sprintf("t%d", prefixSeq.Add(1))
 	environ := []string{
@@ -126,6 +132,7 @@ func deploy(t *testing.T, natsURL string, replicas int, extra ...string) *deploy
 		t.Cleanup(hs.Close)
 		d.urls = append(d.urls, hs.URL)
 		d.regs = append(d.regs, reg)
+		d.handlers = append(d.handlers, srv.Handler())
 	}
 	t.Cleanup(func() {
 		logs := d.logs.String()
@@ -144,7 +151,7 @@ type response struct {
 	body   []byte
 }
 
-func (r response) json(t *testing.T) map[string]any {
+func (r response) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -154,7 +161,7 @@ func (r response) json(t *testing.T) map[string]any {
 }
 
 // code returns the code of a JSON error answer.
-func (r response) code(t *testing.T) string {
+func (r response) code(t testing.TB) string {
 	t.Helper()
 	c, _ := r.json(t)["code"].(string)
 	return c
