@@ -14,7 +14,7 @@ type Metrics struct {
 	Duplicates      *prometheus.CounterVec
 	PublishDuration prometheus.Histogram
 	InFlight        prometheus.Gauge
-	SealedHeaders   *prometheus.CounterVec
+	Credentials     *prometheus.CounterVec
 }
 
 // NewMetrics creates the ingest metrics and registers them with reg.
@@ -47,11 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ccrelay_ingest_in_flight_requests",
 			Help: "Ingest requests being handled now.",
 		}),
-		SealedHeaders: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Credentials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccrelay_ingest_credentials_total",
 			Help: "Requests that carried credentials in headers, by what was done with them (sealed, dropped).",
 		}, []string{"source", "action"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Published, m.Duplicates, m.PublishDuration, m.InFlight, m.SealedHeaders)
+	reg.MustRegister(m.Requests, m.Duration, m.Published, m.Duplicates, m.PublishDuration, m.InFlight, m.Credentials)
 	return m
 }

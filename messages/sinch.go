@@ -464,11 +464,11 @@ func explainSinch(body []byte, cause error) error {
 		}
 		switch strings.ToLower(key) {
 		case "message":
-			if _, err := decodeInbound(raw); err != nil {
+			if err := decodeChecked(raw, "message", checkInbound); err != nil {
 				return err
 			}
 		case "message_delivery_report":
-			if _, err := decodeDeliveryReport(raw); err != nil {
+			if err := decodeChecked(raw, "message_delivery_report", checkDeliveryReport); err != nil {
 				return err
 			}
 		}
@@ -476,15 +476,13 @@ func explainSinch(body []byte, cause error) error {
 	return malformed("callback", cause)
 }
 
-func decodeInbound(raw json.RawMessage) (*SinchInboundMessage, error) {
-	var m SinchInboundMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, malformed("message", err)
+// decodeChecked decodes one trigger payload and checks its required fields.
+func decodeChecked[T any](raw json.RawMessage, what string, check func(*T) error) error {
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return malformed(what, err)
 	}
-	if err := checkInbound(&m); err != nil {
-		return nil, err
-	}
-	return &m, nil
+	return check(&v)
 }
 
 func checkInbound(m *SinchInboundMessage) error {
@@ -504,17 +502,6 @@ func checkInbound(m *SinchInboundMessage) error {
 		return missing("message.contact_message.choice_response_message.message_id")
 	}
 	return nil
-}
-
-func decodeDeliveryReport(raw json.RawMessage) (*SinchDeliveryReport, error) {
-	var r SinchDeliveryReport
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, malformed("message_delivery_report", err)
-	}
-	if err := checkDeliveryReport(&r); err != nil {
-		return nil, err
-	}
-	return &r, nil
 }
 
 func checkDeliveryReport(r *SinchDeliveryReport) error {

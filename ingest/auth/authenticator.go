@@ -26,6 +26,23 @@ type TokenVerifier interface {
 	Enabled() bool
 }
 
+// Settings are the static credentials of one endpoint. Adapters embed them
+// with an env prefix (CONTACTPRO_, CONNECT_), so each endpoint has its own.
+type Settings struct {
+	// APIKeys are accepted in APIKeyHeader: "key1,key2".
+	APIKeys SecretList `env:"API_KEYS"`
+	// APIKeyHeader carries the API key.
+	APIKeyHeader string `env:"API_KEY_HEADER" envDefault:"x-api-key"`
+	// BasicUsers are accepted with HTTP basic: "user:password,...".
+	BasicUsers Credentials `env:"BASIC_USERS"`
+}
+
+// Authenticator returns an Authenticator for s, accepting bearer tokens
+// checked by bearer (nil: none).
+func (s Settings) Authenticator(bearer TokenVerifier) *Authenticator {
+	return &Authenticator{APIKeyHeader: s.APIKeyHeader, APIKeys: s.APIKeys, Basic: s.BasicUsers, Bearer: bearer}
+}
+
 // Principal is who a request authenticated as: safe to log.
 type Principal struct {
 	// Method is "basic", "api_key" or "bearer".

@@ -18,12 +18,9 @@ import (
 // Config sets the Connect adapter. Its env tags are read with the CCRELAY_
 // prefix.
 type Config struct {
-	// APIKeys are accepted in APIKeyHeader: "key1,key2".
-	APIKeys auth.SecretList `env:"CONNECT_API_KEYS"`
-	// APIKeyHeader carries the API key (the API destination's header name).
-	APIKeyHeader string `env:"CONNECT_API_KEY_HEADER" envDefault:"x-api-key"`
-	// BasicUsers are accepted with HTTP basic: "user:password,...".
-	BasicUsers auth.Credentials `env:"CONNECT_BASIC_USERS"`
+	// Auth: CCRELAY_CONNECT_API_KEYS, _API_KEY_HEADER (the API
+	// destination's header name), _BASIC_USERS.
+	Auth auth.Settings `envPrefix:"CONNECT_"`
 }
 
 // Adapter is the Connect ingest adapter.
@@ -35,12 +32,7 @@ type Adapter struct {
 // New returns the adapter. bearer may be nil.
 func New(cfg Config, bearer auth.TokenVerifier, subjects messages.Subjects) *Adapter {
 	return &Adapter{
-		authn: &auth.Authenticator{
-			APIKeyHeader: cfg.APIKeyHeader,
-			APIKeys:      cfg.APIKeys,
-			Basic:        cfg.BasicUsers,
-			Bearer:       bearer,
-		},
+		authn:    cfg.Auth.Authenticator(bearer),
 		subjects: subjects,
 	}
 }

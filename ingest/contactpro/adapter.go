@@ -18,12 +18,8 @@ import (
 // Config sets the Contact Pro adapter. Its env tags are read with the
 // CCRELAY_ prefix.
 type Config struct {
-	// APIKeys are accepted in APIKeyHeader: "key1,key2".
-	APIKeys auth.SecretList `env:"CONTACTPRO_API_KEYS"`
-	// APIKeyHeader carries the API key.
-	APIKeyHeader string `env:"CONTACTPRO_API_KEY_HEADER" envDefault:"x-api-key"`
-	// BasicUsers are accepted with HTTP basic: "user:password,...".
-	BasicUsers auth.Credentials `env:"CONTACTPRO_BASIC_USERS"`
+	// Auth: CCRELAY_CONTACTPRO_API_KEYS, _API_KEY_HEADER, _BASIC_USERS.
+	Auth auth.Settings `envPrefix:"CONTACTPRO_"`
 }
 
 // CredentialHeaders returns the headers in which Contact Pro passes the
@@ -55,12 +51,7 @@ type Adapter struct {
 // New returns the adapter. bearer may be nil.
 func New(cfg Config, bearer auth.TokenVerifier, keys seal.KeyRing, subjects messages.Subjects, m *ingest.Metrics) *Adapter {
 	return &Adapter{
-		authn: &auth.Authenticator{
-			APIKeyHeader: cfg.APIKeyHeader,
-			APIKeys:      cfg.APIKeys,
-			Basic:        cfg.BasicUsers,
-			Bearer:       bearer,
-		},
+		authn:    cfg.Auth.Authenticator(bearer),
 		subjects: subjects,
 		keys:     keys,
 		metrics:  m,
@@ -134,13 +125,13 @@ func (a *Adapter) sealCredentials(h http.Header) (string, error) {
 		return "", nil
 	}
 	if !a.keys.Enabled() {
-		a.metrics.SealedHeaders.WithLabelValues(a.Source(), "dropped").Inc()
+		a.metrics.Credentials.WithLabelValues(a.Source(), "dropped").Inc()
 		return "", nil
 	}
 	s, err := a.keys.Seal(fields)
 	if err != nil {
 		return "", err
 	}
-	a.metrics.SealedHeaders.WithLabelValues(a.Source(), "sealed").Inc()
+	a.metrics.Credentials.WithLabelValues(a.Source(), "sealed").Inc()
 	return s, nil
 }

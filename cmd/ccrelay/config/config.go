@@ -110,7 +110,8 @@ func Load(environ []string, readFile func(string) ([]byte, error)) (*Config, err
 }
 
 // describe turns env's error into one line naming the variable. env names
-// struct fields; each section is parsed alone so a field name is unambiguous.
+// struct fields; each section is parsed alone so a field name is unambiguous
+// within it (nested structs add their envPrefix).
 func describe(section any, err error) error {
 	var agg env.AggregateError
 	if errors.As(err, &agg) && len(agg.Errors) > 0 {
@@ -118,12 +119,26 @@ func describe(section any, err error) error {
 	}
 	var pe env.ParseError
 	if errors.As(err, &pe) {
-		t := reflect.TypeOf(section).Elem()
-		if f, ok := t.FieldByName(pe.Name); ok {
-			return fmt.Errorf("%s%s: %w", Prefix, strings.Split(f.Tag.Get("env"), ",")[0], pe.Err)
+		if key, ok := envKey(reflect.TypeOf(section).Elem(), pe.Name, Prefix); ok {
+			return fmt.Errorf("%s: %w", key, pe.Err)
 		}
 	}
 	return err
+}
+
+func envKey(t reflect.Type, field, prefix string) (string, bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Name == field && f.Tag.Get("env") != "" {
+			return prefix + strings.Split(f.Tag.Get("env"), ",")[0], true
+		}
+		if f.Type.Kind() == reflect.Struct {
+			if k, ok := envKey(f.Type, field, prefix+f.Tag.Get("envPrefix")); ok {
+				return k, true
+			}
+		}
+	}
+	return "", false
 }
 
 func (c *Config) validate() error {
@@ -136,10 +151,10 @@ func (c *Config) validate() error {
 	if err := in.HTTP.Validate(0); err != nil {
 		return err
 	}
-	if in.ContactPro.APIKeyHeader == "" {
+	if in.ContactPro.Auth.APIKeyHeader == "" {
 		return errors.New("CCRELAY_CONTACTPRO_API_KEY_HEADER: must not be empty")
 	}
-	if in.Connect.APIKeyHeader == "" {
+	if in.Connect.Auth.APIKeyHeader == "" {
 		return errors.New("CCRELAY_CONNECT_API_KEY_HEADER: must not be empty")
 	}
 	if c.Process.MetricsAddr == in.HTTP.Addr && !strings.HasSuffix(in.HTTP.Addr, ":0") {

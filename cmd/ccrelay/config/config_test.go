@@ -19,7 +19,7 @@ func TestDefaults(t *testing.T) {
 	switch {
 	case !cfg.Broker.Embedded(), cfg.Broker.DataDir != "./data", in.HTTP.Addr != ":8080", cfg.Process.MetricsAddr != ":9090",
 		in.Streams.Replicas != 1, in.Streams.MaxAge != 168*time.Hour, in.Streams.DedupWindow != 10*time.Minute,
-		in.Sinch.MaxClockSkew != 5*time.Minute, in.HTTP.MaxBodyBytes != 512<<10, in.ContactPro.APIKeyHeader != "x-api-key",
+		in.Sinch.MaxClockSkew != 5*time.Minute, in.HTTP.MaxBodyBytes != 512<<10, in.ContactPro.Auth.APIKeyHeader != "x-api-key", in.Connect.Auth.APIKeyHeader != "x-api-key",
 		in.Streams.Prefix != "ccrelay", in.SealKeys.Enabled():
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
@@ -53,7 +53,7 @@ func TestValuesAndFiles(t *testing.T) {
 	if !in.Sinch.WebhookSecrets.Check("svc1", "from-file") {
 		t.Error("secret from file not read (or newline kept)")
 	}
-	if !in.ContactPro.BasicUsers.Check("u", "p:with:colons") {
+	if !in.ContactPro.Auth.BasicUsers.Check("u", "p:with:colons") {
 		t.Error("password with colons")
 	}
 }
@@ -69,6 +69,7 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{[]string{"CCRELAY_HTTP_PORT=1"}, "CCRELAY_HTTP_PORT: unknown setting"},
 		{[]string{"CCRELAY_SINCH_WEBHOOK_SECRETS=nocolonXYZZY"}, "CCRELAY_SINCH_WEBHOOK_SECRETS:"},
 		{[]string{"CCRELAY_CONTACTPRO_API_KEYS=a,,b"}, "CCRELAY_CONTACTPRO_API_KEYS:"},
+		{[]string{"CCRELAY_CONNECT_BASIC_USERS=nocolonXYZZY"}, "CCRELAY_CONNECT_BASIC_USERS:"},
 		{[]string{"CCRELAY_SEAL_KEYS=k1:tooshortXYZZY"}, "CCRELAY_SEAL_KEYS:"},
 		{[]string{"CCRELAY_SINCH_MAX_CLOCK_SKEW=-1m"}, "CCRELAY_SINCH_MAX_CLOCK_SKEW:"},
 		{[]string{"CCRELAY_DEDUP_WINDOW=30d"}, "CCRELAY_DEDUP_WINDOW:"},
