@@ -114,3 +114,13 @@ func ValidTraceparent(v string) bool {
 	// All-zero trace and parent ids are invalid by the spec.
 	return strings.Trim(v[3:35], "0") != "" && strings.Trim(v[36:52], "0") != ""
 }
+
+// Headers a dead letter adds to the original message's headers.
+const (
+	HeaderDLQProcessor  = "Ccrelay-Processor"
+	HeaderDLQError      = "Ccrelay-Error"
+	HeaderDLQDeliveries = "Ccrelay-Deliveries"
+	HeaderDLQSubject    = "Ccrelay-Original-Subject"
+	HeaderDLQSeq        = "Ccrelay-Original-Seq"
+	HeaderDLQFailedAt   = "Ccrelay-Failed-At"
+)

@@ -197,3 +197,18 @@ func unhex(c byte) int {
 	}
 	return -1
 }
+
+// SinchFilter matches the callbacks of one trigger from every app.
+func (s Subjects) SinchFilter(trigger SinchTrigger) string {
+	return s.join(SourceSinch, EscapeToken(strings.ToLower(string(trigger))), "*")
+}
+
+// ContactProFilter matches every event of one Contact Pro integration.
+func (s Subjects) ContactProFilter(integration string) string {
+	return s.join(SourceContactPro, EscapeToken(strings.ToLower(integration)), "*")
+}
+
+// ContactLensFilter matches Contact Lens events of every instance.
+func (s Subjects) ContactLensFilter() string {
+	return s.join(SourceConnect, ConnectContactLens, "*")
+}

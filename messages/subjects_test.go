@@ -95,3 +95,16 @@ func FuzzEscapeToken(f *testing.F) {
 		}
 	})
 }
+
+func TestFilters(t *testing.T) {
+	s, _ := messages.NewSubjects("ccrelay")
+	for got, want := range map[string]string{
+		s.SinchFilter(messages.TriggerMessageDelivery): "ccrelay.in.sinch.message_delivery.*",
+		s.ContactProFilter("Chat-Attachments"):         "ccrelay.in.contactpro.chat-attachments.*",
+		s.ContactLensFilter():                          "ccrelay.in.connect.contactlens.*",
+	} {
+		if got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+}

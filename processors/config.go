@@ -1,0 +1,69 @@
+package processors
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config sets the runtime. Its env tags are read with the CCRELAY_ prefix.
+type Config struct {
+	// Concurrency is how many messages one replica handles at once per
+	// processor. SAP calls take 100 ms to seconds, so keep it high.
+	Concurrency int `env:"PROCESS_CONCURRENCY" envDefault:"32"`
+	// AckWait is how long JetStream waits for an answer before it
+	// redelivers. Handlers report progress every AckWait/3, so long work
+	// is not redelivered; a replica that died is redelivered after it.
+	AckWait time.Duration `env:"PROCESS_ACK_WAIT" envDefault:"30s"`
+	// MaxDeliver is how often a message is delivered before it goes to the
+	// dead-letter stream.
+	MaxDeliver int `env:"PROCESS_MAX_DELIVER" envDefault:"10"`
+	// Backoff is the wait before each redelivery after a transient error,
+	// by delivery count; the last value repeats.
+	Backoff []time.Duration `env:"PROCESS_BACKOFF" envDefault:"1s,5s,30s,2m,5m"`
+	// MaxAckPending bounds the messages handed out and not yet answered,
+	// across all replicas of a processor.
+	MaxAckPending int `env:"PROCESS_MAX_ACK_PENDING" envDefault:"1000"`
+	// HandlerTimeout bounds one handling.
+	HandlerTimeout time.Duration `env:"PROCESS_HANDLER_TIMEOUT" envDefault:"10m"`
+	// LedgerTTL is how long completed work is remembered; keep it above
+	// the replay window (CCRELAY_STREAM_MAX_AGE).
+	LedgerTTL time.Duration `env:"PROCESS_LEDGER_TTL" envDefault:"192h"`
+}
+
+// Validate checks the fields. Errors name the environment variable.
+func (c Config) Validate() error {
+	switch {
+	case c.Concurrency < 1 || c.Concurrency > 1024:
+		return fmt.Errorf("CCRELAY_PROCESS_CONCURRENCY: %d is not between 1 and 1024", c.Concurrency)
+	case c.AckWait < time.Second:
+		return errors.New("CCRELAY_PROCESS_ACK_WAIT: must be at least 1s")
+	case c.MaxDeliver < 1:
+		return errors.New("CCRELAY_PROCESS_MAX_DELIVER: must be at least 1")
+	case len(c.Backoff) == 0:
+		return errors.New("CCRELAY_PROCESS_BACKOFF: needs at least one duration")
+	case c.MaxAckPending < c.Concurrency:
+		return fmt.Errorf("CCRELAY_PROCESS_MAX_ACK_PENDING: %d is below CCRELAY_PROCESS_CONCURRENCY", c.MaxAckPending)
+	case c.HandlerTimeout <= 0:
+		return errors.New("CCRELAY_PROCESS_HANDLER_TIMEOUT: must be positive")
+	case c.LedgerTTL < time.Hour:
+		return errors.New("CCRELAY_PROCESS_LEDGER_TTL: must be at least 1h")
+	}
+	for _, d := range c.Backoff {
+		if d <= 0 {
+			return errors.New("CCRELAY_PROCESS_BACKOFF: durations must be positive")
+		}
+	}
+	return nil
+}
+
+// backoff is the wait before redelivery number n+1 (n deliveries so far).
+func (c Config) backoff(n uint64) time.Duration {
+	if n == 0 {
+		n = 1
+	}
+	if int(n) > len(c.Backoff) {
+		return c.Backoff[len(c.Backoff)-1]
+	}
+	return c.Backoff[n-1]
+}

@@ -1,0 +1,157 @@
+package processors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccrelay/ccrelay/messages"
+)
+
+// maxErrorHeader bounds the error text kept with a dead letter.
+const maxErrorHeader = 1024
+
+// DeadLetters writes, lists and requeues dead letters.
+type DeadLetters struct {
+	js       jetstream.JetStream
+	subjects messages.Subjects
+}
+
+// NewDeadLetters returns the dead-letter store of subjects' deployment.
+func NewDeadLetters(js jetstream.JetStream, subjects messages.Subjects) *DeadLetters {
+	return &DeadLetters{js: js, subjects: subjects}
+}
+
+// Send stores ev as a dead letter of processor: the original body and
+// headers, plus the processor, the error, the delivery count and where the
+// event came from. Sending the same delivery twice stores it once.
+func (d *DeadLetters) Send(ctx context.Context, processor string, ev *Event, cause error) error {
+	h := make(nats.Header, len(ev.Header)+7)
+	for k, v := range ev.Header {
+		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-Expected") {
+			continue
+		}
+		h[k] = v
+	}
+	text := cause.Error()
+	if len(text) > maxErrorHeader {
+		text = text[:maxErrorHeader] + "..."
+	}
+	h[messages.HeaderDLQProcessor] = []string{processor}
+	h[messages.HeaderDLQError] = []string{strings.ReplaceAll(text, "\n", " ")}
+	h[messages.HeaderDLQDeliveries] = []string{strconv.FormatUint(ev.Deliveries, 10)}
+	h[messages.HeaderDLQSubject] = []string{ev.Subject}
+	h[messages.HeaderDLQSeq] = []string{strconv.FormatUint(ev.Seq, 10)}
+	h[messages.HeaderDLQFailedAt] = []string{time.Now().UTC().Format(time.RFC3339Nano)}
+	h[nats.MsgIdHdr] = []string{"dlq:" + processor + ":" + strconv.FormatUint(ev.Seq, 10)}
+	msg := &nats.Msg{Subject: d.subjects.DeadLetter(processor), Header: h, Data: ev.Body}
+	if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.DeadLetterStream())); err != nil {
+		return fmt.Errorf("dead-letter %s seq %d: %w", processor, ev.Seq, err)
+	}
+	return nil
+}
+
+// DeadLetter is one stored dead letter.
+type DeadLetter struct {
+	Seq        uint64
+	Processor  string
+	Subject    string
+	OrigSeq    uint64
+	Error      string
+	Deliveries uint64
+	FailedAt   time.Time
+	Header     nats.Header
+	Body       []byte
+}
+
+// List returns the dead letters of processor ("" for all), oldest first.
+func (d *DeadLetters) List(ctx context.Context, processor string) ([]DeadLetter, error) {
+	filter := d.subjects.DeadLetters()
+	if processor != "" {
+		filter = d.subjects.DeadLetter(processor)
+	}
+	st, err := d.js.Stream(ctx, d.subjects.DeadLetterStream())
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter stream: %w", err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []DeadLetter
+	for pending := info.NumPending; pending > 0; pending-- {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return out, fmt.Errorf("read dead letters: %w", err)
+		}
+		out = append(out, deadLetterOf(m))
+	}
+	return out, nil
+}
+
+func deadLetterOf(m jetstream.Msg) DeadLetter {
+	h := m.Headers()
+	dl := DeadLetter{Processor: h.Get(messages.HeaderDLQProcessor), Subject: h.Get(messages.HeaderDLQSubject), Error: h.Get(messages.HeaderDLQError), Header: h, Body: m.Data()}
+	if meta, err := m.Metadata(); err == nil {
+		dl.Seq = meta.Sequence.Stream
+	}
+	dl.OrigSeq, _ = strconv.ParseUint(h.Get(messages.HeaderDLQSeq), 10, 64)
+	dl.Deliveries, _ = strconv.ParseUint(h.Get(messages.HeaderDLQDeliveries), 10, 64)
+	dl.FailedAt, _ = time.Parse(time.RFC3339Nano, h.Get(messages.HeaderDLQFailedAt))
+	return dl
+}
+
+// ErrNotDeadLetter is returned by Requeue for a sequence that holds no dead
+// letter (or one of another processor).
+var ErrNotDeadLetter = errors.New("no such dead letter")
+
+// Requeue stores dead letter seq again under its original subject, with its
+// original headers and a new Nats-Msg-Id (so JetStream's dedup window does
+// not swallow it), then removes it from the dead-letter stream. The event
+// keeps its ce-id, so the ledger still protects work that completed.
+func (d *DeadLetters) Requeue(ctx context.Context, seq uint64) (DeadLetter, error) {
+	st, err := d.js.Stream(ctx, d.subjects.DeadLetterStream())
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("dead-letter stream: %w", err)
+	}
+	raw, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DeadLetter{}, fmt.Errorf("%w: seq %d", ErrNotDeadLetter, seq)
+	}
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	h := raw.Header
+	dl := DeadLetter{Seq: seq, Processor: h.Get(messages.HeaderDLQProcessor), Subject: h.Get(messages.HeaderDLQSubject), Error: h.Get(messages.HeaderDLQError), Header: h, Body: raw.Data}
+	if dl.Subject == "" {
+		return dl, fmt.Errorf("%w: seq %d has no original subject", ErrNotDeadLetter, seq)
+	}
+	out := make(nats.Header, len(h))
+	for k, v := range h {
+		switch k {
+		case messages.HeaderDLQProcessor, messages.HeaderDLQError, messages.HeaderDLQDeliveries,
+			messages.HeaderDLQSubject, messages.HeaderDLQSeq, messages.HeaderDLQFailedAt, nats.MsgIdHdr:
+			continue
+		}
+		out[k] = v
+	}
+	out[nats.MsgIdHdr] = []string{"requeue:" + strconv.FormatUint(seq, 10) + ":" + strconv.FormatInt(time.Now().UnixNano(), 36)}
+	msg := &nats.Msg{Subject: dl.Subject, Header: out, Data: raw.Data}
+	if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.EventsStream())); err != nil {
+		return dl, fmt.Errorf("requeue seq %d: %w", seq, err)
+	}
+	if err := st.DeleteMsg(ctx, seq); err != nil {
+		return dl, fmt.Errorf("requeued seq %d but could not remove it from the dead letters: %w", seq, err)
+	}
+	return dl, nil
+}

@@ -1,0 +1,139 @@
+package processors
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrBusy is returned by Ledger.Claim while another worker holds a fresh
+// claim on the same work: the message is retried later.
+var ErrBusy = errors.New("another worker is handling this event")
+
+// ErrDone is returned by Ledger.Claim for work that completed before.
+var ErrDone = errors.New("already done")
+
+// Ledger remembers, per processor and dedup id, work that is running or
+// done, in a JetStream KV bucket shared by every replica. Claims are
+// refreshed while work runs; a claim not refreshed for staleAfter belongs to
+// a worker that died and is taken over.
+type Ledger struct {
+	kv         jetstream.KeyValue
+	staleAfter time.Duration
+	now        func() time.Time
+}
+
+type entry struct {
+	State string `json:"state"` // "working" or "done"
+	At    int64  `json:"at"`    // Unix nanoseconds of the claim or completion
+}
+
+// NewLedger creates or updates the bucket. Entries live for ttl.
+func NewLedger(ctx context.Context, js jetstream.JetStream, bucket string, ttl, staleAfter time.Duration, replicas int) (*Ledger, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "ccrelay: processor work in progress and done, by processor and dedup id",
+		TTL:         ttl,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger bucket %s: %w", bucket, err)
+	}
+	return &Ledger{kv: kv, staleAfter: staleAfter, now: time.Now}, nil
+}
+
+// Claim is a hold on one piece of work.
+type Claim struct {
+	l   *Ledger
+	key string
+	rev uint64
+}
+
+func ledgerKey(processor, id string) string {
+	// Dedup ids are arbitrary text; KV keys are not.
+	sum := sha256.Sum256([]byte(id))
+	return processor + "." + hex.EncodeToString(sum[:16])
+}
+
+// Claim takes the work of processor on event id. It fails with ErrDone when
+// the work completed before and ErrBusy while another worker holds it.
+func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error) {
+	key := ledgerKey(processor, id)
+	val, _ := json.Marshal(entry{State: "working", At: l.now().UnixNano()})
+	rev, err := l.kv.Create(ctx, key, val)
+	if err == nil {
+		return &Claim{l: l, key: key, rev: rev}, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, fmt.Errorf("claim %s: %w", key, err)
+	}
+	cur, err := l.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, ErrBusy // released in between; the retry will get it
+	}
+	if err != nil {
+		return nil, fmt.Errorf("claim %s: %w", key, err)
+	}
+	var e entry
+	if json.Unmarshal(cur.Value(), &e) != nil {
+		e = entry{}
+	}
+	switch {
+	case e.State == "done":
+		return nil, ErrDone
+	case l.now().Sub(time.Unix(0, e.At)) < l.staleAfter:
+		return nil, ErrBusy
+	}
+	// The holder stopped refreshing: it died. Take over, atomically.
+	rev, err = l.kv.Update(ctx, key, val, cur.Revision())
+	if err != nil {
+		return nil, ErrBusy
+	}
+	return &Claim{l: l, key: key, rev: rev}, nil
+}
+
+// Refresh keeps the claim fresh while work runs.
+func (c *Claim) Refresh(ctx context.Context) error {
+	val, _ := json.Marshal(entry{State: "working", At: c.l.now().UnixNano()})
+	rev, err := c.l.kv.Update(ctx, c.key, val, c.rev)
+	if err != nil {
+		return fmt.Errorf("refresh claim: %w", err)
+	}
+	c.rev = rev
+	return nil
+}
+
+// Done records the work as completed.
+func (c *Claim) Done(ctx context.Context) error {
+	val, _ := json.Marshal(entry{State: "done", At: c.l.now().UnixNano()})
+	if _, err := c.l.kv.Put(ctx, c.key, val); err != nil {
+		return fmt.Errorf("record done: %w", err)
+	}
+	return nil
+}
+
+// Release gives the work up, so a retry can claim it at once.
+func (c *Claim) Release(ctx context.Context) error {
+	if err := c.l.kv.Delete(ctx, c.key, jetstream.LastRevision(c.rev)); err != nil {
+		return fmt.Errorf("release claim: %w", err)
+	}
+	return nil
+}
+
+// Forget removes what the ledger knows of processor's work on id, so that
+// a forced replay runs it again.
+func (l *Ledger) Forget(ctx context.Context, processor, id string) error {
+	err := l.kv.Purge(ctx, ledgerKey(processor, id))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	return nil
+}

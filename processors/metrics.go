@@ -1,0 +1,118 @@
+package processors
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages"
+)
+
+// Outcomes of one delivery, the outcome label of
+// ccrelay_processor_messages_total.
+const (
+	OutcomeDone         = "done"
+	OutcomeRetried      = "retried"
+	OutcomeDeadLettered = "dead_lettered"
+	OutcomeSkipped      = "skipped_duplicate"
+	OutcomeIgnored      = "ignored"
+)
+
+// Metrics are the runtime's metrics.
+type Metrics struct {
+	Messages *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+	InFlight *prometheus.GaugeVec
+}
+
+// NewMetrics creates the runtime metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_processor_messages_total",
+			Help: "Deliveries handled, by processor and outcome (done, retried, dead_lettered, skipped_duplicate, ignored).",
+		}, []string{"processor", "outcome"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ccrelay_processor_handler_duration_seconds",
+			Help:    "Time a handler took for one delivery, by processor.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"processor"}),
+		InFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ccrelay_processor_in_flight",
+			Help: "Deliveries being handled now, by processor.",
+		}, []string{"processor"}),
+	}
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight)
+	return m
+}
+
+// consumerCollector reports consumer lag and the dead-letter depth, read
+// from JetStream at scrape time.
+type consumerCollector struct {
+	js         jetstream.JetStream
+	subjects   messages.Subjects
+	consumers  map[string]string // processor -> consumer name
+	pending    *prometheus.Desc
+	ackPending *prometheus.Desc
+	redeliv    *prometheus.Desc
+	dlq        *prometheus.Desc
+}
+
+func newConsumerCollector(js jetstream.JetStream, subjects messages.Subjects, consumers map[string]string) *consumerCollector {
+	return &consumerCollector{
+		js: js, subjects: subjects, consumers: consumers,
+		pending:    prometheus.NewDesc("ccrelay_processor_consumer_pending", "Messages not yet delivered to the processor's consumer (lag).", []string{"processor"}, nil),
+		ackPending: prometheus.NewDesc("ccrelay_processor_consumer_ack_pending", "Messages delivered and not yet answered.", []string{"processor"}, nil),
+		redeliv:    prometheus.NewDesc("ccrelay_processor_consumer_redelivered", "Messages delivered more than once and not yet answered.", []string{"processor"}, nil),
+		dlq:        prometheus.NewDesc("ccrelay_dlq_messages", "Dead letters stored, by processor.", []string{"processor"}, nil),
+	}
+}
+
+func (c *consumerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.pending
+	ch <- c.ackPending
+	ch <- c.redeliv
+	ch <- c.dlq
+}
+
+func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := c.js.Stream(ctx, c.subjects.EventsStream())
+	if err == nil {
+		for proc, name := range c.consumers {
+			cons, err := st.Consumer(ctx, name)
+			if err != nil {
+				continue
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(info.NumPending), proc)
+			ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(info.NumAckPending), proc)
+			ch <- prometheus.MustNewConstMetric(c.redeliv, prometheus.GaugeValue, float64(info.NumRedelivered), proc)
+		}
+	}
+	dst, err := c.js.Stream(ctx, c.subjects.DeadLetterStream())
+	if err != nil {
+		return
+	}
+	info, err := dst.Info(ctx, jetstream.WithSubjectFilter(c.subjects.DeadLetters()))
+	if err != nil {
+		return
+	}
+	counts := map[string]uint64{}
+	for proc := range c.consumers {
+		counts[proc] = 0
+	}
+	for subj, n := range info.State.Subjects {
+		counts[strings.TrimPrefix(subj, c.subjects.Prefix()+".dlq.")] += n
+	}
+	for proc, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.dlq, prometheus.GaugeValue, float64(n), proc)
+	}
+}

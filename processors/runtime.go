@@ -1,0 +1,368 @@
+package processors
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages"
+)
+
+// Handler does one processor's work for one event. A nil error means the
+// side effect is complete; errors are transient unless marked with
+// Permanent, or ErrIgnored for events the processor has nothing to do with.
+// ctx ends at CCRELAY_PROCESS_HANDLER_TIMEOUT or at shutdown.
+type Handler interface {
+	Handle(ctx context.Context, ev *Event) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, ev *Event) error
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, ev *Event) error { return f(ctx, ev) }
+
+// Processor is one named processor: what it consumes and what it does.
+type Processor struct {
+	// Name is the processor's name: in consumer and DLQ subject names,
+	// metrics and logs. Lower-case letters, digits and '-'.
+	Name string
+	// Filter lists the subjects it consumes.
+	Filter []string
+	// Handler does the work.
+	Handler Handler
+}
+
+// Deps are what the runtime runs on.
+type Deps struct {
+	// JS is used for the consumers, the ledger and the dead letters.
+	JS       jetstream.JetStream
+	Subjects messages.Subjects
+	// Connect opens a new NATS connection. Each processor gets its own:
+	// watermill's subscriber drains its connection when it closes.
+	Connect  func() (*nats.Conn, error)
+	Ledger   *Ledger
+	DLQ      *DeadLetters
+	Metrics  *Metrics
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+}
+
+// Runtime runs processors until its context ends.
+type Runtime struct {
+	cfg   Config
+	deps  Deps
+	procs []Processor
+	names map[string]string // processor -> consumer
+}
+
+// New checks the processors and returns a Runtime for them.
+func New(cfg Config, deps Deps, procs ...Processor) (*Runtime, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Runtime{cfg: cfg, deps: deps, procs: procs, names: map[string]string{}}
+	for _, p := range procs {
+		if p.Name == "" || strings.Trim(p.Name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+			return nil, fmt.Errorf("processor name %q: use lower-case letters, digits and '-'", p.Name)
+		}
+		if len(p.Filter) == 0 || p.Handler == nil {
+			return nil, fmt.Errorf("processor %s: needs subjects and a handler", p.Name)
+		}
+		r.names[p.Name] = ConsumerName(deps.Subjects, p.Name)
+	}
+	deps.Registry.MustRegister(newConsumerCollector(deps.JS, deps.Subjects, r.names))
+	return r, nil
+}
+
+// ConsumerName is the durable consumer of processor.
+func ConsumerName(s messages.Subjects, processor string) string {
+	return s.Bucket(strings.ToUpper(strings.ReplaceAll(processor, "-", "_")))
+}
+
+// EnsureConsumer creates or updates p's durable consumer. Safe when several
+// replicas start at once.
+func (r *Runtime) EnsureConsumer(ctx context.Context, p Processor) (jetstream.Consumer, error) {
+	// Redeliveries after an ack timeout (a replica that died) back off from
+	// AckWait; transient errors are delayed by the Nak instead (Backoff).
+	backoff := []time.Duration{r.cfg.AckWait, 2 * r.cfg.AckWait, 4 * r.cfg.AckWait}
+	if len(backoff) > r.cfg.MaxDeliver {
+		backoff = backoff[:r.cfg.MaxDeliver]
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:        r.names[p.Name],
+		Description:    "ccrelay processor " + p.Name,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        r.cfg.AckWait,
+		MaxDeliver:     r.cfg.MaxDeliver,
+		BackOff:        backoff,
+		MaxAckPending:  r.cfg.MaxAckPending,
+		FilterSubjects: p.Filter,
+	}
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var c jetstream.Consumer
+		c, err = r.deps.JS.CreateOrUpdateConsumer(ctx, r.deps.Subjects.EventsStream(), cc)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, jetstream.ErrConsumerExists) && !strings.Contains(err.Error(), "already in use") {
+			break
+		}
+	}
+	return nil, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+}
+
+// Run runs every processor until ctx ends, then stops taking messages and
+// waits for the ones in flight (unanswered ones are redelivered elsewhere).
+func (r *Runtime) Run(ctx context.Context) error {
+	logger := watermill.NewSlogLoggerWithLevelMapping(r.deps.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.HandlerTimeout}, logger)
+	if err != nil {
+		return err
+	}
+	var conns []*nats.Conn
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	for _, p := range r.procs {
+		cons, err := r.EnsureConsumer(ctx, p)
+		if err != nil {
+			return err
+		}
+		nc, err := r.deps.Connect()
+		if err != nil {
+			return fmt.Errorf("processor %s: %w", p.Name, err)
+		}
+		conns = append(conns, nc)
+		sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+			Conn:   nc,
+			Logger: logger,
+			// The subscriber gives up waiting for the handler after this;
+			// the handler itself is bounded by HandlerTimeout.
+			AckWaitTimeout:      r.cfg.HandlerTimeout + time.Minute,
+			ResourceInitializer: bind(cons),
+			NakDelay:            nakDelay{r.cfg},
+			// One message per subscription: more would wait in the client
+			// while the ack timer runs. Concurrency comes from running
+			// Concurrency subscriptions on the one consumer.
+			ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
+			Unmarshaler:    unmarshaler{subjects: r.deps.Subjects},
+		})
+		if err != nil {
+			return fmt.Errorf("processor %s: %w", p.Name, err)
+		}
+		h := r.handlerFunc(p, nc)
+		for i := 0; i < r.cfg.Concurrency; i++ {
+			router.AddConsumerHandler(fmt.Sprintf("%s-%d", p.Name, i), p.Name, sub, h)
+		}
+		stop, err := r.watchMaxDeliveries(ctx, nc, p)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		r.deps.Logger.Info("processor started", "processor", p.Name, "consumer", r.names[p.Name], "subjects", p.Filter, "concurrency", r.cfg.Concurrency)
+	}
+	return router.Run(ctx)
+}
+
+// bind hands watermill the consumer ccrelay created.
+func bind(c jetstream.Consumer) wmjs.ResourceInitializer {
+	return func(context.Context, jetstream.JetStream, string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
+		return c, nil, nil
+	}
+}
+
+// nakDelay spaces redeliveries after transient errors.
+type nakDelay struct{ cfg Config }
+
+func (d nakDelay) WaitTime(delivered uint64) time.Duration { return d.cfg.backoff(delivered) }
+
+// handlerFunc wraps p's handler with the runtime's guarantees.
+func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandlerFunc {
+	m := r.deps.Metrics
+	inFlight := m.InFlight.WithLabelValues(p.Name)
+	duration := m.Duration.WithLabelValues(p.Name)
+	return func(msg *message.Message) error {
+		inFlight.Inc()
+		defer inFlight.Dec()
+		ev := eventOf(msg)
+		log := r.deps.Logger.With("processor", p.Name, "dedup_id", ev.ID, "seq", ev.Seq, "deliveries", ev.Deliveries, "subject", ev.Subject)
+		outcome, err := r.handle(msg.Context(), p, nc, msg.Metadata[mdReply], msg.Metadata[mdIDError], ev, duration)
+		m.Messages.WithLabelValues(p.Name, outcome).Inc()
+		switch outcome {
+		case OutcomeRetried:
+			log.Warn("processing failed; will retry", "error", err, "retry_in", r.cfg.backoff(ev.Deliveries))
+			return err // nak, with backoff
+		case OutcomeDeadLettered:
+			log.Error("dead-lettered", "error", err)
+		case OutcomeDone:
+			log.Info("processed")
+		default:
+			log.Debug("acknowledged", "outcome", outcome, "reason", err)
+		}
+		return nil
+	}
+}
+
+// handle runs one delivery and returns its outcome. The error explains
+// every outcome but done.
+func (r *Runtime) handle(ctx context.Context, p Processor, nc *nats.Conn, reply, idErr string, ev *Event, duration prometheus.Observer) (string, error) {
+	if idErr != "" {
+		err := Permanentf("cannot identify the event: %s", idErr)
+		return r.deadLetter(ctx, p, ev, err)
+	}
+	claim, err := r.deps.Ledger.Claim(ctx, p.Name, ev.ID)
+	switch {
+	case errors.Is(err, ErrDone):
+		return OutcomeSkipped, err
+	case err != nil:
+		return r.retryOrDeadLetter(ctx, p, ev, err)
+	}
+
+	hctx, cancel := context.WithTimeout(ctx, r.cfg.HandlerTimeout)
+	defer cancel()
+	stop := r.heartbeat(hctx, nc, reply, claim)
+	start := time.Now()
+	err = safeHandle(hctx, p.Handler, ev)
+	duration.Observe(time.Since(start).Seconds())
+	stop()
+
+	// The ledger is written even if ctx ended: the work did (or did not)
+	// happen either way.
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer lcancel()
+	switch {
+	case err == nil:
+		if derr := claim.Done(lctx); derr != nil {
+			// The side effect happened; retrying would repeat it. Ack, and
+			// let sink-side checks cover a replay.
+			r.deps.Logger.Error("could not record completed work", "processor", p.Name, "dedup_id", ev.ID, "error", derr)
+		}
+		return OutcomeDone, nil
+	case errors.Is(err, ErrIgnored):
+		_ = claim.Release(lctx)
+		return OutcomeIgnored, err
+	}
+	if rerr := claim.Release(lctx); rerr != nil {
+		r.deps.Logger.Warn("could not release claim; a retry waits until it is stale", "processor", p.Name, "dedup_id", ev.ID, "error", rerr)
+	}
+	if errors.Is(err, ErrPermanent) {
+		return r.deadLetter(ctx, p, ev, err)
+	}
+	return r.retryOrDeadLetter(ctx, p, ev, err)
+}
+
+func (r *Runtime) retryOrDeadLetter(ctx context.Context, p Processor, ev *Event, err error) (string, error) {
+	if ev.Deliveries >= uint64(r.cfg.MaxDeliver) {
+		return r.deadLetter(ctx, p, ev, fmt.Errorf("gave up after %d deliveries: %w", ev.Deliveries, err))
+	}
+	return OutcomeRetried, err
+}
+
+func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause error) (string, error) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.deps.DLQ.Send(dctx, p.Name, ev, cause); err != nil {
+		// Not stored as a dead letter: keep it in the stream and retry.
+		return OutcomeRetried, fmt.Errorf("%w (and %w)", cause, err)
+	}
+	return OutcomeDeadLettered, cause
+}
+
+// heartbeat tells JetStream the delivery is still being worked on, and keeps
+// the ledger claim fresh, every AckWait/3 until stopped.
+func (r *Runtime) heartbeat(ctx context.Context, nc *nats.Conn, reply string, claim *Claim) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(r.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if reply != "" {
+					// "+WPI" is JetStream's in-progress acknowledgement.
+					_ = nc.Publish(reply, []byte("+WPI"))
+				}
+				_ = claim.Refresh(ctx)
+			}
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// PanicError is a handler panic, turned into a transient error: the message
+// is retried, and dead-lettered if it keeps panicking.
+type PanicError struct {
+	Value any
+	Stack string
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+
+func safeHandle(ctx context.Context, h Handler, ev *Event) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: string(debug.Stack())}
+		}
+	}()
+	return h.Handle(ctx, ev)
+}
+
+// watchMaxDeliveries dead-letters messages JetStream stopped delivering
+// without ever getting an answer (the replica died on each delivery), which
+// the handler wrapper cannot see.
+func (r *Runtime) watchMaxDeliveries(ctx context.Context, nc *nats.Conn, p Processor) (func(), error) {
+	subj := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", r.deps.Subjects.EventsStream(), r.names[p.Name])
+	sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+		var adv struct {
+			StreamSeq  uint64 `json:"stream_seq"`
+			Deliveries uint64 `json:"deliveries"`
+		}
+		if json.Unmarshal(m.Data, &adv) != nil || adv.StreamSeq == 0 {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		st, err := r.deps.JS.Stream(actx, r.deps.Subjects.EventsStream())
+		var raw *jetstream.RawStreamMsg
+		if err == nil {
+			raw, err = st.GetMsg(actx, adv.StreamSeq)
+		}
+		if err != nil {
+			r.deps.Logger.Error("max deliveries advisory: message gone", "processor", p.Name, "seq", adv.StreamSeq, "error", err)
+			return
+		}
+		ev := &Event{Subject: raw.Subject, ID: raw.Header.Get(messages.HeaderID), Header: raw.Header, Body: raw.Data, Seq: adv.StreamSeq, Deliveries: adv.Deliveries}
+		if err := r.deps.DLQ.Send(actx, p.Name, ev, fmt.Errorf("delivered %d times without an answer", adv.Deliveries)); err != nil {
+			r.deps.Logger.Error("max deliveries advisory: dead-letter failed", "processor", p.Name, "seq", adv.StreamSeq, "error", err)
+			return
+		}
+		r.deps.Metrics.Messages.WithLabelValues(p.Name, OutcomeDeadLettered).Inc()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watch max deliveries: %w", err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}

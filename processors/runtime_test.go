@@ -1,0 +1,314 @@
+package processors_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/test/natstest"
+)
+
+// recorder is a processor whose behaviour is chosen by the event id's
+// prefix, and which counts the side effects it completed.
+type recorder struct {
+	mu       sync.Mutex
+	done     map[string]int
+	attempts map[string]int
+}
+
+func (r *recorder) Handle(ctx context.Context, ev *processors.Event) error {
+	e, err := messages.DecodeContactLensEvent(ev.Body)
+	if err != nil {
+		return processors.Permanent(err)
+	}
+	r.mu.Lock()
+	r.attempts[e.ID]++
+	n := r.attempts[e.ID]
+	r.mu.Unlock()
+	kind, _, _ := strings.Cut(e.ID, "-")
+	switch kind {
+	case "fail2":
+		if n <= 2 {
+			return fmt.Errorf("transient failure %d", n)
+		}
+	case "always":
+		return fmt.Errorf("still down")
+	case "permanent":
+		return processors.Permanentf("SAP said 400")
+	case "once": // permanent the first time only, so a requeue succeeds
+		if n == 1 {
+			return processors.Permanentf("bad data, fixed later")
+		}
+	case "panic":
+		panic("boom")
+	case "ignore":
+		return processors.Ignored("nothing to do")
+	case "slow":
+		select {
+		case <-time.After(3 * time.Second): // twice the ack wait
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.mu.Lock()
+	r.done[e.ID]++
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) count(id string) (done, attempts int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.done[id], r.attempts[id]
+}
+
+type fixture struct {
+	js       jetstream.JetStream
+	subjects messages.Subjects
+	rec      *recorder
+	reg      *prometheus.Registry
+	dlq      *processors.DeadLetters
+	cancel   context.CancelFunc
+	done     chan error
+}
+
+func start(t *testing.T, url string, replicas int) *fixture {
+	t.Helper()
+	_, js := natstest.Connect(t, url)
+	subjects, _ := messages.NewSubjects("ccrelay")
+	ctx := context.Background()
+	sc := messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}
+	if err := messages.EnsureStreams(ctx, js, sc); err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{js: js, subjects: subjects, rec: &recorder{done: map[string]int{}, attempts: map[string]int{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
+	cfg := processors.Config{Concurrency: 4, AckWait: 1500 * time.Millisecond, MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
+		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour}
+	ledger, err := processors.NewLedger(ctx, js, subjects.Bucket("LEDGER"), cfg.LedgerTTL, cfg.AckWait, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.dlq = processors.NewDeadLetters(js, subjects)
+	m := processors.NewMetrics(f.reg)
+	rctx, cancel := context.WithCancel(ctx)
+	f.cancel = cancel
+	for i := 0; i < replicas; i++ {
+		rt, err := processors.New(cfg, processors.Deps{
+			JS: js, Subjects: subjects, Ledger: ledger, DLQ: f.dlq, Metrics: m, Registry: prometheus.NewRegistry(),
+			Connect: func() (*nats.Conn, error) { return nats.Connect(url) },
+			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		}, processors.Processor{Name: "recorder", Filter: []string{subjects.ContactLensFilter()}, Handler: f.rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { f.done <- rt.Run(rctx) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for i := 0; i < replicas; i++ {
+			<-f.done
+		}
+	})
+	return f
+}
+
+func contactLens(id string) []byte {
+	return fmt.Appendf(nil, `{"id":%q,"detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z",
+"detail":{"contactArn":"arn:aws:connect:eu-central-1:1:instance/I1/contact/C-%s"}}`, id, id)
+}
+
+// publish stores an event as ingest would (headers) or as an operator with
+// the NATS CLI would (body only).
+func (f *fixture) publish(t *testing.T, id string, withHeaders bool) {
+	t.Helper()
+	ev := messages.Event{Subject: f.subjects.ContactLens("I1"), ID: id, Source: "/test", Type: messages.TypeContactLensPostCall, Time: time.Now(), Body: contactLens(id)}
+	msg := ev.Msg()
+	if !withHeaders {
+		msg = &nats.Msg{Subject: ev.Subject, Data: ev.Body}
+	}
+	if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRuntimeOutcomes(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := start(t, ns.ClientURL(), 1)
+
+	for _, id := range []string{"ok-1", "fail2-1", "permanent-1", "always-1", "panic-1", "ignore-1", "slow-1"} {
+		f.publish(t, id, true)
+	}
+	f.publish(t, "ok-handpublished", false)
+
+	eventually(t, "ok and hand-published done", func() bool {
+		a, _ := f.rec.count("ok-1")
+		b, _ := f.rec.count("ok-handpublished")
+		return a == 1 && b == 1
+	})
+	eventually(t, "transient failures retried to success", func() bool { d, _ := f.rec.count("fail2-1"); return d == 1 })
+	eventually(t, "slow work done", func() bool { d, _ := f.rec.count("slow-1"); return d == 1 })
+	if _, n := f.rec.count("slow-1"); n != 1 {
+		t.Errorf("slow work was delivered %d times: progress was not reported", n)
+	}
+	if _, n := f.rec.count("permanent-1"); n != 1 {
+		t.Errorf("a permanent failure was tried %d times", n)
+	}
+	var dls []processors.DeadLetter
+	eventually(t, "three dead letters", func() bool {
+		var err error
+		dls, err = f.dlq.List(context.Background(), "recorder")
+		return err == nil && len(dls) == 3
+	})
+	byID := map[string]processors.DeadLetter{}
+	for _, dl := range dls {
+		byID[dl.Header.Get("ce-id")] = dl
+	}
+	if dl := byID["permanent-1"]; !strings.Contains(dl.Error, "SAP said 400") || dl.Deliveries != 1 || dl.Subject != f.subjects.ContactLens("I1") || string(dl.Body) != string(contactLens("permanent-1")) {
+		t.Errorf("permanent dead letter %+v", dl)
+	}
+	if dl := byID["always-1"]; !strings.Contains(dl.Error, "gave up after 3 deliveries") || dl.Deliveries != 3 {
+		t.Errorf("exhausted dead letter %+v", dl)
+	}
+	if dl := byID["panic-1"]; !strings.Contains(dl.Error, "panicked") {
+		t.Errorf("panic dead letter %+v", dl)
+	}
+	if _, n := f.rec.count("always-1"); n != 3 {
+		t.Errorf("always-failing tried %d times, want MaxDeliver 3", n)
+	}
+
+	// Replays of completed work do nothing; with or without headers.
+	f.publishNewMsgID(t, "ok-1")
+	f.publish(t, "ok-handpublished", false)
+	want := map[string]float64{processors.OutcomeSkipped: 2}
+	eventually(t, "replays skipped", func() bool {
+		return testutil.ToFloat64(metric(f.reg, "ccrelay_processor_messages_total", "recorder", processors.OutcomeSkipped)) == want[processors.OutcomeSkipped]
+	})
+	if d, _ := f.rec.count("ok-1"); d != 1 {
+		t.Errorf("a replay repeated a side effect: %d", d)
+	}
+	for outcome, n := range map[string]float64{
+		processors.OutcomeDone: 4, processors.OutcomeDeadLettered: 3, processors.OutcomeIgnored: 1,
+	} {
+		if got := testutil.ToFloat64(metric(f.reg, "ccrelay_processor_messages_total", "recorder", outcome)); got != n {
+			t.Errorf("outcome %s counted %v, want %v", outcome, got, n)
+		}
+	}
+	if got := testutil.ToFloat64(metric(f.reg, "ccrelay_processor_messages_total", "recorder", processors.OutcomeRetried)); got < 2+2+2 {
+		t.Errorf("retried counted %v", got)
+	}
+}
+
+// publishNewMsgID replays a stored event with a fresh Nats-Msg-Id, as
+// 'ccrelay replay' and the CLI recipes do, so stream dedup lets it through.
+func (f *fixture) publishNewMsgID(t *testing.T, id string) {
+	t.Helper()
+	ev := messages.Event{Subject: f.subjects.ContactLens("I1"), ID: id, Source: "/test", Type: messages.TypeContactLensPostCall, Time: time.Now(), Body: contactLens(id)}
+	msg := ev.Msg()
+	msg.Header.Set(nats.MsgIdHdr, "replay-"+id+time.Now().String())
+	if _, err := f.js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRequeue(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := start(t, ns.ClientURL(), 1)
+	f.publish(t, "once-1", true)
+	var dls []processors.DeadLetter
+	eventually(t, "dead letter", func() bool {
+		dls, _ = f.dlq.List(context.Background(), "")
+		return len(dls) == 1
+	})
+	dl, err := f.dlq.Requeue(context.Background(), dls[0].Seq)
+	if err != nil || dl.Processor != "recorder" {
+		t.Fatalf("requeue: %+v %v", dl, err)
+	}
+	eventually(t, "requeued event processed", func() bool { d, _ := f.rec.count("once-1"); return d == 1 })
+	if rest, _ := f.dlq.List(context.Background(), ""); len(rest) != 0 {
+		t.Errorf("dead letter still there after requeue: %d", len(rest))
+	}
+	if _, err := f.dlq.Requeue(context.Background(), dls[0].Seq); err == nil {
+		t.Error("requeued the same dead letter twice")
+	}
+}
+
+// Two replicas on one consumer: every event is handled exactly once.
+func TestReplicasShareTheWork(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := start(t, ns.ClientURL(), 2)
+	for i := 0; i < 200; i++ {
+		f.publish(t, fmt.Sprintf("ok-%d", i), true)
+	}
+	eventually(t, "all done", func() bool {
+		f.rec.mu.Lock()
+		defer f.rec.mu.Unlock()
+		return len(f.rec.done) == 200
+	})
+	f.rec.mu.Lock()
+	defer f.rec.mu.Unlock()
+	for id, n := range f.rec.done {
+		if n != 1 {
+			t.Errorf("%s done %d times", id, n)
+		}
+	}
+}
+
+func metric(reg *prometheus.Registry, name, processor, outcome string) prometheus.Collector {
+	return gathered{reg: reg, name: name, labels: map[string]string{"processor": processor, "outcome": outcome}}
+}
+
+// gathered exposes one series of a registry as a collector for testutil.
+type gathered struct {
+	reg    *prometheus.Registry
+	name   string
+	labels map[string]string
+}
+
+func (g gathered) Describe(ch chan<- *prometheus.Desc) {
+	ch <- prometheus.NewDesc(g.name, "x", nil, nil)
+}
+
+func (g gathered) Collect(ch chan<- prometheus.Metric) {
+	mfs, _ := g.reg.Gather()
+	v := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != g.name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			match := true
+			for _, lp := range m.GetLabel() {
+				if want, ok := g.labels[lp.GetName()]; ok && want != lp.GetValue() {
+					match = false
+				}
+			}
+			if match {
+				v += m.GetCounter().GetValue()
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(g.name, "x", nil, nil), prometheus.GaugeValue, v)
+}
