@@ -13,10 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
 
@@ -204,7 +204,7 @@ func TestRuntimeOutcomes(t *testing.T) {
 	f.publish(t, "ok-handpublished", false)
 	want := map[string]float64{processors.OutcomeSkipped: 2}
 	eventually(t, "replays skipped", func() bool {
-		return testutil.ToFloat64(metric(f.reg, "ccrelay_processor_messages_total", "recorder", processors.OutcomeSkipped)) == want[processors.OutcomeSkipped]
+		return outcomes(t, f, processors.OutcomeSkipped) == want[processors.OutcomeSkipped]
 	})
 	if d, _ := f.rec.count("ok-1"); d != 1 {
 		t.Errorf("a replay repeated a side effect: %d", d)
@@ -212,11 +212,11 @@ func TestRuntimeOutcomes(t *testing.T) {
 	for outcome, n := range map[string]float64{
 		processors.OutcomeDone: 4, processors.OutcomeDeadLettered: 3, processors.OutcomeIgnored: 1,
 	} {
-		if got := testutil.ToFloat64(metric(f.reg, "ccrelay_processor_messages_total", "recorder", outcome)); got != n {
+		if got := outcomes(t, f, outcome); got != n {
 			t.Errorf("outcome %s counted %v, want %v", outcome, got, n)
 		}
 	}
-	if got := testutil.ToFloat64(metric(f.reg, "ccrelay_processor_messages_total", "recorder", processors.OutcomeRetried)); got < 2+2+2 {
+	if got := outcomes(t, f, processors.OutcomeRetried); got < 2+2+2 {
 		t.Errorf("retried counted %v", got)
 	}
 }
@@ -276,39 +276,6 @@ func TestReplicasShareTheWork(t *testing.T) {
 	}
 }
 
-func metric(reg *prometheus.Registry, name, processor, outcome string) prometheus.Collector {
-	return gathered{reg: reg, name: name, labels: map[string]string{"processor": processor, "outcome": outcome}}
-}
-
-// gathered exposes one series of a registry as a collector for testutil.
-type gathered struct {
-	reg    *prometheus.Registry
-	name   string
-	labels map[string]string
-}
-
-func (g gathered) Describe(ch chan<- *prometheus.Desc) {
-	ch <- prometheus.NewDesc(g.name, "x", nil, nil)
-}
-
-func (g gathered) Collect(ch chan<- prometheus.Metric) {
-	mfs, _ := g.reg.Gather()
-	v := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != g.name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := true
-			for _, lp := range m.GetLabel() {
-				if want, ok := g.labels[lp.GetName()]; ok && want != lp.GetValue() {
-					match = false
-				}
-			}
-			if match {
-				v += m.GetCounter().GetValue()
-			}
-		}
-	}
-	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(g.name, "x", nil, nil), prometheus.GaugeValue, v)
+func outcomes(t *testing.T, f *fixture, outcome string) float64 {
+	return metricstest.Value(t, f.reg, "ccrelay_processor_messages_total", map[string]string{"processor": "recorder", "outcome": outcome})
 }

@@ -17,11 +17,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
 	"github.com/ccrelay/ccrelay/test/sinchtest"
 )
@@ -250,48 +250,14 @@ func (d *deployment) count() uint64 {
 	return info.State.Msgs
 }
 
-// metric returns the value of a counter or gauge with the given labels,
-// summed over replicas.
+// metric returns the value of a series summed over replicas.
 func (d *deployment) metric(name string, labels map[string]string) float64 {
 	d.t.Helper()
 	var sum float64
 	for _, reg := range d.regs {
-		mfs, err := reg.Gather()
-		if err != nil {
-			d.t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				if hasLabels(m, labels) {
-					switch {
-					case m.Counter != nil:
-						sum += m.Counter.GetValue()
-					case m.Gauge != nil:
-						sum += m.Gauge.GetValue()
-					case m.Histogram != nil:
-						sum += float64(m.Histogram.GetSampleCount())
-					}
-				}
-			}
-		}
+		sum += metricstest.Value(d.t, reg, name, labels)
 	}
 	return sum
-}
-
-func hasLabels(m *dto.Metric, want map[string]string) bool {
-	n := 0
-	for _, lp := range m.GetLabel() {
-		if v, ok := want[lp.GetName()]; ok {
-			if v != lp.GetValue() {
-				return false
-			}
-			n++
-		}
-	}
-	return n == len(want)
 }
 
 func jsonHeader() http.Header {

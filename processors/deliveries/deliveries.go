@@ -1,0 +1,205 @@
+// Package deliveries is the processor of Sinch MESSAGE_DELIVERY callbacks:
+// it keeps the latest status of every message in a KV bucket, ordered by
+// the report's event time so a late report never overwrites a newer one,
+// and counts reports by channel, status and reason.
+package deliveries
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/processors"
+)
+
+// Name is the processor's name.
+const Name = "deliveries"
+
+// Config sets the processor. Its env tags are read with the CCRELAY_ prefix.
+type Config struct {
+	// StatusTTL is how long a message's latest status is kept.
+	StatusTTL time.Duration `env:"DELIVERY_STATUS_TTL" envDefault:"720h"`
+}
+
+// Status is the value kept per message id.
+type Status struct {
+	MessageID      string                       `json:"message_id"`
+	Status         messages.SinchDeliveryStatus `json:"status"`
+	EventTime      time.Time                    `json:"event_time"`
+	AppID          string                       `json:"app_id"`
+	Channel        string                       `json:"channel"`
+	ConversationID string                       `json:"conversation_id,omitempty"`
+	ContactID      string                       `json:"contact_id,omitempty"`
+	Reason         *messages.SinchReason        `json:"reason,omitempty"`
+}
+
+// rank orders statuses that carry the same event time: a message is read
+// after it is delivered, delivered after it is queued.
+func rank(s messages.SinchDeliveryStatus) int {
+	switch s {
+	case messages.StatusQueuedOnChannel:
+		return 1
+	case messages.StatusSwitchingChannel:
+		return 2
+	case messages.StatusDelivered:
+		return 3
+	case messages.StatusRead:
+		return 4
+	case messages.StatusFailed:
+		return 5
+	}
+	return 0
+}
+
+// newer reports whether a should replace b.
+func newer(a, b Status) bool {
+	if !a.EventTime.Equal(b.EventTime) {
+		return a.EventTime.After(b.EventTime)
+	}
+	return rank(a.Status) > rank(b.Status)
+}
+
+// Processor keeps delivery statuses.
+type Processor struct {
+	kv      jetstream.KeyValue
+	reports *prometheus.CounterVec
+	stale   prometheus.Counter
+}
+
+// New creates or updates the status bucket and returns the processor.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, subjects messages.Subjects, replicas int, reg prometheus.Registerer) (*Processor, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      subjects.Bucket("DELIVERY_STATUS"),
+		Description: "ccrelay: latest Sinch delivery status per message id",
+		TTL:         cfg.StatusTTL,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delivery status bucket: %w", err)
+	}
+	p := &Processor{
+		kv: kv,
+		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_delivery_reports_total",
+			Help: "Sinch delivery reports processed, by channel, status and reason code.",
+		}, []string{"channel", "status", "reason"}),
+		stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccrelay_delivery_reports_stale_total",
+			Help: "Delivery reports older than the status already kept (not applied).",
+		}),
+	}
+	reg.MustRegister(p.reports, p.stale)
+	return p, nil
+}
+
+// Processor returns the runtime definition of the processor.
+func (p *Processor) Processor(subjects messages.Subjects) processors.Processor {
+	return processors.Processor{Name: Name, Filter: []string{subjects.SinchFilter(messages.TriggerMessageDelivery)}, Handler: p}
+}
+
+// Key is the KV key of a message id.
+func Key(messageID string) string {
+	// KV keys allow [-/_=.a-zA-Z0-9]; Sinch ids are ULIDs, but escape
+	// anything else rather than trust it.
+	return messages.EscapeToken(messageID)
+}
+
+// Lookup returns the kept status of messageID.
+func (p *Processor) Lookup(ctx context.Context, messageID string) (Status, error) {
+	e, err := p.kv.Get(ctx, Key(messageID))
+	if err != nil {
+		return Status{}, err
+	}
+	var s Status
+	return s, json.Unmarshal(e.Value(), &s)
+}
+
+// Handle implements processors.Handler.
+func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
+	cb, err := messages.DecodeSinchCallback(ev.Body)
+	if err != nil {
+		return processors.Permanent(err)
+	}
+	r := cb.DeliveryReport
+	if r == nil {
+		return processors.Ignored("not a delivery report")
+	}
+	st := Status{
+		MessageID: r.MessageID, Status: r.Status, EventTime: cb.Time(), AppID: cb.AppID,
+		Channel: r.ChannelIdentity.Channel, ConversationID: r.ConversationID, ContactID: r.ContactID, Reason: r.Reason,
+	}
+	if st.EventTime.IsZero() {
+		st.EventTime = ev.Time
+	}
+	applied, err := p.store(ctx, st)
+	if err != nil {
+		return err
+	}
+	if !applied {
+		p.stale.Inc()
+	}
+	reason := "none"
+	if r.Reason != nil && r.Reason.Code != "" {
+		reason = label(r.Reason.Code)
+	}
+	p.reports.WithLabelValues(label(st.Channel), label(string(st.Status)), reason).Inc()
+	return nil
+}
+
+// store writes st unless a newer status is kept, with compare-and-set so
+// that replicas racing on one message cannot lose the newest.
+func (p *Processor) store(ctx context.Context, st Status) (bool, error) {
+	key := Key(st.MessageID)
+	val, err := json.Marshal(st)
+	if err != nil {
+		return false, processors.Permanent(err)
+	}
+	for attempt := 0; attempt < 10; attempt++ {
+		cur, err := p.kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err := p.kv.Create(ctx, key, val); err == nil {
+				return true, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return false, fmt.Errorf("store status: %w", err)
+			}
+			continue
+		case err != nil:
+			return false, fmt.Errorf("read status: %w", err)
+		}
+		var kept Status
+		if json.Unmarshal(cur.Value(), &kept) == nil && !newer(st, kept) {
+			return false, nil
+		}
+		if _, err := p.kv.Update(ctx, key, val, cur.Revision()); err == nil {
+			return true, nil
+		}
+		// Someone else wrote in between: look again.
+	}
+	return false, errors.New("store status: too much contention")
+}
+
+// label bounds a label value: Sinch's enums are short upper-case words.
+func label(v string) string {
+	if v == "" {
+		return "unknown"
+	}
+	if len(v) > 48 {
+		return "other"
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return "other"
+		}
+	}
+	return v
+}

@@ -1,0 +1,111 @@
+package deliveries_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/deliveries"
+	"github.com/ccrelay/ccrelay/test/metricstest"
+	"github.com/ccrelay/ccrelay/test/natstest"
+)
+
+func report(msgID, status string, at time.Time, reason string) *processors.Event {
+	r := ""
+	if reason != "" {
+		r = fmt.Sprintf(`,"reason":{"code":%q,"description":"d"}`, reason)
+	}
+	body := fmt.Appendf(nil, `{"app_id":"APP","event_time":%q,"message_delivery_report":{"message_id":%q,"status":%q,
+"channel_identity":{"channel":"WHATSAPP","identity":"46","app_id":"APP"},"conversation_id":"CV","contact_id":"CT"%s}}`,
+		at.Format(time.RFC3339Nano), msgID, status, r)
+	return &processors.Event{ID: msgID + ":" + status, Body: body}
+}
+
+func setup(t *testing.T) (*deliveries.Processor, *prometheus.Registry) {
+	ns := natstest.Embedded(t)
+	_, js := natstest.Connect(t, ns.ClientURL())
+	s, _ := messages.NewSubjects("ccrelay")
+	reg := prometheus.NewRegistry()
+	p, err := deliveries.New(context.Background(), deliveries.Config{StatusTTL: time.Hour}, js, s, 1, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, reg
+}
+
+func TestLatestStatusWins(t *testing.T) {
+	p, reg := setup(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	steps := []struct {
+		ev   *processors.Event
+		want messages.SinchDeliveryStatus
+	}{
+		{report("M1", "DELIVERED", t0.Add(2*time.Second), ""), "DELIVERED"},
+		{report("M1", "QUEUED_ON_CHANNEL", t0.Add(1*time.Second), ""), "DELIVERED"}, // late, older
+		{report("M1", "READ", t0.Add(3*time.Second), ""), "READ"},
+		{report("M2", "READ", t0, ""), "READ"},
+		{report("M2", "DELIVERED", t0, ""), "READ"}, // same time: read beats delivered
+		{report("M3", "FAILED", t0, "RECIPIENT_NOT_REACHABLE"), "FAILED"},
+	}
+	for i, s := range steps {
+		if err := p.Handle(ctx, s.ev); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		id := s.ev.ID[:2]
+		got, err := p.Lookup(ctx, id)
+		if err != nil || got.Status != s.want {
+			t.Fatalf("step %d: %s status %q %v, want %q", i, id, got.Status, err, s.want)
+		}
+	}
+	m3, _ := p.Lookup(ctx, "M3")
+	if m3.Reason == nil || m3.Reason.Code != "RECIPIENT_NOT_REACHABLE" || m3.Channel != "WHATSAPP" || m3.ContactID != "CT" {
+		t.Errorf("M3 kept %+v", m3)
+	}
+	reports := func(status, reason string) float64 {
+		return metricstest.Value(t, reg, "ccrelay_delivery_reports_total", map[string]string{"channel": "WHATSAPP", "status": status, "reason": reason})
+	}
+	if n := reports("FAILED", "RECIPIENT_NOT_REACHABLE"); n != 1 {
+		t.Errorf("failed report counted %v", n)
+	}
+	if n := reports("READ", "none"); n != 2 {
+		t.Errorf("read reports counted %v", n)
+	}
+	if err := p.Handle(ctx, &processors.Event{Body: []byte(`{"app_id":"A","message":{"id":"X","contact_message":{"text_message":{"text":"x"}}}}`)}); err == nil {
+		t.Error("an inbound message was not refused")
+	}
+}
+
+// Replicas applying reports of one message in any order and at once keep
+// the newest.
+func TestConcurrentReportsKeepNewest(t *testing.T) {
+	p, _ := setup(t)
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	var evs []*processors.Event
+	for i := 0; i < 40; i++ {
+		evs = append(evs, report("MX", "DELIVERED", t0.Add(time.Duration(i)*time.Millisecond), ""))
+	}
+	rand.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
+	var wg sync.WaitGroup
+	for _, ev := range evs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Handle(context.Background(), ev); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _ := p.Lookup(context.Background(), "MX")
+	if want := t0.Add(39 * time.Millisecond); !got.EventTime.Equal(want) {
+		t.Fatalf("kept %v, want the newest %v", got.EventTime, want)
+	}
+}
