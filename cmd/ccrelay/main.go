@@ -1,8 +1,8 @@
 // Command ccrelay takes contact-centre webhooks, keeps them in NATS
-// JetStream, and (in later commands) does the slow work in SAP.
+// JetStream, and does the slow work in SAP from there.
 //
 // It only wires: configuration is loaded by package config, everything with
-// behaviour lives in ingest and messages.
+// behaviour lives in ingest, processors and messages.
 package main
 
 import (
@@ -28,6 +28,7 @@ import (
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages/broker"
+	"github.com/ccrelay/ccrelay/processors/service"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -37,14 +38,16 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
-const usage = `ccrelay: durable webhook ingest for Sinch, Contact Pro and Amazon Connect
+const usage = `ccrelay: durable webhook ingest and SAP processors for Sinch, Contact Pro and Amazon Connect
 
 Usage:
-  ccrelay serve     run everything: embedded NATS JetStream (unless CCRELAY_NATS_URL is set), ingest, metrics
+  ccrelay serve     run everything: embedded NATS JetStream (unless CCRELAY_NATS_URL is set), ingest, processors, metrics
   ccrelay ingest    run the ingest server alone against CCRELAY_NATS_URL (for many replicas)
+  ccrelay process   run processors alone against CCRELAY_NATS_URL (for many replicas)
+  ccrelay dlq       list and requeue dead letters
   ccrelay version   print the version
 
-Run 'ccrelay <command> --help' for the settings of a command.
+Run 'ccrelay <command> --help' for the flags and settings of a command.
 `
 
 func run(args, environ []string, stdout, stderr io.Writer) int {
@@ -68,10 +71,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "ccrelay %s (%s)\n", versionString(), goVersion())
 		return 0
-	case "serve", "ingest":
+	case "serve", "ingest", "process":
 		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 		fs.SetOutput(stderr)
-		fs.Usage = func() { commandHelp(fs.Output(), cmd) }
+		names := ""
+		if cmd != "ingest" {
+			fs.StringVar(&names, "processors", "", "comma-separated processors to run (default all: "+fmt.Sprint(service.Names())+")")
+		}
+		fs.Usage = func() { commandHelp(fs, cmd) }
 		if err := fs.Parse(rest); err != nil {
 			return exitCode(err)
 		}
@@ -79,23 +86,33 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ccrelay %s: unexpected argument %q\n", cmd, fs.Arg(0))
 			return 2
 		}
+		procs, err := service.ParseNames(names)
+		if err != nil {
+			fmt.Fprintf(stderr, "ccrelay %s: --processors: %v\n", cmd, err)
+			return 2
+		}
 		cfg, err := config.Load(environ, nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "ccrelay: configuration: %v\n", err)
 			return 2
 		}
-		if cmd == "ingest" && cfg.Broker.Embedded() {
-			fmt.Fprintln(stderr, "ccrelay: configuration: CCRELAY_NATS_URL: required by 'ccrelay ingest' (use 'ccrelay serve' for an embedded server)")
+		if cmd != "serve" && cfg.Broker.Embedded() {
+			fmt.Fprintf(stderr, "ccrelay: configuration: CCRELAY_NATS_URL: required by 'ccrelay %s' (use 'ccrelay serve' for an embedded server)\n", cmd)
 			return 2
 		}
 		logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.Process.LogLevel}))
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
-		if err := serve(ctx, cmd, cfg, logger); err != nil {
+		if cmd == "ingest" {
+			procs = nil
+		}
+		if err := serve(ctx, cmd, cfg, procs, logger); err != nil {
 			logger.Error("ccrelay stopped", "error", err)
 			return 1
 		}
 		return 0
+	case "dlq":
+		return dlqCommand(rest, environ, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "ccrelay: unknown command %q\n\n%s", cmd, usage)
 	return 2
@@ -108,12 +125,19 @@ func exitCode(err error) int {
 	return 2
 }
 
-func commandHelp(w io.Writer, cmd string) {
+func commandHelp(fs *flag.FlagSet, cmd string) {
+	w := fs.Output()
 	switch cmd {
 	case "serve":
-		fmt.Fprintln(w, "Usage: ccrelay serve\n\nRuns an embedded NATS JetStream server storing under CCRELAY_DATA_DIR (or uses\nCCRELAY_NATS_URL), the ingest HTTP server and the metrics listener.")
+		fmt.Fprintln(w, "Usage: ccrelay serve [--processors a,b]\n\nRuns an embedded NATS JetStream server storing under CCRELAY_DATA_DIR (or uses\nCCRELAY_NATS_URL), the ingest HTTP server, the processors and the metrics listener.")
 	case "ingest":
 		fmt.Fprintln(w, "Usage: ccrelay ingest\n\nRuns the ingest HTTP server and the metrics listener against CCRELAY_NATS_URL.")
+	case "process":
+		fmt.Fprintln(w, "Usage: ccrelay process [--processors a,b]\n\nRuns processors and the metrics listener against CCRELAY_NATS_URL. Any number\nof replicas may run; each message is handled by one of them at a time.")
+	}
+	if cmd != "ingest" {
+		fmt.Fprintln(w, "\nFlags:")
+		fs.PrintDefaults()
 	}
 	fmt.Fprintln(w, "\nSettings (environment; any of them can also be read from a file named by <NAME>_FILE):")
 	for _, v := range config.Variables() {
@@ -125,10 +149,11 @@ func commandHelp(w io.Writer, cmd string) {
 	}
 }
 
-// serve runs the ingest side until ctx ends, then stops it in reverse order:
-// HTTP (finishing requests in flight), then NATS (draining), then the
-// embedded server.
-func serve(ctx context.Context, cmd string, cfg *config.Config, logger *slog.Logger) error {
+// serve runs the parts of cmd until ctx ends, then stops them in reverse
+// order: ingest HTTP (finishing requests in flight), processors (finishing
+// deliveries in flight), metrics, then NATS (draining) and the embedded
+// server.
+func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, logger *slog.Logger) error {
 	logger.Info("ccrelay starting", "command", cmd, "version", versionString())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -149,47 +174,76 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, logger *slog.Log
 		}
 		logger.Info("ccrelay stopped")
 	}()
-	srv, err := server.Assemble(ctx, cfg.Ingest, b.JS, b.Conn.MaxPayload(), reg, logger)
-	if err != nil {
-		return err
-	}
 
-	httpLn, err := net.Listen("tcp", cfg.Ingest.HTTP.Addr)
-	if err != nil {
-		return fmt.Errorf("CCRELAY_HTTP_ADDR: %w", err)
+	var parts []func(context.Context) error
+	attrs := []any{"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL(), "processors", procs}
+	if cmd != "process" {
+		srv, err := server.Assemble(ctx, cfg.Ingest, b.JS, b.Conn.MaxPayload(), reg, logger)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", cfg.Ingest.HTTP.Addr)
+		if err != nil {
+			return fmt.Errorf("CCRELAY_HTTP_ADDR: %w", err)
+		}
+		defer ln.Close()
+		attrs = append(attrs, "http", ln.Addr().String(), "sinch_services", cfg.Ingest.Sinch.WebhookSecrets.Names(), "seal_keys", cfg.Ingest.SealKeys.String())
+		parts = append(parts, func(ctx context.Context) error { return srv.Run(ctx, ln) })
+	}
+	if len(procs) > 0 {
+		rt, err := service.New(ctx, cfg.Processors, procs, service.Deps{JS: b.JS, Connect: b.NewConn, Registry: reg, Logger: logger})
+		if err != nil {
+			return err
+		}
+		parts = append(parts, rt.Run)
 	}
 	metricsLn, err := net.Listen("tcp", cfg.Process.MetricsAddr)
 	if err != nil {
-		httpLn.Close()
 		return fmt.Errorf("CCRELAY_METRICS_ADDR: %w", err)
 	}
-	logger.Info("ccrelay ready",
-		"http", httpLn.Addr().String(), "metrics", metricsLn.Addr().String(),
-		"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL(),
-		"sinch_services", cfg.Ingest.Sinch.WebhookSecrets.Names(), "seal_keys", cfg.Ingest.SealKeys.String())
+	attrs = append(attrs, "metrics", metricsLn.Addr().String())
+	logger.Info("ccrelay ready", attrs...)
 
-	// The metrics listener outlives the ingest one, so the last scrape can
+	// The metrics listener outlives the others, so the last scrape can
 	// still see the shutdown.
 	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	metricsDone := make(chan error, 1)
-	go func() {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		if cfg.Process.Pprof {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		metricsDone <- server.Serve(mctx, &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, metricsLn, nil, 5*time.Second)
-	}()
+	go func() { metricsDone <- server.Serve(mctx, metricsServer(reg, cfg.Process.Pprof), metricsLn, nil, 5*time.Second) }()
 
-	err = srv.Run(ctx, httpLn)
-	logger.Info("ingest stopped; draining nats")
-	stopMetrics()
-	if merr := <-metricsDone; merr != nil && err == nil {
-		err = merr
+	// Parts stop together when ctx ends or one of them fails.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(parts))
+	for _, p := range parts {
+		go func() {
+			err := p(pctx)
+			cancel()
+			errs <- err
+		}()
 	}
-	return err
+	var first error
+	for range parts {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	logger.Info("stopped taking work; draining nats")
+	stopMetrics()
+	if err := <-metricsDone; err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+func metricsServer(reg *prometheus.Registry, withPprof bool) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
 func buildInfo() prometheus.Collector {

@@ -102,6 +102,8 @@ type Broker struct {
 	JS     jetstream.JetStream
 	server *server.Server
 	logger *slog.Logger
+	url    string
+	opts   []nats.Option
 }
 
 // Open connects to the configured NATS server, starting the embedded one
@@ -141,6 +143,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error)
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
 
+	b.url, b.opts = url, opts
 	nc, err := connect(ctx, url, cfg.ConnectTimeout, opts)
 	if err != nil {
 		b.shutdownServer()
@@ -223,6 +226,12 @@ func startEmbedded(cfg Config, logger *slog.Logger) (*server.Server, error) {
 
 // Embedded reports whether b runs the embedded server.
 func (b *Broker) Embedded() bool { return b.server != nil }
+
+// NewConn opens another connection to the same server (in process for the
+// embedded one), for parts that must own their connection.
+func (b *Broker) NewConn() (*nats.Conn, error) {
+	return connect(context.Background(), b.url, 5*time.Second, b.opts)
+}
 
 // ClientURL is the embedded server's client URL, or "" when it listens
 // nowhere or there is none.

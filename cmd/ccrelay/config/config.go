@@ -18,6 +18,7 @@ import (
 
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages/broker"
+	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/messages/seal"
 )
 
@@ -44,15 +45,17 @@ type Seal struct {
 
 // Config is the whole configuration.
 type Config struct {
-	Process Process
-	Broker  broker.Config
-	Ingest  server.Settings
-	seal    Seal
+	Process    Process
+	Broker     broker.Config
+	Ingest     server.Settings
+	Processors service.Settings
+	seal       Seal
 }
 
 func (c *Config) sections() []any {
-	in := &c.Ingest
-	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.OAuth, &c.seal}
+	in, pr := &c.Ingest, &c.Processors
+	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.OAuth, &c.seal,
+		&pr.Runtime, &pr.Deliveries}
 }
 
 // Load reads the configuration from environ (os.Environ() form). readFile
@@ -103,6 +106,7 @@ func Load(environ []string, readFile func(string) ([]byte, error)) (*Config, err
 		}
 	}
 	cfg.Ingest.SealKeys = cfg.seal.Keys
+	cfg.Processors.Streams = cfg.Ingest.Streams
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -147,6 +151,9 @@ func (c *Config) validate() error {
 		if err := v.Validate(); err != nil {
 			return err
 		}
+	}
+	if err := c.Processors.Runtime.Validate(); err != nil {
+		return err
 	}
 	if err := in.HTTP.Validate(0); err != nil {
 		return err
