@@ -208,7 +208,9 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	// still see the shutdown.
 	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	metricsDone := make(chan error, 1)
-	go func() { metricsDone <- server.Serve(mctx, metricsServer(reg, cfg.Process.Pprof), metricsLn, nil, 5*time.Second) }()
+	go func() {
+		metricsDone <- server.Serve(mctx, metricsServer(reg, cfg.Process.Pprof), metricsLn, nil, 5*time.Second)
+	}()
 
 	// Parts stop together when ctx ends or one of them fails.
 	pctx, cancel := context.WithCancel(ctx)

@@ -16,17 +16,21 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/deliveries"
+	"github.com/ccrelay/ccrelay/processors/summaries"
+	"github.com/ccrelay/ccrelay/sinks/c4c"
 )
 
 // Settings is everything the processors are configured with.
 type Settings struct {
 	Runtime    processors.Config
 	Streams    messages.StreamConfig
+	C4C        c4c.Config
+	Summaries  summaries.Config
 	Deliveries deliveries.Config
 }
 
 // Names lists the processors ccrelay ships, in the order they start.
-func Names() []string { return []string{deliveries.Name} }
+func Names() []string { return []string{summaries.Name, deliveries.Name} }
 
 // ParseNames checks a comma-separated --processors value; "" means all.
 func ParseNames(list string) ([]string, error) {
@@ -68,9 +72,19 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	if err != nil {
 		return nil, err
 	}
+	sap, err := c4c.New(st.C4C, nil, d.Registry)
+	if err != nil {
+		return nil, err
+	}
 	var procs []processors.Processor
 	for _, name := range names {
 		switch name {
+		case summaries.Name:
+			p, err := summaries.New(ctx, st.Summaries, sap, d.Registry, d.Logger)
+			if err != nil {
+				return nil, err
+			}
+			procs = append(procs, p.Processor(subjects))
 		case deliveries.Name:
 			p, err := deliveries.New(ctx, st.Deliveries, d.JS, subjects, st.Streams.Replicas, d.Registry)
 			if err != nil {

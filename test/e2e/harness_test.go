@@ -15,12 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
 	"github.com/ccrelay/ccrelay/test/sinchtest"
@@ -62,6 +64,55 @@ type deployment struct {
 	logs     *syncBuffer
 	client   *http.Client
 	handlers []http.Handler
+	cfg      *config.Config
+	natsURL  string
+	logger   *slog.Logger
+	procRegs []*prometheus.Registry
+}
+
+// startProcessors runs the named processors on the deployment's NATS
+// server, in process, until the test ends.
+func (d *deployment) startProcessors(names ...string) {
+	d.t.Helper()
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	rt, err := service.New(ctx, d.cfg.Processors, names, service.Deps{
+		JS: d.js, Connect: func() (*nats.Conn, error) { return nats.Connect(d.natsURL) }, Registry: reg, Logger: d.logger,
+	})
+	if err != nil {
+		cancel()
+		d.t.Fatalf("processors: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	d.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			d.t.Errorf("processors stopped: %v", err)
+		}
+	})
+	d.procRegs = append(d.procRegs, reg)
+}
+
+// processed is the count of a processor's outcome across runtimes.
+func (d *deployment) processed(processor, outcome string) float64 {
+	var sum float64
+	for _, reg := range d.procRegs {
+		sum += metricstest.Value(d.t, reg, "ccrelay_processor_messages_total", map[string]string{"processor": processor, "outcome": outcome})
+	}
+	return sum
+}
+
+// eventually polls cond until it holds or 30 s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // deployB is one replica for benchmarks, used through its handler.
@@ -115,8 +166,9 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &deployment{t: t, js: js, subjects: subjects, settings: cfg.Ingest, logs: &syncBuffer{}, client: &http.Client{Timeout: 20 * time.Second}}
+	d := &deployment{t: t, js: js, subjects: subjects, settings: cfg.Ingest, logs: &syncBuffer{}, client: &http.Client{Timeout: 20 * time.Second}, cfg: cfg, natsURL: natsURL}
 	logger := slog.New(slog.NewJSONHandler(d.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	d.logger = logger
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for i := 0; i < replicas; i++ {

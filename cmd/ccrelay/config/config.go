@@ -18,8 +18,8 @@ import (
 
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages/broker"
-	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/messages/seal"
+	"github.com/ccrelay/ccrelay/processors/service"
 )
 
 // Prefix starts every variable.
@@ -55,7 +55,7 @@ type Config struct {
 func (c *Config) sections() []any {
 	in, pr := &c.Ingest, &c.Processors
 	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.OAuth, &c.seal,
-		&pr.Runtime, &pr.Deliveries}
+		&pr.Runtime, &pr.C4C, &pr.Summaries, &pr.Deliveries}
 }
 
 // Load reads the configuration from environ (os.Environ() form). readFile
@@ -153,6 +153,9 @@ func (c *Config) validate() error {
 		}
 	}
 	if err := c.Processors.Runtime.Validate(); err != nil {
+		return err
+	}
+	if err := c.Processors.C4C.Validate(); err != nil {
 		return err
 	}
 	if err := in.HTTP.Validate(0); err != nil {

@@ -1,0 +1,223 @@
+// Package summaries is the processor of Amazon Connect Contact Lens
+// post-call events: it reads the call's analysis file from the Connect
+// bucket in S3 and writes its post-contact summary into the call record of
+// SAP's phone-service, as the AWS sample Lambda does, but retried, with the
+// record's ETag respected and nothing logged of the summary.
+package summaries
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/sinks/c4c"
+)
+
+// Name is the processor's name.
+const Name = "summaries"
+
+// Config sets the processor. Its env tags are read with the CCRELAY_ prefix.
+// AWS credentials and region come from the SDK's usual chain
+// (AWS_ACCESS_KEY_ID, AWS_PROFILE, instance roles, ...).
+type Config struct {
+	// Bucket is the Amazon Connect instance's bucket.
+	Bucket string `env:"CONNECT_BUCKET"`
+	// S3Endpoint points at an S3-compatible store instead of AWS
+	// (path-style addressing is used then).
+	S3Endpoint string `env:"S3_ENDPOINT"`
+	// S3Region overrides the SDK's region (default us-east-1 with an endpoint).
+	S3Region string `env:"S3_REGION"`
+	// Redacted reads the redacted analysis file instead of the original.
+	Redacted bool `env:"SUMMARIES_REDACTED" envDefault:"false"`
+	// MaxFileBytes bounds the analysis file read.
+	MaxFileBytes int64 `env:"SUMMARIES_MAX_FILE_BYTES" envDefault:"33554432"`
+}
+
+// Processor writes call summaries.
+type Processor struct {
+	cfg    Config
+	s3     *s3.Client
+	c4c    *c4c.Client
+	logger *slog.Logger
+	chars  prometheus.Counter
+}
+
+// New returns the processor. It loads the AWS configuration now, so a
+// broken credential chain stops start-up rather than every message.
+func New(ctx context.Context, cfg Config, client *c4c.Client, reg prometheus.Registerer, logger *slog.Logger) (*Processor, error) {
+	var opts []func(*awsconfig.LoadOptions) error
+	region := cfg.S3Region
+	if region == "" && cfg.S3Endpoint != "" {
+		region = "us-east-1"
+	}
+	if region != "" {
+		opts = append(opts, awsconfig.WithRegion(region))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("aws configuration: %w", err)
+	}
+	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.S3Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.S3Endpoint)
+			o.UsePathStyle = true
+		}
+	})
+	p := &Processor{cfg: cfg, s3: s3c, c4c: client, logger: logger,
+		chars: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccrelay_summaries_written_characters_total",
+			Help: "Characters of call summaries written to SAP.",
+		})}
+	reg.MustRegister(p.chars)
+	return p, nil
+}
+
+// Processor returns the runtime definition of the processor.
+func (p *Processor) Processor(subjects messages.Subjects) processors.Processor {
+	return processors.Processor{Name: Name, Filter: []string{subjects.ContactLensFilter()}, Handler: p}
+}
+
+// errNotYet marks what is expected to appear later (the analysis file, a
+// non-empty summary, the call record): transient.
+var errNotYet = errors.New("not there yet")
+
+// Handle implements processors.Handler.
+func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
+	e, err := messages.DecodeContactLensEvent(ev.Body)
+	if err != nil {
+		return processors.Permanent(err)
+	}
+	if p.cfg.Bucket == "" {
+		return processors.Permanentf("CCRELAY_CONNECT_BUCKET is not set")
+	}
+	contactID := e.ContactID()
+	key, err := p.findAnalysis(ctx, contactID, e.Time)
+	if err != nil {
+		return err
+	}
+	summary, err := p.readSummary(ctx, key)
+	if err != nil {
+		return err
+	}
+	tenant := p.c4c.Config().Tenant(c4c.Tenant{})
+	// A 412 means the record changed between read and write: read again.
+	for attempt := 1; ; attempt++ {
+		call, err := p.c4c.FindPhoneCall(ctx, tenant, contactID)
+		if errors.Is(err, c4c.ErrNotFound) {
+			return fmt.Errorf("call record of contact %s: %w", contactID, errNotYet)
+		}
+		if err != nil {
+			return classify(err)
+		}
+		err = p.c4c.SetTranscript(ctx, tenant, call, summary)
+		var ce *c4c.Error
+		if errors.As(err, &ce) && ce.Status == 412 && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return classify(err)
+		}
+		p.chars.Add(float64(len([]rune(summary))))
+		p.logger.Debug("summary written", "contact_id", contactID, "phone_call", call.ID, "analysis_key", key)
+		return nil
+	}
+}
+
+// classify makes a sink error permanent unless retrying can help.
+func classify(err error) error {
+	if c4c.IsTransient(err) {
+		return err
+	}
+	return processors.Permanent(err)
+}
+
+// analysisPrefix is the key prefix of a contact's analysis files of one day.
+// Original: Analysis/Voice/YYYY/MM/DD/<contact>_analysis_...json.
+// Redacted: Analysis/Voice/Redacted/YYYY/MM/DD/<contact>_analysis_redacted_...json.
+func (p *Processor) analysisPrefix(contactID string, day time.Time) string {
+	d := day.UTC().Format("2006/01/02")
+	if p.cfg.Redacted {
+		return "Analysis/Voice/Redacted/" + d + "/" + contactID + "_analysis_redacted_"
+	}
+	return "Analysis/Voice/" + d + "/" + contactID + "_analysis_"
+}
+
+// findAnalysis looks on the event's date and the day before: the file is
+// filed under the date the agent connected, which for a call across
+// midnight is the day before the event.
+func (p *Processor) findAnalysis(ctx context.Context, contactID string, at time.Time) (string, error) {
+	for _, day := range []time.Time{at, at.AddDate(0, 0, -1)} {
+		out, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String(p.analysisPrefix(contactID, day))})
+		if err != nil {
+			return "", s3Error("list analysis files", err)
+		}
+		var keys []string
+		for _, o := range out.Contents {
+			if k := aws.ToString(o.Key); strings.HasSuffix(k, ".json") {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) > 0 {
+			// Keys end in the analysis timestamp: the last is the newest.
+			sort.Strings(keys)
+			return keys[len(keys)-1], nil
+		}
+	}
+	return "", fmt.Errorf("analysis file of contact %s: %w", contactID, errNotYet)
+}
+
+type analysis struct {
+	ConversationCharacteristics struct {
+		ContactSummary struct {
+			PostContactSummary struct {
+				Content string `json:"Content"`
+			} `json:"PostContactSummary"`
+		} `json:"ContactSummary"`
+	} `json:"ConversationCharacteristics"`
+}
+
+func (p *Processor) readSummary(ctx context.Context, key string) (string, error) {
+	out, err := p.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(p.cfg.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return "", s3Error("read "+key, err)
+	}
+	defer out.Body.Close()
+	var a analysis
+	if err := json.NewDecoder(io.LimitReader(out.Body, p.cfg.MaxFileBytes)).Decode(&a); err != nil {
+		return "", processors.Permanentf("analysis file %s is not valid JSON: %v", key, err)
+	}
+	s := a.ConversationCharacteristics.ContactSummary.PostContactSummary.Content
+	if strings.TrimSpace(s) == "" {
+		// Contact Lens writes the file before the generated summary in some
+		// cases (transfers): read it again later.
+		return "", fmt.Errorf("summary in %s is empty: %w", key, errNotYet)
+	}
+	return s, nil
+}
+
+// s3Error keeps configuration errors permanent and the rest transient.
+func s3Error(op string, err error) error {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled":
+			return processors.Permanentf("s3 %s: %s", op, ae.ErrorCode())
+		}
+		return fmt.Errorf("s3 %s: %s", op, ae.ErrorCode())
+	}
+	return fmt.Errorf("s3 %s: %w", op, err)
+}

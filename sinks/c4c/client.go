@@ -1,0 +1,342 @@
+// Package c4c is the one place ccrelay talks HTTP to SAP Service Cloud
+// (C4C): the OData v2 API (CSRF tokens, $filter look-ups, attachment upload)
+// and the phone-service REST API. Every call is authenticated with basic
+// auth, bounded by a timeout, limited per tenant, retried after Retry-After
+// on 429 and 503, counted, and fails with an *Error that says whether a
+// retry can help.
+package c4c
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/ingest/auth"
+)
+
+// Config sets the client. Its env tags are read with the CCRELAY_ prefix.
+// URL, User and Password are the defaults; a Contact Pro call that names
+// its tenant (sap_v1) and carries a password wins for that call.
+type Config struct {
+	URL      string      `env:"C4C_URL"`
+	User     string      `env:"C4C_USER"`
+	Password auth.Secret `env:"C4C_PASSWORD"`
+	// Timeout bounds one HTTP exchange (uploads of large files included).
+	Timeout time.Duration `env:"C4C_TIMEOUT" envDefault:"60s"`
+	// MaxConcurrency bounds the requests in flight per tenant and process.
+	MaxConcurrency int `env:"C4C_MAX_CONCURRENCY" envDefault:"16"`
+	// MaxRetryAfter is the longest Retry-After honoured by waiting; a
+	// longer one fails the call (transiently), so the message is retried
+	// later rather than holding a worker.
+	MaxRetryAfter time.Duration `env:"C4C_MAX_RETRY_AFTER" envDefault:"30s"`
+
+	// ODataService is the OData v2 service path.
+	ODataService string `env:"C4C_ODATA_SERVICE" envDefault:"/sap/c4c/odata/v1/c4codataapi"`
+	// ChatCollection holds the activities of Contact Pro chats.
+	ChatCollection string `env:"C4C_CHAT_COLLECTION" envDefault:"SocialMediaActivityCollection"`
+	// ChatFilter finds a chat's activity; {contact_id} is replaced by the
+	// Contact Pro contact id, quoted for OData.
+	ChatFilter string `env:"C4C_CHAT_FILTER" envDefault:"ExternalID eq {contact_id}"`
+	// AttachmentCollection receives the chat's attachments.
+	AttachmentCollection string `env:"C4C_ATTACHMENT_COLLECTION" envDefault:"SocialMediaActivityAttachmentFolderCollection"`
+	// PhoneService is the phone-service REST API path.
+	PhoneService string `env:"C4C_PHONE_SERVICE_PATH" envDefault:"/sap/c4c/api/v1/phone-service/"`
+}
+
+// Validate checks the fields. Errors name the environment variable.
+func (c Config) Validate() error {
+	if c.URL != "" {
+		if err := checkBase(c.URL); err != nil {
+			return fmt.Errorf("CCRELAY_C4C_URL: %w", err)
+		}
+	}
+	switch {
+	case c.Timeout <= 0:
+		return errors.New("CCRELAY_C4C_TIMEOUT: must be positive")
+	case c.MaxConcurrency < 1:
+		return errors.New("CCRELAY_C4C_MAX_CONCURRENCY: must be at least 1")
+	case !strings.Contains(c.ChatFilter, "{contact_id}"):
+		return errors.New("CCRELAY_C4C_CHAT_FILTER: must contain {contact_id}")
+	case c.ChatCollection == "" || c.AttachmentCollection == "" || c.ODataService == "" || c.PhoneService == "":
+		return errors.New("CCRELAY_C4C_*: collection and service paths must not be empty")
+	}
+	return nil
+}
+
+func checkBase(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+		return errors.New("must be an absolute http(s) URL")
+	}
+	return nil
+}
+
+// Tenant is one C4C tenant and the technical user to call it with.
+type Tenant struct {
+	URL      string
+	User     string
+	Password auth.Secret
+}
+
+// Tenant returns the configured default tenant with any non-empty field of
+// override put over it.
+func (c Config) Tenant(override Tenant) Tenant {
+	t := Tenant{URL: c.URL, User: c.User, Password: c.Password}
+	if override.URL != "" {
+		t.URL = override.URL
+	}
+	if override.User != "" {
+		t.User = override.User
+	}
+	if override.Password != "" {
+		t.Password = override.Password
+	}
+	t.URL = strings.TrimRight(t.URL, "/")
+	return t
+}
+
+// ErrNoTenant is returned for a call with no tenant URL or user configured
+// anywhere. It is permanent: configuration is missing.
+var ErrNoTenant = errors.New("no C4C tenant configured (CCRELAY_C4C_URL/USER/PASSWORD or the call's sap_v1)")
+
+// Error is a failed C4C call.
+type Error struct {
+	Op     string
+	Status int // 0 for network errors
+	// Code and Message come from an OData or JSON error body, if any.
+	Code    string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("c4c " + e.Op)
+	if e.Status != 0 {
+		b.WriteString(": HTTP " + strconv.Itoa(e.Status))
+	}
+	if e.Code != "" {
+		b.WriteString(" " + e.Code)
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	if e.Err != nil {
+		b.WriteString(": " + e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Transient reports whether retrying later can succeed: network errors,
+// timeouts, 408, 409, 412, 425, 429 and 5xx.
+func (e *Error) Transient() bool {
+	switch {
+	case e.Status == 0, e.Status >= 500:
+		return true
+	case e.Status == 408, e.Status == 409, e.Status == 412, e.Status == 425, e.Status == 429:
+		return true
+	}
+	return false
+}
+
+// IsTransient reports whether err is worth retrying: true for transient
+// *Error values and for anything that is not an *Error (contexts, I/O).
+func IsTransient(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Transient()
+	}
+	return !errors.Is(err, ErrNoTenant)
+}
+
+// Client calls C4C tenants.
+type Client struct {
+	cfg     Config
+	http    *http.Client
+	metrics *metrics
+
+	mu      sync.Mutex
+	tenants map[string]*tenantState
+}
+
+// tenantState is per tenant: the concurrency limit and the cookie jar.
+type tenantState struct {
+	sem chan struct{}
+	jar http.CookieJar
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// New returns a Client. transport may be nil (a pooled default).
+func New(cfg Config, transport http.RoundTripper, reg prometheus.Registerer) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = cfg.MaxConcurrency
+		transport = t
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_sink_requests_total",
+			Help: "Requests to sinks, by sink, operation and status class (2xx, 4xx, 5xx, error).",
+		}, []string{"sink", "operation", "status_class"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "ccrelay_sink_request_duration_seconds",
+			Help:    "Sink request latency, by sink and operation.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"sink", "operation"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
+	return &Client{cfg: cfg, http: &http.Client{Transport: transport, Timeout: cfg.Timeout}, metrics: m, tenants: map[string]*tenantState{}}, nil
+}
+
+// Config returns the client's configuration.
+func (c *Client) Config() Config { return c.cfg }
+
+func (c *Client) state(t Tenant) *tenantState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := t.URL + "\x00" + t.User
+	s, ok := c.tenants[key]
+	if !ok {
+		jar, _ := cookiejar.New(nil)
+		s = &tenantState{sem: make(chan struct{}, c.cfg.MaxConcurrency), jar: jar}
+		c.tenants[key] = s
+	}
+	return s
+}
+
+// request is one call to make.
+type request struct {
+	op     string
+	method string
+	url    string
+	header http.Header
+	body   func() (io.ReadCloser, error) // nil: no body; called again on retry
+	length int64                         // -1: unknown
+}
+
+// do runs req against tenant t: concurrency limit, basic auth, cookies,
+// Retry-After on 429/503, metrics. The caller closes the response body.
+func (c *Client) do(ctx context.Context, t Tenant, st *tenantState, req request) (*http.Response, error) {
+	if t.URL == "" || t.User == "" {
+		return nil, ErrNoTenant
+	}
+	select {
+	case st.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, &Error{Op: req.op, Err: ctx.Err()}
+	}
+	defer func() { <-st.sem }()
+
+	waited := time.Duration(0)
+	for {
+		res, err := c.once(ctx, t, st, req)
+		if err != nil {
+			return nil, err
+		}
+		if res.StatusCode == http.StatusTooManyRequests || res.StatusCode == http.StatusServiceUnavailable {
+			wait, ok := retryAfter(res.Header.Get("Retry-After"), time.Now())
+			if ok && waited+wait <= c.cfg.MaxRetryAfter {
+				drain(res)
+				waited += wait
+				select {
+				case <-time.After(wait):
+					continue
+				case <-ctx.Done():
+					return nil, &Error{Op: req.op, Status: res.StatusCode, Err: ctx.Err()}
+				}
+			}
+		}
+		return res, nil
+	}
+}
+
+func (c *Client) once(ctx context.Context, t Tenant, st *tenantState, req request) (*http.Response, error) {
+	var body io.ReadCloser
+	if req.body != nil {
+		b, err := req.body()
+		if err != nil {
+			return nil, fmt.Errorf("c4c %s: open body: %w", req.op, err)
+		}
+		body = b
+	}
+	hr, err := http.NewRequestWithContext(ctx, req.method, req.url, body)
+	if err != nil {
+		if body != nil {
+			body.Close()
+		}
+		return nil, &Error{Op: req.op, Err: err}
+	}
+	if req.length >= 0 && body != nil {
+		hr.ContentLength = req.length
+	}
+	for k, v := range req.header {
+		hr.Header[k] = v
+	}
+	hr.SetBasicAuth(t.User, t.Password.Reveal())
+	for _, ck := range st.jar.Cookies(hr.URL) {
+		hr.AddCookie(ck)
+	}
+	start := time.Now()
+	res, err := c.http.Do(hr)
+	c.metrics.duration.WithLabelValues("c4c", req.op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		c.metrics.requests.WithLabelValues("c4c", req.op, "error").Inc()
+		return nil, &Error{Op: req.op, Err: scrub(err)}
+	}
+	c.metrics.requests.WithLabelValues("c4c", req.op, strconv.Itoa(res.StatusCode/100)+"xx").Inc()
+	if cks := res.Cookies(); len(cks) > 0 {
+		st.jar.SetCookies(hr.URL, cks)
+	}
+	return res, nil
+}
+
+// scrub drops the URL (which may carry a tenant's query with ids) from
+// transport errors, keeping the cause.
+func scrub(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
+}
+
+// retryAfter parses Retry-After: seconds or an HTTP date.
+func retryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d, true
+		}
+		return 0, true
+	}
+	return 0, false
+}
+
+func drain(res *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+}

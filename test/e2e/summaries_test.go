@@ -1,0 +1,155 @@
+package e2e_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
+	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
+	"github.com/ccrelay/ccrelay/test/natstest"
+)
+
+const (
+	c4cUser     = "v1user"
+	c4cPassword = "c4c-password-1"
+	bucket      = "amazon-connect-acme"
+)
+
+func analysisFile(summary string) []byte {
+	return fmt.Appendf(nil, `{"Version":"1.1.0","AccountId":"123456789012","Channel":"VOICE",
+"ConversationCharacteristics":{"Sentiment":{"OverallSentiment":{"AGENT":1.2,"CUSTOMER":0.4}},
+"ContactSummary":{"PostContactSummary":{"Content":%q}}},"Transcript":[]}`, summary)
+}
+
+// summariesDeployment is ingest and the summaries processor against a fake
+// tenant and a fake S3.
+func summariesDeployment(t *testing.T, natsURL string, extra ...string) (*deployment, *c4cfake.Server, *s3fake.Server) {
+	sap := c4cfake.New(t, c4cUser, c4cPassword)
+	s3 := s3fake.New(t, bucket)
+	t.Setenv("AWS_ACCESS_KEY_ID", s3fake.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3fake.SecretKey)
+	env := append([]string{
+		"CCRELAY_C4C_URL=" + sap.URL, "CCRELAY_C4C_USER=" + c4cUser, "CCRELAY_C4C_PASSWORD=" + c4cPassword,
+		"CCRELAY_CONNECT_BUCKET=" + bucket, "CCRELAY_S3_ENDPOINT=" + s3.URL,
+		"CCRELAY_PROCESS_BACKOFF=50ms", "CCRELAY_PROCESS_ACK_WAIT=2s", "CCRELAY_PROCESS_MAX_DELIVER=20",
+	}, extra...)
+	d := deploy(t, natsURL, 1, env...)
+	d.startProcessors("summaries")
+	return d, sap, s3
+}
+
+func postContactLens(t *testing.T, d *deployment, eventID, contactID string) {
+	t.Helper()
+	h := jsonHeader()
+	h.Set("x-api-key", connectAPIKey)
+	if r := d.post("/v1/connect/events", h, contactLens(eventID, contactID, "Contact Lens Post Call Rules Matched")); r.status != 202 {
+		t.Fatalf("ingest: %d %s", r.status, r.body)
+	}
+}
+
+func TestSummaries(t *testing.T) {
+	ns := natstest.Embedded(t)
+	d, sap, s3 := summariesDeployment(t, ns.ClientURL())
+
+	// The happy path, checked request by request as SAP received them.
+	id := sap.AddPhoneCall("c0ffee01")
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/21/c0ffee01_analysis_2026-11-21T09:57:00Z.json", analysisFile("Customer asked about order 4711; agent promised a refund."))
+	postContactLens(t, d, "ev-1", "c0ffee01")
+	eventually(t, "summary written", func() bool { return sap.PhoneCall(id).Transcript != "" })
+	if got := sap.PhoneCall(id).Transcript; got != "Customer asked about order 4711; agent promised a refund." {
+		t.Errorf("transcript %q", got)
+	}
+	reqs := sap.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("SAP got %d requests, want GET and PATCH: %+v", len(reqs), reqs)
+	}
+	get, patch := reqs[0], reqs[1]
+	wantAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte(c4cUser+":"+c4cPassword))
+	if get.Method != "GET" || get.Path != "/sap/c4c/api/v1/phone-service/phoneCalls" || get.Query != "%24filter=externalId.displayId+eq+%27c0ffee01%27" || get.Header.Get("Authorization") != wantAuth {
+		t.Errorf("GET %+v", get)
+	}
+	if patch.Method != "PATCH" || patch.Path != "/sap/c4c/api/v1/phone-service/phoneCalls/"+id || patch.Header.Get("If-Match") != "2026-11-21T10:00:00.001Z" ||
+		string(patch.Body) != `{"transcript":"Customer asked about order 4711; agent promised a refund."}` || patch.Header.Get("Authorization") != wantAuth {
+		t.Errorf("PATCH %+v %s", patch, patch.Body)
+	}
+	if strings.Contains(d.logs.String(), "order 4711") {
+		t.Error("the summary reached the logs")
+	}
+
+	// A call across midnight: the file is under the day before.
+	id2 := sap.AddPhoneCall("c0ffee02")
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/20/c0ffee02_analysis_2026-11-20T23:59:00Z.json", analysisFile("Late call."))
+	postContactLens(t, d, "ev-2", "c0ffee02")
+	eventually(t, "day-before file used", func() bool { return sap.PhoneCall(id2).Transcript == "Late call." })
+
+	// Not there yet: no file, then an empty summary, then no call record.
+	// Each is retried until it appears.
+	postContactLens(t, d, "ev-3", "c0ffee03")
+	time.Sleep(200 * time.Millisecond)
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/21/c0ffee03_analysis_2026-11-21T09:57:00Z.json", analysisFile(""))
+	time.Sleep(200 * time.Millisecond)
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/21/c0ffee03_analysis_2026-11-21T09:57:00Z.json", analysisFile("Third call."))
+	time.Sleep(200 * time.Millisecond)
+	id3 := sap.AddPhoneCall("c0ffee03")
+	eventually(t, "late file, summary and record", func() bool { return sap.PhoneCall(id3).Transcript == "Third call." })
+	if d.processed("summaries", "retried") == 0 || sap.PhoneCall(id3).Patches != 1 {
+		t.Errorf("retried %v times, %d patches", d.processed("summaries", "retried"), sap.PhoneCall(id3).Patches)
+	}
+
+	// An agent edits the record between our read and write: 412, re-read.
+	id4 := sap.AddPhoneCall("c0ffee04")
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/21/c0ffee04_analysis_2026-11-21T09:57:00Z.json", analysisFile("Fourth call."))
+	sap.Inject(c4cfake.Fault{Method: "PATCH", Path: "/sap/c4c/api/v1/phone-service/phoneCalls/" + id4, Status: http.StatusPreconditionFailed, Times: 1})
+	postContactLens(t, d, "ev-4", "c0ffee04")
+	eventually(t, "written after 412", func() bool { return sap.PhoneCall(id4).Transcript == "Fourth call." })
+
+	// SAP rate-limits with Retry-After, then answers.
+	id5 := sap.AddPhoneCall("c0ffee05")
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/21/c0ffee05_analysis_2026-11-21T09:57:00Z.json", analysisFile("Fifth call."))
+	sap.Inject(c4cfake.Fault{Method: "GET", Status: http.StatusTooManyRequests, RetryAfter: "1", Times: 1})
+	postContactLens(t, d, "ev-5", "c0ffee05")
+	eventually(t, "written after 429", func() bool { return sap.PhoneCall(id5).Transcript == "Fifth call." })
+
+	// Replaying every event (as the NATS CLI would) writes nothing again.
+	patches := 0
+	for _, id := range []string{id, id2, id3, id4, id5} {
+		patches += sap.PhoneCall(id).Patches
+	}
+	before := d.processed("summaries", "skipped_duplicate")
+	for i := 1; i <= 5; i++ {
+		republishBody(t, d, d.subjects.ContactLens(instanceID), contactLens(fmt.Sprintf("ev-%d", i), fmt.Sprintf("c0ffee0%d", i), "Contact Lens Post Call Rules Matched"))
+	}
+	eventually(t, "replays skipped", func() bool { return d.processed("summaries", "skipped_duplicate") == before+5 })
+	after := 0
+	for _, id := range []string{id, id2, id3, id4, id5} {
+		after += sap.PhoneCall(id).Patches
+	}
+	if after != patches {
+		t.Errorf("replay wrote again: %d patches, was %d", after, patches)
+	}
+}
+
+// TestSummariesPermanentFailure: SAP refuses with 400; the event goes to
+// the DLQ with the reason and requeue brings it back.
+func TestSummariesPermanentFailure(t *testing.T) {
+	ns := natstest.Embedded(t)
+	d, sap, s3 := summariesDeployment(t, ns.ClientURL())
+	id := sap.AddPhoneCall("bad00001")
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/21/bad00001_analysis_2026-11-21T09:57:00Z.json", analysisFile("Refused."))
+	sap.Inject(c4cfake.Fault{Method: "PATCH", Status: http.StatusBadRequest, Times: 1})
+	postContactLens(t, d, "ev-bad", "bad00001")
+	eventually(t, "dead-lettered", func() bool { return d.processed("summaries", "dead_lettered") == 1 })
+	dls := listDLQ(t, d)
+	if len(dls) != 1 || !strings.Contains(dls[0].Error, "HTTP 400") || dls[0].Processor != "summaries" || dls[0].Deliveries != 1 {
+		t.Fatalf("dead letters %+v", dls)
+	}
+	if sap.PhoneCall(id).Transcript != "" {
+		t.Fatal("written despite 400")
+	}
+	requeue(t, d, dls[0].Seq)
+	eventually(t, "written after requeue", func() bool { return sap.PhoneCall(id).Transcript == "Refused." })
+}
