@@ -96,12 +96,13 @@ func ConsumerName(s messages.Subjects, processor string) string {
 // EnsureConsumer creates or updates p's durable consumer. Safe when several
 // replicas start at once.
 func (r *Runtime) EnsureConsumer(ctx context.Context, p Processor) (jetstream.Consumer, error) {
-	// Redeliveries after an ack timeout (a replica that died) back off from
-	// AckWait; transient errors are delayed by the Nak instead (Backoff).
-	backoff := []time.Duration{r.cfg.AckWait, 2 * r.cfg.AckWait, 4 * r.cfg.AckWait}
-	if len(backoff) > r.cfg.MaxDeliver {
-		backoff = backoff[:r.cfg.MaxDeliver]
-	}
+	// Transient errors are spaced by NAK delays (CCRELAY_PROCESS_BACKOFF).
+	// The consumer's BackOff stays at AckWait: nats-server dates a NAK'd
+	// message's redelivery from BackOff[deliveries-1] - AckWait + delay,
+	// so a growing BackOff would stretch every NAK delay after the first
+	// (measured: 50ms became 1.5s, then 4.5s). Redeliveries after an ack
+	// timeout (a replica that died) come after AckWait.
+	backoff := []time.Duration{r.cfg.AckWait}
 	cc := jetstream.ConsumerConfig{
 		Durable:        r.names[p.Name],
 		Description:    "ccrelay processor " + p.Name,

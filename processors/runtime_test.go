@@ -26,6 +26,7 @@ type recorder struct {
 	mu       sync.Mutex
 	done     map[string]int
 	attempts map[string]int
+	at       map[string][]time.Time
 }
 
 func (r *recorder) Handle(ctx context.Context, ev *processors.Event) error {
@@ -35,6 +36,7 @@ func (r *recorder) Handle(ctx context.Context, ev *processors.Event) error {
 	}
 	r.mu.Lock()
 	r.attempts[e.ID]++
+	r.at[e.ID] = append(r.at[e.ID], time.Now())
 	n := r.attempts[e.ID]
 	r.mu.Unlock()
 	kind, _, _ := strings.Cut(e.ID, "-")
@@ -93,7 +95,7 @@ func start(t *testing.T, url string, replicas int) *fixture {
 	if err := messages.EnsureStreams(ctx, js, sc); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{js: js, subjects: subjects, rec: &recorder{done: map[string]int{}, attempts: map[string]int{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
+	f := &fixture{js: js, subjects: subjects, rec: &recorder{done: map[string]int{}, attempts: map[string]int{}, at: map[string][]time.Time{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
 	cfg := processors.Config{Concurrency: 4, AckWait: 1500 * time.Millisecond, MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
 		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour}
 	ledger, err := processors.NewLedger(ctx, js, subjects.Bucket("LEDGER"), cfg.LedgerTTL, cfg.AckWait, 1)
@@ -278,4 +280,25 @@ func TestReplicasShareTheWork(t *testing.T) {
 
 func outcomes(t *testing.T, f *fixture, outcome string) float64 {
 	return metricstest.Value(t, f.reg, "ccrelay_processor_messages_total", map[string]string{"processor": "recorder", "outcome": outcome})
+}
+
+// Transient failures are retried after the configured backoff (50 ms
+// here), not after the ack wait (1.5 s): the consumer's BackOff must not
+// stretch NAK delays.
+func TestRetriesFollowBackoff(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := start(t, ns.ClientURL(), 1)
+	f.publish(t, "always-spacing", true)
+	eventually(t, "dead-lettered after MaxDeliver", func() bool { return outcomes(t, f, processors.OutcomeDeadLettered) == 1 })
+	f.rec.mu.Lock()
+	defer f.rec.mu.Unlock()
+	at := f.rec.at["always-spacing"]
+	if len(at) != 3 {
+		t.Fatalf("%d deliveries, want 3", len(at))
+	}
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap >= 1500*time.Millisecond {
+			t.Errorf("delivery %d came %v after the previous: the ack wait, not the backoff", i+1, gap)
+		}
+	}
 }

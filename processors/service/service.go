@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/seal"
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/attachments"
 	"github.com/ccrelay/ccrelay/processors/deliveries"
 	"github.com/ccrelay/ccrelay/processors/summaries"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
@@ -22,15 +24,18 @@ import (
 
 // Settings is everything the processors are configured with.
 type Settings struct {
-	Runtime    processors.Config
-	Streams    messages.StreamConfig
-	C4C        c4c.Config
-	Summaries  summaries.Config
-	Deliveries deliveries.Config
+	Runtime     processors.Config
+	Streams     messages.StreamConfig
+	C4C         c4c.Config
+	Attachments attachments.Config
+	Summaries   summaries.Config
+	Deliveries  deliveries.Config
+	// SealKeys open credentials sealed into Contact Pro calls.
+	SealKeys seal.KeyRing
 }
 
 // Names lists the processors ccrelay ships, in the order they start.
-func Names() []string { return []string{summaries.Name, deliveries.Name} }
+func Names() []string { return []string{attachments.Name, summaries.Name, deliveries.Name} }
 
 // ParseNames checks a comma-separated --processors value; "" means all.
 func ParseNames(list string) ([]string, error) {
@@ -79,6 +84,12 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	var procs []processors.Processor
 	for _, name := range names {
 		switch name {
+		case attachments.Name:
+			p, err := attachments.New(ctx, st.Attachments, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, d.Registry, d.Logger)
+			if err != nil {
+				return nil, err
+			}
+			procs = append(procs, p.Processor())
 		case summaries.Name:
 			p, err := summaries.New(ctx, st.Summaries, sap, d.Registry, d.Logger)
 			if err != nil {

@@ -171,10 +171,13 @@ type Client struct {
 	tenants map[string]*tenantState
 }
 
-// tenantState is per tenant: the concurrency limit and the cookie jar.
+// tenantState is per tenant: the concurrency limit, the cookie jar and the
+// CSRF token of the OData session (bound to the session cookies).
 type tenantState struct {
-	sem chan struct{}
-	jar http.CookieJar
+	sem   chan struct{}
+	jar   http.CookieJar
+	mu    sync.Mutex
+	token string
 }
 
 type metrics struct {

@@ -317,3 +317,5 @@ func jsonHeader() http.Header {
 	h.Set("Content-Type", "application/json")
 	return h
 }
+
+func timeNow() time.Time { return time.Now() }

@@ -55,7 +55,7 @@ type Config struct {
 func (c *Config) sections() []any {
 	in, pr := &c.Ingest, &c.Processors
 	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.OAuth, &c.seal,
-		&pr.Runtime, &pr.C4C, &pr.Summaries, &pr.Deliveries}
+		&pr.Runtime, &pr.C4C, &pr.Attachments, &pr.Summaries, &pr.Deliveries}
 }
 
 // Load reads the configuration from environ (os.Environ() form). readFile
@@ -107,6 +107,7 @@ func Load(environ []string, readFile func(string) ([]byte, error)) (*Config, err
 	}
 	cfg.Ingest.SealKeys = cfg.seal.Keys
 	cfg.Processors.Streams = cfg.Ingest.Streams
+	cfg.Processors.SealKeys = cfg.seal.Keys
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

@@ -25,8 +25,8 @@ type Request struct {
 	Path   string
 	Query  string
 	Header http.Header
-	// Body is the request body; for attachment uploads it is left out
-	// (see Attachment) to keep large uploads out of memory.
+	// Body is the request body, cut at 1 MiB (see Attachment for the
+	// content of uploads).
 	Body []byte
 }
 
@@ -129,9 +129,10 @@ func (s *Server) nextVersion() string {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	rec := Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone()}
-	upload := r.Method == http.MethodPost && strings.Contains(r.URL.Path, s.odata.attachmentCollection)
-	if !upload {
-		rec.Body, _ = io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	body, _ := io.ReadAll(r.Body)
+	rec.Body = body
+	if len(rec.Body) > 1<<20 {
+		rec.Body = rec.Body[:1<<20]
 	}
 	s.mu.Lock()
 	s.requests = append(s.requests, rec)
@@ -161,9 +162,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case strings.HasPrefix(r.URL.Path, s.PhoneServicePath):
-		s.phoneService(w, r, strings.TrimPrefix(r.URL.Path, s.PhoneServicePath), rec.Body)
+		s.phoneService(w, r, strings.TrimPrefix(r.URL.Path, s.PhoneServicePath), body)
 	case strings.HasPrefix(r.URL.Path, s.odata.service):
-		s.odata.serve(w, r, strings.TrimPrefix(r.URL.Path, s.odata.service))
+		s.odata.serve(w, r, strings.TrimPrefix(r.URL.Path, s.odata.service), body)
 	default:
 		restError(w, http.StatusNotFound, "NOT_FOUND", "no such service")
 	}

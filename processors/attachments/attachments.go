@@ -1,0 +1,392 @@
+// Package attachments is the processor that moves chat attachments into
+// SAP Service Cloud:
+//
+//   - a Sinch MESSAGE_INBOUND with a media message is downloaded at once
+//     (channel media URLs expire) into a JetStream object store bucket,
+//     keyed by app id and message id, kept for CCRELAY_MEDIA_TTL;
+//   - Contact Pro's chat-attachments call (event Ended or Closed) reads the
+//     chat's messages and attachments from CMI, takes each attachment from
+//     the object store when it was staged and from CMI otherwise, finds the
+//     chat's activity in C4C and uploads each attachment there.
+//
+// Files are streamed end to end: memory does not grow with their size.
+package attachments
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/seal"
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/sinks/c4c"
+)
+
+// Name is the processor's name.
+const Name = "attachments"
+
+// Config sets the processor. Its env tags are read with the CCRELAY_ prefix.
+type Config struct {
+	// MediaTTL is how long staged media is kept.
+	MediaTTL time.Duration `env:"MEDIA_TTL" envDefault:"168h"`
+	// MediaMaxBytes is the largest media file staged.
+	MediaMaxBytes int64 `env:"MEDIA_MAX_BYTES" envDefault:"104857600"`
+	// MediaTimeout bounds one media download.
+	MediaTimeout time.Duration `env:"MEDIA_TIMEOUT" envDefault:"120s"`
+	CMI          CMIConfig
+}
+
+// Processor moves attachments.
+type Processor struct {
+	cfg      Config
+	store    jetstream.ObjectStore
+	c4c      *c4c.Client
+	keys     seal.KeyRing
+	media    *http.Client
+	cmi      *http.Client
+	logger   *slog.Logger
+	bytes    *prometheus.CounterVec
+	files    *prometheus.CounterVec
+	subjects messages.Subjects
+}
+
+// New creates or updates the media bucket and returns the processor. keys
+// open the credentials sealed into Contact Pro calls.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, subjects messages.Subjects, replicas int, client *c4c.Client, keys seal.KeyRing, reg prometheus.Registerer, logger *slog.Logger) (*Processor, error) {
+	store, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      subjects.Bucket("MEDIA"),
+		Description: "ccrelay: Sinch media staged until its chat ends",
+		TTL:         cfg.MediaTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("media bucket: %w", err)
+	}
+	p := &Processor{
+		cfg: cfg, store: store, c4c: client, keys: keys, logger: logger, subjects: subjects,
+		media: &http.Client{Timeout: cfg.MediaTimeout},
+		cmi:   &http.Client{Timeout: cfg.CMI.Timeout},
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_attachment_bytes_total",
+			Help: "Attachment bytes moved, by step (staged from a media host; uploaded to C4C from the object store or from CMI).",
+		}, []string{"step"}),
+		files: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_attachment_files_total",
+			Help: "Attachment files, by step and outcome.",
+		}, []string{"step", "outcome"}),
+	}
+	reg.MustRegister(p.bytes, p.files)
+	return p, nil
+}
+
+// Processor returns the runtime definition of the processor.
+func (p *Processor) Processor() processors.Processor {
+	return processors.Processor{Name: Name, Handler: p, Filter: []string{
+		p.subjects.SinchFilter(messages.TriggerMessageInbound),
+		p.subjects.ContactProFilter(messages.IntegrationChatAttachments),
+	}}
+}
+
+// Handle implements processors.Handler.
+func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
+	id, err := p.subjects.Identify(ev.Subject, ev.Body)
+	if err != nil {
+		return processors.Permanent(err)
+	}
+	switch id.Source {
+	case messages.SourceSinch:
+		return p.stage(ctx, ev)
+	case messages.SourceContactPro:
+		event := id.Kind[strings.LastIndexByte(id.Kind, '.')+1:]
+		if event != "ended" && event != "closed" {
+			return processors.Ignored("chat-attachments event " + event)
+		}
+		return p.transfer(ctx, ev)
+	}
+	return processors.Ignored("not an attachments event")
+}
+
+// objectName is where a Sinch message's media is staged.
+func objectName(appID, messageID string) string { return appID + "/" + messageID }
+
+// stage downloads a media message's file into the object store.
+func (p *Processor) stage(ctx context.Context, ev *processors.Event) error {
+	cb, err := messages.DecodeSinchCallback(ev.Body)
+	if err != nil {
+		return processors.Permanent(err)
+	}
+	if cb.Message == nil || cb.Message.ContactMessage.MediaMessage == nil {
+		return processors.Ignored("not a media message")
+	}
+	media := cb.Message.ContactMessage.MediaMessage
+	name := objectName(cb.AppID, cb.Message.ID)
+	if _, err := p.store.GetInfo(ctx, name); err == nil {
+		return nil // staged by an earlier delivery
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, media.URL, nil)
+	if err != nil {
+		return processors.Permanentf("media url: %v", err)
+	}
+	res, err := p.media.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("download media: %w", err)
+	}
+	defer res.Body.Close()
+	switch {
+	case res.StatusCode == http.StatusOK:
+	case res.StatusCode == 404 || res.StatusCode == 410:
+		p.files.WithLabelValues("stage", "expired").Inc()
+		return processors.Permanentf("download media: HTTP %d (the channel no longer has it)", res.StatusCode)
+	case res.StatusCode >= 500 || res.StatusCode == 429 || res.StatusCode == 408:
+		return fmt.Errorf("download media: HTTP %d", res.StatusCode)
+	default:
+		return processors.Permanentf("download media: HTTP %d", res.StatusCode)
+	}
+	if res.ContentLength > p.cfg.MediaMaxBytes {
+		return processors.Permanentf("media is %d bytes, over CCRELAY_MEDIA_MAX_BYTES", res.ContentLength)
+	}
+	filename := media.FilenameOverride
+	if filename == "" {
+		filename = path.Base(req.URL.Path)
+	}
+	ctype := res.Header.Get("Content-Type")
+	if ctype == "" {
+		ctype = "application/octet-stream"
+	}
+	body := &limitedReader{r: res.Body, left: p.cfg.MediaMaxBytes}
+	info, err := p.store.Put(ctx, jetstream.ObjectMeta{
+		Name:    name,
+		Headers: map[string][]string{"Content-Type": {ctype}, "Filename": {filename}},
+	}, body)
+	if errors.Is(err, errTooLarge) || body.over {
+		_ = p.store.Delete(context.WithoutCancel(ctx), name)
+		return processors.Permanentf("media is over CCRELAY_MEDIA_MAX_BYTES (%d)", p.cfg.MediaMaxBytes)
+	}
+	if err != nil {
+		return fmt.Errorf("stage media: %w", err)
+	}
+	p.bytes.WithLabelValues("staged").Add(float64(info.Size))
+	p.files.WithLabelValues("stage", "staged").Inc()
+	p.logger.Debug("media staged", "object", name, "bytes", info.Size)
+	return nil
+}
+
+var errTooLarge = errors.New("too large")
+
+// limitedReader fails once more than left bytes were read.
+type limitedReader struct {
+	r    io.Reader
+	left int64
+	over bool
+}
+
+func (l *limitedReader) Read(b []byte) (int, error) {
+	n, err := l.r.Read(b)
+	l.left -= int64(n)
+	if l.left < 0 {
+		l.over = true
+		return n, errTooLarge
+	}
+	return n, err
+}
+
+// credentials are those of one Contact Pro call, over the configured ones.
+type credentials struct {
+	cmi    cmiSession
+	tenant c4c.Tenant
+}
+
+func (p *Processor) credentials(call *messages.ChatAttachmentsCall, sealed string) (credentials, error) {
+	var fields map[string]string
+	if sealed != "" {
+		f, err := p.keys.Open(sealed)
+		if err != nil {
+			return credentials{}, processors.Permanentf("open sealed credentials: %v", err)
+		}
+		fields = f
+	}
+	pick := func(a, b string) string {
+		if a != "" {
+			return a
+		}
+		return b
+	}
+	cfg := p.cfg.CMI
+	cr := credentials{
+		cmi: cmiSession{
+			cfg: cfg, http: p.cmi,
+			base:     pick(call.CMIURL, cfg.URL),
+			user:     pick(call.CMIUser, cfg.User),
+			password: pick(fields["x-cmi-password"], cfg.Password.Reveal()),
+			apiKey:   pick(fields["x-cmi-api-key"], cfg.APIKey.Reveal()),
+		},
+		tenant: p.c4c.Config().Tenant(c4c.Tenant{URL: call.SAP.URL, User: call.SAP.User, Password: auth.Secret(fields["x-sap-v1-password"])}),
+	}
+	if cr.cmi.base == "" {
+		return cr, processors.Permanentf("no CMI URL: neither the call's cmi_url nor CCRELAY_CMI_URL")
+	}
+	return cr, nil
+}
+
+// transfer moves a chat's attachments into its C4C activity.
+func (p *Processor) transfer(ctx context.Context, ev *processors.Event) error {
+	call, err := messages.DecodeChatAttachmentsCall(ev.Body)
+	if err != nil {
+		return processors.Permanent(err)
+	}
+	cr, err := p.credentials(call, ev.Header.Get(messages.HeaderSealed))
+	if err != nil {
+		return err
+	}
+	ch, err := cr.cmi.chat(ctx, call.ContactID)
+	if err != nil {
+		return cmiErr(err)
+	}
+	if ch.Direct {
+		return processors.Ignored("direct chats carry no attachments")
+	}
+	msgs, err := cr.cmi.messages(ctx, call.ContactID)
+	if err != nil {
+		return cmiErr(err)
+	}
+	type file struct {
+		msg chatMessage
+		att attachment
+		as  string // the name in C4C, unique within the chat
+	}
+	var files []file
+	seen := map[string]int{}
+	for _, m := range msgs {
+		for _, a := range m.Attachments {
+			name := a.Name
+			if name == "" {
+				name = "attachment-" + a.ID
+			}
+			if n := seen[name]; n > 0 {
+				ext := path.Ext(name)
+				name = strings.TrimSuffix(name, ext) + " (" + strconv.Itoa(n+1) + ")" + ext
+			}
+			seen[a.Name]++
+			files = append(files, file{msg: m, att: a, as: name})
+		}
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	parent, err := p.c4c.FindChatActivity(ctx, cr.tenant, call.ContactID)
+	if errors.Is(err, c4c.ErrNotFound) {
+		return err // the activity may not be created yet: retry
+	}
+	if err != nil {
+		return c4cErr(err)
+	}
+	existing, err := p.c4c.AttachmentNames(ctx, cr.tenant, parent)
+	if err != nil {
+		return c4cErr(err)
+	}
+	appID := ch.AppID()
+	for _, f := range files {
+		if existing[f.as] {
+			p.files.WithLabelValues("upload", "already_there").Inc()
+			continue
+		}
+		a, step := p.source(ctx, cr, appID, f.msg, f.att)
+		a.Name = f.as
+		sent := new(countingReader)
+		open := a.Open
+		a.Open = func() (io.ReadCloser, error) {
+			r, err := open()
+			sent.reset(r)
+			return sent, err
+		}
+		if _, err := p.c4c.CreateAttachment(ctx, cr.tenant, parent, a); err != nil {
+			return c4cErr(err)
+		}
+		p.bytes.WithLabelValues(step).Add(float64(sent.n))
+		p.files.WithLabelValues("upload", step).Inc()
+	}
+	return nil
+}
+
+// source picks where an attachment's bytes come from: the object store
+// when Sinch media was staged for the message, else CMI.
+func (p *Processor) source(ctx context.Context, cr credentials, appID string, m chatMessage, a attachment) (c4c.Attachment, string) {
+	mimeType := a.MimeType
+	if mimeType == "" {
+		mimeType = mime.TypeByExtension(path.Ext(a.Name))
+	}
+	if mimeType == "" {
+		mimeType = "application/octet-stream"
+	}
+	if appID != "" && m.ExternalID != "" {
+		name := objectName(appID, m.ExternalID)
+		if info, err := p.store.GetInfo(ctx, name); err == nil {
+			if ct := info.Headers.Get("Content-Type"); ct != "" && a.MimeType == "" {
+				mimeType = ct
+			}
+			return c4c.Attachment{MimeType: mimeType, Size: int64(info.Size), Open: func() (io.ReadCloser, error) {
+				return p.store.Get(ctx, name)
+			}}, "uploaded_from_store"
+		}
+	}
+	// CMI's size is metadata, not a promise: send chunked rather than
+	// risk a Content-Length the bytes do not match.
+	return c4c.Attachment{MimeType: mimeType, Size: -1, Open: func() (io.ReadCloser, error) {
+		return cr.cmi.open(ctx, m.ID, a.ID)
+	}}, "uploaded_from_cmi"
+}
+
+func cmiErr(err error) error {
+	var ce *cmiError
+	if errors.As(err, &ce) && !ce.transient() {
+		return processors.Permanent(err)
+	}
+	return err
+}
+
+func c4cErr(err error) error {
+	// An upload's bytes come from CMI: its failure decides.
+	var ce *cmiError
+	if errors.As(err, &ce) {
+		return cmiErr(err)
+	}
+	if c4c.IsTransient(err) {
+		return err
+	}
+	return processors.Permanent(err)
+}
+
+// countingReader counts the bytes of the last attempt's content.
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) reset(r io.ReadCloser) { c.r, c.n = r, 0 }
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
