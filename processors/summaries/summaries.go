@@ -123,6 +123,12 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 		if err != nil {
 			return classify(err)
 		}
+		if call.Transcript == summary {
+			// Written before (a replica died before it could record it):
+			// writing again would only bump the record's version.
+			p.logger.Debug("summary already in SAP", "contact_id", contactID, "phone_call", call.ID)
+			return nil
+		}
 		err = p.c4c.SetTranscript(ctx, tenant, call, summary)
 		var ce *c4c.Error
 		if errors.As(err, &ce) && ce.Status == 412 && attempt < 3 {

@@ -12,8 +12,10 @@ import (
 
 // PhoneCall is a phone-service call record, as far as ccrelay needs it.
 type PhoneCall struct {
-	ID        string `json:"id"`
-	AdminData struct {
+	ID string `json:"id"`
+	// Transcript is the record's current transcript (the summary).
+	Transcript string `json:"transcript"`
+	AdminData  struct {
 		// UpdatedOn is the record's version: PATCH sends it as If-Match.
 		UpdatedOn string `json:"updatedOn"`
 	} `json:"adminData"`
