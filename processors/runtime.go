@@ -165,6 +165,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 			// Concurrency subscriptions on the one consumer.
 			ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
 			Unmarshaler:    unmarshaler{subjects: r.deps.Subjects},
+			// A plain ack, not one waiting for confirmation: if it is lost,
+			// the redelivery finds the work done in the ledger and is skipped.
+			AckAsync: true,
 		})
 		if err != nil {
 			return fmt.Errorf("processor %s: %w", p.Name, err)
@@ -204,9 +207,9 @@ func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandl
 		inFlight.Inc()
 		defer inFlight.Dec()
 		ev := eventOf(msg)
-		log := r.deps.Logger.With("processor", p.Name, "dedup_id", ev.ID, "seq", ev.Seq, "deliveries", ev.Deliveries, "subject", ev.Subject)
 		outcome, err := r.handle(msg.Context(), p, nc, msg.Metadata[mdReply], msg.Metadata[mdIDError], ev, duration)
 		m.Messages.WithLabelValues(p.Name, outcome).Inc()
+		log := r.deps.Logger.With("processor", p.Name, "dedup_id", ev.ID, "seq", ev.Seq, "deliveries", ev.Deliveries, "subject", ev.Subject)
 		switch outcome {
 		case OutcomeRetried:
 			log.Warn("processing failed; will retry", "error", err, "retry_in", r.cfg.backoff(ev.Deliveries))
@@ -214,7 +217,7 @@ func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandl
 		case OutcomeDeadLettered:
 			log.Error("dead-lettered", "error", err)
 		case OutcomeDone:
-			log.Info("processed")
+			log.Debug("processed")
 		default:
 			log.Debug("acknowledged", "outcome", outcome, "reason", err)
 		}
