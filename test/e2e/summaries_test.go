@@ -153,3 +153,33 @@ func TestSummariesPermanentFailure(t *testing.T) {
 	requeue(t, d, dls[0].Seq)
 	eventually(t, "written after requeue", func() bool { return sap.PhoneCall(id).Transcript == "Refused." })
 }
+
+// TestSummariesBacklogAfterOutage: SAP answers 503 for a while; events
+// pile up, and when SAP is back the backlog drains with nothing lost and
+// nothing written twice.
+func TestSummariesBacklogAfterOutage(t *testing.T) {
+	ns := natstest.Embedded(t)
+	d, sap, s3 := summariesDeployment(t, ns.ClientURL())
+	sap.Inject(c4cfake.Fault{Path: "/sap/c4c/api", Status: http.StatusServiceUnavailable})
+	const n = 40
+	ids := make([]string, n)
+	for i := 0; i < n; i++ {
+		ids[i] = sap.AddPhoneCall(fmt.Sprintf("out%03d", i))
+		s3.Put(t, bucket, fmt.Sprintf("Analysis/Voice/2026/11/21/out%03d_analysis_x.json", i), analysisFile(fmt.Sprintf("after outage %d", i)))
+		postContactLens(t, d, fmt.Sprintf("out-ev-%d", i), fmt.Sprintf("out%03d", i))
+	}
+	eventually(t, "retries during the outage", func() bool { return d.processed("summaries", "retried") >= n })
+	if d.processed("summaries", "done") != 0 {
+		t.Fatal("done while SAP was down")
+	}
+	sap.ClearFaults()
+	eventually(t, "backlog drained", func() bool { return d.processed("summaries", "done") == n })
+	for i, id := range ids {
+		if pc := sap.PhoneCall(id); pc.Transcript != fmt.Sprintf("after outage %d", i) || pc.Patches != 1 {
+			t.Errorf("call %d: %q after %d patches", i, pc.Transcript, pc.Patches)
+		}
+	}
+	if dl := listDLQ(t, d); len(dl) != 0 {
+		t.Errorf("%d dead letters after a temporary outage", len(dl))
+	}
+}
