@@ -159,6 +159,11 @@ func (c *Config) validate() error {
 	if err := c.Processors.C4C.Validate(); err != nil {
 		return err
 	}
+	if c.Processors.Runtime.LedgerTTL < in.Streams.MaxAge {
+		// A replay of an event older than the ledger remembers would
+		// repeat its side effect.
+		return fmt.Errorf("CCRELAY_PROCESS_LEDGER_TTL: %s is shorter than CCRELAY_STREAM_MAX_AGE %s (the replay window)", c.Processors.Runtime.LedgerTTL, in.Streams.MaxAge)
+	}
 	if err := in.HTTP.Validate(0); err != nil {
 		return err
 	}

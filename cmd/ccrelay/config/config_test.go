@@ -82,6 +82,11 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{[]string{"CCRELAY_OAUTH_SIGNING_KEY=shortXYZZY"}, "CCRELAY_OAUTH_SIGNING_KEY:"},
 		{[]string{"CCRELAY_LOG_LEVEL=loud"}, "CCRELAY_LOG_LEVEL:"},
 		{[]string{"CCRELAY_METRICS_ADDR=:8080"}, "CCRELAY_METRICS_ADDR:"},
+		{[]string{"CCRELAY_STREAM_MAX_AGE=720h"}, "CCRELAY_PROCESS_LEDGER_TTL:"},
+		{[]string{"CCRELAY_PROCESS_BACKOFF=1s,soon"}, "CCRELAY_PROCESS_BACKOFF:"},
+		{[]string{"CCRELAY_PROCESS_CONCURRENCY=0"}, "CCRELAY_PROCESS_CONCURRENCY:"},
+		{[]string{"CCRELAY_C4C_CHAT_FILTER=ExternalID eq 'x'"}, "CCRELAY_C4C_CHAT_FILTER:"},
+		{[]string{"CCRELAY_C4C_URL=my-tenant"}, "CCRELAY_C4C_URL:"},
 		{[]string{"CCRELAY_SEAL_KEYS=a", "CCRELAY_SEAL_KEYS_FILE=/x"}, "CCRELAY_SEAL_KEYS: set either"},
 		{[]string{"CCRELAY_SEAL_KEYS_FILE=/does/not/exist"}, "CCRELAY_SEAL_KEYS_FILE:"},
 	} {
