@@ -40,14 +40,20 @@ const (
 // ccrelay does not know, so that none of them can be told to be the trigger.
 const SinchOtherTrigger SinchTrigger = "OTHER"
 
-// SinchCallback is a Sinch Conversation API callback.
-type SinchCallback struct {
+// SinchEnvelope holds the fields every callback carries beside its
+// trigger payload.
+type SinchEnvelope struct {
 	AppID           string    `json:"app_id"`
 	ProjectID       string    `json:"project_id"`
 	AcceptedTime    time.Time `json:"accepted_time"`
 	EventTime       time.Time `json:"event_time"`
 	MessageMetadata string    `json:"message_metadata"`
 	CorrelationID   string    `json:"correlation_id"`
+}
+
+// SinchCallback is a Sinch Conversation API callback.
+type SinchCallback struct {
+	SinchEnvelope
 
 	// Trigger is derived from the one top-level key that carries the
 	// payload. Known triggers use their documented name; an unknown key is
@@ -277,10 +283,7 @@ func DecodeSinchCallback(body []byte) (*SinchCallback, error) {
 		}
 		return nil, missing("app_id")
 	}
-	cb := &SinchCallback{
-		AppID: w.AppID, ProjectID: w.ProjectID, AcceptedTime: w.AcceptedTime, EventTime: w.EventTime,
-		MessageMetadata: w.MessageMetadata, CorrelationID: w.CorrelationID, Known: true,
-	}
+	cb := &SinchCallback{SinchEnvelope: w.SinchEnvelope, Known: true}
 	found := 0
 	if w.Message != nil {
 		found++
@@ -320,12 +323,7 @@ func DecodeSinchCallback(body []byte) (*SinchCallback, error) {
 // sinchWire has a field for every known trigger key, so one Unmarshal finds
 // the trigger and decodes the two typed payloads.
 type sinchWire struct {
-	AppID           string    `json:"app_id"`
-	ProjectID       string    `json:"project_id"`
-	AcceptedTime    time.Time `json:"accepted_time"`
-	EventTime       time.Time `json:"event_time"`
-	MessageMetadata string    `json:"message_metadata"`
-	CorrelationID   string    `json:"correlation_id"`
+	SinchEnvelope
 
 	Message        *SinchInboundMessage `json:"message"`
 	DeliveryReport *SinchDeliveryReport `json:"message_delivery_report"`
