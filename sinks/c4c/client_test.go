@@ -1,0 +1,91 @@
+package c4c
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestErrorFromBodies(t *testing.T) {
+	for _, c := range []struct {
+		body, code, msg string
+	}{
+		{`{"error":{"code":"SY/530","message":{"lang":"en","value":"Parent not found"}}}`, "SY/530", "Parent not found"},
+		{`{"error":{"code":"PRECONDITION_FAILED","message":"the record was changed"}}`, "PRECONDITION_FAILED", "the record was changed"},
+		{`<html>gateway timeout</html>`, "", ""},
+	} {
+		rec := httptest.NewRecorder()
+		rec.WriteHeader(400)
+		rec.WriteString(c.body)
+		e := errorFrom("op", rec.Result())
+		if e.Code != c.code || e.Message != c.msg || e.Status != 400 {
+			t.Errorf("%s: %+v", c.body, e)
+		}
+	}
+	for status, transient := range map[int]bool{400: false, 401: false, 403: false, 404: false, 408: true, 409: true, 412: true, 429: true, 500: true, 503: true} {
+		if (&Error{Status: status}).Transient() != transient {
+			t.Errorf("HTTP %d transient should be %v", status, transient)
+		}
+	}
+	if IsTransient(ErrNoTenant) || !IsTransient(context.DeadlineExceeded) {
+		t.Error("IsTransient of non-HTTP errors")
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	for v, want := range map[string]time.Duration{
+		"3": 3 * time.Second, "0": 0, "Sat, 21 Nov 2026 10:00:05 GMT": 5 * time.Second, "Sat, 21 Nov 2026 09:00:00 GMT": 0,
+	} {
+		if got, ok := retryAfter(v, now); !ok || got != want {
+			t.Errorf("%q: %v %v", v, got, ok)
+		}
+	}
+	for _, v := range []string{"", "soon", "-1"} {
+		if _, ok := retryAfter(v, now); ok {
+			t.Errorf("%q accepted", v)
+		}
+	}
+}
+
+// A 503 with a Retry-After longer than the client waits fails at once
+// (transiently); a short one is waited for in place.
+func TestRetryAfterHonoured(t *testing.T) {
+	var calls atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		switch {
+		case strings.Contains(r.URL.RawQuery, "long"):
+			w.Header().Set("Retry-After", "3600")
+			w.WriteHeader(503)
+		case n == 1:
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(429)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"value":[{"id":"P1","adminData":{"updatedOn":"v1"}}]}`))
+		}
+	}))
+	defer hs.Close()
+	c, err := New(Config{URL: hs.URL, User: "u", Password: "p", Timeout: 5 * time.Second, MaxConcurrency: 2, MaxRetryAfter: 10 * time.Second,
+		ChatFilter: "x {contact_id}", ChatCollection: "C", AttachmentCollection: "A", ODataService: "/o", PhoneService: "/ps/"}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	call, err := c.FindPhoneCall(context.Background(), c.Config().Tenant(Tenant{}), "c1")
+	if err != nil || call.ID != "P1" || calls.Load() != 2 {
+		t.Fatalf("after a 429 with Retry-After 0: %+v %v (%d calls)", call, err, calls.Load())
+	}
+	_, err = c.FindPhoneCall(context.Background(), c.Config().Tenant(Tenant{}), "long")
+	var e *Error
+	if !errors.As(err, &e) || e.Status != 503 || !e.Transient() {
+		t.Fatalf("long Retry-After: %v", err)
+	}
+}
