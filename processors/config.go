@@ -29,6 +29,9 @@ type Config struct {
 	// LedgerTTL is how long completed work is remembered; keep it above
 	// the replay window (CCRELAY_STREAM_MAX_AGE).
 	LedgerTTL time.Duration `env:"PROCESS_LEDGER_TTL" envDefault:"192h"`
+	// ShutdownGrace is how long shutdown waits for deliveries in flight;
+	// the rest is redelivered to other replicas.
+	ShutdownGrace time.Duration `env:"PROCESS_SHUTDOWN_GRACE" envDefault:"20s"`
 }
 
 // Validate checks the fields. Errors name the environment variable.
@@ -48,6 +51,8 @@ func (c Config) Validate() error {
 		return errors.New("CCRELAY_PROCESS_HANDLER_TIMEOUT: must be positive")
 	case c.LedgerTTL < time.Hour:
 		return errors.New("CCRELAY_PROCESS_LEDGER_TTL: must be at least 1h")
+	case c.ShutdownGrace <= 0:
+		return errors.New("CCRELAY_PROCESS_SHUTDOWN_GRACE: must be positive")
 	}
 	for _, d := range c.Backoff {
 		if d <= 0 {

@@ -142,6 +142,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 			nc.Close()
 		}
 	}()
+	g := &gate{}
 	for _, p := range r.procs {
 		cons, err := r.EnsureConsumer(ctx, p)
 		if err != nil {
@@ -158,7 +159,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 			// The subscriber gives up waiting for the handler after this;
 			// the handler itself is bounded by HandlerTimeout.
 			AckWaitTimeout:      r.cfg.HandlerTimeout + time.Minute,
-			ResourceInitializer: bind(cons),
+			ResourceInitializer: bind(cons, g),
 			NakDelay:            nakDelay{r.cfg},
 			// One message per subscription: more would wait in the client
 			// while the ack timer runs. Concurrency comes from running
@@ -183,14 +184,86 @@ func (r *Runtime) Run(ctx context.Context) error {
 		defer stop()
 		r.deps.Logger.Info("processor started", "processor", p.Name, "consumer", r.names[p.Name], "subjects", p.Filter, "concurrency", r.cfg.Concurrency)
 	}
-	return router.Run(ctx)
+	// The router runs on its own context so that shutdown can happen in
+	// order: first the gate stops new deliveries and lets those in flight
+	// finish, then the router closes. watermill-nats' subscriber closes its
+	// output channel while consume callbacks may still send on it (a send
+	// on a closed channel: a panic, and a data race); with the gate closed
+	// no callback is left to do so.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer rcancel()
+	done := make(chan error, 1)
+	go func() { done <- router.Run(rctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	if !g.close(r.cfg.ShutdownGrace) {
+		r.deps.Logger.Warn("shutdown: deliveries still running after the grace period; they will be redelivered", "grace", r.cfg.ShutdownGrace)
+	}
+	rcancel()
+	return <-done
 }
 
-// bind hands watermill the consumer ccrelay created.
-func bind(c jetstream.Consumer) wmjs.ResourceInitializer {
+// bind hands watermill the consumer ccrelay created, behind the gate.
+func bind(c jetstream.Consumer, g *gate) wmjs.ResourceInitializer {
 	return func(context.Context, jetstream.JetStream, string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-		return c, nil, nil
+		return gatedConsumer{Consumer: c, gate: g}, nil, nil
 	}
+}
+
+// gate admits consume callbacks until it is closed, and lets close wait
+// for the ones admitted.
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *gate) leave() { g.wg.Done() }
+
+// close stops admitting and waits up to grace for the admitted to leave.
+func (g *gate) close(grace time.Duration) bool {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	left := make(chan struct{})
+	go func() { g.wg.Wait(); close(left) }()
+	select {
+	case <-left:
+		return true
+	case <-time.After(grace):
+		return false
+	}
+}
+
+// gatedConsumer runs consume callbacks only while its gate is open.
+type gatedConsumer struct {
+	jetstream.Consumer
+	gate *gate
+}
+
+func (c gatedConsumer) Consume(h jetstream.MessageHandler, opts ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
+	return c.Consumer.Consume(func(m jetstream.Msg) {
+		if !c.gate.enter() {
+			// Shutting down: hand it back at once, for another replica.
+			_ = m.Nak()
+			return
+		}
+		defer c.gate.leave()
+		h(m)
+	}, opts...)
 }
 
 // nakDelay spaces redeliveries after transient errors.

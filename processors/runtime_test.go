@@ -97,7 +97,7 @@ func start(t *testing.T, url string, replicas int) *fixture {
 	}
 	f := &fixture{js: js, subjects: subjects, rec: &recorder{done: map[string]int{}, attempts: map[string]int{}, at: map[string][]time.Time{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
 	cfg := processors.Config{Concurrency: 4, AckWait: 1500 * time.Millisecond, MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
-		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour}
+		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
 	ledger, err := processors.NewLedger(ctx, js, subjects.Bucket("LEDGER"), cfg.LedgerTTL, cfg.AckWait, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ Usage:
   ccrelay ingest    run the ingest server alone against CCRELAY_NATS_URL (for many replicas)
   ccrelay process   run processors alone against CCRELAY_NATS_URL (for many replicas)
   ccrelay dlq       list and requeue dead letters
+  ccrelay replay    store a window of events again so the processors see them again
   ccrelay version   print the version
 
 Run 'ccrelay <command> --help' for the flags and settings of a command.
@@ -113,6 +114,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 0
 	case "dlq":
 		return dlqCommand(rest, environ, stdout, stderr)
+	case "replay":
+		return replayCommand(rest, environ, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "ccrelay: unknown command %q\n\n%s", cmd, usage)
 	return 2
