@@ -116,3 +116,35 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 	}
 	return nil
 }
+
+// CheckStreams verifies that the streams exist as configured and have a
+// leader. The error says what to fix.
+func CheckStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
+	s, err := NewSubjects(c.Prefix)
+	if err != nil {
+		return err
+	}
+	for _, want := range c.Streams(s) {
+		st, err := js.Stream(ctx, want.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("stream %s does not exist (start 'ccrelay serve', 'ingest' or 'process' once to create it)", want.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", want.Name, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", want.Name, err)
+		}
+		got := info.Config
+		switch {
+		case len(got.Subjects) != 1 || got.Subjects[0] != want.Subjects[0]:
+			return fmt.Errorf("stream %s holds %v, want %v (another deployment with this prefix?)", want.Name, got.Subjects, want.Subjects)
+		case got.Replicas != want.Replicas:
+			return fmt.Errorf("stream %s has %d replicas, CCRELAY_STREAM_REPLICAS says %d (restart ccrelay to apply)", want.Name, got.Replicas, want.Replicas)
+		case info.Cluster != nil && info.Cluster.Leader == "" && want.Replicas > 1:
+			return fmt.Errorf("stream %s has no leader (is a quorum of NATS servers up?)", want.Name)
+		}
+	}
+	return nil
+}

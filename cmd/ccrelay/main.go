@@ -46,6 +46,7 @@ Usage:
   ccrelay process   run processors alone against CCRELAY_NATS_URL (for many replicas)
   ccrelay dlq       list and requeue dead letters
   ccrelay replay    store a window of events again so the processors see them again
+  ccrelay check     validate a deployment: NATS and streams, C4C, CMI, the Connect bucket
   ccrelay version   print the version
 
 Run 'ccrelay <command> --help' for the flags and settings of a command.
@@ -116,6 +117,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return dlqCommand(rest, environ, stdout, stderr)
 	case "replay":
 		return replayCommand(rest, environ, stdout, stderr)
+	case "check":
+		return checkCommand(rest, environ, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "ccrelay: unknown command %q\n\n%s", cmd, usage)
 	return 2

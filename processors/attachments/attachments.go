@@ -390,3 +390,25 @@ func (c *countingReader) Read(b []byte) (int, error) {
 }
 
 func (c *countingReader) Close() error { return c.r.Close() }
+
+// ErrNotConfigured is returned by checks of something not configured.
+var ErrNotConfigured = errors.New("not configured")
+
+// CheckCMI asks the configured CMI for a chat that does not exist: a 404
+// (or 200) proves the address and credentials; 401/403 does not.
+func (p *Processor) CheckCMI(ctx context.Context) error {
+	cfg := p.cfg.CMI
+	if cfg.URL == "" {
+		return fmt.Errorf("CCRELAY_CMI_URL %w (each call's cmi_url is used)", ErrNotConfigured)
+	}
+	s := cmiSession{cfg: cfg, http: p.cmi, base: cfg.URL, user: cfg.User, password: cfg.Password.Reveal(), apiKey: cfg.APIKey.Reveal()}
+	_, err := s.chat(ctx, "ccrelay-check")
+	var ce *cmiError
+	switch {
+	case err == nil, errors.As(err, &ce) && ce.Status == http.StatusNotFound:
+		return nil
+	case errors.As(err, &ce) && (ce.Status == http.StatusUnauthorized || ce.Status == http.StatusForbidden):
+		return fmt.Errorf("%w: credentials refused (CCRELAY_CMI_USER/PASSWORD/API_KEY)", err)
+	}
+	return err
+}

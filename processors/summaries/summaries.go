@@ -227,3 +227,19 @@ func s3Error(op string, err error) error {
 	}
 	return fmt.Errorf("s3 %s: %w", op, err)
 }
+
+// ErrNotConfigured is returned by CheckBucket without a bucket.
+var ErrNotConfigured = errors.New("CCRELAY_CONNECT_BUCKET is not set: every Contact Lens event will be dead-lettered")
+
+// CheckBucket lists one key of the analysis folder with the SDK's
+// credentials.
+func (p *Processor) CheckBucket(ctx context.Context) error {
+	if p.cfg.Bucket == "" {
+		return ErrNotConfigured
+	}
+	_, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String("Analysis/Voice/"), MaxKeys: aws.Int32(1)})
+	if err != nil {
+		return s3Error("list "+p.cfg.Bucket, err)
+	}
+	return nil
+}

@@ -190,20 +190,23 @@ var displayFilter = regexp.MustCompile(`^externalId\.displayId eq '((?:[^']|'')*
 func (s *Server) phoneService(w http.ResponseWriter, r *http.Request, rest string, reqBody []byte) {
 	switch {
 	case rest == "phoneCalls" && r.Method == http.MethodGet:
-		m := displayFilter.FindStringSubmatch(r.URL.Query().Get("$filter"))
-		if m == nil {
+		filter := r.URL.Query().Get("$filter")
+		m := displayFilter.FindStringSubmatch(filter)
+		if m == nil && filter != "" {
 			restError(w, http.StatusBadRequest, "INVALID_FILTER", "unsupported $filter")
 			return
 		}
-		want := strings.ReplaceAll(m[1], "''", "'")
 		s.mu.Lock()
 		var out []map[string]any
 		for _, c := range s.calls {
-			if c.DisplayID == want {
+			if m == nil || c.DisplayID == strings.ReplaceAll(m[1], "''", "'") {
 				out = append(out, callJSON(c))
 			}
 		}
 		s.mu.Unlock()
+		if top, err := strconv.Atoi(r.URL.Query().Get("$top")); err == nil && top < len(out) {
+			out = out[:top]
+		}
 		if out == nil {
 			out = []map[string]any{}
 		}

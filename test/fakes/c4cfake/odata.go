@@ -39,6 +39,7 @@ type odata struct {
 	attachments []*Attachment
 	// sessions: SAP_SESSIONID cookie -> CSRF token
 	sessions map[string]string
+	hidden   []string
 }
 
 func newOData(s *Server) *odata {
@@ -89,6 +90,8 @@ func (o *odata) serve(w http.ResponseWriter, r *http.Request, rest string, body 
 		o.issueToken(w)
 	}
 	switch {
+	case r.Method == http.MethodGet && collection == "$metadata":
+		o.metadata(w)
 	case r.Method == http.MethodGet && collection == "":
 		writeJSON(w, http.StatusOK, map[string]any{"d": map[string]any{"EntitySets": []string{o.chatCollection, o.attachmentCollection}}})
 	case r.Method == http.MethodGet:
@@ -236,4 +239,51 @@ func (o *odata) createAttachment(w http.ResponseWriter, body []byte) {
 		"ObjectID": a.ObjectID, "ParentObjectID": a.ParentObjectID, "Name": a.Name, "MimeType": a.MimeType,
 		"CategoryCode": a.CategoryCode, "TypeCode": a.TypeCode,
 	}})
+}
+
+// RemoveFromMetadata hides an entity set or a property (Type.Property)
+// from $metadata, as a tenant without that extension would.
+func (s *Server) RemoveFromMetadata(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.odata.hidden = append(s.odata.hidden, name)
+}
+
+func (o *odata) metadata(w http.ResponseWriter) {
+	o.s.mu.Lock()
+	hidden := map[string]bool{}
+	for _, h := range o.hidden {
+		hidden[h] = true
+	}
+	o.s.mu.Unlock()
+	type entity struct {
+		set, typ string
+		props    []string
+	}
+	entities := []entity{
+		{o.chatCollection, "SocialMediaActivity", []string{"ObjectID", "ExternalID", "Subject"}},
+		{o.attachmentCollection, "SocialMediaActivityAttachmentFolder", []string{"ObjectID", "ParentObjectID", "Name", "MimeType", "CategoryCode", "TypeCode", "Binary"}},
+	}
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="utf-8"?><edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx">`)
+	b.WriteString(`<edmx:DataServices m:DataServiceVersion="2.0" xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">`)
+	b.WriteString(`<Schema Namespace="cust" xmlns="http://schemas.microsoft.com/ado/2008/09/edm">`)
+	for _, e := range entities {
+		b.WriteString(`<EntityType Name="` + e.typ + `"><Key><PropertyRef Name="ObjectID"/></Key>`)
+		for _, p := range e.props {
+			if !hidden[e.typ+"."+p] {
+				b.WriteString(`<Property Name="` + p + `" Type="Edm.String"/>`)
+			}
+		}
+		b.WriteString(`</EntityType>`)
+	}
+	b.WriteString(`<EntityContainer Name="c4codataapi" m:IsDefaultEntityContainer="true">`)
+	for _, e := range entities {
+		if !hidden[e.set] {
+			b.WriteString(`<EntitySet Name="` + e.set + `" EntityType="cust.` + e.typ + `"/>`)
+		}
+	}
+	b.WriteString(`</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>`)
+	w.Header().Set("Content-Type", "application/xml")
+	_, _ = w.Write([]byte(b.String()))
 }
