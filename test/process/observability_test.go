@@ -150,7 +150,7 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 		text := sinchtest.InboundText(fmt.Sprintf("OBS%d", i), time.Now())
 		send("/v1/sinch/svc", signer.Headers(text, time.Now()), text)
 		send("/v1/sinch/svc", signer.Headers(text, time.Now()), text) // a duplicate
-		send("/v1/sinch/svc", json(), text)                            // unsigned: refused
+		send("/v1/sinch/svc", json(), text)                           // unsigned: refused
 		mediaBody := fmt.Appendf(nil, `{"app_id":"APP","message":{"id":"OBSM%d","contact_message":{"media_message":{"url":%q}}}}`, i, pdf)
 		send("/v1/sinch/svc", signer.Headers(mediaBody, time.Now()), mediaBody)
 		dr := fmt.Appendf(nil, `{"app_id":"APP","event_time":"2026-11-21T10:00:00Z","message_delivery_report":{"message_id":"OBSD%d","status":"DELIVERED","channel_identity":{"channel":"SMS","identity":"4","app_id":"APP"}}}`, i)
