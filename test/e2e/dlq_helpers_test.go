@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"testing"
 
@@ -33,3 +34,5 @@ func requeue(t *testing.T, d *deployment, seq uint64) {
 		t.Fatal(err)
 	}
 }
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -77,7 +77,9 @@ func (d *deployment) startProcessors(names ...string) {
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
 	rt, err := service.New(ctx, d.cfg.Processors, names, service.Deps{
-		JS: d.js, Connect: func() (*nats.Conn, error) { return nats.Connect(d.natsURL) }, Registry: reg, Logger: d.logger,
+		JS: d.js, Connect: func() (*nats.Conn, error) {
+			return nats.Connect(d.natsURL, nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1))
+		}, Registry: reg, Logger: d.logger,
 	})
 	if err != nil {
 		cancel()

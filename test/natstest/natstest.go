@@ -59,7 +59,9 @@ func EmbeddedAt(t testing.TB, dir string) *server.Server {
 // context, closed when the test ends.
 func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	// Only the given URLs: a cluster advertises its nodes' container
+	// addresses, which tests must not dial.
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.IgnoreDiscoveredServers())
 	if err != nil {
 		t.Fatalf("connect %s: %v", url, err)
 	}
@@ -74,6 +76,7 @@ func Connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 // imageOnce builds the image once per test binary.
 type imageBuild struct {
 	once    sync.Once
+	built   sync.Once
 	dir     string
 	version string
 	err     error
@@ -124,10 +127,9 @@ func buildContext() (string, error) {
 	return image.dir, image.err
 }
 
-// Container starts a JetStream server in Docker and returns its client URL.
-// The container is removed when the test ends. Docker must be available: a
-// missing engine fails the test rather than skipping it.
-func Container(t testing.TB, args ...string) (url string, c *testcontainers.DockerContainer) {
+// imageReady prepares the environment for testcontainers and builds the
+// NATS image (once per test binary).
+func imageReady(t testing.TB) (string, error) {
 	t.Helper()
 	// No registry is reachable, so Ryuk (the reaper image) cannot be pulled;
 	// cleanup is done by t.Cleanup instead.
@@ -142,18 +144,31 @@ func Container(t testing.TB, args ...string) (url string, c *testcontainers.Dock
 	}
 	dir, err := buildContext()
 	if err != nil {
+		return "", err
+	}
+	image.built.Do(func() {
+		out, err := exec.Command("docker", "build", "-q", "-t", imageName(), dir).CombinedOutput()
+		if err != nil {
+			image.err = fmt.Errorf("docker build: %v: %s", err, out)
+		}
+	})
+	return dir, image.err
+}
+
+func imageName() string { return "ccrelay-test-nats:" + image.version }
+
+// Container starts a JetStream server in Docker and returns its client URL.
+// The container is removed when the test ends. Docker must be available: a
+// missing engine fails the test rather than skipping it.
+func Container(t testing.TB, args ...string) (url string, c *testcontainers.DockerContainer) {
+	t.Helper()
+	if _, err := imageReady(t); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := append([]string{"-js", "-sd", "/data"}, args...)
-	c, err = testcontainers.Run(ctx, "",
-		testcontainers.WithDockerfile(testcontainers.FromDockerfile{
-			Context:   dir,
-			Repo:      "ccrelay-test-nats",
-			Tag:       image.version,
-			KeepImage: true,
-		}),
+	c, err := testcontainers.Run(ctx, imageName(),
 		testcontainers.WithCmd(cmd...),
 		testcontainers.WithExposedPorts("4222/tcp"),
 		testcontainers.WithWaitStrategy(wait.ForLog("Server is ready").WithStartupTimeout(60*time.Second)),

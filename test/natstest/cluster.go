@@ -1,0 +1,125 @@
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/network"
+	"github.com/testcontainers/testcontainers-go/wait"
+)
+
+// ClusterNode is one server of a Cluster.
+type ClusterNode struct {
+	Name      string
+	Container *testcontainers.DockerContainer
+}
+
+// Cluster is a JetStream cluster of containers on a Docker network of its
+// own. Clients reach it only through the ports published on loopback.
+type Cluster struct {
+	Nodes []*ClusterNode
+}
+
+// NewCluster starts n JetStream servers clustered on their own network.
+func NewCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if _, err := imageReady(t); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	nw, err := network.New(ctx)
+	if err != nil {
+		t.Fatalf("cluster network: %v", err)
+	}
+	t.Cleanup(func() { _ = nw.Remove(context.Background()) })
+	var routes []string
+	for i := 1; i <= n; i++ {
+		routes = append(routes, fmt.Sprintf("nats://nats-%d:6222", i))
+	}
+	c := &Cluster{}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("nats-%d", i)
+		ctr, err := testcontainers.Run(ctx, imageName(),
+			network.WithNetwork([]string{name}, nw),
+			testcontainers.WithCmd("-js", "-sd", "/data", "--name", name, "--cluster_name", "ccrelay",
+				"--cluster", "nats://0.0.0.0:6222", "--routes", strings.Join(routes, ",")),
+			testcontainers.WithExposedPorts("4222/tcp"),
+			testcontainers.WithWaitStrategy(wait.ForListeningPort("4222/tcp").WithStartupTimeout(60*time.Second)),
+		)
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = ctr.Terminate(ctx)
+		})
+		c.Nodes = append(c.Nodes, &ClusterNode{Name: name, Container: ctr})
+	}
+	c.WaitReady(t)
+	return c
+}
+
+// WaitReady waits until the cluster has a JetStream meta leader: servers
+// listen well before they have elected one, and until then every
+// JetStream request times out.
+func (c *Cluster) WaitReady(t testing.TB) {
+	t.Helper()
+	_, js := Connect(t, c.URLs(t))
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster has no JetStream leader: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// URL is the client URL of one node, on loopback.
+func (n *ClusterNode) URL(t testing.TB) string {
+	t.Helper()
+	ep, err := n.Container.PortEndpoint(context.Background(), "4222/tcp", "nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ep
+}
+
+// URLs is the comma-separated client URLs of the running nodes.
+func (c *Cluster) URLs(t testing.TB) string {
+	var urls []string
+	for _, n := range c.Nodes {
+		if st, err := n.Container.State(context.Background()); err == nil && st.Running {
+			urls = append(urls, n.URL(t))
+		}
+	}
+	return strings.Join(urls, ",")
+}
+
+// Stop stops a node, as a crash or a rolling restart would.
+func (n *ClusterNode) Stop(t testing.TB) {
+	t.Helper()
+	d := 5 * time.Second
+	if err := n.Container.Stop(context.Background(), &d); err != nil {
+		t.Fatalf("stop %s: %v", n.Name, err)
+	}
+}
+
+// Start starts a stopped node again, keeping its data.
+func (n *ClusterNode) Start(t testing.TB) {
+	t.Helper()
+	if err := n.Container.Start(context.Background()); err != nil {
+		t.Fatalf("start %s: %v", n.Name, err)
+	}
+}
