@@ -102,7 +102,7 @@ func TestKubernetesManifests(t *testing.T) {
 			secrets[name] = true
 		}
 	}
-	for kind, n := range map[string]int{"Deployment": 2, "Service": 1, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2, "Secret": 1} {
+	for kind, n := range map[string]int{"Deployment": 2, "Service": 2, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2, "Secret": 1} {
 		if kinds[kind] != n {
 			t.Errorf("%d %s, want %d", kinds[kind], kind, n)
 		}
