@@ -175,8 +175,7 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 	t.Cleanup(cancel)
 	for i := 0; i < replicas; i++ {
 		// Each replica has its own connection, as separate processes would.
-		rnc, rjs := natstest.Connect(t, natsURL)
-		_ = rnc
+		_, rjs := natstest.Connect(t, natsURL)
 		reg := prometheus.NewRegistry()
 		srv, err := server.Assemble(ctx, cfg.Ingest, rjs, nc.MaxPayload(), reg, logger)
 		if err != nil {
