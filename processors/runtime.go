@@ -29,6 +29,16 @@ type Handler interface {
 	Handle(ctx context.Context, ev *Event) error
 }
 
+// Selector is implemented by handlers that can tell, cheaply and without
+// side effects, that an event is none of theirs (most inbound messages are
+// text, which the attachments processor ignores). Such events are
+// acknowledged as ignored without touching the ledger: claiming and
+// releasing would cost two writes and leave a marker per event.
+type Selector interface {
+	// Wants reports whether the handler acts on ev, and if not, why.
+	Wants(ev *Event) (bool, string)
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, ev *Event) error
 
@@ -304,6 +314,11 @@ func (r *Runtime) handle(ctx context.Context, p Processor, nc *nats.Conn, reply,
 	if idErr != "" {
 		err := Permanentf("cannot identify the event: %s", idErr)
 		return r.deadLetter(ctx, p, ev, err)
+	}
+	if sel, ok := p.Handler.(Selector); ok {
+		if wants, why := sel.Wants(ev); !wants {
+			return OutcomeIgnored, Ignored(why)
+		}
 	}
 	claim, err := r.deps.Ledger.Claim(ctx, p.Name, ev.ID)
 	switch {

@@ -102,6 +102,31 @@ func (p *Processor) Processor() processors.Processor {
 	}}
 }
 
+// Wants implements processors.Selector: media messages, and chats that
+// ended or closed. Most inbound messages are text and skip the ledger.
+func (p *Processor) Wants(ev *processors.Event) (bool, string) {
+	id, err := p.subjects.Identify(ev.Subject, ev.Body)
+	if err != nil {
+		return true, "" // Handle dead-letters what it cannot identify
+	}
+	switch id.Source {
+	case messages.SourceSinch:
+		cb, err := messages.DecodeSinchCallback(ev.Body)
+		if err != nil {
+			return true, ""
+		}
+		if cb.Message == nil || cb.Message.ContactMessage.MediaMessage == nil {
+			return false, "not a media message"
+		}
+	case messages.SourceContactPro:
+		event := id.Kind[strings.LastIndexByte(id.Kind, '.')+1:]
+		if event != "ended" && event != "closed" {
+			return false, "chat-attachments event " + event
+		}
+	}
+	return true, ""
+}
+
 // Handle implements processors.Handler.
 func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	id, err := p.subjects.Identify(ev.Subject, ev.Body)

@@ -189,13 +189,32 @@ func TestAttachments(t *testing.T) {
 	}
 
 	// 5. Other events, direct chats and text messages are acknowledged and
-	// counted, nothing else.
+	// counted, nothing else; the ones it can tell from the event alone do
+	// not even touch the ledger.
+	ledgerWrites := func() uint64 {
+		st, err := d.js.Stream(context.Background(), "KV_"+d.subjects.Bucket("LEDGER"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	writesBefore := ledgerWrites()
 	e.call(t, "guid-1", "Queued")
 	e.cmi.AddChat(cmifake.Chat{ContactID: "guid-direct", Direct: true})
 	e.call(t, "guid-direct", "Ended")
 	tb := inboundText("01TEXTONLY", timeNow())
 	d.post("/v1/sinch/svc1", signed(sinchSecret, tb, timeNow()), tb)
 	eventually(t, "ignored counted", func() bool { return d.processed("attachments", "ignored") == 3 })
+	// The direct chat is only known to be direct after asking CMI: it
+	// claims and releases (two writes); the Queued event and the text
+	// message write nothing.
+	if w := ledgerWrites() - writesBefore; w != 2 {
+		t.Errorf("ignored events wrote %d times to the ledger, want 2 (the direct chat's claim and release)", w)
+	}
 
 	// 6. Media whose URL expired before ccrelay got it: dead-lettered.
 	gone := e.media.Put("/media/gone.jpg", mediafake.File{Status: http.StatusNotFound})
