@@ -5,11 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"time"
 
-	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
-	"github.com/ccrelay/ccrelay/messages/broker"
 	"github.com/ccrelay/ccrelay/processors/service"
 )
 
@@ -30,17 +26,12 @@ func checkCommand(args, environ []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
 	}
-	cfg, err := config.Load(environ, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "ccrelay: configuration: %v\n", err)
+	cfg, ok := loadConfig(environ, stderr)
+	if !ok {
 		return 2
 	}
-	if cfg.Broker.Embedded() {
-		cfg.Broker.URL = "nats://127.0.0.1:4222"
-	}
-	cfg.Broker.ConnectTimeout = 5 * time.Second
 	ctx := context.Background()
-	b, err := broker.Open(ctx, cfg.Broker, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := dialOperator(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stdout, "FAIL  nats               %v (set CCRELAY_NATS_URL)\n", err)
 		return 1

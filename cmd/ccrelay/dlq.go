@@ -6,13 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"text/tabwriter"
 	"time"
 
-	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/messages"
-	"github.com/ccrelay/ccrelay/messages/broker"
 	"github.com/ccrelay/ccrelay/processors"
 )
 
@@ -64,18 +61,13 @@ func dlqCommand(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ccrelay dlq requeue: give --seq, or --all with --processor")
 		return 2
 	}
-	cfg, err := config.Load(environ, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "ccrelay: configuration: %v\n", err)
+	cfg, ok := loadConfig(environ, stderr)
+	if !ok {
 		return 2
 	}
-	if cfg.Broker.Embedded() {
-		cfg.Broker.URL = "nats://127.0.0.1:4222"
-	}
-	cfg.Broker.ConnectTimeout = 5 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	b, err := broker.Open(ctx, cfg.Broker, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := dialOperator(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "ccrelay dlq: %v\n", err)
 		return 1

@@ -93,9 +93,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ccrelay %s: --processors: %v\n", cmd, err)
 			return 2
 		}
-		cfg, err := config.Load(environ, nil)
-		if err != nil {
-			fmt.Fprintf(stderr, "ccrelay: configuration: %v\n", err)
+		cfg, ok := loadConfig(environ, stderr)
+		if !ok {
 			return 2
 		}
 		if cmd != "serve" && cfg.Broker.Embedded() {

@@ -6,15 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/messages"
-	"github.com/ccrelay/ccrelay/messages/broker"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/replay"
 	"github.com/ccrelay/ccrelay/processors/service"
@@ -78,9 +75,8 @@ func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ccrelay replay: --processors: %v\n", err)
 		return 2
 	}
-	cfg, err := config.Load(environ, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "ccrelay: configuration: %v\n", err)
+	cfg, ok := loadConfig(environ, stderr)
+	if !ok {
 		return 2
 	}
 	subjects, _ := messages.NewSubjects(cfg.Ingest.Streams.Prefix)
@@ -88,13 +84,9 @@ func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ccrelay replay: --subject must be inside %s\n", subjects.Inbound())
 		return 2
 	}
-	if cfg.Broker.Embedded() {
-		cfg.Broker.URL = "nats://127.0.0.1:4222"
-	}
-	cfg.Broker.ConnectTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b, err := broker.Open(ctx, cfg.Broker, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := dialOperator(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "ccrelay replay: %v\n", err)
 		return 1
