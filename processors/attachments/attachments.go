@@ -103,23 +103,21 @@ func (p *Processor) Processor() processors.Processor {
 }
 
 // Wants implements processors.Selector: media messages, and chats that
-// ended or closed. Most inbound messages are text and skip the ledger.
+// ended or closed. Most inbound messages are text: they are told apart
+// with one decode and skip the ledger.
 func (p *Processor) Wants(ev *processors.Event) (bool, string) {
-	id, err := p.subjects.Identify(ev.Subject, ev.Body)
-	if err != nil {
-		return true, "" // Handle dead-letters what it cannot identify
-	}
-	switch id.Source {
-	case messages.SourceSinch:
+	in := p.subjects.Prefix() + ".in."
+	switch {
+	case strings.HasPrefix(ev.Subject, in+messages.SourceSinch+"."):
 		cb, err := messages.DecodeSinchCallback(ev.Body)
 		if err != nil {
-			return true, ""
+			return true, "" // Handle dead-letters what it cannot decode
 		}
 		if cb.Message == nil || cb.Message.ContactMessage.MediaMessage == nil {
 			return false, "not a media message"
 		}
-	case messages.SourceContactPro:
-		event := id.Kind[strings.LastIndexByte(id.Kind, '.')+1:]
+	case strings.HasPrefix(ev.Subject, in+messages.SourceContactPro+"."):
+		event := ev.Subject[strings.LastIndexByte(ev.Subject, '.')+1:]
 		if event != "ended" && event != "closed" {
 			return false, "chat-attachments event " + event
 		}
