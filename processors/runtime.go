@@ -156,6 +156,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	for _, p := range r.procs {
 		cons, err := r.EnsureConsumer(ctx, p)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // asked to stop while starting: nothing to undo
+			}
 			return err
 		}
 		nc, err := r.deps.Connect()

@@ -302,3 +302,31 @@ func TestRetriesFollowBackoff(t *testing.T) {
 		}
 	}
 }
+
+// A runtime asked to stop before it finished starting stops cleanly.
+func TestStopWhileStarting(t *testing.T) {
+	ns := natstest.Embedded(t)
+	_, js := natstest.Connect(t, ns.ClientURL())
+	s, _ := messages.NewSubjects("ccrelay")
+	if err := messages.EnsureStreams(context.Background(), js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	ledger, err := processors.NewLedger(context.Background(), js, s.Bucket("LEDGER"), time.Hour, time.Second, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := processors.Config{Concurrency: 1, AckWait: time.Second, MaxDeliver: 1, Backoff: []time.Duration{time.Second}, MaxAckPending: 1,
+		HandlerTimeout: time.Second, LedgerTTL: time.Hour, ShutdownGrace: time.Second}
+	reg := prometheus.NewRegistry()
+	rt, err := processors.New(cfg, processors.Deps{JS: js, Subjects: s, Ledger: ledger, DLQ: processors.NewDeadLetters(js, s), Metrics: processors.NewMetrics(reg), Registry: reg,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Connect: func() (*nats.Conn, error) { return nats.Connect(ns.ClientURL()) }},
+		processors.Processor{Name: "early", Filter: []string{s.ContactLensFilter()}, Handler: processors.HandlerFunc(func(context.Context, *processors.Event) error { return nil })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := rt.Run(ctx); err != nil {
+		t.Fatalf("stop during start-up reported %v", err)
+	}
+}
