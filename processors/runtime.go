@@ -295,20 +295,29 @@ func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandl
 		ev := eventOf(msg)
 		outcome, err := r.handle(msg.Context(), p, nc, msg.Metadata[mdReply], msg.Metadata[mdIDError], ev, duration)
 		m.Messages.WithLabelValues(p.Name, outcome).Inc()
-		log := r.deps.Logger.With("processor", p.Name, "dedup_id", ev.ID, "seq", ev.Seq, "deliveries", ev.Deliveries, "subject", ev.Subject)
 		switch outcome {
 		case OutcomeRetried:
-			log.Warn("processing failed; will retry", "error", err, "retry_in", r.cfg.backoff(ev.Deliveries))
+			r.logDelivery(msg.Context(), slog.LevelWarn, "processing failed; will retry", p, ev, "error", err, "retry_in", r.cfg.backoff(ev.Deliveries))
 			return err // nak, with backoff
 		case OutcomeDeadLettered:
-			log.Error("dead-lettered", "error", err)
+			r.logDelivery(msg.Context(), slog.LevelError, "dead-lettered", p, ev, "error", err)
 		case OutcomeDone:
-			log.Debug("processed")
+			r.logDelivery(msg.Context(), slog.LevelDebug, "processed", p, ev)
 		default:
-			log.Debug("acknowledged", "outcome", outcome, "reason", err)
+			r.logDelivery(msg.Context(), slog.LevelDebug, "acknowledged", p, ev, "outcome", outcome, "reason", err)
 		}
 		return nil
 	}
+}
+
+// logDelivery logs one delivery with its ids. It checks the level first:
+// this runs for every message, and most outcomes are logged at debug.
+func (r *Runtime) logDelivery(ctx context.Context, level slog.Level, msg string, p Processor, ev *Event, args ...any) {
+	if !r.deps.Logger.Enabled(ctx, level) {
+		return
+	}
+	args = append(args, "processor", p.Name, "dedup_id", ev.ID, "seq", ev.Seq, "deliveries", ev.Deliveries, "subject", ev.Subject)
+	r.deps.Logger.Log(ctx, level, msg, args...)
 }
 
 // handle runs one delivery and returns its outcome. The error explains
