@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
 // StreamConfig sets the streams of the contract. Its env tags are read with
@@ -85,34 +87,19 @@ func (c StreamConfig) Streams(s Subjects) []jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates the streams or brings their configuration up to
-// date. It is idempotent and safe when several replicas start at once: a
-// replica that loses the race to create a stream updates it instead.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
+// EnsureStreams creates the streams, or updates them where their
+// configuration differs, waiting with w while JetStream is not ready. It is
+// idempotent and safe when several replicas start at once (see package
+// provision for why an unchanged stream is never updated).
+func EnsureStreams(ctx context.Context, w provision.Waiter, js jetstream.JetStream, c StreamConfig) error {
 	s, err := NewSubjects(c.Prefix)
 	if err != nil {
 		return err
 	}
 	for _, sc := range c.Streams(s) {
-		if err := ensureStream(ctx, js, sc); err != nil {
-			return err
+		if _, err := w.Stream(ctx, js, sc); err != nil {
+			return fmt.Errorf("ensure %w", err)
 		}
-	}
-	return nil
-}
-
-func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		_, err = js.CreateOrUpdateStream(ctx, sc)
-		// Two replicas can both see "not found" and both create; the loser
-		// gets "name already in use" and simply goes round again to update.
-		if err == nil || !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			break
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
 
@@ -25,7 +26,7 @@ func TestEnsureStreamsConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			_, js := natstest.Connect(t, ns.ClientURL())
-			errs <- messages.EnsureStreams(context.Background(), js, cfg)
+			errs <- messages.EnsureStreams(context.Background(), provision.Waiter{}, js, cfg)
 		}()
 	}
 	wg.Wait()
@@ -51,7 +52,7 @@ func TestEnsureStreamsConcurrent(t *testing.T) {
 
 	// A changed setting is applied on the next start.
 	cfg.MaxAge = 48 * time.Hour
-	if err := messages.EnsureStreams(context.Background(), js, cfg); err != nil {
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, cfg); err != nil {
 		t.Fatal(err)
 	}
 	info, _ = st.Info(context.Background())

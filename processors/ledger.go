@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
 // ErrBusy is returned by Ledger.Claim while another worker holds a fresh
@@ -34,9 +36,10 @@ type entry struct {
 	At    int64  `json:"at"`    // Unix nanoseconds of the claim or completion
 }
 
-// NewLedger creates or updates the bucket. Entries live for ttl.
-func NewLedger(ctx context.Context, js jetstream.JetStream, bucket string, ttl, staleAfter time.Duration, replicas int) (*Ledger, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// NewLedger binds to the bucket, creating or updating it as needed. Entries
+// live for ttl.
+func NewLedger(ctx context.Context, w provision.Waiter, js jetstream.JetStream, bucket string, ttl, staleAfter time.Duration, replicas int) (*Ledger, error) {
+	kv, err := w.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "ccrelay: processor work in progress and done, by processor and dedup id",
 		TTL:         ttl,
@@ -45,7 +48,7 @@ func NewLedger(ctx context.Context, js jetstream.JetStream, bucket string, ttl, 
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ledger bucket %s: %w", bucket, err)
+		return nil, fmt.Errorf("ledger %w", err)
 	}
 	return &Ledger{kv: kv, staleAfter: staleAfter, now: time.Now}, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
 // Handler does one processor's work for one event. A nil error means the
@@ -59,7 +60,9 @@ type Processor struct {
 // Deps are what the runtime runs on.
 type Deps struct {
 	// JS is used for the consumers, the ledger and the dead letters.
-	JS       jetstream.JetStream
+	JS jetstream.JetStream
+	// Waiter waits for JetStream while consumers are created or bound.
+	Waiter   provision.Waiter
 	Subjects messages.Subjects
 	// Connect opens a new NATS connection. Each processor gets its own:
 	// watermill's subscriber drains its connection when it closes.
@@ -103,8 +106,8 @@ func ConsumerName(s messages.Subjects, processor string) string {
 	return s.Bucket(strings.ToUpper(strings.ReplaceAll(processor, "-", "_")))
 }
 
-// EnsureConsumer creates or updates p's durable consumer. Safe when several
-// replicas start at once.
+// EnsureConsumer creates p's durable consumer, or updates it where its
+// configuration differs. Safe when several replicas start at once.
 func (r *Runtime) EnsureConsumer(ctx context.Context, p Processor) (jetstream.Consumer, error) {
 	// Transient errors are spaced by NAK delays (CCRELAY_PROCESS_BACKOFF).
 	// The consumer's BackOff stays at AckWait: nats-server dates a NAK'd
@@ -124,24 +127,13 @@ func (r *Runtime) EnsureConsumer(ctx context.Context, p Processor) (jetstream.Co
 		MaxAckPending:  r.cfg.MaxAckPending,
 		FilterSubjects: p.Filter,
 	}
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		var c jetstream.Consumer
-		c, err = r.deps.JS.CreateOrUpdateConsumer(ctx, r.deps.Subjects.EventsStream(), cc)
-		if err == nil {
-			return c, nil
-		}
-		if !errors.Is(err, jetstream.ErrConsumerExists) && !strings.Contains(err.Error(), "already in use") {
-			break
-		}
-	}
-	return nil, fmt.Errorf("consumer %s: %w", cc.Durable, err)
+	return r.deps.Waiter.Consumer(ctx, r.deps.JS, r.deps.Subjects.EventsStream(), cc)
 }
 
 // Run runs every processor until ctx ends, then stops taking messages and
 // waits for the ones in flight (unanswered ones are redelivered elsewhere).
 func (r *Runtime) Run(ctx context.Context) error {
-	logger := watermill.NewSlogLoggerWithLevelMapping(r.deps.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})
+	logger := routerLogger{watermill.NewSlogLoggerWithLevelMapping(r.deps.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.HandlerTimeout}, logger)
 	if err != nil {
 		return err
@@ -217,6 +209,27 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	rcancel()
 	return <-done
+}
+
+// routerLogger is the logger of watermill's router and subscribers. The
+// runtime logs each delivery's outcome itself, once, at the level the
+// outcome deserves (a retry is a WARN); the router's "Handler returned
+// error" for the same delivery would repeat it at ERROR, so an SAP outage
+// would flood the ERROR level with retries that are going to succeed.
+type routerLogger struct{ watermill.LoggerAdapter }
+
+const routerHandlerError = "Handler returned error"
+
+func (l routerLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if msg == routerHandlerError {
+		l.LoggerAdapter.Debug(msg, fields.Add(watermill.LogFields{"error": err}))
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l routerLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return routerLogger{l.LoggerAdapter.With(fields)}
 }
 
 // bind hands watermill the consumer ccrelay created, behind the gate.
@@ -297,7 +310,7 @@ func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandl
 		m.Messages.WithLabelValues(p.Name, outcome).Inc()
 		switch outcome {
 		case OutcomeRetried:
-			r.logDelivery(msg.Context(), slog.LevelWarn, "processing failed; will retry", p, ev, "error", err, "retry_in", r.cfg.backoff(ev.Deliveries))
+			r.logDelivery(msg.Context(), slog.LevelWarn, "processing failed; will retry", p, ev, "error", err, "retry_in", r.cfg.backoff(ev.Deliveries).String())
 			return err // nak, with backoff
 		case OutcomeDeadLettered:
 			r.logDelivery(msg.Context(), slog.LevelError, "dead-lettered", p, ev, "error", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
@@ -92,13 +93,13 @@ func start(t *testing.T, url string, replicas int) *fixture {
 	subjects, _ := messages.NewSubjects("ccrelay")
 	ctx := context.Background()
 	sc := messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}
-	if err := messages.EnsureStreams(ctx, js, sc); err != nil {
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, sc); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{js: js, subjects: subjects, rec: &recorder{done: map[string]int{}, attempts: map[string]int{}, at: map[string][]time.Time{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
 	cfg := processors.Config{Concurrency: 4, AckWait: 1500 * time.Millisecond, MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
 		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
-	ledger, err := processors.NewLedger(ctx, js, subjects.Bucket("LEDGER"), cfg.LedgerTTL, cfg.AckWait, 1)
+	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, subjects.Bucket("LEDGER"), cfg.LedgerTTL, cfg.AckWait, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,10 +309,10 @@ func TestStopWhileStarting(t *testing.T) {
 	ns := natstest.Embedded(t)
 	_, js := natstest.Connect(t, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
-	if err := messages.EnsureStreams(context.Background(), js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := processors.NewLedger(context.Background(), js, s.Bucket("LEDGER"), time.Hour, time.Second, 1)
+	ledger, err := processors.NewLedger(context.Background(), provision.Waiter{}, js, s.Bucket("LEDGER"), time.Hour, time.Second, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

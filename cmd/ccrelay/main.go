@@ -28,6 +28,7 @@ import (
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages/broker"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors/service"
 )
 
@@ -80,6 +81,10 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		if cmd != "ingest" {
 			fs.StringVar(&names, "processors", "", "comma-separated processors to run (default all: "+fmt.Sprint(service.Names())+")")
 		}
+		demo := false
+		if cmd == "serve" {
+			fs.BoolVar(&demo, "demo", false, "make up a webhook secret, an API key, an OAuth client and a seal key for this run, and print a ready-to-paste request for each source (for trying ccrelay out)")
+		}
 		fs.Usage = func() { commandHelp(fs, cmd) }
 		if err := fs.Parse(rest); err != nil {
 			return exitCode(err)
@@ -93,6 +98,16 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ccrelay %s: --processors: %v\n", cmd, err)
 			return 2
 		}
+		var onReady func(httpAddr string)
+		if demo {
+			d, err := config.NewDemo(nil)
+			if err != nil {
+				fmt.Fprintf(stderr, "ccrelay serve: --demo: %v\n", err)
+				return 1
+			}
+			environ = d.Environ(environ)
+			onReady = func(addr string) { fmt.Fprint(stdout, d.Instructions(localURL(addr))) }
+		}
 		cfg, ok := loadConfig(environ, stderr)
 		if !ok {
 			return 2
@@ -101,13 +116,13 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ccrelay: configuration: CCRELAY_NATS_URL: required by 'ccrelay %s' (use 'ccrelay serve' for an embedded server)\n", cmd)
 			return 2
 		}
-		logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.Process.LogLevel}))
+		logger := newLogger(stderr, cfg.Process.LogLevel)
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		if cmd == "ingest" {
 			procs = nil
 		}
-		if err := serve(ctx, cmd, cfg, procs, logger); err != nil {
+		if err := serve(ctx, cmd, cfg, procs, logger, onReady); err != nil {
 			logger.Error("ccrelay stopped", "error", err)
 			return 1
 		}
@@ -121,6 +136,21 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "ccrelay: unknown command %q\n\n%s", cmd, usage)
 	return 2
+}
+
+// newLogger logs JSON lines at level. Durations are written as Go duration
+// strings ("1.5s"): slog's JSON handler writes nanoseconds, which no reader
+// of a log line should have to divide.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		},
+	}))
 }
 
 func exitCode(err error) int {
@@ -158,7 +188,7 @@ func commandHelp(fs *flag.FlagSet, cmd string) {
 // order: ingest HTTP (finishing requests in flight), processors (finishing
 // deliveries in flight), metrics, then NATS (draining) and the embedded
 // server.
-func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, logger *slog.Logger) error {
+func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, logger *slog.Logger, onReady func(httpAddr string)) error {
 	logger.Info("ccrelay starting", "command", cmd, "version", versionString())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -180,10 +210,12 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 		logger.Info("ccrelay stopped")
 	}()
 
+	waiter := provision.Waiter{Budget: cfg.Broker.ConnectTimeout, Logger: logger}
 	var parts []func(context.Context) error
+	httpAddr := ""
 	attrs := []any{"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL(), "processors", procs}
 	if cmd != "process" {
-		srv, err := server.Assemble(ctx, cfg.Ingest, b.JS, b.Conn.MaxPayload(), reg, logger)
+		srv, err := server.Assemble(ctx, waiter, cfg.Ingest, b.JS, b.Conn.MaxPayload(), reg, logger)
 		if err != nil {
 			return err
 		}
@@ -192,11 +224,12 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 			return fmt.Errorf("CCRELAY_HTTP_ADDR: %w", err)
 		}
 		defer ln.Close()
+		httpAddr = ln.Addr().String()
 		attrs = append(attrs, "http", ln.Addr().String(), "sinch_services", cfg.Ingest.Sinch.WebhookSecrets.Names(), "seal_keys", cfg.Ingest.SealKeys.String())
 		parts = append(parts, func(ctx context.Context) error { return srv.Run(ctx, ln) })
 	}
 	if len(procs) > 0 {
-		rt, err := service.New(ctx, cfg.Processors, procs, service.Deps{JS: b.JS, Connect: b.NewConn, Registry: reg, Logger: logger})
+		rt, err := service.New(ctx, cfg.Processors, procs, service.Deps{JS: b.JS, Waiter: waiter, Connect: b.NewConn, Registry: reg, Logger: logger})
 		if err != nil {
 			return err
 		}
@@ -208,6 +241,9 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	}
 	attrs = append(attrs, "metrics", metricsLn.Addr().String())
 	logger.Info("ccrelay ready", attrs...)
+	if onReady != nil && httpAddr != "" {
+		onReady(httpAddr)
+	}
 
 	// The metrics listener outlives the others, so the last scrape can
 	// still see the shutdown.
@@ -240,6 +276,19 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 		first = err
 	}
 	return first
+}
+
+// localURL is the base URL a person on this machine uses for a listener
+// on addr: a wildcard host becomes 127.0.0.1.
+func localURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 func metricsServer(reg *prometheus.Registry, withPprof bool) *http.Server {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/replay"
 	"github.com/ccrelay/ccrelay/processors/service"
@@ -92,7 +93,7 @@ func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer b.Close(context.Background())
-	ledger, err := processors.NewLedger(ctx, b.JS, subjects.Bucket("LEDGER"), cfg.Processors.Runtime.LedgerTTL, cfg.Processors.Runtime.AckWait, cfg.Ingest.Streams.Replicas)
+	ledger, err := processors.NewLedger(ctx, provision.Waiter{Budget: 5 * time.Second}, b.JS, subjects.Bucket("LEDGER"), cfg.Processors.Runtime.LedgerTTL, cfg.Processors.Runtime.AckWait, cfg.Ingest.Streams.Replicas)
 	if err != nil {
 		fmt.Fprintf(stderr, "ccrelay replay: %v\n", err)
 		return 1

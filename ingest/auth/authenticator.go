@@ -43,6 +43,9 @@ func (s Settings) Authenticator(bearer TokenVerifier) *Authenticator {
 	return &Authenticator{APIKeyHeader: s.APIKeyHeader, APIKeys: s.APIKeys, Basic: s.BasicUsers, Bearer: bearer}
 }
 
+// Configured reports whether any static credential is set.
+func (s Settings) Configured() bool { return len(s.APIKeys) > 0 || len(s.BasicUsers) > 0 }
+
 // Principal is who a request authenticated as: safe to log.
 type Principal struct {
 	// Method is "basic", "api_key" or "bearer".

@@ -5,8 +5,10 @@ package contactpro
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ccrelay/ccrelay/ingest"
@@ -46,15 +48,20 @@ type Adapter struct {
 	subjects messages.Subjects
 	keys     seal.KeyRing
 	metrics  *ingest.Metrics
+	logger   *slog.Logger
+	// dropWarned makes the first dropped credential a WARN line: the
+	// caller meant them to be used, and only a metric said otherwise.
+	dropWarned sync.Once
 }
 
 // New returns the adapter. bearer may be nil.
-func New(cfg Config, bearer auth.TokenVerifier, keys seal.KeyRing, subjects messages.Subjects, m *ingest.Metrics) *Adapter {
+func New(cfg Config, bearer auth.TokenVerifier, keys seal.KeyRing, subjects messages.Subjects, m *ingest.Metrics, logger *slog.Logger) *Adapter {
 	return &Adapter{
 		authn:    cfg.Auth.Authenticator(bearer),
 		subjects: subjects,
 		keys:     keys,
 		metrics:  m,
+		logger:   logger,
 	}
 }
 
@@ -126,6 +133,9 @@ func (a *Adapter) sealCredentials(h http.Header) (string, error) {
 	}
 	if !a.keys.Enabled() {
 		a.metrics.Credentials.WithLabelValues(a.Source(), "dropped").Inc()
+		a.dropWarned.Do(func() {
+			a.logger.Warn("contactpro: credentials sent with a call are dropped because CCRELAY_SEAL_KEYS is not set; processors use their own configured credentials (logged once; ccrelay_ingest_credentials_total{action=\"dropped\"} counts them)")
+		})
 		return "", nil
 	}
 	s, err := a.keys.Seal(fields)

@@ -13,6 +13,7 @@ import (
 	"github.com/ccrelay/ccrelay/ingest/oauth"
 	"github.com/ccrelay/ccrelay/ingest/sinch"
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/seal"
 )
 
@@ -28,10 +29,10 @@ type Settings struct {
 }
 
 // Assemble builds the ingest server on js: it makes sure the streams and
-// the nonce bucket exist, and creates the adapters, the token endpoint and
+// the nonce bucket exist (waiting with w while JetStream is not ready), and creates the adapters, the token endpoint and
 // the metrics (registered with reg). maxPayload is the NATS server's limit,
 // which the body limit must fit.
-func Assemble(ctx context.Context, st Settings, js jetstream.JetStream, maxPayload int64, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
+func Assemble(ctx context.Context, w provision.Waiter, st Settings, js jetstream.JetStream, maxPayload int64, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
 	if err := st.HTTP.Validate(maxPayload); err != nil {
 		return nil, err
 	}
@@ -39,12 +40,12 @@ func Assemble(ctx context.Context, st Settings, js jetstream.JetStream, maxPaylo
 	if err != nil {
 		return nil, err
 	}
-	if err := messages.EnsureStreams(ctx, js, st.Streams); err != nil {
+	if err := messages.EnsureStreams(ctx, w, js, st.Streams); err != nil {
 		return nil, err
 	}
 	var nonces sinch.NonceGuard
 	if st.Sinch.MaxClockSkew > 0 {
-		g, err := sinch.NewKVNonceGuard(ctx, js, subjects.Bucket("SINCH_NONCES"), st.Sinch.MaxClockSkew, st.Streams.Replicas)
+		g, err := sinch.NewKVNonceGuard(ctx, w, js, subjects.Bucket("SINCH_NONCES"), st.Sinch.MaxClockSkew, st.Streams.Replicas)
 		if err != nil {
 			return nil, err
 		}
@@ -54,15 +55,35 @@ func Assemble(ctx context.Context, st Settings, js jetstream.JetStream, maxPaylo
 	if err != nil {
 		return nil, err
 	}
+	warnUnconfigured(st, issuer.Enabled(), logger)
 	m := ingest.NewMetrics(reg)
 	pub := ingest.NewPublisher(js, subjects, st.HTTP.PublishTimeout, m)
 	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: st.HTTP.MaxBodyBytes, RetryAfter: st.HTTP.RetryAfter}, pub, m, logger)
 	return New(st.HTTP, Routes{
 		Pipeline:   pipeline,
 		Sinch:      sinch.New(st.Sinch, subjects, nonces),
-		ContactPro: contactpro.New(st.ContactPro, issuer, st.SealKeys, subjects, m),
+		ContactPro: contactpro.New(st.ContactPro, issuer, st.SealKeys, subjects, m, logger),
 		Connect:    connect.New(st.Connect, issuer, subjects),
 		Token:      issuer,
 		Ready:      pub,
 	}, logger), nil
+}
+
+// warnUnconfigured says at start-up, one line per source, which endpoints
+// will refuse every request for want of credentials, and which variables
+// make them accept some. ccrelay never runs an endpoint open, so without
+// this a first run answers 401 everywhere and nothing says why.
+func warnUnconfigured(st Settings, tokens bool, logger *slog.Logger) {
+	if len(st.Sinch.WebhookSecrets) == 0 {
+		logger.Warn("sinch: no webhook secret configured; POST /v1/sinch/{service} refuses every callback with 401",
+			"set", "CCRELAY_SINCH_WEBHOOK_SECRETS=<service>:<secret>", "or", "ccrelay serve --demo")
+	}
+	if !st.ContactPro.Auth.Configured() && !tokens {
+		logger.Warn("contactpro: no credentials configured; /v1/contactpro/... refuses every call with 401",
+			"set", "CCRELAY_CONTACTPRO_API_KEYS, CCRELAY_CONTACTPRO_BASIC_USERS or CCRELAY_OAUTH_CLIENTS", "or", "ccrelay serve --demo")
+	}
+	if !st.Connect.Auth.Configured() && !tokens {
+		logger.Warn("connect: no credentials configured; POST /v1/connect/events refuses every event with 401",
+			"set", "CCRELAY_CONNECT_API_KEYS, CCRELAY_CONNECT_BASIC_USERS or CCRELAY_OAUTH_CLIENTS", "or", "ccrelay serve --demo")
+	}
 }

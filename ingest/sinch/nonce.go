@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
 // ErrReplayed is returned by NonceGuard.Claim for a nonce seen before.
@@ -37,8 +39,8 @@ type KVNonceGuard struct {
 // of the window (at 5,000 callbacks/s and the default 5m skew, over three
 // million), which in memory storage would cost the NATS server hundreds of
 // MiB; on file the server keeps only recent blocks cached.
-func NewKVNonceGuard(ctx context.Context, js jetstream.JetStream, bucket string, maxSkew time.Duration, replicas int) (*KVNonceGuard, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+func NewKVNonceGuard(ctx context.Context, w provision.Waiter, js jetstream.JetStream, bucket string, maxSkew time.Duration, replicas int) (*KVNonceGuard, error) {
+	kv, err := w.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "ccrelay: Sinch webhook nonces seen inside the accepted clock skew",
 		TTL:         2*maxSkew + time.Minute,
@@ -50,7 +52,7 @@ func NewKVNonceGuard(ctx context.Context, js jetstream.JetStream, bucket string,
 		MaxValueSize: 1024,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("nonce bucket %s: %w", bucket, err)
+		return nil, fmt.Errorf("nonce %w", err)
 	}
 	return &KVNonceGuard{kv: kv}, nil
 }

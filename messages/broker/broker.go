@@ -273,10 +273,12 @@ func (b *Broker) shutdownServer() {
 	b.server.WaitForShutdown()
 }
 
-// serverLogger sends the embedded server's log lines to slog.
+// serverLogger sends the embedded server's log lines to slog. Its notices
+// (a 28-line start-up banner, ASCII art included) go to debug: what an
+// operator of ccrelay needs from it is a warning or an error.
 type serverLogger struct{ l *slog.Logger }
 
-func (s serverLogger) Noticef(f string, v ...any) { s.l.Info(fmt.Sprintf(f, v...)) }
+func (s serverLogger) Noticef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
 func (s serverLogger) Warnf(f string, v ...any)   { s.l.Warn(fmt.Sprintf(f, v...)) }
 func (s serverLogger) Fatalf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
 func (s serverLogger) Errorf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...)) }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/seal"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
@@ -66,8 +67,8 @@ type Processor struct {
 
 // New creates or updates the media bucket and returns the processor. keys
 // open the credentials sealed into Contact Pro calls.
-func New(ctx context.Context, cfg Config, js jetstream.JetStream, subjects messages.Subjects, replicas int, client *c4c.Client, keys seal.KeyRing, reg prometheus.Registerer, logger *slog.Logger) (*Processor, error) {
-	store, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetStream, subjects messages.Subjects, replicas int, client *c4c.Client, keys seal.KeyRing, reg prometheus.Registerer, logger *slog.Logger) (*Processor, error) {
+	store, err := w.ObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      subjects.Bucket("MEDIA"),
 		Description: "ccrelay: Sinch media staged until its chat ends",
 		TTL:         cfg.MediaTTL,
@@ -75,7 +76,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, subjects messa
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("media bucket: %w", err)
+		return nil, fmt.Errorf("media %w", err)
 	}
 	p := &Processor{
 		cfg: cfg, store: store, c4c: client, keys: keys, logger: logger, subjects: subjects,

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 )
 
@@ -73,8 +74,8 @@ type Processor struct {
 }
 
 // New creates or updates the status bucket and returns the processor.
-func New(ctx context.Context, cfg Config, js jetstream.JetStream, subjects messages.Subjects, replicas int, reg prometheus.Registerer) (*Processor, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetStream, subjects messages.Subjects, replicas int, reg prometheus.Registerer) (*Processor, error) {
+	kv, err := w.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      subjects.Bucket("DELIVERY_STATUS"),
 		Description: "ccrelay: latest Sinch delivery status per message id",
 		TTL:         cfg.StatusTTL,
@@ -83,7 +84,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, subjects messa
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("delivery status bucket: %w", err)
+		return nil, fmt.Errorf("delivery status %w", err)
 	}
 	p := &Processor{
 		kv: kv,

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/deliveries"
 	"github.com/ccrelay/ccrelay/test/metricstest"
@@ -33,7 +34,7 @@ func setup(t *testing.T) (*deliveries.Processor, *prometheus.Registry) {
 	_, js := natstest.Connect(t, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
 	reg := prometheus.NewRegistry()
-	p, err := deliveries.New(context.Background(), deliveries.Config{StatusTTL: time.Hour}, js, s, 1, reg)
+	p, err := deliveries.New(context.Background(), deliveries.Config{StatusTTL: time.Hour}, provision.Waiter{}, js, s, 1, reg)
 	if err != nil {
 		t.Fatal(err)
 	}

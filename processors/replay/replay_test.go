@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/replay"
 	"github.com/ccrelay/ccrelay/test/natstest"
@@ -19,10 +20,10 @@ func TestReplay(t *testing.T) {
 	_, js := natstest.Connect(t, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
 	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := processors.NewLedger(ctx, js, s.Bucket("LEDGER"), time.Hour, time.Minute, 1)
+	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, s.Bucket("LEDGER"), time.Hour, time.Minute, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

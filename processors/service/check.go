@@ -57,7 +57,7 @@ func Check(ctx context.Context, st Settings, d Deps) []Result {
 	add("c4c phone-service", sap.CheckPhoneService(cctx, tenant), "phone-service answers")
 
 	subjects, _ := messages.NewSubjects(st.Streams.Prefix)
-	if att, err := attachments.New(cctx, st.Attachments, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, reg, logger); err != nil {
+	if att, err := attachments.New(cctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, reg, logger); err != nil {
 		add("cmi", err, "")
 	} else {
 		add("cmi", att.CheckCMI(cctx), "CMI answers and accepts the credentials")

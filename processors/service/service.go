@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/seal"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/attachments"
@@ -57,7 +58,10 @@ func ParseNames(list string) ([]string, error) {
 
 // Deps are what the processors run on.
 type Deps struct {
-	JS       jetstream.JetStream
+	JS jetstream.JetStream
+	// Waiter waits for JetStream while streams, buckets and consumers are
+	// created or bound.
+	Waiter   provision.Waiter
 	Connect  func() (*nats.Conn, error)
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
@@ -70,10 +74,10 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	if err != nil {
 		return nil, err
 	}
-	if err := messages.EnsureStreams(ctx, d.JS, st.Streams); err != nil {
+	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
 		return nil, err
 	}
-	ledger, err := processors.NewLedger(ctx, d.JS, subjects.Bucket("LEDGER"), st.Runtime.LedgerTTL, st.Runtime.AckWait, st.Streams.Replicas)
+	ledger, err := processors.NewLedger(ctx, d.Waiter, d.JS, subjects.Bucket("LEDGER"), st.Runtime.LedgerTTL, st.Runtime.AckWait, st.Streams.Replicas)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +89,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	for _, name := range names {
 		switch name {
 		case attachments.Name:
-			p, err := attachments.New(ctx, st.Attachments, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, d.Registry, d.Logger)
+			p, err := attachments.New(ctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, d.Registry, d.Logger)
 			if err != nil {
 				return nil, err
 			}
@@ -97,7 +101,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 			}
 			procs = append(procs, p.Processor(subjects))
 		case deliveries.Name:
-			p, err := deliveries.New(ctx, st.Deliveries, d.JS, subjects, st.Streams.Replicas, d.Registry)
+			p, err := deliveries.New(ctx, st.Deliveries, d.Waiter, d.JS, subjects, st.Streams.Replicas, d.Registry)
 			if err != nil {
 				return nil, err
 			}
@@ -107,7 +111,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 		}
 	}
 	return processors.New(st.Runtime, processors.Deps{
-		JS: d.JS, Subjects: subjects, Connect: d.Connect,
+		JS: d.JS, Waiter: d.Waiter, Subjects: subjects, Connect: d.Connect,
 		Ledger: ledger, DLQ: processors.NewDeadLetters(d.JS, subjects),
 		Metrics: processors.NewMetrics(d.Registry), Registry: d.Registry, Logger: d.Logger,
 	}, procs...)

@@ -22,6 +22,7 @@ import (
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
@@ -177,7 +178,7 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 		// Each replica has its own connection, as separate processes would.
 		_, rjs := natstest.Connect(t, natsURL)
 		reg := prometheus.NewRegistry()
-		srv, err := server.Assemble(ctx, cfg.Ingest, rjs, nc.MaxPayload(), reg, logger)
+		srv, err := server.Assemble(ctx, provision.Waiter{}, cfg.Ingest, rjs, nc.MaxPayload(), reg, logger)
 		if err != nil {
 			t.Fatalf("assemble: %v", err)
 		}

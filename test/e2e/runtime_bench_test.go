@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
@@ -58,7 +59,7 @@ func newBenchWorld(b *testing.B) *benchWorld {
 	ns := natstest.Embedded(b)
 	_, js := natstest.Connect(b, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
-	if err := messages.EnsureStreams(context.Background(), js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		b.Fatal(err)
 	}
 	return &benchWorld{js: js, url: ns.ClientURL(), subjects: s}
@@ -97,7 +98,7 @@ func (w *benchWorld) runRuntime(b *testing.B, n, replicas, concurrency int, sap 
 	})
 	cfg := processors.Config{Concurrency: concurrency, AckWait: 30 * time.Second, MaxDeliver: 5, Backoff: []time.Duration{time.Second},
 		MaxAckPending: 10000, HandlerTimeout: time.Minute, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
-	ledger, err := processors.NewLedger(context.Background(), w.js, w.subjects.Bucket("LEDGER"), time.Hour, cfg.AckWait, 1)
+	ledger, err := processors.NewLedger(context.Background(), provision.Waiter{}, w.js, w.subjects.Bucket("LEDGER"), time.Hour, cfg.AckWait, 1)
 	if err != nil {
 		b.Fatal(err)
 	}

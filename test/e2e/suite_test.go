@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/seal"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
@@ -263,7 +264,7 @@ func unavailable(t *testing.T, natsURL string) {
 	if r.status != http.StatusServiceUnavailable || r.code(t) != "unavailable" || r.header.Get("Retry-After") != "7" {
 		t.Fatalf("got %d Retry-After %q %s", r.status, r.header.Get("Retry-After"), r.body)
 	}
-	if err := messages.EnsureStreams(ctx, d.js, d.settings.Streams); err != nil {
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, d.js, d.settings.Streams); err != nil {
 		t.Fatal(err)
 	}
 	if r := d.post("/v1/sinch/svc1", h, body); r.status != http.StatusAccepted {

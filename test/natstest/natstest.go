@@ -6,7 +6,9 @@ package natstest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,26 +35,52 @@ func Embedded(t testing.TB) *server.Server {
 // server on the same data.
 func EmbeddedAt(t testing.TB, dir string) *server.Server {
 	t.Helper()
+	ns, err := Start(dir, server.RANDOM_PORT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Stop(ns) })
+	return ns
+}
+
+// Start starts a JetStream server on 127.0.0.1:port storing in dir. It does
+// not fail the test, so it may run on any goroutine; the caller stops the
+// server with Stop.
+func Start(dir string, port int) (*server.Server, error) {
 	ns, err := server.NewServer(&server.Options{
 		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
+		Port:      port,
 		JetStream: true,
 		StoreDir:  dir,
 		NoSigs:    true,
 		NoLog:     true,
 	})
 	if err != nil {
-		t.Fatalf("nats server: %v", err)
+		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
+		Stop(ns)
+		return nil, errors.New("nats server not ready")
 	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return ns, nil
+}
+
+// Stop shuts ns down and waits until it has.
+func Stop(ns *server.Server) {
+	ns.Shutdown()
+	ns.WaitForShutdown()
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Connect connects to url and returns the connection and its JetStream

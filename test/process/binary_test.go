@@ -46,6 +46,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	mu     sync.Mutex
 	logs   bytes.Buffer
+	out    bytes.Buffer // stdout, guarded by mu
 	ready  chan map[string]any
 	exited chan error
 }
@@ -62,6 +63,7 @@ func start(t *testing.T, dir string, env []string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: cmd, ready: make(chan map[string]any, 1), exited: make(chan error, 1)}
+	cmd.Stdout = lockedWriter{&p.mu, &p.out}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +97,24 @@ func start(t *testing.T, dir string, env []string, args ...string) *proc {
 		t.Fatalf("ccrelay not ready\n%s", p.log())
 	}
 	return p
+}
+
+// stdout is what the process printed to standard output so far.
+func (p *proc) stdout() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 func (p *proc) log() string {

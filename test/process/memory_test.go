@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/test/fakes/blob"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
 	"github.com/ccrelay/ccrelay/test/fakes/cmifake"
@@ -71,7 +72,7 @@ func TestLargeAttachmentBoundedMemory(t *testing.T) {
 	_, js := natstest.Connect(t, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
 	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, binaryStreams(t)); err != nil {
 		t.Fatal(err)
 	}
 	ev := messages.Event{Subject: s.ContactPro("chat-attachments", "ended"), ID: "chat-attachments:ended:big-1", Source: "/test", Type: "t", Time: time.Now(),

@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
+	"github.com/ccrelay/ccrelay/messages"
 )
 
 func metricsText(t *testing.T, p *proc) string {
@@ -21,6 +24,20 @@ func metricsText(t *testing.T, p *proc) string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
+}
+
+// binaryStreams is the stream configuration the ccrelay binary runs with
+// when the test does not set one. A test that creates the streams itself
+// while a binary runs must use it: two clients that disagree update the
+// stream back and forth, and nats-server races when a stream's
+// configuration changes while a consumer is created on it.
+func binaryStreams(t *testing.T) messages.StreamConfig {
+	t.Helper()
+	cfg, err := config.Load(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Processors.Streams
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
 	"github.com/ccrelay/ccrelay/test/natstest"
@@ -53,7 +54,7 @@ func (w *summariesWorld) publish(t *testing.T, n int, from int) {
 	_, js := natstest.Connect(t, w.natsURL)
 	s, _ := messages.NewSubjects("ccrelay")
 	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, binaryStreams(t)); err != nil {
 		t.Fatal(err)
 	}
 	for i := from; i < from+n; i++ {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -68,6 +69,64 @@ func TestServeWithoutConfiguration(t *testing.T) {
 		t.Errorf("no ./data/jetstream: %v", err)
 	}
 	if err := p.stop(t, syscall.SIGINT); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log())
+	}
+	logs := p.log()
+	// A first run says which endpoints refuse everything, and what to set.
+	for _, want := range []string{"CCRELAY_SINCH_WEBHOOK_SECRETS", "CCRELAY_CONTACTPRO_API_KEYS", "CCRELAY_CONNECT_API_KEYS"} {
+		if n := countLines(logs, `"level":"WARN"`, want); n != 1 {
+			t.Errorf("%d WARN lines naming %s, want 1:\n%s", n, want, logs)
+		}
+	}
+	// The embedded server's banner stays out of an info-level log.
+	if strings.Contains(logs, `"component":"nats-server"`) {
+		t.Errorf("embedded server notices at info level:\n%s", logs)
+	}
+	if lines := strings.Count(logs, "\n"); lines > 15 {
+		t.Errorf("%d log lines for a start and a stop:\n%s", lines, logs)
+	}
+}
+
+// countLines counts the lines of logs that hold every one of parts.
+func countLines(logs string, parts ...string) int {
+	n := 0
+	for _, l := range strings.Split(logs, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(l, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// TestServeDemo runs 'ccrelay serve --demo' and pastes what it prints
+// into a shell, as its reader would: every request is stored (202).
+func TestServeDemo(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir, []string{"CCRELAY_HTTP_ADDR=127.0.0.1:0", "CCRELAY_METRICS_ADDR=127.0.0.1:0", "CCRELAY_NATS_LISTEN=127.0.0.1:0"}, "serve", "--demo")
+	waitFor(t, "the demo instructions", func() bool { return strings.Contains(p.stdout(), "# Amazon Connect") })
+	printed := p.stdout()
+	for _, v := range []string{"CCRELAY_SINCH_WEBHOOK_SECRETS=demo:", "CCRELAY_CONTACTPRO_API_KEYS=", "CCRELAY_OAUTH_CLIENTS=demo:", "CCRELAY_SEAL_KEYS=demo:"} {
+		if !strings.Contains(printed, v) {
+			t.Errorf("demo output lacks %s:\n%s", v, printed)
+		}
+	}
+	if strings.Contains(p.log(), `"level":"WARN","msg":"sinch: no webhook secret`) {
+		t.Errorf("demo mode still warns that nothing is configured:\n%s", p.log())
+	}
+	script := printed[strings.Index(printed, "# Sinch"):]
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pasting the demo's requests: %v\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "HTTP/1.1 202 Accepted"); n != 4 {
+		t.Errorf("%d requests stored, want 4 (sinch, contact pro twice, connect):\n%s", n, out)
+	}
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.log())
 	}
 }
