@@ -17,6 +17,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -98,19 +99,32 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ccrelay %s: --processors: %v\n", cmd, err)
 			return 2
 		}
-		var onReady func(httpAddr string)
+		var d config.Demo
 		if demo {
-			d, err := config.NewDemo(nil)
-			if err != nil {
+			var err error
+			if d, err = config.NewDemo(nil); err != nil {
 				fmt.Fprintf(stderr, "ccrelay serve: --demo: %v\n", err)
 				return 1
 			}
 			environ = d.Environ(environ)
-			onReady = func(addr string) { fmt.Fprint(stdout, d.Instructions(localURL(addr))) }
 		}
 		cfg, ok := loadConfig(environ, stderr)
 		if !ok {
 			return 2
+		}
+		var onReady func(httpAddr, natsURL string) error
+		if demo {
+			onReady = func(httpAddr, natsURL string) error {
+				envFile := filepath.Join(cfg.Broker.DataDir, "demo.env")
+				if err := os.MkdirAll(cfg.Broker.DataDir, 0o700); err != nil {
+					return fmt.Errorf("--demo: %w", err)
+				}
+				if err := os.WriteFile(envFile, []byte(d.EnvFile(localURL(httpAddr), natsURL)), 0o600); err != nil {
+					return fmt.Errorf("--demo: %w", err)
+				}
+				fmt.Fprint(stdout, d.Instructions(localURL(httpAddr), envFile))
+				return nil
+			}
 		}
 		if cmd != "serve" && cfg.Broker.Embedded() {
 			fmt.Fprintf(stderr, "ccrelay: configuration: CCRELAY_NATS_URL: required by 'ccrelay %s' (use 'ccrelay serve' for an embedded server)\n", cmd)
@@ -188,7 +202,7 @@ func commandHelp(fs *flag.FlagSet, cmd string) {
 // order: ingest HTTP (finishing requests in flight), processors (finishing
 // deliveries in flight), metrics, then NATS (draining) and the embedded
 // server.
-func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, logger *slog.Logger, onReady func(httpAddr string)) error {
+func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, logger *slog.Logger, onReady func(httpAddr, natsURL string) error) error {
 	logger.Info("ccrelay starting", "command", cmd, "version", versionString())
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -242,7 +256,9 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	attrs = append(attrs, "metrics", metricsLn.Addr().String())
 	logger.Info("ccrelay ready", attrs...)
 	if onReady != nil && httpAddr != "" {
-		onReady(httpAddr)
+		if err := onReady(httpAddr, b.ClientURL()); err != nil {
+			return err
+		}
 	}
 
 	// The metrics listener outlives the others, so the last scrape can

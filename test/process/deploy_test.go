@@ -2,6 +2,9 @@ package process_test
 
 import (
 	"bytes"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,22 +12,59 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 )
+
+// composeDir copies docker-compose.yml into a new directory beside a .env
+// written by deploy/compose-env.sh, and checks that ccrelay accepts that
+// .env as it stands.
+func composeDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range [][]string{{"docker-compose.yml"}, {"deploy", "nats", "nats.conf"}} {
+		b, err := os.ReadFile(repoFile(f...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(append([]string{dir}, f...)...)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := filepath.Join(dir, ".env")
+	if out, err := exec.Command("bash", repoFile("deploy", "compose-env.sh"), env).CombinedOutput(); err != nil {
+		t.Fatalf("compose-env.sh: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(env); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf(".env: %v %v, want mode 0600", fi, err)
+	}
+	if out, err := exec.Command("bash", repoFile("deploy", "compose-env.sh"), env).CombinedOutput(); err == nil {
+		t.Errorf("compose-env.sh overwrote an existing .env: %s", out)
+	}
+	b, _ := os.ReadFile(env)
+	if strings.Contains(string(b), "@random") {
+		t.Errorf(".env still holds a placeholder:\n%s", b)
+	}
+	var environ []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "CCRELAY_") {
+			environ = append(environ, l)
+		}
+	}
+	if _, err := config.Load(append(environ, "CCRELAY_NATS_URL=nats://nats-1:4222"), nil); err != nil {
+		t.Errorf("ccrelay refuses the generated .env: %v", err)
+	}
+	return dir
+}
 
 // TestComposeConfig validates docker-compose.yml with the compose tool.
 func TestComposeConfig(t *testing.T) {
 	compose := needTool(t, "docker-compose")
-	dir := t.TempDir()
-	for src, dst := range map[string]string{
-		repoFile("docker-compose.yml"):            "docker-compose.yml",
-		repoFile("deploy", "compose.env.example"): ".env",
-	} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = os.WriteFile(filepath.Join(dir, dst), b, 0o644)
-	}
+	dir := composeDir(t)
 	out, err := exec.Command(compose, "-f", filepath.Join(dir, "docker-compose.yml"), "config").CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
@@ -55,7 +95,62 @@ func TestImagesBuild(t *testing.T) {
 	if out, err := exec.Command(docker, "run", "--rm", "ccrelay-nats:citest", "--version").CombinedOutput(); err != nil || !strings.Contains(string(out), "nats-server") {
 		t.Errorf("nats image: %v %s", err, out)
 	}
+	t.Run("compose up", func(t *testing.T) { composeUp(t, "citest") })
 }
+
+// composeUp starts the compose file's NATS cluster, an ingest replica and
+// a processor replica from the images tagged tag, with a .env from
+// deploy/compose-env.sh, and stores one event through ingest. Prometheus
+// and Grafana are left out: their images come from a registry this
+// machine cannot reach.
+func composeUp(t *testing.T, tag string) {
+	compose := needTool(t, "docker-compose")
+	dir := composeDir(t)
+	port := freePort(t)
+	project := fmt.Sprintf("ccrelaytest%d", os.Getpid())
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(compose, append([]string{"-p", project, "-f", filepath.Join(dir, "docker-compose.yml")}, args...)...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "CCRELAY_TAG="+tag, "CCRELAY_INGEST_1_PORT="+port)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	t.Cleanup(func() { _, _ = run("down", "-v", "--remove-orphans") })
+	if out, err := run("up", "-d", "nats-1", "nats-2", "nats-3", "ingest-1", "process"); err != nil {
+		t.Fatalf("docker-compose up: %v\n%s", err, out)
+	}
+	base := "http://" + port
+	waitFor(t, "ingest ready in compose", func() bool {
+		res, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	env, _ := os.ReadFile(filepath.Join(dir, ".env"))
+	var key string
+	for _, l := range strings.Split(string(env), "\n") {
+		if v, ok := strings.CutPrefix(l, "CCRELAY_CONNECT_API_KEYS="); ok {
+			key = v
+		}
+	}
+	req, _ := http.NewRequest("POST", base+"/v1/connect/events", strings.NewReader(connectEventBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-api-key", key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 202 {
+		logs, _ := run("logs", "--tail", "50")
+		t.Fatalf("event through compose: %d %s\n%s", res.StatusCode, b, logs)
+	}
+}
+
+const connectEventBody = `{"version":"0","id":"6f1c2b3a-0000-4000-8000-0000000000c0","detail-type":"Contact Lens Post Call Rules Matched","source":"aws.connect","account":"123456789012","time":"2026-11-21T09:58:00Z","region":"eu-central-1","resources":[],"detail":{"instanceArn":"arn:aws:connect:eu-central-1:123456789012:instance/b1e4f6a2-0000-4000-8000-000000000001","contactArn":"arn:aws:connect:eu-central-1:123456789012:instance/b1e4f6a2-0000-4000-8000-000000000001/contact/c0ffee00-0000-4000-8000-0000000000c0"}}`
 
 // TestKubernetesManifests checks the manifests' structure: every object
 // named, probes on /healthz and /readyz for ingest, Deployments reading the

@@ -271,3 +271,36 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Errorf("no clean stop in the log")
 	}
 }
+
+// TestQuickstartScript runs test/quickstart.sh, the README's walk through
+// every source, the NATS CLI and the operator commands, against 'ccrelay
+// serve --demo', with this build of ccrelay and the NATS CLI on PATH (.ci/run
+// installs it: go install github.com/nats-io/natscli/nats@v0.5.1).
+func TestQuickstartScript(t *testing.T) {
+	natsCLI, err := exec.LookPath("nats")
+	if err != nil {
+		t.Fatalf("the NATS CLI is not on PATH (go install github.com/nats-io/natscli/nats@v0.5.1): %v", err)
+	}
+	for _, tool := range []string{"curl", "openssl", "jq"} {
+		needTool(t, tool)
+	}
+	dir := t.TempDir()
+	p := start(t, dir, []string{"CCRELAY_HTTP_ADDR=127.0.0.1:0", "CCRELAY_METRICS_ADDR=127.0.0.1:0", "CCRELAY_NATS_LISTEN=127.0.0.1:0"}, "serve", "--demo")
+	envFile := filepath.Join(dir, "data", "demo.env")
+	waitFor(t, "demo.env", func() bool { _, err := os.Stat(envFile); return err == nil })
+	if fi, _ := os.Stat(envFile); fi.Mode().Perm() != 0o600 {
+		t.Errorf("demo.env is %v, want 0600", fi.Mode().Perm())
+	}
+	cmd := exec.Command("bash", repoFile("test", "quickstart.sh"), envFile)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(binary)+":"+filepath.Dir(natsCLI)+":"+os.Getenv("PATH"), "NO_COLOR=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("quickstart.sh: %v\n%s\nccrelay log:\n%s", err, out, p.log())
+	}
+	if !strings.Contains(string(out), "done: every step answered as the README says") {
+		t.Fatalf("quickstart.sh did not finish:\n%s", out)
+	}
+	if err := p.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.log())
+	}
+}

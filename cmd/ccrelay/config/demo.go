@@ -93,7 +93,7 @@ func sortedKeys(m map[string]string) []string {
 // (e.g. http://127.0.0.1:8080). The Sinch request is signed in the shell
 // when pasted, so its timestamp is fresh however long after start-up it is
 // used.
-func (d Demo) Instructions(base string) string {
+func (d Demo) Instructions(base, envFile string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `
 ccrelay is running in demo mode with credentials made up for this run (not kept anywhere):
@@ -104,7 +104,9 @@ ccrelay is running in demo mode with credentials made up for this run (not kept 
   CCRELAY_OAUTH_CLIENTS=%s:%s
   CCRELAY_SEAL_KEYS=%s
 
-Paste any of these into another terminal (they need curl and openssl).
+Paste any of these into another terminal (they need curl and openssl), or run
+'bash test/quickstart.sh %s' for a walk through every source, the NATS CLI and
+ccrelay's operator commands.
 
 # Sinch Conversation API: an inbound WhatsApp message, signed with the webhook secret
 SECRET='%s'
@@ -129,12 +131,29 @@ curl -i '%s/v1/contactpro/lifecycle/Accepted' -H "Authorization: Bearer $token" 
 curl -i %s/v1/connect/events -H 'x-api-key: %s' -H 'Content-Type: application/json' \
   --data-binary '%s'
 
-`, d.SinchService, d.SinchSecret, d.APIKey, d.APIKey, d.OAuthClient, d.OAuthSecret, d.SealKey,
+`, d.SinchService, d.SinchSecret, d.APIKey, d.APIKey, d.OAuthClient, d.OAuthSecret, d.SealKey, envFile,
 		d.SinchSecret, DemoSinchInbound, base, d.SinchService,
 		base, d.APIKey, DemoContactProAllocated,
 		base, d.OAuthClient, d.OAuthSecret, base, DemoContactProAccepted,
 		base, d.APIKey, DemoContactLens)
 	return b.String()
+}
+
+// EnvFile is a shell file with the demo's credentials and addresses, for
+// scripts such as test/quickstart.sh to source. serve --demo writes it
+// into the data directory, readable by its owner only.
+func (d Demo) EnvFile(base, natsURL string) string {
+	return fmt.Sprintf(`# written by 'ccrelay serve --demo' for this run only
+# (shell variables, not exported: ccrelay refuses CCRELAY_ variables it
+# does not know, and these are for the script, not for ccrelay)
+demo_url='%s'
+demo_nats_url='%s'
+demo_sinch_service='%s'
+demo_sinch_secret='%s'
+demo_api_key='%s'
+demo_oauth_client='%s'
+demo_oauth_secret='%s'
+`, base, natsURL, d.SinchService, d.SinchSecret, d.APIKey, d.OAuthClient, d.OAuthSecret)
 }
 
 // Sample bodies of the demo, in the senders' own shapes.
