@@ -14,8 +14,11 @@ func Authorize(authn *auth.Authenticator, r *http.Request) error {
 		return nil
 	}
 	msg := "valid credentials are required"
-	if errors.Is(err, auth.ErrNotConfigured) {
+	switch {
+	case errors.Is(err, auth.ErrNotConfigured):
 		msg = "no credentials are configured for this endpoint; see the README"
+	case errors.Is(err, auth.ErrStaleNonce):
+		msg = "the digest nonce expired; answer the new challenge"
 	}
-	return Unauthorized(CodeUnauthorized, msg, authn.Challenge(), err)
+	return Unauthorized(CodeUnauthorized, msg, authn.Challenges(errors.Is(err, auth.ErrStaleNonce)), err)
 }

@@ -36,8 +36,8 @@ type Error struct {
 	Message string
 	// RetryAfter, when set, is sent as the Retry-After header.
 	RetryAfter time.Duration
-	// Challenge, when set, is sent as the WWW-Authenticate header.
-	Challenge string
+	// Challenges, when set, are sent as WWW-Authenticate headers, one each.
+	Challenges []string
 	// Err is the cause, for errors.Is/As; it is never sent to the client.
 	Err error
 }
@@ -64,8 +64,8 @@ func BadPayload(err error) *Error {
 }
 
 // Unauthorized answers 401 with the given challenge.
-func Unauthorized(code, message, challenge string, cause error) *Error {
-	return &Error{Status: http.StatusUnauthorized, Code: code, Message: message, Challenge: challenge, Err: cause}
+func Unauthorized(code, message string, challenges []string, cause error) *Error {
+	return &Error{Status: http.StatusUnauthorized, Code: code, Message: message, Challenges: challenges, Err: cause}
 }
 
 // AsError returns err as an *Error, or an internal error wrapping it.
@@ -88,8 +88,8 @@ func WriteError(w http.ResponseWriter, e *Error) {
 	if e.RetryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
 	}
-	if e.Challenge != "" {
-		h.Set("WWW-Authenticate", e.Challenge)
+	for _, c := range e.Challenges {
+		h.Add("WWW-Authenticate", c)
 	}
 	WriteJSON(w, e.Status, errorBody{Code: e.Code, Message: e.Message})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,23 @@ type Adapter interface {
 	// Event verifies and decodes body and returns what to store. Errors are
 	// *Error values, or wrap messages.ErrInvalidPayload.
 	Event(ctx context.Context, r *http.Request, body []byte, received time.Time) (*Accepted, error)
+}
+
+// Rules are what an adapter accepts besides a POST with a body. Senders that
+// are configured rather than programmed (Contact Pro's integrations) may use
+// any method and send no body.
+type Rules struct {
+	// Methods accepted; POST when empty.
+	Methods []string
+	// EmptyBody accepts a request without a body (and then without a
+	// Content-Type).
+	EmptyBody bool
+}
+
+// RuleSetter is implemented by adapters with other Rules than POST with a
+// JSON body.
+type RuleSetter interface {
+	Rules() Rules
 }
 
 // Accepted is an event an adapter accepted for storing.
@@ -134,15 +152,22 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, star
 		}
 		return e.Code, append(attrs, slog.String("reason", e.Message))
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return fail(Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use POST"))
+	rules := Rules{Methods: []string{http.MethodPost}}
+	if rs, ok := a.(RuleSetter); ok {
+		rules = rs.Rules()
+	}
+	if !slices.Contains(rules.Methods, r.Method) {
+		w.Header().Set("Allow", strings.Join(rules.Methods, ", "))
+		return fail(Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use %s", strings.Join(rules.Methods, " or ")))
 	}
 	if err := a.Authorize(r); err != nil {
 		return fail(AsError(err))
 	}
-	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
-		return fail(err)
+	ct := r.Header.Get("Content-Type")
+	if ct != "" || !rules.EmptyBody {
+		if err := checkContentType(ct); err != nil {
+			return fail(err)
+		}
 	}
 	if r.ContentLength > p.cfg.MaxBodyBytes {
 		return fail(tooLarge(p.cfg.MaxBodyBytes))
@@ -164,8 +189,11 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, star
 		return fail(&Error{Status: http.StatusBadRequest, Code: CodeInvalidPayload, Message: "could not read the request body", Err: err})
 	}
 	body := buf.Bytes()
-	if len(body) == 0 {
+	switch {
+	case len(body) == 0 && !rules.EmptyBody:
 		return fail(Errorf(http.StatusBadRequest, CodeInvalidPayload, "the request body is empty"))
+	case len(body) > 0 && ct == "":
+		return fail(checkContentType(ct))
 	}
 
 	acc, err := a.Event(r.Context(), r, body, start)

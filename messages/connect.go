@@ -42,6 +42,12 @@ type ContactLensDetail struct {
 	EventMetadata json.RawMessage `json:"eventMetadata,omitempty"`
 }
 
+// DedupID is the event's dedup id, "connect:<account>:<id>": EventBridge
+// gives every event a unique id and keeps it when it retries a delivery.
+func (e *ContactLensEvent) DedupID() string {
+	return SourceConnect + ":" + e.Account + ":" + e.ID
+}
+
 // ContactID is the last segment of detail.contactArn.
 func (e *ContactLensEvent) ContactID() string {
 	return e.Detail.ContactArn[strings.LastIndexByte(e.Detail.ContactArn, '/')+1:]
@@ -100,5 +106,44 @@ func DecodeContactLensEvent(body []byte) (*ContactLensEvent, error) {
 	if e.InstanceID() == "" {
 		return nil, &FieldError{Field: "detail.instanceArn", Problem: "does not name an Amazon Connect instance"}
 	}
+	if len(e.Detail.InstanceArn) > 2*MaxIDBytes {
+		return nil, &FieldError{Field: "detail.instanceArn", Problem: fmt.Sprintf("is longer than %d bytes", 2*MaxIDBytes)}
+	}
+	for _, f := range [...]struct{ name, v string }{{"id", e.ID}, {"account", e.Account}, {"detail.contactArn", e.ContactID()}} {
+		if err := checkID(f.name, f.v); err != nil {
+			return nil, err
+		}
+	}
 	return &e, nil
+}
+
+// CheckInstance checks that the instance id, which ingest makes a subject
+// token, has the shape of an Amazon Connect instance id (a UUID).
+func (e *ContactLensEvent) CheckInstance() error {
+	if !isUUID(e.InstanceID()) {
+		return &FieldError{Field: "detail.instanceArn", Problem: "does not name an Amazon Connect instance (a UUID)"}
+	}
+	return nil
+}
+
+// isUUID reports whether s is a UUID in its canonical textual form, as
+// Amazon Connect instance ids are: the instance id becomes a subject token.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestDecodeSinchInboundKinds(t *testing.T) {
 		if got := cb.Message.ContactMessage.Kind(); got != c.kind {
 			t.Errorf("kind %q, want %q", got, c.kind)
 		}
-		if cb.DedupID([]byte(body)) != "M1" || cb.AppID != "APP" || cb.Message.ChannelIdentity.Channel != "WHATSAPP" {
+		if cb.DedupID([]byte(body)) != "sinch:inbound:M1" || cb.AppID != "APP" || cb.Message.ChannelIdentity.Channel != "WHATSAPP" {
 			t.Errorf("%s: fields not decoded: %+v", c.kind, cb)
 		}
 		if !cb.Time().Equal(time.Date(2026, 11, 21, 10, 0, 1, 5e8, time.UTC)) {
@@ -64,7 +65,7 @@ func TestDecodeSinchDelivery(t *testing.T) {
 	if cb.Trigger != messages.TriggerMessageDelivery || r == nil || r.Status != messages.StatusFailed || r.Reason.Code != "RECIPIENT_NOT_OPTED_IN" || r.Reason.SubCode != "UNSPECIFIED_SUB_CODE" {
 		t.Fatalf("%+v %+v", cb, r)
 	}
-	if cb.DedupID(body) != "M9:FAILED" {
+	if cb.DedupID(body) != "sinch:delivery:M9:FAILED:SMS" {
 		t.Errorf("dedup %q", cb.DedupID(body))
 	}
 	if !cb.Time().Equal(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)) {
@@ -89,8 +90,8 @@ func TestDecodeSinchOtherTriggers(t *testing.T) {
 		if cb.Trigger != want {
 			t.Errorf("%s: trigger %q, want %q", key, cb.Trigger, want)
 		}
-		if cb.DedupID(body) != messages.BodyDigest(body) {
-			t.Errorf("%s: dedup id should be the body digest", key)
+		if want := "sinch:" + strings.ToLower(string(want)) + ":" + messages.BodyDigest(body); cb.DedupID(body) != want {
+			t.Errorf("%s: dedup id %q, want %q", key, cb.DedupID(body), want)
 		}
 	}
 	cb, err := messages.DecodeSinchCallback([]byte(`{"app_id":"A","new_a":{},"new_b":{}}`))
@@ -105,20 +106,20 @@ func TestDecodeSinchOtherTriggers(t *testing.T) {
 
 func TestDecodeSinchRejects(t *testing.T) {
 	for name, c := range map[string]struct{ body, field string }{
-		"not json":          {`{`, ""},
-		"array":             {`[1]`, ""},
-		"null":              {`null`, "callback"},
-		"no app_id":         {`{"message":{"id":"M","contact_message":{}}}`, "app_id"},
-		"app_id number":     {`{"app_id":5,"message":{}}`, "app_id"},
-		"bad time":          {`{"app_id":"A","event_time":"yesterday","message":{}}`, "event_time"},
-		"no trigger":        {`{"app_id":"A","project_id":"P"}`, "callback"},
-		"two triggers":      {`{"app_id":"A","message":{"id":"M","contact_message":{}},"event":{}}`, ""},
-		"no message id":     {`{"app_id":"A","message":{"contact_message":{"text_message":{}}}}`, "message.id"},
-		"no contact msg":    {`{"app_id":"A","message":{"id":"M"}}`, "message.contact_message"},
-		"media without url": {`{"app_id":"A","message":{"id":"M","contact_message":{"media_message":{}}}}`, "message.contact_message.media_message.url"},
-		"report no status":  {`{"app_id":"A","message_delivery_report":{"message_id":"M"}}`, "message_delivery_report.status"},
-		"report no id":      {`{"app_id":"A","message_delivery_report":{"status":"READ"}}`, "message_delivery_report.message_id"},
-		"payload not obj":   {`{"app_id":"A","event":"x"}`, "event"},
+		"not json":         {`{`, ""},
+		"array":            {`[1]`, "callback"},
+		"null":             {`null`, "callback"},
+		"app_id number":    {`{"app_id":5,"message":{}}`, "message.id"},
+		"no trigger":       {`{"app_id":"A","project_id":"P"}`, "callback"},
+		"two triggers":     {`{"app_id":"A","message":{"id":"M","contact_message":{}},"event":{}}`, ""},
+		"no message id":    {`{"app_id":"A","message":{"contact_message":{"text_message":{}}}}`, "message.id"},
+		"report no status": {`{"app_id":"A","message_delivery_report":{"message_id":"M"}}`, "message_delivery_report.status"},
+		"report no id":     {`{"app_id":"A","message_delivery_report":{"status":"READ"}}`, "message_delivery_report.message_id"},
+		"payload not obj":  {`{"app_id":"A","event":"x"}`, "event"},
+		"message id CRLF":  {`{"app_id":"A","message":{"id":"M\r\nNats-Msg-Id: x"}}`, "message.id"},
+		"message id huge":  {`{"app_id":"A","message":{"id":"` + strings.Repeat("m", 129) + `"}}`, "message.id"},
+		"app id huge":      {`{"app_id":"` + strings.Repeat("a.", 40) + `","message":{"id":"M"}}`, "app_id"},
+		"trigger key huge": {`{"app_id":"A","` + strings.Repeat("k", 200) + `":{}}`, ""},
 	} {
 		_, err := messages.DecodeSinchCallback([]byte(c.body))
 		if !errors.Is(err, messages.ErrInvalidPayload) {
@@ -175,21 +176,39 @@ func TestContactPro(t *testing.T) {
 			t.Errorf("%s: %v", b, err)
 		}
 	}
-	for _, c := range []struct{ integration, event, body, want string }{
-		{"chat-attachments", "Ended", `{"contact_id":"G1"}`, "chat-attachments:ended:G1"},
-		{"x", "", `{"contact_guid":"G2"}`, "x:any:G2"},
-		{"x", "queued", `{"contact":{"id":"I3"}}`, "x:queued:I3"},
-		{"x", "queued", `{"contact":{"id":"I3","guid":"G3"}}`, "x:queued:G3"},
-		{"x", "queued", `{"a":1}`, messages.BodyDigest([]byte(`{"a":1}`))},
+	for _, c := range []struct{ integration, event, body, prefix string }{
+		{"chat-attachments", "Ended", `{"contact_id":"G1"}`, "contactpro:chat-attachments:ended:G1:"},
+		{"x", "", `{"contact_guid":"G2"}`, "contactpro:x:any:G2:"},
+		{"x", "queued", `{"contact":{"id":"I3"}}`, "contactpro:x:queued:I3:"},
+		{"x", "queued", `{"contact":{"guid":"G3"}}`, "contactpro:x:queued:G3:"},
+		{"x", "", `{"event":"Queued","ID":"I4"}`, "contactpro:x:queued:I4:"},
+		{"x", "", `{"event":{"name":"Accepted"},"contact":{"id":"I5"}}`, "contactpro:x:accepted:I5:"},
+		{"x", "queued", `{"a":1}`, "contactpro:x:queued:-:"},
+		{"x", "queued", ``, "contactpro:x:queued:-:"},
+		{"x", "queued", `[1]`, "contactpro:x:queued:-:"},
+		{"x", "queued", `{"contact_id":1}`, "contactpro:x:queued:-:"},
 	} {
-		got, err := messages.ContactProDedupID(c.integration, c.event, []byte(c.body))
-		if err != nil || got != c.want {
-			t.Errorf("%s: %q %v, want %q", c.body, got, err, c.want)
+		call, err := messages.NewContactProCall(c.integration, c.event, "", "POST", nil, []byte(c.body))
+		if err != nil || !strings.HasPrefix(call.DedupID(), c.prefix) || len(call.DedupID()) != len(c.prefix)+32 {
+			t.Errorf("%s: %v, want %q and 32 hex digits", c.body, err, c.prefix)
 		}
 	}
-	for _, b := range []string{`[1]`, `"s"`, `{`, `{"contact_id":1}`} {
-		if _, err := messages.ContactProDedupID("x", "y", []byte(b)); !errors.Is(err, messages.ErrInvalidPayload) {
-			t.Errorf("%s: %v", b, err)
+	for name, c := range map[string]struct {
+		event, rest string
+		query       url.Values
+		body        string
+	}{
+		"not json":       {"x", "", nil, `{`},
+		"long event":     {strings.Repeat("e", 65), "", nil, ``},
+		"long path":      {"x", strings.Repeat("p/", 200), nil, ``},
+		"CR in path":     {"x", "a\r\nb", nil, ``},
+		"long query":     {"x", "", url.Values{"a": {strings.Repeat("q", 2000)}}, ``},
+		"long contact":   {"x", "", nil, `{"contact_id":"` + strings.Repeat("c", 129) + `"}`},
+		"contact CRLF":   {"x", "", nil, `{"contact_id":"c\r\nx: y"}`},
+		"event in query": {"", "", url.Values{"event": {strings.Repeat("e", 200)}}, ``},
+	} {
+		if _, err := messages.NewContactProCall("x", c.event, c.rest, "POST", c.query, []byte(c.body)); !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 }
@@ -198,6 +217,9 @@ func TestContactPro(t *testing.T) {
 // ErrInvalidPayload (or, for Connect, ErrUnsupportedDetailType), and what they
 // accept must satisfy the contract's promises.
 func FuzzDecodeSinchCallback(f *testing.F) {
+	for _, b := range sinchFixtures(f) {
+		f.Add(b.body)
+	}
 	for _, s := range []string{
 		`{"app_id":"A","message":{"id":"M","contact_message":{"text_message":{"text":"x"}}}}`,
 		`{"app_id":"A","message_delivery_report":{"message_id":"M","status":"READ"}}`,
@@ -213,8 +235,21 @@ func FuzzDecodeSinchCallback(f *testing.F) {
 			}
 			return
 		}
-		if cb.AppID == "" || cb.Trigger == "" || cb.DedupID(body) == "" {
-			t.Fatalf("accepted without app id, trigger or dedup id: %+v", cb)
+		if cb.Trigger == "" || !strings.HasPrefix(cb.DedupID(body), "sinch:") {
+			t.Fatalf("accepted without trigger or dedup id: %+v", cb)
+		}
+		s, _ := messages.NewSubjects("ccrelay")
+		subj := s.Sinch(string(cb.Trigger), cb.AppID)
+		for _, tok := range strings.Split(subj, ".") {
+			if len(tok) > messages.MaxTokenBytes || tok == "" {
+				t.Fatalf("subject %q has a token out of bounds", subj)
+			}
+		}
+		id := cb.DedupID(body)
+		for i := 0; i < len(id); i++ {
+			if id[i] < 0x20 || id[i] == 0x7f {
+				t.Fatalf("control character in dedup id %q", id)
+			}
 		}
 		if cb.Trigger == messages.TriggerMessageInbound && (cb.Message == nil || cb.Message.ID == "") {
 			t.Fatal("inbound without message id")
@@ -278,26 +313,47 @@ func FuzzDecodeChatAttachmentsCall(f *testing.F) {
 		if strings.TrimSpace(c.ContactID) == "" {
 			t.Fatal("accepted without contact_id")
 		}
-		id, err := messages.ContactProDedupID(messages.IntegrationChatAttachments, "ended", body)
-		if err != nil || !strings.HasSuffix(id, c.ContactID) {
-			t.Fatalf("dedup id %q %v for contact %q", id, err, c.ContactID)
+		call, err := messages.NewContactProCall(messages.IntegrationChatAttachments, "ended", "", "POST", nil, body)
+		if err != nil || !strings.Contains(call.DedupID(), ":"+c.ContactID+":") {
+			t.Fatalf("dedup id %q %v for contact %q", call.DedupID(), err, c.ContactID)
 		}
 	})
 }
 
-func FuzzContactProDedupID(f *testing.F) {
-	f.Add("x", "y", []byte(`{"contact":{"guid":"g"}}`))
-	f.Add("x", "", []byte(`{"a":[1,2]}`))
-	f.Fuzz(func(t *testing.T, integration, event string, body []byte) {
-		id, err := messages.ContactProDedupID(integration, event, body)
+func FuzzContactProCall(f *testing.F) {
+	f.Add("x", "y", "", "a=b", []byte(`{"contact":{"guid":"g"}}`))
+	f.Add("x", "", "c/1", "", []byte(`{"a":[1,2]}`))
+	for _, c := range loadContactProCalls(f) {
+		u, _ := url.Parse(c.Path + "?" + c.Query)
+		parts := strings.SplitN(strings.TrimPrefix(u.Path, "/v1/contactpro/"), "/", 3)
+		for len(parts) < 3 {
+			parts = append(parts, "")
+		}
+		f.Add(parts[0], parts[1], parts[2], c.Query, c.bodyBytes())
+	}
+	f.Fuzz(func(t *testing.T, integration, event, rest, query string, body []byte) {
+		q, _ := url.ParseQuery(query)
+		call, err := messages.NewContactProCall(integration, event, rest, "POST", q, body)
 		if err != nil {
 			if !errors.Is(err, messages.ErrInvalidPayload) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
 		}
-		if id == "" {
-			t.Fatal("empty dedup id")
+		id := call.DedupID()
+		if !strings.HasPrefix(id, "contactpro:") || len(id) > 400 {
+			t.Fatalf("dedup id %q", id)
+		}
+		for i := 0; i < len(id); i++ {
+			if id[i] < 0x20 || id[i] == 0x7f {
+				t.Fatalf("control character in dedup id %q", id)
+			}
+		}
+		if err := messages.CheckToken("event", call.Event); err != nil {
+			t.Fatalf("accepted event %q: %v", call.Event, err)
+		}
+		if len(call.RedactedQuery()) > 4*messages.MaxContactProQuery {
+			t.Fatalf("query %d bytes", len(call.RedactedQuery()))
 		}
 	})
 }

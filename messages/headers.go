@@ -24,7 +24,21 @@ const (
 	HeaderSealed = "Ccrelay-Sealed"
 	// HeaderReceivedAt is when ingest received the request (RFC 3339, UTC).
 	HeaderReceivedAt = "Ccrelay-Received-At"
+	// Headers of the request line, for sources whose calls carry data
+	// outside the body (Contact Pro: method, placeholders in the path and
+	// query). Absent when empty.
+	HeaderRequestMethod = "Ccrelay-Request-Method"
+	HeaderRequestPath   = "Ccrelay-Request-Path"
+	HeaderRequestQuery  = "Ccrelay-Request-Query"
 )
+
+// Request is what a stored event keeps of its request line besides the
+// body, bounded and with secrets redacted by the adapter.
+type Request struct {
+	Method string
+	Path   string
+	Query  string
+}
 
 // CloudEventsVersion is the value of ce-specversion.
 const CloudEventsVersion = "1.0"
@@ -64,6 +78,8 @@ type Event struct {
 	Traceparent string
 	// Sealed holds the sealed credentials of the request, if any.
 	Sealed string
+	// Request is the request line, for sources that need it.
+	Request Request
 	// Body is the request body, byte for byte.
 	Body []byte
 }
@@ -88,6 +104,11 @@ func (e *Event) Msg() *nats.Msg {
 	}
 	if e.Sealed != "" {
 		h[HeaderSealed] = []string{e.Sealed}
+	}
+	for _, kv := range [...][2]string{{HeaderRequestMethod, e.Request.Method}, {HeaderRequestPath, e.Request.Path}, {HeaderRequestQuery, e.Request.Query}} {
+		if kv[1] != "" {
+			h[kv[0]] = []string{kv[1]}
+		}
 	}
 	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Body}
 }

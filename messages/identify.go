@@ -48,17 +48,19 @@ func (s Subjects) Identify(subject string, body []byte) (Identity, error) {
 		}
 		return Identity{Source: SourceSinch, Kind: tokens[1], ID: cb.DedupID(body)}, nil
 	case SourceContactPro:
-		id, err := ContactProDedupID(tokens[1], tokens[2], body)
+		// A bare body has lost the request's method, path and query: it is
+		// identified as the POST it most often was.
+		call, err := NewContactProCall(tokens[1], tokens[2], "", "POST", nil, body)
 		if err != nil {
 			return Identity{}, err
 		}
-		return Identity{Source: SourceContactPro, Kind: tokens[1] + "." + tokens[2], ID: id}, nil
+		return Identity{Source: SourceContactPro, Kind: tokens[1] + "." + tokens[2], ID: call.DedupID()}, nil
 	case SourceConnect:
 		ev, err := DecodeContactLensEvent(body)
 		if err != nil {
 			return Identity{}, err
 		}
-		return Identity{Source: SourceConnect, Kind: tokens[1], ID: ev.ID}, nil
+		return Identity{Source: SourceConnect, Kind: tokens[1], ID: ev.DedupID()}, nil
 	}
 	return Identity{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
 }

@@ -17,9 +17,9 @@ func TestIdentify(t *testing.T) {
 		body    []byte
 		want    messages.Identity
 	}{
-		{s.Sinch("MESSAGE_DELIVERY", "A.1"), sinch, messages.Identity{Source: "sinch", Kind: "message_delivery", ID: "M:READ"}},
-		{s.ContactPro("chat-attachments", "Ended"), cp, messages.Identity{Source: "contactpro", Kind: "chat-attachments.ended", ID: "chat-attachments:ended:G"}},
-		{s.ContactLens("I"), cl, messages.Identity{Source: "connect", Kind: "contactlens", ID: "E"}},
+		{s.Sinch("MESSAGE_DELIVERY", "A.1"), sinch, messages.Identity{Source: "sinch", Kind: "message_delivery", ID: "sinch:delivery:M:READ:"}},
+		{s.ContactPro("chat-attachments", "Ended"), cp, messages.Identity{Source: "contactpro", Kind: "chat-attachments.ended", ID: cpCall(t, "chat-attachments", "ended", cp).DedupID()}},
+		{s.ContactLens("I"), cl, messages.Identity{Source: "connect", Kind: "contactlens", ID: "connect::E"}},
 	} {
 		got, err := s.Identify(c.subject, c.body)
 		if err != nil || got != c.want {
@@ -34,4 +34,13 @@ func TestIdentify(t *testing.T) {
 	if _, err := s.Identify(s.ContactLens("I"), []byte(`{`)); !errors.Is(err, messages.ErrInvalidPayload) {
 		t.Errorf("bad body: %v", err)
 	}
+}
+
+func cpCall(t *testing.T, integration, event string, body []byte) *messages.ContactProCall {
+	t.Helper()
+	c, err := messages.NewContactProCall(integration, event, "", "POST", nil, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

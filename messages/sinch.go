@@ -3,8 +3,11 @@ package messages
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // SinchTrigger is the name of a Sinch Conversation API callback trigger, as
@@ -41,14 +44,33 @@ const (
 const SinchOtherTrigger SinchTrigger = "OTHER"
 
 // SinchEnvelope holds the fields every callback carries beside its
-// trigger payload.
+// trigger payload. AppID is empty in project-level callbacks (contacts,
+// capability checks): Sinch sends "app_id": "".
 type SinchEnvelope struct {
 	AppID           string    `json:"app_id"`
 	ProjectID       string    `json:"project_id"`
-	AcceptedTime    time.Time `json:"accepted_time"`
-	EventTime       time.Time `json:"event_time"`
+	AcceptedTime    Timestamp `json:"accepted_time"`
+	EventTime       Timestamp `json:"event_time"`
 	MessageMetadata string    `json:"message_metadata"`
 	CorrelationID   string    `json:"correlation_id"`
+}
+
+// Timestamp is a time a sender may leave empty, format loosely, or send as
+// something else entirely. ccrelay needs callbacks' times only to order
+// them, so a time it cannot read is the zero time, never a reason to refuse
+// the callback.
+type Timestamp struct{ time.Time }
+
+// UnmarshalJSON reads an RFC 3339 string and ignores anything else.
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	t.Time = time.Time{}
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		if v, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			t.Time = v
+		}
+	}
+	return nil
 }
 
 // SinchCallback is a Sinch Conversation API callback.
@@ -75,23 +97,43 @@ type SinchCallback struct {
 // else the zero time.
 func (c *SinchCallback) Time() time.Time {
 	if !c.EventTime.IsZero() {
-		return c.EventTime
+		return c.EventTime.Time
 	}
-	return c.AcceptedTime
+	return c.AcceptedTime.Time
 }
 
-// DedupID is the callback's dedup id: the message id for MESSAGE_INBOUND,
-// message id and status for MESSAGE_DELIVERY (so each status of a message is
-// kept once), and the body's digest for every other trigger.
+// DedupID is the callback's dedup id. Every one starts with "sinch:" and
+// names what it identifies, so no other source, and no other kind of
+// callback, can produce it:
+//
+//   - MESSAGE_INBOUND: "sinch:inbound:" + the message id, which Sinch makes
+//     unique (a ULID) and repeats only when it retries the same callback;
+//   - MESSAGE_DELIVERY: "sinch:delivery:" + message id, status and channel,
+//     so each status of a message on each channel is kept once (a message
+//     that falls back from WhatsApp to SMS is QUEUED_ON_CHANNEL twice, on
+//     two channels);
+//   - every other trigger: "sinch:" + trigger + ":" + the body's SHA-256, as
+//     such callbacks carry no id of their own: a retry is byte-identical,
+//     and two distinct events differ somewhere in the body.
+//
+// The service of the URL is not part of it: processors must derive the same
+// id from the subject and body alone when an operator republishes a stored
+// body with the NATS CLI, and the subject does not name the service.
 func (c *SinchCallback) DedupID(body []byte) string {
 	switch {
 	case c.Message != nil:
-		return c.Message.ID
+		return "sinch:inbound:" + c.Message.ID
 	case c.DeliveryReport != nil:
-		return c.DeliveryReport.MessageID + ":" + string(c.DeliveryReport.Status)
+		r := c.DeliveryReport
+		return "sinch:delivery:" + r.MessageID + ":" + string(r.Status) + ":" + r.ChannelIdentity.Channel
 	}
-	return BodyDigest(body)
+	return "sinch:" + strings.ToLower(string(c.Trigger)) + ":" + BodyDigest(body)
 }
+
+// MaxIDBytes bounds every id ccrelay takes from a body into a dedup id, a
+// subject token or a key: Sinch message ids are 26-character ULIDs, Contact
+// Pro ids 36-character GUIDs, EventBridge ids UUIDs.
+const MaxIDBytes = 128
 
 // SinchChannelIdentity identifies a contact on one channel.
 type SinchChannelIdentity struct {
@@ -113,6 +155,15 @@ type SinchInboundMessage struct {
 	SenderID        string               `json:"sender_id"`
 	ProcessingMode  string               `json:"processing_mode"`
 	Injected        bool                 `json:"injected"`
+}
+
+// Media is the media message's content, or nil for any other kind of
+// message (or none).
+func (m *SinchInboundMessage) Media() *SinchMedia {
+	if m == nil || m.ContactMessage == nil {
+		return nil
+	}
+	return m.ContactMessage.MediaMessage
 }
 
 // SinchContactMessage is what a contact sent: exactly one of the kinds is set
@@ -212,6 +263,26 @@ type SinchReason struct {
 	SubCode     string `json:"sub_code,omitempty"`
 }
 
+// UnmarshalJSON takes the documented object, and also a bare string, which
+// Sinch's documented SMS, MMS and Viber Business delivery reports carry as
+// "reason": "" (a non-empty string is taken as the code).
+func (r *SinchReason) UnmarshalJSON(b []byte) error {
+	*r = SinchReason{}
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &r.Code)
+	}
+	type plain SinchReason
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		// Not an object either: the reason is not worth refusing a
+		// delivery report for.
+		return nil
+	}
+	*r = SinchReason(p)
+	return nil
+}
+
 // SinchFallback is a channel message the Conversation API could not map.
 type SinchFallback struct {
 	RawMessage string       `json:"raw_message,omitempty"`
@@ -264,24 +335,33 @@ type SinchDeliveryReport struct {
 }
 
 // DecodeSinchCallback decodes a Sinch callback body. Unknown fields are
-// ignored, and a trigger key it does not know is kept as the trigger rather
-// than rejected, so a new Sinch trigger is stored, not lost. It fails, with an
-// error wrapping ErrInvalidPayload, on a body that is not a JSON object, has
-// no app_id or no trigger payload, or misses a required field of a known
-// trigger. Keys match as encoding/json matches them (case-insensitively).
+// ignored, a field of an unexpected type is left at its zero value, an empty
+// app_id is a project-level callback, and a trigger key it does not know is
+// kept as the trigger rather than rejected, so a new Sinch trigger is
+// stored, not lost. It fails, with an error wrapping ErrInvalidPayload, only
+// on what makes a callback impossible to store under the contract: a body
+// that is not a JSON object, one with no trigger payload, or a message or
+// delivery report without the ids its dedup id is made of (or with ids over
+// MaxIDBytes). Keys match as encoding/json matches them
+// (case-insensitively).
 //
 // A callback of a known trigger is decoded in one pass over the body; only
 // callbacks without one are scanned again for unknown trigger keys.
 func DecodeSinchCallback(body []byte) (*SinchCallback, error) {
-	var w sinchWire
-	if err := json.Unmarshal(body, &w); err != nil {
-		return nil, explainSinch(body, err)
-	}
-	if w.AppID == "" {
-		if !isObject(body) {
+	if !isObject(body) {
+		if json.Valid(body) {
 			return nil, &FieldError{Field: "callback", Problem: "must be a JSON object"}
 		}
-		return nil, missing("app_id")
+		return nil, explainSinch(body, errors.New("not JSON"))
+	}
+	var w sinchWire
+	if err := json.Unmarshal(body, &w); err != nil {
+		var te *json.UnmarshalTypeError
+		if !errors.As(err, &te) {
+			return nil, explainSinch(body, err)
+		}
+		// A field of another type than documented: encoding/json decoded
+		// everything else, and a field ccrelay needs is checked below.
 	}
 	cb := &SinchCallback{SinchEnvelope: w.SinchEnvelope, Known: true}
 	found := 0
@@ -302,6 +382,9 @@ func DecodeSinchCallback(body []byte) (*SinchCallback, error) {
 		}
 		found++
 		cb.Trigger, cb.Payload = r.t, r.raw
+	}
+	if err := CheckToken("app_id", cb.AppID); err != nil {
+		return nil, err
 	}
 	switch {
 	case found > 1:
@@ -414,6 +497,9 @@ func unknownTrigger(body []byte, cb *SinchCallback) (*SinchCallback, error) {
 	case 0:
 		return nil, &FieldError{Field: "callback", Problem: "has no trigger payload"}
 	case 1:
+		if err := CheckToken("trigger key "+fmt.Sprintf("%.32q", unknown[0]), strings.ToLower(unknown[0])); err != nil {
+			return nil, err
+		}
 		cb.Trigger, cb.Payload = SinchTrigger(strings.ToUpper(unknown[0])), top[unknown[0]]
 	default:
 		cb.Trigger = SinchOtherTrigger
@@ -483,23 +569,14 @@ func decodeChecked[T any](raw json.RawMessage, what string, check func(*T) error
 	return check(&v)
 }
 
+// checkInbound checks what the dedup id of an inbound message is made of.
+// The rest (what kind of message, its media URL) is the processors'
+// business: a message ccrelay cannot act on is still stored.
 func checkInbound(m *SinchInboundMessage) error {
 	if m.ID == "" {
 		return missing("message.id")
 	}
-	if m.ContactMessage == nil {
-		return missing("message.contact_message")
-	}
-	cm := m.ContactMessage
-	switch {
-	case cm.MediaMessage != nil && cm.MediaMessage.URL == "":
-		return missing("message.contact_message.media_message.url")
-	case cm.MediaCardMessage != nil && cm.MediaCardMessage.URL == "":
-		return missing("message.contact_message.media_card_message.url")
-	case cm.ChoiceResponseMessage != nil && cm.ChoiceResponseMessage.MessageID == "":
-		return missing("message.contact_message.choice_response_message.message_id")
-	}
-	return nil
+	return checkID("message.id", m.ID)
 }
 
 func checkDeliveryReport(r *SinchDeliveryReport) error {
@@ -508,6 +585,36 @@ func checkDeliveryReport(r *SinchDeliveryReport) error {
 	}
 	if r.Status == "" {
 		return missing("message_delivery_report.status")
+	}
+	if err := checkID("message_delivery_report.message_id", r.MessageID); err != nil {
+		return err
+	}
+	if err := checkID("message_delivery_report.status", string(r.Status)); err != nil {
+		return err
+	}
+	return checkID("message_delivery_report.channel_identity.channel", r.ChannelIdentity.Channel)
+}
+
+// checkID bounds an id that goes into a dedup id, a subject or a key, and
+// refuses control characters and invalid UTF-8: a dedup id is also a NATS
+// header value, where a CR or LF would end the header.
+func checkID(field, v string) error {
+	if len(v) > MaxIDBytes {
+		return &FieldError{Field: field, Problem: fmt.Sprintf("is longer than %d bytes", MaxIDBytes)}
+	}
+	return checkText(field, v)
+}
+
+// checkText refuses control characters and invalid UTF-8 in a value that
+// becomes a header.
+func checkText(field, v string) error {
+	if !utf8.ValidString(v) {
+		return &FieldError{Field: field, Problem: "is not valid UTF-8"}
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] == 0x7f {
+			return &FieldError{Field: field, Problem: "holds a control character"}
+		}
 	}
 	return nil
 }

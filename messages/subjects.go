@@ -67,10 +67,44 @@ func (s Subjects) Inbound() string { return s.prefix + ".in.>" }
 // DeadLetters is the filter that matches every dead letter.
 func (s Subjects) DeadLetters() string { return s.prefix + ".dlq.>" }
 
+// SinchProjectApp is the app token of project-level Sinch callbacks, which
+// carry "app_id": "" (contact and capability notifications belong to the
+// project, not to an app). Sinch app ids are upper-case ULIDs, so no app id
+// Sinch issues reads the same.
+const SinchProjectApp = "_project"
+
+// MaxTokenBytes bounds a subject token after escaping. NATS closes the
+// connection of a client that publishes a subject of several KiB, so a
+// value from a request that would make a longer token is refused (400)
+// before it gets near a subject.
+const MaxTokenBytes = 128
+
 // Sinch is the subject of a Sinch Conversation API callback. trigger is the
-// callback's trigger name (e.g. MESSAGE_INBOUND); it is lower-cased.
+// callback's trigger name (e.g. MESSAGE_INBOUND); it is lower-cased. An
+// empty appID is SinchProjectApp.
 func (s Subjects) Sinch(trigger, appID string) string {
-	return s.join(SourceSinch, EscapeToken(strings.ToLower(trigger)), EscapeToken(appID))
+	app := SinchProjectApp
+	if appID != "" {
+		app = EscapeToken(appID)
+	}
+	return s.join(SourceSinch, EscapeToken(strings.ToLower(trigger)), app)
+}
+
+// CheckToken checks that v, escaped, fits in a subject token. field names v
+// in the error, which wraps ErrInvalidPayload.
+func CheckToken(field, v string) error {
+	n := 0
+	for i := 0; i < len(v); i++ {
+		if isPlain(v[i]) {
+			n++
+		} else {
+			n += 3
+		}
+	}
+	if n > MaxTokenBytes {
+		return &FieldError{Field: field, Problem: fmt.Sprintf("is too long for a subject token (at most %d bytes once escaped)", MaxTokenBytes)}
+	}
+	return nil
 }
 
 // ContactPro is the subject of a Contact Pro event-driven integration call.

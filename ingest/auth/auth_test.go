@@ -83,8 +83,15 @@ func TestAuthenticator(t *testing.T) {
 		{"bearer", func(h map[string]string) { h["Authorization"] = "Bearer good" }, "bearer", nil},
 		{"bearer lower-case scheme", func(h map[string]string) { h["Authorization"] = "bearer good" }, "bearer", nil},
 		{"bearer bad", func(h map[string]string) { h["Authorization"] = "Bearer bad" }, "", auth.ErrBadCredentials},
-		{"digest", func(h map[string]string) { h["Authorization"] = "Digest x" }, "", auth.ErrBadCredentials},
+		{"digest not configured", func(h map[string]string) { h["Authorization"] = "Digest x" }, "", auth.ErrBadCredentials},
 		{"nothing", func(map[string]string) {}, "", auth.ErrNoCredentials},
+		// Any configured credential the request carries is enough: Sinch's
+		// documented Contact Pro example sends an Authorization header of its
+		// own beside the API key.
+		{"api key beside a foreign basic", func(h map[string]string) { h["Authorization"] = "Basic b3RoZXI6eA=="; h["x-api-key"] = "key" }, "api_key", nil},
+		{"api key beside an unknown scheme", func(h map[string]string) { h["Authorization"] = "AWS4-HMAC-SHA256 x"; h["x-api-key"] = "key" }, "api_key", nil},
+		{"basic beside a wrong api key", func(h map[string]string) { h["Authorization"] = "Basic dTpw"; h["x-api-key"] = "nope" }, "basic", nil},
+		{"both wrong", func(h map[string]string) { h["Authorization"] = "Basic dTpx"; h["x-api-key"] = "nope" }, "", auth.ErrBadCredentials},
 	} {
 		r := httptest.NewRequest("POST", "/", nil)
 		h := map[string]string{}
@@ -100,7 +107,7 @@ func TestAuthenticator(t *testing.T) {
 	if _, err := (&auth.Authenticator{APIKeyHeader: "x-api-key"}).Authenticate(httptest.NewRequest("POST", "/", nil)); !errors.Is(err, auth.ErrNotConfigured) {
 		t.Errorf("unconfigured: %v", err)
 	}
-	if ch := a.Challenge(); !strings.Contains(ch, "Basic") || !strings.Contains(ch, "Bearer") {
+	if ch := strings.Join(a.Challenges(false), "\n"); !strings.Contains(ch, "Basic") || !strings.Contains(ch, "Bearer") {
 		t.Errorf("challenge %q", ch)
 	}
 }

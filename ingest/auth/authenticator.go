@@ -55,68 +55,104 @@ type Principal struct {
 }
 
 // Authenticator accepts a request carrying any one of the configured kinds
-// of credentials: HTTP basic, an API key header, or a bearer token.
+// of credentials: HTTP basic, HTTP digest, a bearer token, or an API key
+// header.
 type Authenticator struct {
 	// APIKeyHeader is the header that carries an API key (x-api-key).
 	APIKeyHeader string
 	APIKeys      SecretList
 	Basic        Credentials
+	// Digest checks digest credentials; nil accepts none.
+	Digest *Digest
 	// Bearer verifies tokens; nil accepts none.
 	Bearer TokenVerifier
 }
 
 // Configured reports whether any credential is configured.
 func (a *Authenticator) Configured() bool {
-	return len(a.APIKeys) > 0 || len(a.Basic) > 0 || (a.Bearer != nil && a.Bearer.Enabled())
+	return len(a.APIKeys) > 0 || len(a.Basic) > 0 || a.Digest != nil || (a.Bearer != nil && a.Bearer.Enabled())
 }
 
-// Challenge is the WWW-Authenticate value for the configured kinds.
-func (a *Authenticator) Challenge() string {
+// Challenges are the WWW-Authenticate values for the configured kinds.
+// stale marks the answer to an expired digest nonce.
+func (a *Authenticator) Challenges(stale bool) []string {
 	var c []string
+	if a.Digest != nil {
+		c = append(c, a.Digest.Challenges(stale)...)
+	}
 	if len(a.Basic) > 0 {
 		c = append(c, `Basic realm="ccrelay", charset="UTF-8"`)
 	}
 	if a.Bearer != nil && a.Bearer.Enabled() {
 		c = append(c, `Bearer realm="ccrelay"`)
 	}
-	return strings.Join(c, ", ")
+	return c
 }
 
-// Authenticate checks r. The Authorization header, when present, decides the
-// kind (Basic or Bearer); otherwise the API key header is checked.
+// Authenticate checks r. Every kind of credential the request carries is
+// tried, and any one that matches is enough: a sender may send an
+// Authorization header of its own beside the API key it was configured with
+// (Sinch's documented Contact Pro example does). It fails with
+// ErrNoCredentials when the request carries none, ErrStaleNonce when the
+// only failure is an expired digest nonce, else ErrBadCredentials.
 func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	if !a.Configured() {
 		return Principal{}, ErrNotConfigured
 	}
+	var errs []error
 	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, rest, _ := strings.Cut(h, " ")
-		switch {
-		case strings.EqualFold(scheme, "basic"):
-			user, pass, ok := r.BasicAuth()
-			if !ok {
-				return Principal{}, fmt.Errorf("%w: malformed basic credentials", ErrBadCredentials)
-			}
-			if len(a.Basic) == 0 || !a.Basic.Check(user, pass) {
-				return Principal{}, fmt.Errorf("%w: basic", ErrBadCredentials)
-			}
-			return Principal{Method: "basic", Name: user}, nil
-		case strings.EqualFold(scheme, "bearer"):
-			if a.Bearer == nil || !a.Bearer.Enabled() {
-				return Principal{}, fmt.Errorf("%w: bearer tokens are not accepted here", ErrBadCredentials)
-			}
-			sub, err := a.Bearer.Verify(r.Context(), strings.TrimSpace(rest))
-			if err != nil {
-				return Principal{}, fmt.Errorf("%w: bearer: %w", ErrBadCredentials, err)
-			}
-			return Principal{Method: "bearer", Name: sub}, nil
+		p, err := a.authorization(r, h)
+		if err == nil {
+			return p, nil
 		}
-		return Principal{}, fmt.Errorf("%w: unsupported Authorization scheme", ErrBadCredentials)
+		errs = append(errs, err)
 	}
 	if k := r.Header.Get(a.APIKeyHeader); k != "" {
 		if i, ok := a.APIKeys.Match(k); ok {
 			return Principal{Method: "api_key", Name: fmt.Sprintf("key#%d", i+1)}, nil
 		}
-		return Principal{}, fmt.Errorf("%w: api key", ErrBadCredentials)
+		errs = append(errs, fmt.Errorf("%w: api key", ErrBadCredentials))
 	}
-	return Principal{}, ErrNoCredentials
+	switch {
+	case len(errs) == 0:
+		return Principal{}, ErrNoCredentials
+	case len(errs) == 1 && errors.Is(errs[0], ErrStaleNonce):
+		return Principal{}, errs[0]
+	}
+	return Principal{}, fmt.Errorf("%w: %w", ErrBadCredentials, errors.Join(errs...))
+}
+
+// authorization checks an Authorization header of a scheme ccrelay takes.
+func (a *Authenticator) authorization(r *http.Request, h string) (Principal, error) {
+	scheme, rest, _ := strings.Cut(h, " ")
+	switch {
+	case strings.EqualFold(scheme, "basic"):
+		user, pass, ok := r.BasicAuth()
+		if !ok {
+			return Principal{}, fmt.Errorf("%w: malformed basic credentials", ErrBadCredentials)
+		}
+		if len(a.Basic) == 0 || !a.Basic.Check(user, pass) {
+			return Principal{}, fmt.Errorf("%w: basic", ErrBadCredentials)
+		}
+		return Principal{Method: "basic", Name: user}, nil
+	case strings.EqualFold(scheme, "digest"):
+		if a.Digest == nil {
+			return Principal{}, fmt.Errorf("%w: digest credentials are not accepted here", ErrBadCredentials)
+		}
+		user, err := a.Digest.Verify(r, rest)
+		if err != nil {
+			return Principal{}, err
+		}
+		return Principal{Method: "digest", Name: user}, nil
+	case strings.EqualFold(scheme, "bearer"):
+		if a.Bearer == nil || !a.Bearer.Enabled() {
+			return Principal{}, fmt.Errorf("%w: bearer tokens are not accepted here", ErrBadCredentials)
+		}
+		sub, err := a.Bearer.Verify(r.Context(), strings.TrimSpace(rest))
+		if err != nil {
+			return Principal{}, fmt.Errorf("%w: bearer: %w", ErrBadCredentials, err)
+		}
+		return Principal{Method: "bearer", Name: sub}, nil
+	}
+	return Principal{}, fmt.Errorf("%w: unsupported Authorization scheme", ErrBadCredentials)
 }

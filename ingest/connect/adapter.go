@@ -54,6 +54,9 @@ func (a *Adapter) Event(_ context.Context, _ *http.Request, body []byte, _ time.
 	if err != nil {
 		return nil, err
 	}
+	if err := ev.CheckInstance(); err != nil {
+		return nil, err
+	}
 	source := ev.Detail.InstanceArn
 	if source == "" {
 		source = "/connect/" + ev.InstanceID()
@@ -61,7 +64,7 @@ func (a *Adapter) Event(_ context.Context, _ *http.Request, body []byte, _ time.
 	return &ingest.Accepted{
 		Event: messages.Event{
 			Subject: a.subjects.ContactLens(ev.InstanceID()),
-			ID:      ev.ID,
+			ID:      ev.DedupID(),
 			Source:  source,
 			Type:    messages.TypeContactLensPostCall,
 			Time:    ev.Time,

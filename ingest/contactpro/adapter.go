@@ -7,7 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"strings"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +22,10 @@ import (
 type Config struct {
 	// Auth: CCRELAY_CONTACTPRO_API_KEYS, _API_KEY_HEADER, _BASIC_USERS.
 	Auth auth.Settings `envPrefix:"CONTACTPRO_"`
+	// DigestUsers are accepted with HTTP digest (RFC 7616, MD5 or SHA-256,
+	// qop=auth), Contact Pro's "digest:<user>" authentication:
+	// "user:password,...".
+	DigestUsers auth.Credentials `env:"CONTACTPRO_DIGEST_USERS"`
 }
 
 // CredentialHeaders returns the headers in which Contact Pro passes the
@@ -31,15 +35,16 @@ func CredentialHeaders() []string {
 	return []string{"x-cmi-api-key", "x-cmi-password", "x-sap-v1-password"}
 }
 
-// knownEvents are Contact Pro's conversation events, for the bounded type
-// label of metrics.
+// knownEvent reports whether e is one of Contact Pro's conversation events,
+// for the bounded type label of metrics.
 func knownEvent(e string) bool {
-	switch e {
-	case "received", "queued", "allocated", "accepted", "rejected", "transferred",
-		"forwarded", "ended", "abandoned", "closed", messages.ContactProNoEvent:
-		return true
-	}
-	return false
+	return e == messages.ContactProNoEvent || slices.Contains(messages.ContactProEvents, e)
+}
+
+// Rules implements ingest.RuleSetter: Contact Pro's integrations may use any
+// of these methods and send no body.
+func (a *Adapter) Rules() ingest.Rules {
+	return ingest.Rules{Methods: []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, EmptyBody: true}
 }
 
 // Adapter is the Contact Pro ingest adapter.
@@ -57,12 +62,21 @@ type Adapter struct {
 // New returns the adapter. bearer may be nil.
 func New(cfg Config, bearer auth.TokenVerifier, keys seal.KeyRing, subjects messages.Subjects, m *ingest.Metrics, logger *slog.Logger) *Adapter {
 	return &Adapter{
-		authn:    cfg.Auth.Authenticator(bearer),
+		authn:    cfg.authenticator(bearer),
 		subjects: subjects,
 		keys:     keys,
 		metrics:  m,
 		logger:   logger,
 	}
+}
+
+// Configured reports whether any credential is configured besides tokens.
+func (c Config) Configured() bool { return c.Auth.Configured() || len(c.DigestUsers) > 0 }
+
+func (c Config) authenticator(bearer auth.TokenVerifier) *auth.Authenticator {
+	a := c.Auth.Authenticator(bearer)
+	a.Digest = auth.NewDigest(c.DigestUsers, "ccrelay")
+	return a
 }
 
 // Source implements ingest.Adapter.
@@ -78,39 +92,36 @@ const MaxPathToken = 64
 
 // Event implements ingest.Adapter.
 func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, _ time.Time) (*ingest.Accepted, error) {
-	integration := strings.ToLower(r.PathValue("integration"))
-	event := strings.ToLower(r.PathValue("event"))
-	if event == "" {
-		event = messages.ContactProNoEvent
-	}
-	if len(integration) > MaxPathToken || len(event) > MaxPathToken || integration == "" {
+	integration, pathEvent := r.PathValue("integration"), r.PathValue("event")
+	if len(integration) > MaxPathToken || len(pathEvent) > MaxPathToken || integration == "" {
 		return nil, ingest.Errorf(http.StatusBadRequest, ingest.CodeInvalidPath, "integration and event names must be 1 to %d bytes", MaxPathToken)
 	}
-	if integration == messages.IntegrationChatAttachments {
+	call, err := messages.NewContactProCall(integration, pathEvent, r.PathValue("rest"), r.Method, r.URL.Query(), body)
+	if err != nil {
+		return nil, err
+	}
+	if call.Integration == messages.IntegrationChatAttachments {
 		if _, err := messages.DecodeChatAttachmentsCall(body); err != nil {
 			return nil, err
 		}
-	}
-	id, err := messages.ContactProDedupID(integration, event, body)
-	if err != nil {
-		return nil, err
 	}
 	sealed, err := a.sealCredentials(r.Header)
 	if err != nil {
 		return nil, err
 	}
 	typ := "other"
-	if knownEvent(event) {
-		typ = event
+	if knownEvent(call.Event) {
+		typ = call.Event
 	}
 	return &ingest.Accepted{
 		Event: messages.Event{
-			Subject: a.subjects.ContactPro(integration, event),
-			ID:      id,
-			Source:  "/contactpro/" + integration,
-			Type:    messages.TypeContactProPrefix + integration + "." + event,
+			Subject: a.subjects.ContactPro(call.Integration, call.Event),
+			ID:      call.DedupID(),
+			Source:  "/contactpro/" + call.Integration,
+			Type:    messages.TypeContactProPrefix + call.Integration + "." + call.Event,
 			Body:    body,
 			Sealed:  sealed,
+			Request: messages.Request{Method: call.Method, Path: call.Path, Query: call.RedactedQuery()},
 		},
 		Type: typ,
 	}, nil

@@ -78,9 +78,9 @@ func warnUnconfigured(st Settings, tokens bool, logger *slog.Logger) {
 		logger.Warn("sinch: no webhook secret configured; POST /v1/sinch/{service} refuses every callback with 401",
 			"set", "CCRELAY_SINCH_WEBHOOK_SECRETS=<service>:<secret>", "or", "ccrelay serve --demo")
 	}
-	if !st.ContactPro.Auth.Configured() && !tokens {
+	if !st.ContactPro.Configured() && !tokens {
 		logger.Warn("contactpro: no credentials configured; /v1/contactpro/... refuses every call with 401",
-			"set", "CCRELAY_CONTACTPRO_API_KEYS, CCRELAY_CONTACTPRO_BASIC_USERS or CCRELAY_OAUTH_CLIENTS", "or", "ccrelay serve --demo")
+			"set", "CCRELAY_CONTACTPRO_API_KEYS, CCRELAY_CONTACTPRO_BASIC_USERS, CCRELAY_CONTACTPRO_DIGEST_USERS or CCRELAY_OAUTH_CLIENTS", "or", "ccrelay serve --demo")
 	}
 	if !st.Connect.Auth.Configured() && !tokens {
 		logger.Warn("connect: no credentials configured; POST /v1/connect/events refuses every event with 401",

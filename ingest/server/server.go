@@ -97,6 +97,7 @@ func New(cfg Config, routes Routes, logger *slog.Logger) *Server {
 	mux.Handle("/v1/sinch/{service}", p.Handler(routes.Sinch))
 	mux.Handle("/v1/contactpro/{integration}", p.Handler(routes.ContactPro))
 	mux.Handle("/v1/contactpro/{integration}/{event}", p.Handler(routes.ContactPro))
+	mux.Handle("/v1/contactpro/{integration}/{event}/{rest...}", p.Handler(routes.ContactPro))
 	mux.Handle("/v1/connect/events", p.Handler(routes.Connect))
 	if routes.Token != nil {
 		mux.Handle("/oauth/token", routes.Token)

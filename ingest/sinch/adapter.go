@@ -54,7 +54,8 @@ func New(cfg Config, subjects messages.Subjects, nonces NonceGuard) *Adapter {
 // Source implements ingest.Adapter.
 func (a *Adapter) Source() string { return messages.SourceSinch }
 
-const challenge = `Sinch-Signature realm="ccrelay"`
+// challenge is the WWW-Authenticate value of refused callbacks.
+var challenge = []string{`Sinch-Signature realm="ccrelay"`}
 
 // Authorize refuses services with no secret before the body is read.
 func (a *Adapter) Authorize(r *http.Request) error {

@@ -60,6 +60,10 @@ func mustDecode(s string) []byte {
 func FuzzVerify(f *testing.F) {
 	f.Add("secret", []byte(`{"app_id":"A"}`), "nonce", "1634579353", "")
 	f.Add("s", []byte{}, "", "", "AAAA")
+	vs, bodies := loadVectors(f)
+	for i, v := range vs {
+		f.Add(v.Secret, bodies[i], v.Nonce, v.Timestamp, v.Signature)
+	}
 	f.Fuzz(func(t *testing.T, secret string, body []byte, nonce, ts, sig string) {
 		if secret == "" {
 			return

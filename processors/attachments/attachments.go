@@ -114,7 +114,7 @@ func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 		if err != nil {
 			return true, "" // Handle dead-letters what it cannot decode
 		}
-		if cb.Message == nil || cb.Message.ContactMessage.MediaMessage == nil {
+		if cb.Message.Media() == nil {
 			return false, "not a media message"
 		}
 	case strings.HasPrefix(ev.Subject, in+messages.SourceContactPro+"."):
@@ -154,10 +154,10 @@ func (p *Processor) stage(ctx context.Context, ev *processors.Event) error {
 	if err != nil {
 		return processors.Permanent(err)
 	}
-	if cb.Message == nil || cb.Message.ContactMessage.MediaMessage == nil {
+	if cb.Message.Media() == nil {
 		return processors.Ignored("not a media message")
 	}
-	media := cb.Message.ContactMessage.MediaMessage
+	media := cb.Message.Media()
 	name := objectName(cb.AppID, cb.Message.ID)
 	if _, err := p.store.GetInfo(ctx, name); err == nil {
 		return nil // staged by an earlier delivery

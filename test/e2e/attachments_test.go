@@ -182,7 +182,9 @@ func TestAttachments(t *testing.T) {
 
 	// 4. Replaying the stored call with the NATS CLI: skipped by the ledger.
 	before := len(e.sap.Requests())
-	republishBody(t, d, d.subjects.ContactPro("chat-attachments", "ended"), fmt.Appendf(nil, `{"contact_id":"guid-1"}`))
+	// The stored body, byte for byte, as `nats stream get | nats pub` does.
+	republishBody(t, d, d.subjects.ContactPro("chat-attachments", "ended"), fmt.Appendf(nil, `{"cmi_url":%q,"cmi_user":%q,"sap_v1":{"url":%q,"user":%q},"contact_id":%q}`,
+		e.cmi.CMIURL(), cmiUser, e.sap.URL, c4cUser, "guid-1"))
 	eventually(t, "replay skipped", func() bool { return d.processed("attachments", "skipped_duplicate") >= 1 })
 	if after := len(e.sap.Requests()); after != before {
 		t.Errorf("a replay reached SAP: %d requests", after-before)

@@ -65,8 +65,8 @@ func sinchSuite(t *testing.T, natsURL string) {
 		t.Errorf("stored body differs from the request body")
 	}
 	for k, want := range map[string]string{
-		"Nats-Msg-Id":    "01MSGINBOUND000000000000001",
-		"ce-id":          "01MSGINBOUND000000000000001",
+		"Nats-Msg-Id":    "sinch:inbound:01MSGINBOUND000000000000001",
+		"ce-id":          "sinch:inbound:01MSGINBOUND000000000000001",
 		"ce-specversion": "1.0",
 		"ce-source":      "/sinch/svc1",
 		"ce-type":        "com.sinch.conversation.message_inbound",
@@ -105,7 +105,7 @@ func sinchSuite(t *testing.T, natsURL string) {
 			t.Fatalf("delivery %s: %d %s", st, r.status, r.body)
 		}
 		m := d.stored(r)
-		if got := m.Header.Get("Nats-Msg-Id"); got != "01OUTBOUND:"+st {
+		if got := m.Header.Get("Nats-Msg-Id"); got != "sinch:delivery:01OUTBOUND:"+st+":SINCH_CHAT" {
 			t.Errorf("delivery dedup id %q", got)
 		}
 		if !strings.HasSuffix(m.Subject, ".in.sinch.message_delivery."+appID) {
@@ -130,7 +130,7 @@ func sinchSuite(t *testing.T, natsURL string) {
 		t.Errorf("unknown trigger subject %q, want %q", um.Subject, want)
 	}
 	sum := sha256.Sum256(ub)
-	if got := um.Header.Get("Nats-Msg-Id"); got != hex.EncodeToString(sum[:]) {
+	if got := um.Header.Get("Nats-Msg-Id"); got != "sinch:brand_new_notification:"+hex.EncodeToString(sum[:]) {
 		t.Errorf("unknown trigger dedup id %q", got)
 	}
 	if d.metric("ccrelay_ingest_published_total", map[string]string{"source": "sinch", "type": "other"}) != 1 {
@@ -295,7 +295,7 @@ func contactProSuite(t *testing.T, natsURL string) {
 	if want := d.subjects.Prefix() + ".in.contactpro.chat-attachments.ended"; msg.Subject != want {
 		t.Errorf("subject %q, want %q", msg.Subject, want)
 	}
-	if got := msg.Header.Get("Nats-Msg-Id"); got != "chat-attachments:ended:0a1b2c3d-contact-guid" {
+	if got := msg.Header.Get("Nats-Msg-Id"); got != cpDedupID(t, "chat-attachments", "Ended", "", body) || !strings.HasPrefix(got, "contactpro:chat-attachments:ended:0a1b2c3d-contact-guid:") {
 		t.Errorf("dedup id %q", got)
 	}
 	if got := msg.Header.Get("ce-type"); got != "com.sinch.contactpro.chat-attachments.ended" {
@@ -338,12 +338,11 @@ func contactProSuite(t *testing.T, natsURL string) {
 	if want := d.subjects.Prefix() + ".in.contactpro.crm-sync.any"; om.Subject != want {
 		t.Errorf("subject %q, want %q", om.Subject, want)
 	}
-	sum := sha256.Sum256(other)
-	if om.Header.Get("Nats-Msg-Id") != hex.EncodeToString(sum[:]) {
-		t.Errorf("dedup id of a body naming no contact should be its digest")
+	if got := om.Header.Get("Nats-Msg-Id"); got != cpDedupID(t, "crm-sync", "", "", other) || !strings.HasPrefix(got, "contactpro:crm-sync:any:-:") {
+		t.Errorf("dedup id of a body naming no contact: %q", got)
 	}
 	nested := []byte(`{"contact":{"id":"c-1","guid":"g-1"}}`)
-	if r := d.post("/v1/contactpro/crm-sync/Accepted", bh, nested); r.status != 202 || d.stored(r).Header.Get("Nats-Msg-Id") != "crm-sync:accepted:g-1" {
+	if r := d.post("/v1/contactpro/crm-sync/Accepted", bh, nested); r.status != 202 || !strings.HasPrefix(d.stored(r).Header.Get("Nats-Msg-Id"), "contactpro:crm-sync:accepted:g-1:") {
 		t.Fatalf("nested contact guid: %d %s", r.status, r.body)
 	}
 
@@ -365,7 +364,8 @@ func contactProSuite(t *testing.T, natsURL string) {
 		{"wrong password", "/v1/contactpro/chat-attachments/ended", wrongBasic, body, 401, "unauthorized"},
 		{"missing contact_id", "/v1/contactpro/chat-attachments/ended", bh, []byte(`{"cmi_url":"https://x.test"}`), 400, "invalid_payload"},
 		{"bad cmi_url", "/v1/contactpro/chat-attachments/ended", bh, []byte(`{"contact_id":"c","cmi_url":"ftp://x"}`), 400, "invalid_payload"},
-		{"not an object", "/v1/contactpro/crm-sync", bh, []byte(`[1,2]`), 400, "invalid_payload"},
+		{"not JSON", "/v1/contactpro/crm-sync", bh, []byte(`{"a":`), 400, "invalid_payload"},
+		{"contact id with CRLF", "/v1/contactpro/crm-sync", bh, []byte(`{"contact_id":"a\r\nNats-Msg-Id: x"}`), 400, "invalid_payload"},
 		{"long event", "/v1/contactpro/crm-sync/" + strings.Repeat("e", 80), bh, other, 400, "invalid_path"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -415,7 +415,7 @@ func connectSuite(t *testing.T, natsURL string) {
 		t.Errorf("subject %q, want %q", m.Subject, want)
 	}
 	for k, want := range map[string]string{
-		"Nats-Msg-Id": "5f1e2d3c-event",
+		"Nats-Msg-Id": "connect:123456789012:5f1e2d3c-event",
 		"ce-source":   "arn:aws:connect:eu-central-1:123456789012:instance/" + instanceID,
 		"ce-type":     "aws.connect.ContactLensPostCallRulesMatched",
 		"ce-time":     "2026-11-21T09:58:00Z",
@@ -481,4 +481,14 @@ func health(t *testing.T, natsURL string) {
 	if r := d.do(0, "GET", "/readyz", nil, nil); r.status != 503 {
 		t.Errorf("readyz without the stream: %d", r.status)
 	}
+}
+
+// cpDedupID is the dedup id of a Contact Pro POST, computed by the contract.
+func cpDedupID(t *testing.T, integration, event, rest string, body []byte) string {
+	t.Helper()
+	c, err := messages.NewContactProCall(integration, event, rest, "POST", nil, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.DedupID()
 }

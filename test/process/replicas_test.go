@@ -26,7 +26,7 @@ func analysis(summary string) []byte {
 
 func contactLensEvent(id, contact string) []byte {
 	return fmt.Appendf(nil, `{"version":"0","id":%q,"detail-type":"Contact Lens Post Call Rules Matched","source":"aws.connect","time":"2026-11-21T09:58:00Z",
-"detail":{"instanceArn":"arn:aws:connect:eu-central-1:1:instance/inst-1","contactArn":"arn:aws:connect:eu-central-1:1:instance/inst-1/contact/%s"}}`, id, contact)
+"detail":{"instanceArn":"arn:aws:connect:eu-central-1:1:instance/b1e4f6a2-0000-4000-8000-000000000001","contactArn":"arn:aws:connect:eu-central-1:1:instance/b1e4f6a2-0000-4000-8000-000000000001/contact/%s"}}`, id, contact)
 }
 
 type summariesWorld struct {

@@ -208,7 +208,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 					return
 				case status == http.StatusAccepted:
 					mu.Lock()
-					acked = append(acked, id)
+					acked = append(acked, "sinch:inbound:"+id)
 					mu.Unlock()
 				default:
 					refused.Add(1)
