@@ -70,7 +70,10 @@ func TestDigest(t *testing.T) {
 	good := digestClient(t, ch[0], "POST", uri, "cp", "s3cret")
 	for name, tamper := range map[string]func(r *http.Request){
 		"other method": func(r *http.Request) { r.Method = "DELETE" },
-		"other uri":    func(r *http.Request) { r.URL.RawQuery = "x=2"; r.RequestURI = "/v1/contactpro/lifecycle/Allocated/5d3b0a4e?x=2" },
+		"other uri": func(r *http.Request) {
+			r.URL.RawQuery = "x=2"
+			r.RequestURI = "/v1/contactpro/lifecycle/Allocated/5d3b0a4e?x=2"
+		},
 		"forged nonce": func(r *http.Request) {
 			r.Header.Set("Authorization", regexp.MustCompile(`nonce="[^"]+"`).ReplaceAllString(good, `nonce="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"`))
 		},
