@@ -625,3 +625,42 @@ func isObject(raw json.RawMessage) bool {
 	raw = bytes.TrimSpace(raw)
 	return len(raw) > 0 && raw[0] == '{'
 }
+
+// Enumerations Sinch documents, for metric labels: a label takes a value
+// from one of these or "other", never a value a caller chose, so no caller
+// can create series without bound. From the Conversation API's
+// ConversationChannel and ReasonCode enums (and the channel pages for
+// VIBER, SINCH_CHAT and SINCH_PUSH).
+var (
+	SinchChannels = NewEnum("APPLEBC", "INSTAGRAM", "KAKAOTALK", "KAKAOTALKCHAT", "LINE", "MESSENGER", "MMS", "RCS", "SMS",
+		"TELEGRAM", "VIBER", "VIBERBM", "WECHAT", "WHATSAPP", "SINCH_CHAT", "SINCH_PUSH")
+	SinchDeliveryStatuses = NewEnum(string(StatusQueuedOnChannel), string(StatusDelivered), string(StatusRead),
+		string(StatusFailed), string(StatusSwitchingChannel))
+	SinchReasonCodes = NewEnum("BAD_REQUEST", "CHANNEL_BAD_CONFIGURATION", "CHANNEL_CONFIGURATION_MISSING", "CHANNEL_FAILURE",
+		"CHANNEL_REJECT", "CONTACT_NOT_FOUND", "DELIVERY_REJECTED_DUE_TO_POLICY", "DELIVERY_TIMED_OUT", "INTERNAL_ERROR",
+		"MEDIA_NOT_REACHABLE", "MEDIA_TOO_LARGE", "MEDIA_TYPE_UNSUPPORTED", "NO_CHANNELS_LEFT", "NO_CHANNEL_IDENTITY_FOR_CONTACT",
+		"NO_PERMISSION", "NO_PROFILE_AVAILABLE", "OUTSIDE_ALLOWED_SENDING_WINDOW", "RATE_LIMITED",
+		"RECIPIENT_INVALID_CHANNEL_IDENTITY", "RECIPIENT_NOT_OPTED_IN", "RECIPIENT_NOT_REACHABLE",
+		"TEMPLATE_INSUFFICIENT_PARAMETERS", "TEMPLATE_NON_EXISTING_LANGUAGE_OR_VERSION", "TEMPLATE_NOT_FOUND", "UNKNOWN",
+		"UNKNOWN_APP", "UNSUPPORTED_OPERATION")
+)
+
+// Enum is a closed set of label values.
+type Enum map[string]struct{}
+
+// NewEnum is the set of vs.
+func NewEnum(vs ...string) Enum {
+	e := make(Enum, len(vs))
+	for _, v := range vs {
+		e[v] = struct{}{}
+	}
+	return e
+}
+
+// Label is v when the set holds it, else "other".
+func (e Enum) Label(v string) string {
+	if _, ok := e[v]; ok {
+		return v
+	}
+	return "other"
+}

@@ -6,6 +6,7 @@ package deliveries
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,11 +107,20 @@ func (p *Processor) Processor(subjects messages.Subjects) processors.Processor {
 	return processors.Processor{Name: Name, Filter: []string{subjects.SinchFilter(messages.TriggerMessageDelivery)}, Handler: p}
 }
 
-// Key is the KV key of a message id.
+// Key is the KV key of a message id. Sinch message ids are ULIDs and are
+// their own key; any other id (spaces, dots, non-ASCII, which a KV key
+// cannot hold or would split on) is "=" and its hex, which no plain id
+// starts with, so every id has a valid key of its own.
 func Key(messageID string) string {
-	// KV keys allow [-/_=.a-zA-Z0-9]; Sinch ids are ULIDs, but escape
-	// anything else rather than trust it.
-	return messages.EscapeToken(messageID)
+	plain := messageID != ""
+	for i := 0; i < len(messageID) && plain; i++ {
+		c := messageID[i]
+		plain = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+	}
+	if plain {
+		return messageID
+	}
+	return "=" + hex.EncodeToString([]byte(messageID))
 }
 
 // Lookup returns the kept status of messageID.
@@ -149,9 +159,9 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	}
 	reason := "none"
 	if r.Reason != nil && r.Reason.Code != "" {
-		reason = label(r.Reason.Code)
+		reason = messages.SinchReasonCodes.Label(r.Reason.Code)
 	}
-	p.reports.WithLabelValues(label(st.Channel), label(string(st.Status)), reason).Inc()
+	p.reports.WithLabelValues(messages.SinchChannels.Label(st.Channel), messages.SinchDeliveryStatuses.Label(string(st.Status)), reason).Inc()
 	return nil
 }
 
@@ -186,21 +196,4 @@ func (p *Processor) store(ctx context.Context, st Status) (bool, error) {
 		// Someone else wrote in between: look again.
 	}
 	return false, errors.New("store status: too much contention")
-}
-
-// label bounds a label value: Sinch's enums are short upper-case words.
-func label(v string) string {
-	if v == "" {
-		return "unknown"
-	}
-	if len(v) > 48 {
-		return "other"
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
-			return "other"
-		}
-	}
-	return v
 }

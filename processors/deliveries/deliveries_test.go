@@ -110,3 +110,36 @@ func TestConcurrentReportsKeepNewest(t *testing.T) {
 		t.Fatalf("kept %v, want the newest %v", got.EventTime, want)
 	}
 }
+
+// TestAnyMessageIDAndLabels: ids a KV key cannot hold as they are (the
+// Java SDK's "message id", dots, non-ASCII) are kept under keys of their
+// own, and caller-chosen channel and reason values fold into "other".
+func TestAnyMessageIDAndLabels(t *testing.T) {
+	p, reg := setup(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	ids := []string{"message id", "a.b.c", "ü-id", "=3d", "ULID01", "a/b", "*", ">"}
+	for _, id := range ids {
+		if err := p.Handle(ctx, report(id, "DELIVERED", t0, "")); err != nil {
+			t.Fatalf("%q: %v", id, err)
+		}
+	}
+	keys := map[string]string{}
+	for _, id := range ids {
+		got, err := p.Lookup(ctx, id)
+		if err != nil || got.MessageID != id {
+			t.Errorf("%q: kept %+v %v", id, got, err)
+		}
+		if prev, dup := keys[deliveries.Key(id)]; dup {
+			t.Errorf("%q and %q share key %q", id, prev, deliveries.Key(id))
+		}
+		keys[deliveries.Key(id)] = id
+	}
+	body := []byte(`{"app_id":"APP","message_delivery_report":{"message_id":"M9","status":"FAILED_SOMEHOW","channel_identity":{"channel":"MY_OWN_CHANNEL"},"reason":{"code":"ATTACKER_CHOSEN_1"}}}`)
+	if err := p.Handle(ctx, &processors.Event{ID: "x", Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	if v := metricstest.Value(t, reg, "ccrelay_delivery_reports_total", map[string]string{"channel": "other", "status": "other", "reason": "other"}); v != 1 {
+		t.Errorf("unknown values not folded into other: %v", v)
+	}
+}

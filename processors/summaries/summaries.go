@@ -54,6 +54,7 @@ type Processor struct {
 	c4c    *c4c.Client
 	logger *slog.Logger
 	chars  prometheus.Counter
+	failed *prometheus.CounterVec
 }
 
 // New returns the processor. It loads the AWS configuration now, so a
@@ -81,8 +82,12 @@ func New(ctx context.Context, cfg Config, client *c4c.Client, reg prometheus.Reg
 		chars: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ccrelay_summaries_written_characters_total",
 			Help: "Characters of call summaries written to SAP.",
-		})}
-	reg.MustRegister(p.chars)
+		}),
+		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_summaries_unavailable_total",
+			Help: "Calls whose analysis file reports the post-contact summary as FAILED, by Contact Lens failure code: nothing to write, not retried.",
+		}, []string{"failure_code"})}
+	reg.MustRegister(p.chars, p.failed)
 	return p, nil
 }
 
@@ -110,6 +115,15 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 		return err
 	}
 	summary, err := p.readSummary(ctx, key)
+	var failed *summaryFailed
+	if errors.As(err, &failed) {
+		// Contact Lens will not write this summary later: retrying for
+		// hours would change nothing. Counted and logged, not dead-lettered,
+		// as there is nothing for an operator to fix in ccrelay.
+		p.failed.WithLabelValues(failureCodes.Label(failed.code)).Inc()
+		p.logger.Info("no summary to write: Contact Lens reports it FAILED", "contact_id", contactID, "failure_code", failed.code, "analysis_key", key)
+		return processors.Ignored("the analysis file reports the summary as FAILED (" + failed.code + ")")
+	}
 	if err != nil {
 		return err
 	}
@@ -191,10 +205,23 @@ type analysis struct {
 		ContactSummary struct {
 			PostContactSummary struct {
 				Content string `json:"Content"`
+				// Status is COMPLETED or FAILED; FailureCode says why.
+				Status      string `json:"Status"`
+				FailureCode string `json:"FailureCode"`
 			} `json:"PostContactSummary"`
 		} `json:"ContactSummary"`
 	} `json:"ConversationCharacteristics"`
 }
+
+// summaryFailed is an analysis file whose summary Contact Lens failed to
+// generate.
+type summaryFailed struct{ code string }
+
+func (e *summaryFailed) Error() string { return "post-contact summary FAILED: " + e.code }
+
+// failureCodes are Contact Lens' PostContactSummary failure codes.
+var failureCodes = messages.NewEnum("QUOTA_EXCEEDED", "INSUFFICIENT_CONVERSATION_CONTENT", "FAILED_SAFETY_GUIDELINES",
+	"INVALID_ANALYSIS_CONFIGURATION", "INTERNAL_ERROR")
 
 func (p *Processor) readSummary(ctx context.Context, key string) (string, error) {
 	out, err := p.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(p.cfg.Bucket), Key: aws.String(key)})
@@ -206,7 +233,11 @@ func (p *Processor) readSummary(ctx context.Context, key string) (string, error)
 	if err := json.NewDecoder(io.LimitReader(out.Body, p.cfg.MaxFileBytes)).Decode(&a); err != nil {
 		return "", processors.Permanentf("analysis file %s is not valid JSON: %v", key, err)
 	}
-	s := a.ConversationCharacteristics.ContactSummary.PostContactSummary.Content
+	pcs := a.ConversationCharacteristics.ContactSummary.PostContactSummary
+	if strings.EqualFold(pcs.Status, "FAILED") {
+		return "", &summaryFailed{code: pcs.FailureCode}
+	}
+	s := pcs.Content
 	if strings.TrimSpace(s) == "" {
 		// Contact Lens writes the file before the generated summary in some
 		// cases (transfers): read it again later.

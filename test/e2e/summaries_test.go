@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
+	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
@@ -152,6 +153,34 @@ func TestSummariesPermanentFailure(t *testing.T) {
 	}
 	requeue(t, d, dls[0].Seq)
 	eventually(t, "written after requeue", func() bool { return sap.PhoneCall(id).Transcript == "Refused." })
+}
+
+// TestSummaryReportedFailed: an analysis file whose post-contact summary
+// Contact Lens reports FAILED (the documented Status and FailureCode) is a
+// counted outcome at the first delivery, not hours of retries, and SAP is
+// not touched.
+func TestSummaryReportedFailed(t *testing.T) {
+	ns := natstest.Embedded(t)
+	d, sap, s3 := summariesDeployment(t, ns.ClientURL())
+	id := sap.AddPhoneCall("fa11ed01")
+	s3.Put(t, bucket, "Analysis/Voice/2026/11/21/fa11ed01_analysis_2026-11-21T09:57:00Z.json",
+		[]byte(`{"Version":"1.1.0","Channel":"VOICE","ConversationCharacteristics":{"ContactSummary":{"PostContactSummary":{"Status":"FAILED","FailureCode":"INSUFFICIENT_CONVERSATION_CONTENT"}}}}`))
+	before := len(sap.Requests())
+	postContactLens(t, d, "ev-failed", "fa11ed01")
+	eventually(t, "counted as ignored", func() bool { return d.processed("summaries", "ignored") == 1 })
+	if n := d.processed("summaries", "retried"); n != 0 {
+		t.Errorf("retried %v times", n)
+	}
+	var v float64
+	for _, reg := range d.procRegs {
+		v += metricstest.Value(t, reg, "ccrelay_summaries_unavailable_total", map[string]string{"failure_code": "INSUFFICIENT_CONVERSATION_CONTENT"})
+	}
+	if v != 1 {
+		t.Errorf("ccrelay_summaries_unavailable_total = %v", v)
+	}
+	if after := len(sap.Requests()); after != before || sap.PhoneCall(id).Transcript != "" {
+		t.Errorf("SAP was asked %d times", after-before)
+	}
 }
 
 // TestSummariesBacklogAfterOutage: SAP answers 503 for a while; events
