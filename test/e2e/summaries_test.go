@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
-	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
+	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
 
