@@ -286,3 +286,14 @@ func jsonString(raw json.RawMessage) string {
 	}
 	return s
 }
+
+// CredentialContext is what credentials sealed into a Contact Pro call are
+// bound to: the call's dedup id (which covers its whole body and request
+// line) and, spelled out, the URLs and users of a chat-attachments body.
+// Sealed credentials copied onto another event, or an edited body naming
+// another host, do not open.
+func CredentialContext(dedupID string, body []byte) []byte {
+	var c ChatAttachmentsCall
+	_ = json.Unmarshal(body, &c)
+	return []byte(strings.Join([]string{"ccrelay-credentials-v1", dedupID, c.CMIURL, c.CMIUser, c.SAP.URL, c.SAP.User}, "\x00"))
+}

@@ -105,7 +105,8 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, _ time.
 			return nil, err
 		}
 	}
-	sealed, err := a.sealCredentials(r.Header)
+	id := call.DedupID()
+	sealed, err := a.sealCredentials(r.Header, messages.CredentialContext(id, body))
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +117,7 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, _ time.
 	return &ingest.Accepted{
 		Event: messages.Event{
 			Subject: a.subjects.ContactPro(call.Integration, call.Event),
-			ID:      call.DedupID(),
+			ID:      id,
 			Source:  "/contactpro/" + call.Integration,
 			Type:    messages.TypeContactProPrefix + call.Integration + "." + call.Event,
 			Body:    body,
@@ -129,7 +130,7 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, _ time.
 
 // sealCredentials seals the credential headers that are present, or drops
 // them when no sealing key is configured (the processor then uses its own).
-func (a *Adapter) sealCredentials(h http.Header) (string, error) {
+func (a *Adapter) sealCredentials(h http.Header, context []byte) (string, error) {
 	var fields map[string]string
 	for _, name := range CredentialHeaders() {
 		if v := h.Get(name); v != "" {
@@ -149,7 +150,7 @@ func (a *Adapter) sealCredentials(h http.Header) (string, error) {
 		})
 		return "", nil
 	}
-	s, err := a.keys.Seal(fields)
+	s, err := a.keys.Seal(fields, context)
 	if err != nil {
 		return "", err
 	}

@@ -18,7 +18,9 @@ import (
 	"strings"
 )
 
-const version = "v1"
+// version names the format. v2 binds each value to a context (the event);
+// v1 values, which were not bound, are refused.
+const version = "v2"
 
 // Errors returned by Open. Callers treat them as permanent: retrying cannot
 // open a value sealed with a key that is not configured.
@@ -100,13 +102,17 @@ func (kr KeyRing) String() string { return "KeyRing" + fmt.Sprint(kr.ids) }
 // Enabled reports whether the ring has a key to seal with.
 func (kr KeyRing) Enabled() bool { return len(kr.ids) > 0 }
 
-// aad binds the ciphertext to the format version and key id, so a value
-// cannot be re-labelled with another key id.
-func aad(id string) []byte { return []byte("ccrelay-seal." + version + "." + id) }
+// aad binds the ciphertext to the format version, the key id (so a value
+// cannot be re-labelled with another key id) and the caller's context (so
+// it opens for the event it was sealed for only).
+func aad(id string, context []byte) []byte {
+	return append([]byte("ccrelay-seal."+version+"."+id+"\x00"), context...)
+}
 
-// Seal encrypts fields with the first key. The result is safe to store in a
-// message header.
-func (kr KeyRing) Seal(fields map[string]string) (string, error) {
+// Seal encrypts fields with the first key, bound to context: Open succeeds
+// only with the same context. The result is safe to store in a message
+// header.
+func (kr KeyRing) Seal(fields map[string]string, context []byte) (string, error) {
 	if !kr.Enabled() {
 		return "", ErrNoKeys
 	}
@@ -120,12 +126,13 @@ func (kr KeyRing) Seal(fields map[string]string) (string, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return "", fmt.Errorf("seal: %w", err)
 	}
-	sealed := aead.Seal(nonce, nonce, plain, aad(id))
+	sealed := aead.Seal(nonce, nonce, plain, aad(id, context))
 	return version + "." + id + "." + base64.RawURLEncoding.EncodeToString(sealed), nil
 }
 
-// Open decrypts a value made by Seal with any key of the ring.
-func (kr KeyRing) Open(value string) (map[string]string, error) {
+// Open decrypts a value made by Seal with any key of the ring and the same
+// context; any other context fails with ErrTampered.
+func (kr KeyRing) Open(value string, context []byte) (map[string]string, error) {
 	ver, rest, ok := strings.Cut(value, ".")
 	if !ok || ver != version {
 		return nil, ErrMalformed
@@ -142,7 +149,7 @@ func (kr KeyRing) Open(value string) (map[string]string, error) {
 	if err != nil || len(raw) < aead.NonceSize()+aead.Overhead() {
 		return nil, ErrMalformed
 	}
-	plain, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], aad(id))
+	plain, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], aad(id, context))
 	if err != nil {
 		return nil, ErrTampered
 	}

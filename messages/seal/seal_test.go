@@ -9,6 +9,9 @@ import (
 	"github.com/ccrelay/ccrelay/messages/seal"
 )
 
+// ctx is the event a value is sealed for.
+var ctx = []byte("contactpro:chat-attachments:ended:G:0123")
+
 const (
 	k1 = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 	k2 = "k2:ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA"
@@ -20,14 +23,14 @@ func TestSealOpenRotate(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := map[string]string{"x-cmi-password": "p@ss", "x-sap-v1-password": "s3cret"}
-	v, err := old.Seal(in)
+	v, err := old.Seal(in, ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(v, "v1.k1.") || strings.Contains(v, "p@ss") || strings.Contains(v, "s3cret") {
+	if !strings.HasPrefix(v, "v2.k1.") || strings.Contains(v, "p@ss") || strings.Contains(v, "s3cret") {
 		t.Fatalf("sealed value %q", v)
 	}
-	v2, _ := old.Seal(in)
+	v2, _ := old.Seal(in, ctx)
 	if v == v2 {
 		t.Error("two seals of the same input are equal: nonce reused")
 	}
@@ -36,35 +39,42 @@ func TestSealOpenRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := rotated.Open(v)
+	out, err := rotated.Open(v, ctx)
 	if err != nil || out["x-cmi-password"] != "p@ss" || out["x-sap-v1-password"] != "s3cret" {
 		t.Fatalf("open after rotation: %v %v", out, err)
 	}
-	nv, _ := rotated.Seal(in)
-	if !strings.HasPrefix(nv, "v1.k2.") {
+	nv, _ := rotated.Seal(in, ctx)
+	if !strings.HasPrefix(nv, "v2.k2.") {
 		t.Errorf("rotated ring seals with %q", nv[:6])
 	}
-	if _, err := old.Open(nv); !errors.Is(err, seal.ErrUnknownKey) {
+	if _, err := old.Open(nv, ctx); !errors.Is(err, seal.ErrUnknownKey) {
 		t.Errorf("old ring opening a k2 value: %v", err)
 	}
 	// Re-labelling a value with another key id fails authentication.
-	relabelled := "v1.k2." + strings.TrimPrefix(v, "v1.k1.")
-	if _, err := rotated.Open(relabelled); !errors.Is(err, seal.ErrTampered) {
+	relabelled := "v2.k2." + strings.TrimPrefix(v, "v2.k1.")
+	if _, err := rotated.Open(relabelled, ctx); !errors.Is(err, seal.ErrTampered) {
 		t.Errorf("relabelled: %v", err)
 	}
 	flipped := []byte(v)
 	flipped[len(flipped)-2] ^= 1
-	if _, err := rotated.Open(string(flipped)); err == nil {
+	if _, err := rotated.Open(string(flipped), ctx); err == nil {
 		t.Error("tampered value opened")
 	}
-	for _, bad := range []string{"", "v1", "v2.k1.AAAA", "v1.k1", "v1.k1.!!!", "v1.k1.AAAA"} {
-		if _, err := rotated.Open(bad); err == nil {
+	for _, bad := range []string{"", "v1", "v2.k1.AAAA", "v1.k1", "v2.k1.!!!", "v2.k1.AAAA"} {
+		if _, err := rotated.Open(bad, ctx); err == nil {
 			t.Errorf("Open(%q) succeeded", bad)
 		}
 	}
 	var none seal.KeyRing
-	if _, err := none.Seal(in); !errors.Is(err, seal.ErrNoKeys) {
+	if _, err := none.Seal(in, ctx); !errors.Is(err, seal.ErrNoKeys) {
 		t.Errorf("empty ring: %v", err)
+	}
+	// A value opens for the context it was sealed for only: copied onto
+	// another event it fails authentication.
+	for _, other := range [][]byte{nil, []byte("contactpro:chat-attachments:ended:G:0124"), append(ctx, 'x')} {
+		if _, err := rotated.Open(v, other); !errors.Is(err, seal.ErrTampered) {
+			t.Errorf("opened for context %q: %v", other, err)
+		}
 	}
 }
 
@@ -90,12 +100,12 @@ func TestParseKeyRingErrorsHideKeys(t *testing.T) {
 // fuzzer cannot forge contents without the key.
 func FuzzOpen(f *testing.F) {
 	kr, _ := seal.ParseKeyRing(k1)
-	good, _ := kr.Seal(map[string]string{"a": "b"})
+	good, _ := kr.Seal(map[string]string{"a": "b"}, ctx)
 	f.Add(good)
-	f.Add("v1.k1.")
-	f.Add("v1.k2.AAAA")
+	f.Add("v2.k1.")
+	f.Add("v2.k2.AAAA")
 	f.Fuzz(func(t *testing.T, v string) {
-		out, err := kr.Open(v)
+		out, err := kr.Open(v, ctx)
 		if err != nil {
 			if !errors.Is(err, seal.ErrMalformed) && !errors.Is(err, seal.ErrUnknownKey) && !errors.Is(err, seal.ErrTampered) {
 				t.Fatalf("undeclared error %v", err)

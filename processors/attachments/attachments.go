@@ -35,6 +35,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages/seal"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
+	"github.com/ccrelay/ccrelay/sinks/egress"
 )
 
 // Name is the processor's name.
@@ -63,11 +64,22 @@ type Processor struct {
 	bytes    *prometheus.CounterVec
 	files    *prometheus.CounterVec
 	subjects messages.Subjects
+	egress   egress.Settings
+	// cmiOrigin and c4cOrigin bind credentials to where they may go.
+	cmiOrigin, c4cOrigin egress.Origin
 }
 
 // New creates or updates the media bucket and returns the processor. keys
 // open the credentials sealed into Contact Pro calls.
-func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetStream, subjects messages.Subjects, replicas int, client *c4c.Client, keys seal.KeyRing, reg prometheus.Registerer, logger *slog.Logger) (*Processor, error) {
+func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetStream, subjects messages.Subjects, replicas int, client *c4c.Client, keys seal.KeyRing, eg egress.Settings, reg prometheus.Registerer, logger *slog.Logger) (*Processor, error) {
+	cmiOrigin, err := egress.NewOrigin("CCRELAY_CMI_URL", cfg.CMI.URL, eg.CMIAllowedHosts, "CCRELAY_CMI_ALLOWED_HOSTS", eg.AllowPrivate)
+	if err != nil {
+		return nil, err
+	}
+	c4cOrigin, err := egress.NewOrigin("CCRELAY_C4C_URL", client.Config().URL, eg.C4CAllowedHosts, "CCRELAY_C4C_ALLOWED_HOSTS", eg.AllowPrivate)
+	if err != nil {
+		return nil, err
+	}
 	store, err := w.ObjectStore(ctx, js, jetstream.ObjectStoreConfig{
 		Bucket:      subjects.Bucket("MEDIA"),
 		Description: "ccrelay: Sinch media staged until its chat ends",
@@ -80,8 +92,11 @@ func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetSt
 	}
 	p := &Processor{
 		cfg: cfg, store: store, c4c: client, keys: keys, logger: logger, subjects: subjects,
-		media: &http.Client{Timeout: cfg.MediaTimeout},
-		cmi:   &http.Client{Timeout: cfg.CMI.Timeout},
+		egress: eg, cmiOrigin: cmiOrigin, c4cOrigin: c4cOrigin,
+		// Media hosts get no credentials and are never trusted with a
+		// private address; CMI's configured host is the operator's.
+		media: eg.Guard().Client(cfg.MediaTimeout),
+		cmi:   eg.Guard(cfg.CMI.URL).Client(cfg.CMI.Timeout),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccrelay_attachment_bytes_total",
 			Help: "Attachment bytes moved, by step (staged from a media host; uploaded to C4C from the object store or from CMI).",
@@ -162,7 +177,12 @@ func (p *Processor) stage(ctx context.Context, ev *processors.Event) error {
 	if _, err := p.store.GetInfo(ctx, name); err == nil {
 		return nil // staged by an earlier delivery
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, media.URL, nil)
+	mediaURL, err := p.egress.CheckMedia(media.URL)
+	if err != nil {
+		p.files.WithLabelValues("stage", "refused").Inc()
+		return processors.Permanent(err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, mediaURL.String(), nil)
 	if err != nil {
 		return processors.Permanentf("media url: %v", err)
 	}
@@ -172,11 +192,17 @@ func (p *Processor) stage(ctx context.Context, ev *processors.Event) error {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
+		if errors.Is(err, egress.ErrRefused) {
+			p.files.WithLabelValues("stage", "refused").Inc()
+			return processors.Permanent(fmt.Errorf("download media: %w", err))
+		}
 		return fmt.Errorf("download media: %w", err)
 	}
 	defer res.Body.Close()
 	switch {
 	case res.StatusCode == http.StatusOK:
+	case res.StatusCode >= 300 && res.StatusCode < 400:
+		return processors.Permanentf("download media: HTTP %d redirect to another origin, not followed", res.StatusCode)
 	case res.StatusCode == 404 || res.StatusCode == 410:
 		p.files.WithLabelValues("stage", "expired").Inc()
 		return processors.Permanentf("download media: HTTP %d (the channel no longer has it)", res.StatusCode)
@@ -233,42 +259,54 @@ func (l *limitedReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// credentials are those of one Contact Pro call, over the configured ones.
+// credentials are where and as whom one Contact Pro call is served.
 type credentials struct {
 	cmi    cmiSession
 	tenant c4c.Tenant
+	// trustedCMI is true when CMI is the configured one: only then do its
+	// answers decide which staged media belongs to the chat.
+	trustedCMI bool
 }
 
-func (p *Processor) credentials(call *messages.ChatAttachmentsCall, sealed string) (credentials, error) {
-	var fields map[string]string
-	if sealed != "" {
-		f, err := p.keys.Open(sealed)
-		if err != nil {
-			return credentials{}, processors.Permanentf("open sealed credentials: %v", err)
-		}
-		fields = f
-	}
-	pick := func(a, b string) string {
-		if a != "" {
-			return a
-		}
-		return b
-	}
+// credentials binds the call's URLs to credentials. Credentials travel as
+// a unit with their origin: the call's own (sealed into the event) go with
+// the call's URLs or the configured ones; the configured ones go only to
+// the configured URLs. A call naming a URL elsewhere without its own
+// credentials, or a host off the allow-list, is refused permanently.
+func (p *Processor) credentials(call *messages.ChatAttachmentsCall, fields map[string]string) (credentials, error) {
 	cfg := p.cfg.CMI
-	cr := credentials{
-		cmi: cmiSession{
-			cfg: cfg, http: p.cmi,
-			base:     pick(call.CMIURL, cfg.URL),
-			user:     pick(call.CMIUser, cfg.User),
-			password: pick(fields["x-cmi-password"], cfg.Password.Reveal()),
-			apiKey:   pick(fields["x-cmi-api-key"], cfg.APIKey.Reveal()),
-		},
-		tenant: p.c4c.Config().Tenant(c4c.Tenant{URL: call.SAP.URL, User: call.SAP.User, Password: auth.Secret(fields["x-sap-v1-password"])}),
+	own := fields["x-cmi-password"] != "" || fields["x-cmi-api-key"] != ""
+	b, err := p.cmiOrigin.Bind(call.CMIURL, own)
+	if err != nil {
+		return credentials{}, processors.Permanent(fmt.Errorf("cmi: %w", err))
 	}
-	if cr.cmi.base == "" {
-		return cr, processors.Permanentf("no CMI URL: neither the call's cmi_url nor CCRELAY_CMI_URL")
+	cmi := cmiSession{cfg: cfg, http: p.cmi, base: strings.TrimRight(b.URL.String(), "/"),
+		user: cfg.User, password: cfg.Password.Reveal(), apiKey: cfg.APIKey.Reveal()}
+	if own {
+		cmi.user, cmi.password, cmi.apiKey = call.CMIUser, fields["x-cmi-password"], fields["x-cmi-api-key"]
 	}
-	return cr, nil
+	tenant, err := p.c4c.Config().TenantFor(p.c4cOrigin, call.SAP.URL, call.SAP.User, auth.Secret(fields["x-sap-v1-password"]))
+	if err != nil {
+		return credentials{}, processors.Permanent(fmt.Errorf("c4c: %w", err))
+	}
+	return credentials{cmi: cmi, tenant: tenant, trustedCMI: b.Configured}, nil
+}
+
+// openSealed opens the credentials sealed into the event, bound to its
+// dedup id and the URLs and users of its body: a sealed header copied onto
+// another event, or a body edited to name another host, does not open, and
+// the event is dead-lettered.
+func (p *Processor) openSealed(ev *processors.Event, call *messages.ChatAttachmentsCall) (map[string]string, error) {
+	sealed := ev.Header.Get(messages.HeaderSealed)
+	if sealed == "" {
+		return nil, nil
+	}
+	fields, err := p.keys.Open(sealed, messages.CredentialContext(ev.ID, ev.Body))
+	if err != nil {
+		p.files.WithLabelValues("transfer", "refused").Inc()
+		return nil, processors.Permanentf("open sealed credentials (sealed for another event, or the body was changed): %v", err)
+	}
+	return fields, nil
 }
 
 // transfer moves a chat's attachments into its C4C activity.
@@ -277,8 +315,13 @@ func (p *Processor) transfer(ctx context.Context, ev *processors.Event) error {
 	if err != nil {
 		return processors.Permanent(err)
 	}
-	cr, err := p.credentials(call, ev.Header.Get(messages.HeaderSealed))
+	fields, err := p.openSealed(ev, call)
 	if err != nil {
+		return err
+	}
+	cr, err := p.credentials(call, fields)
+	if err != nil {
+		p.files.WithLabelValues("transfer", "refused").Inc()
 		return err
 	}
 	ch, err := cr.cmi.chat(ctx, call.ContactID)
@@ -327,7 +370,13 @@ func (p *Processor) transfer(ctx context.Context, ev *processors.Event) error {
 	if err != nil {
 		return c4cErr(err)
 	}
-	appID := ch.AppID()
+	// Which staged media belongs to this chat is what CMI says: a CMI the
+	// caller named could claim another chat's media, so its answers
+	// never reach into the object store.
+	appID := ""
+	if cr.trustedCMI {
+		appID = ch.AppID()
+	}
 	for _, f := range files {
 		if existing[f.as] {
 			p.files.WithLabelValues("upload", "already_there").Inc()

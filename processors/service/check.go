@@ -47,17 +47,17 @@ func Check(ctx context.Context, st Settings, d Deps) []Result {
 
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sap, err := c4c.New(st.C4C, nil, reg)
+	sap, err := c4c.New(st.C4C, st.Egress.Guard(st.C4C.URL), nil, reg)
 	if err != nil {
 		add("c4c", err, "")
 		return out
 	}
-	tenant := st.C4C.Tenant(c4c.Tenant{})
+	tenant := st.C4C.DefaultTenant()
 	add("c4c odata", sap.CheckOData(cctx, tenant), fmt.Sprintf("%s has %s and %s with the properties ccrelay uses", tenant.URL, st.C4C.ChatCollection, st.C4C.AttachmentCollection))
 	add("c4c phone-service", sap.CheckPhoneService(cctx, tenant), "phone-service answers")
 
 	subjects, _ := messages.NewSubjects(st.Streams.Prefix)
-	if att, err := attachments.New(cctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, reg, logger); err != nil {
+	if att, err := attachments.New(cctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, st.Egress, reg, logger); err != nil {
 		add("cmi", err, "")
 	} else {
 		add("cmi", att.CheckCMI(cctx), "CMI answers and accepts the credentials")

@@ -21,6 +21,7 @@ import (
 	"github.com/ccrelay/ccrelay/processors/deliveries"
 	"github.com/ccrelay/ccrelay/processors/summaries"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
+	"github.com/ccrelay/ccrelay/sinks/egress"
 )
 
 // Settings is everything the processors are configured with.
@@ -33,6 +34,8 @@ type Settings struct {
 	Deliveries  deliveries.Config
 	// SealKeys open credentials sealed into Contact Pro calls.
 	SealKeys seal.KeyRing
+	// Egress bounds where outbound requests go.
+	Egress egress.Settings
 }
 
 // Names lists the processors ccrelay ships, in the order they start.
@@ -81,7 +84,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	if err != nil {
 		return nil, err
 	}
-	sap, err := c4c.New(st.C4C, nil, d.Registry)
+	sap, err := c4c.New(st.C4C, st.Egress.Guard(st.C4C.URL), nil, d.Registry)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +92,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	for _, name := range names {
 		switch name {
 		case attachments.Name:
-			p, err := attachments.New(ctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, d.Registry, d.Logger)
+			p, err := attachments.New(ctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, st.Egress, d.Registry, d.Logger)
 			if err != nil {
 				return nil, err
 			}

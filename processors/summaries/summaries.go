@@ -127,7 +127,7 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	if err != nil {
 		return err
 	}
-	tenant := p.c4c.Config().Tenant(c4c.Tenant{})
+	tenant := p.c4c.Config().DefaultTenant()
 	// A 412 means the record changed between read and write: read again.
 	for attempt := 1; ; attempt++ {
 		call, err := p.c4c.FindPhoneCall(ctx, tenant, contactID)

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/sinks/egress"
 )
 
 // Config sets the client. Its env tags are read with the CCRELAY_ prefix.
@@ -88,21 +89,32 @@ type Tenant struct {
 	Password auth.Secret
 }
 
-// Tenant returns the configured default tenant with any non-empty field of
-// override put over it.
-func (c Config) Tenant(override Tenant) Tenant {
-	t := Tenant{URL: c.URL, User: c.User, Password: c.Password}
-	if override.URL != "" {
-		t.URL = override.URL
+// DefaultTenant is the configured tenant with its technical user.
+func (c Config) DefaultTenant() Tenant {
+	return Tenant{URL: strings.TrimRight(c.URL, "/"), User: c.User, Password: c.Password}
+}
+
+// TenantFor is the tenant of one call that may name its own tenant URL
+// (sap_v1.url), user and password. Credentials travel as a unit with
+// their origin: the configured user and password go only to the
+// configured URL's origin, and a URL the call names at another origin is
+// used only with the call's own user and password, over https, when
+// origin's allow-list holds its host (egress.Origin.Bind). Refusals wrap
+// egress.ErrRefused.
+func (c Config) TenantFor(origin egress.Origin, callURL, callUser string, callPassword auth.Secret) (Tenant, error) {
+	own := callPassword != ""
+	b, err := origin.Bind(callURL, own)
+	if err != nil {
+		return Tenant{}, err
 	}
-	if override.User != "" {
-		t.User = override.User
+	base := strings.TrimRight(b.URL.String(), "/")
+	if !own {
+		return Tenant{URL: base, User: c.User, Password: c.Password}, nil
 	}
-	if override.Password != "" {
-		t.Password = override.Password
+	if callUser == "" {
+		return Tenant{}, fmt.Errorf("%w: the call brings a C4C password but no sap_v1.user", egress.ErrRefused)
 	}
-	t.URL = strings.TrimRight(t.URL, "/")
-	return t
+	return Tenant{URL: base, User: callUser, Password: callPassword}, nil
 }
 
 // ErrNoTenant is returned for a call with no tenant URL or user configured
@@ -185,13 +197,14 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 }
 
-// New returns a Client. transport may be nil (a pooled default).
-func New(cfg Config, transport http.RoundTripper, reg prometheus.Registerer) (*Client, error) {
+// New returns a Client whose dials go through guard. transport may be nil
+// (a pooled transport with guard's dial check).
+func New(cfg Config, guard egress.Guard, transport http.RoundTripper, reg prometheus.Registerer) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
+		t := guard.Transport()
 		t.MaxIdleConnsPerHost = cfg.MaxConcurrency
 		transport = t
 	}
@@ -207,7 +220,10 @@ func New(cfg Config, transport http.RoundTripper, reg prometheus.Registerer) (*C
 		}, []string{"sink", "operation"}),
 	}
 	reg.MustRegister(m.requests, m.duration)
-	return &Client{cfg: cfg, http: &http.Client{Transport: transport, Timeout: cfg.Timeout}, metrics: m, tenants: map[string]*tenantState{}}, nil
+	// A redirect to another origin would take the tenant's credentials
+	// with it: such a redirect is an answer, not a new destination.
+	hc := &http.Client{Transport: transport, Timeout: cfg.Timeout, CheckRedirect: egress.SameOriginRedirects}
+	return &Client{cfg: cfg, http: hc, metrics: m, tenants: map[string]*tenantState{}}, nil
 }
 
 // Config returns the client's configuration.

@@ -3,6 +3,7 @@ package c4c
 import (
 	"context"
 	"errors"
+	"github.com/ccrelay/ccrelay/sinks/egress"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -75,15 +76,15 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}))
 	defer hs.Close()
 	c, err := New(Config{URL: hs.URL, User: "u", Password: "p", Timeout: 5 * time.Second, MaxConcurrency: 2, MaxRetryAfter: 10 * time.Second,
-		ChatFilter: "x {contact_id}", ChatCollection: "C", AttachmentCollection: "A", ODataService: "/o", PhoneService: "/ps/"}, nil, prometheus.NewRegistry())
+		ChatFilter: "x {contact_id}", ChatCollection: "C", AttachmentCollection: "A", ODataService: "/o", PhoneService: "/ps/"}, egress.Guard{AllowPrivate: true}, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	call, err := c.FindPhoneCall(context.Background(), c.Config().Tenant(Tenant{}), "c1")
+	call, err := c.FindPhoneCall(context.Background(), c.Config().DefaultTenant(), "c1")
 	if err != nil || call.ID != "P1" || calls.Load() != 2 {
 		t.Fatalf("after a 429 with Retry-After 0: %+v %v (%d calls)", call, err, calls.Load())
 	}
-	_, err = c.FindPhoneCall(context.Background(), c.Config().Tenant(Tenant{}), "long")
+	_, err = c.FindPhoneCall(context.Background(), c.Config().DefaultTenant(), "long")
 	var e *Error
 	if !errors.As(err, &e) || e.Status != 503 || !e.Transient() {
 		t.Fatalf("long Retry-After: %v", err)

@@ -36,6 +36,10 @@ func attachmentsDeployment(t *testing.T, natsURL string, extra ...string) *attac
 		// The defaults are a different user: the call's own sap_v1 and
 		// sealed password must win.
 		"CCRELAY_C4C_URL=" + e.sap.URL, "CCRELAY_C4C_USER=default-user", "CCRELAY_C4C_PASSWORD=default-password",
+		// CMI is the configured one (the call names the same origin), so
+		// its answers decide which staged media is the chat's. The fakes
+		// live on loopback over http.
+		"CCRELAY_CMI_URL=" + e.cmi.CMIURL(), "CCRELAY_ALLOW_PRIVATE_NETWORKS=true",
 		"CCRELAY_PROCESS_BACKOFF=50ms", "CCRELAY_PROCESS_ACK_WAIT=2s", "CCRELAY_PROCESS_MAX_DELIVER=20",
 	}, extra...)
 	e.d = deploy(t, natsURL, 1, env...)

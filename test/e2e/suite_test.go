@@ -306,7 +306,7 @@ func contactProSuite(t *testing.T, natsURL string) {
 	if !bytes.Equal(msg.Data, body) {
 		t.Error("body differs")
 	}
-	creds, err := keys.Open(msg.Header.Get("Ccrelay-Sealed"))
+	creds, err := keys.Open(msg.Header.Get("Ccrelay-Sealed"), messages.CredentialContext(msg.Header.Get("ce-id"), msg.Data))
 	if err != nil {
 		t.Fatalf("open sealed header: %v", err)
 	}

@@ -55,7 +55,7 @@ type Config struct {
 func (c *Config) sections() []any {
 	in, pr := &c.Ingest, &c.Processors
 	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.OAuth, &c.seal,
-		&pr.Runtime, &pr.C4C, &pr.Attachments, &pr.Summaries, &pr.Deliveries}
+		&pr.Runtime, &pr.C4C, &pr.Attachments, &pr.Summaries, &pr.Deliveries, &pr.Egress}
 }
 
 // Load reads the configuration from environ (os.Environ() form). readFile
