@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nuid"
 
@@ -194,6 +195,11 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, star
 		return fail(Errorf(http.StatusBadRequest, CodeInvalidPayload, "the request body is empty"))
 	case len(body) > 0 && ct == "":
 		return fail(checkContentType(ct))
+	case !utf8.Valid(body):
+		// JSON is UTF-8 (RFC 8259 §8.1); encoding/json would quietly
+		// replace invalid bytes, so the values ccrelay reads would not be
+		// the ones stored.
+		return fail(Errorf(http.StatusBadRequest, CodeInvalidPayload, "the body is not valid UTF-8"))
 	}
 
 	acc, err := a.Event(r.Context(), r, body, start)

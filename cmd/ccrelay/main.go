@@ -229,7 +229,7 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	httpAddr := ""
 	attrs := []any{"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL(), "processors", procs}
 	if cmd != "process" {
-		srv, err := server.Assemble(ctx, waiter, cfg.Ingest, b.JS, b.Conn.MaxPayload(), reg, logger)
+		srv, err := server.Assemble(ctx, waiter, cfg.Ingest, b, b.Conn.MaxPayload(), reg, logger)
 		if err != nil {
 			return err
 		}

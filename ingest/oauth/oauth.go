@@ -19,6 +19,8 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -31,7 +33,10 @@ import (
 // Config sets the token endpoint and token checks. Its env tags are read with
 // the CCRELAY_ prefix.
 type Config struct {
-	// Clients may fetch tokens from POST /oauth/token: "client_id:secret,...".
+	// Clients may fetch tokens from POST /oauth/token, each for the
+	// endpoints it names: "client_id@contactpro:secret,eb@connect:secret2"
+	// ("@contactpro+connect" for both). A token is accepted only on the
+	// endpoints of its client.
 	Clients auth.Credentials `env:"OAUTH_CLIENTS"`
 	// SigningKey signs ccrelay's own tokens. Empty derives one from Clients
 	// with HKDF, which every replica with the same clients agrees on; set it
@@ -63,6 +68,14 @@ func (c Config) Validate() error {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return errors.New("CCRELAY_OAUTH_JWKS_URL: must be an absolute http(s) URL")
 		}
+		// Without both, every token the identity provider ever signed,
+		// for any application, would be accepted here.
+		if c.Issuer == "" || c.Audience == "" {
+			return errors.New("CCRELAY_OAUTH_JWKS_URL: needs CCRELAY_OAUTH_ISSUER and CCRELAY_OAUTH_AUDIENCE, or tokens the identity provider issued for any other application would be accepted")
+		}
+	}
+	if _, err := parseClients(c.Clients); err != nil {
+		return fmt.Errorf("CCRELAY_OAUTH_CLIENTS: %w", err)
 	}
 	if c.JWKSRefresh < time.Minute {
 		return errors.New("CCRELAY_OAUTH_JWKS_REFRESH: must be at least 1m")
@@ -70,11 +83,51 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Own tokens carry this issuer and audience.
+// Own tokens carry this issuer, and the audience "ccrelay:<endpoint>" of
+// each endpoint their client may use.
+const ownIssuer = "ccrelay"
+
+// Endpoints that accept tokens.
 const (
-	ownIssuer   = "ccrelay"
-	ownAudience = "ccrelay-ingest"
+	EndpointContactPro = "contactpro"
+	EndpointConnect    = "connect"
 )
+
+func audience(endpoint string) string { return "ccrelay:" + endpoint }
+
+// ExternalScope is the scope an external token must carry (in "scope" or
+// "scp") to be accepted on endpoint.
+func ExternalScope(endpoint string) string { return "ccrelay." + endpoint }
+
+// client is one configured OAuth client.
+type client struct {
+	secret    auth.Secret
+	endpoints []string
+}
+
+// parseClients reads the "id@endpoint[+endpoint]" names of the client list.
+func parseClients(c auth.Credentials) (map[string]client, error) {
+	out := make(map[string]client, len(c))
+	for name, secret := range c {
+		id, eps, ok := strings.Cut(name, "@")
+		if !ok || id == "" || eps == "" {
+			return nil, fmt.Errorf("client %q names no endpoint: write %s@contactpro, %s@connect or %s@contactpro+connect", name, name, name, name)
+		}
+		cl := out[id]
+		cl.secret = secret
+		for _, ep := range strings.Split(eps, "+") {
+			if ep != EndpointContactPro && ep != EndpointConnect {
+				return nil, fmt.Errorf("client %q: unknown endpoint %q (contactpro or connect)", id, ep)
+			}
+			cl.endpoints = append(cl.endpoints, ep)
+		}
+		if _, dup := out[id]; dup {
+			return nil, fmt.Errorf("client %q appears twice", id)
+		}
+		out[id] = cl
+	}
+	return out, nil
+}
 
 // asymmetric are the algorithms accepted from an external issuer. HMAC is
 // excluded: a JWKS holds public keys, and accepting HS256 there would let a
@@ -84,6 +137,7 @@ var asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", 
 // Issuer issues and verifies tokens.
 type Issuer struct {
 	cfg     Config
+	clients map[string]client
 	key     []byte
 	jwks    keyfunc.Keyfunc
 	now     func() time.Time
@@ -110,6 +164,7 @@ func New(ctx context.Context, cfg Config, reg prometheus.Registerer, logger *slo
 		}, []string{"outcome"}),
 	}
 	reg.MustRegister(is.issued)
+	is.clients, _ = parseClients(cfg.Clients) // checked by Validate
 	switch {
 	case cfg.SigningKey != "":
 		is.key = []byte(cfg.SigningKey.Reveal())
@@ -123,23 +178,17 @@ func New(ctx context.Context, cfg Config, reg prometheus.Registerer, logger *slo
 	is.parser = jwt.NewParser(
 		jwt.WithValidMethods([]string{"HS256"}),
 		jwt.WithIssuer(ownIssuer),
-		jwt.WithAudience(ownAudience),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(30*time.Second),
 		jwt.WithTimeFunc(func() time.Time { return is.now() }),
 	)
-	eopts := []jwt.ParserOption{
+	is.eparser = jwt.NewParser(
 		jwt.WithValidMethods(asymmetric),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(30 * time.Second),
-	}
-	if cfg.Issuer != "" {
-		eopts = append(eopts, jwt.WithIssuer(cfg.Issuer))
-	}
-	if cfg.Audience != "" {
-		eopts = append(eopts, jwt.WithAudience(cfg.Audience))
-	}
-	is.eparser = jwt.NewParser(eopts...)
+		jwt.WithLeeway(30*time.Second),
+		jwt.WithIssuer(cfg.Issuer),
+		jwt.WithAudience(cfg.Audience),
+	)
 	if cfg.JWKSURL != "" {
 		k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
 			HTTPTimeout:     10 * time.Second,
@@ -174,16 +223,24 @@ func deriveKey(clients auth.Credentials) ([]byte, error) {
 // Enabled reports whether any token can be verified.
 func (is *Issuer) Enabled() bool { return is.key != nil || is.jwks != nil }
 
-// Issue returns a signed token for clientID and its lifetime.
+// Issue returns a signed token for clientID, valid on the endpoints the
+// client was granted, and its lifetime.
 func (is *Issuer) Issue(clientID string) (string, time.Duration, error) {
 	if is.key == nil {
 		return "", 0, errors.New("no signing key")
+	}
+	var aud jwt.ClaimStrings
+	for _, ep := range is.clients[clientID].endpoints {
+		aud = append(aud, audience(ep))
+	}
+	if len(aud) == 0 {
+		return "", 0, fmt.Errorf("client %q has no endpoint", clientID)
 	}
 	now := is.now()
 	claims := jwt.RegisteredClaims{
 		Issuer:    ownIssuer,
 		Subject:   clientID,
-		Audience:  jwt.ClaimStrings{ownAudience},
+		Audience:  aud,
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now.Add(-5 * time.Second)),
 		ExpiresAt: jwt.NewNumericDate(now.Add(is.cfg.TokenTTL)),
@@ -193,10 +250,36 @@ func (is *Issuer) Issue(clientID string) (string, time.Duration, error) {
 	return s, is.cfg.TokenTTL, err
 }
 
-// Verify checks a bearer token: one of ccrelay's own (HS256) or, with a JWKS
-// configured, one of the external issuer. It returns the token's subject.
-func (is *Issuer) Verify(ctx context.Context, token string) (string, error) {
-	var claims jwt.RegisteredClaims
+// For returns the verifier of one endpoint: it accepts only tokens issued
+// for that endpoint.
+func (is *Issuer) For(endpoint string) auth.TokenVerifier {
+	return endpointVerifier{is: is, endpoint: endpoint}
+}
+
+type endpointVerifier struct {
+	is       *Issuer
+	endpoint string
+}
+
+func (v endpointVerifier) Enabled() bool { return v.is.Enabled() }
+
+func (v endpointVerifier) Verify(ctx context.Context, token string) (string, error) {
+	return v.is.verify(ctx, token, v.endpoint)
+}
+
+// claims are the registered claims and the scopes of external tokens.
+type claims struct {
+	jwt.RegisteredClaims
+	Scope string   `json:"scope"`
+	Scp   []string `json:"scp"`
+}
+
+// verify checks a bearer token for endpoint: one of ccrelay's own (HS256),
+// whose audience must name the endpoint, or, with a JWKS configured, one
+// of the external issuer with the configured audience and the endpoint's
+// scope. It returns the token's subject.
+func (is *Issuer) verify(ctx context.Context, token, endpoint string) (string, error) {
+	var c claims
 	alg, err := algOf(token)
 	if err != nil {
 		return "", err
@@ -205,24 +288,31 @@ func (is *Issuer) Verify(ctx context.Context, token string) (string, error) {
 		if is.key == nil {
 			return "", errors.New("own tokens are not enabled")
 		}
-		if _, err := is.parser.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return is.key, nil }); err != nil {
+		if _, err := is.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return is.key, nil }); err != nil {
 			return "", err
 		}
-		// A token of ours whose client was removed since is refused at once.
-		if is.cfg.SigningKey != "" {
-			if _, ok := is.cfg.Clients[claims.Subject]; !ok && len(is.cfg.Clients) > 0 {
-				return "", errors.New("client no longer configured")
-			}
+		if !slices.Contains(c.Audience, audience(endpoint)) {
+			return "", fmt.Errorf("token is not for the %s endpoint", endpoint)
 		}
-		return claims.Subject, nil
+		// A token whose client was removed, or no longer has this
+		// endpoint, is refused at once (a derived key changes with the
+		// list anyway; a configured one does not).
+		if !slices.Contains(is.clients[c.Subject].endpoints, endpoint) {
+			return "", errors.New("client no longer configured for this endpoint")
+		}
+		return c.Subject, nil
 	}
 	if is.jwks == nil {
 		return "", fmt.Errorf("algorithm %s is not accepted", alg)
 	}
-	if _, err := is.eparser.ParseWithClaims(token, &claims, is.jwks.KeyfuncCtx(ctx)); err != nil {
+	if _, err := is.eparser.ParseWithClaims(token, &c, is.jwks.KeyfuncCtx(ctx)); err != nil {
 		return "", err
 	}
-	return claims.Subject, nil
+	want := ExternalScope(endpoint)
+	if !slices.Contains(strings.Fields(c.Scope), want) && !slices.Contains(c.Scp, want) {
+		return "", fmt.Errorf("token lacks the scope %s", want)
+	}
+	return c.Subject, nil
 }
 
 func algOf(token string) (string, error) {
@@ -313,7 +403,8 @@ func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, "invalid_client", "client authentication is required")
 		return
 	}
-	if !is.cfg.Clients.Check(id, secret) {
+	cl, known := is.clients[id]
+	if !known || !cl.secret.Matches(secret) {
 		fail(http.StatusUnauthorized, "invalid_client", "client authentication failed")
 		return
 	}

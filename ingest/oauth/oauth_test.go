@@ -32,22 +32,64 @@ func issuer(t *testing.T, clients string, signingKey auth.Secret) *oauth.Issuer 
 // Replicas configured alike derive the same key and accept each other's
 // tokens; a replica with other clients does not.
 func TestDerivedKeyIsShared(t *testing.T) {
-	a, b := issuer(t, "c1:s1,c2:s2", ""), issuer(t, "c2:s2,c1:s1", "")
+	a, b := issuer(t, "c1@contactpro:s1,c2@connect:s2", ""), issuer(t, "c2@connect:s2,c1@contactpro:s1", "")
 	tok, ttl, err := a.Issue("c1")
 	if err != nil || ttl != 15*time.Minute {
 		t.Fatal(err)
 	}
-	if sub, err := b.Verify(context.Background(), tok); err != nil || sub != "c1" {
+	if sub, err := b.For(oauth.EndpointContactPro).Verify(context.Background(), tok); err != nil || sub != "c1" {
 		t.Fatalf("replica b: %q %v", sub, err)
 	}
-	if _, err := issuer(t, "c1:other", "").Verify(context.Background(), tok); err == nil {
+	if _, err := issuer(t, "c1@contactpro:other", "").For(oauth.EndpointContactPro).Verify(context.Background(), tok); err == nil {
 		t.Fatal("a replica with another secret accepted the token")
+	}
+}
+
+// TestTokensAreScoped: a client's token is accepted on the endpoints the
+// client names and refused on the others; a client list entry naming no
+// endpoint stops start-up.
+func TestTokensAreScoped(t *testing.T) {
+	is := issuer(t, "eb@connect:s1,cp@contactpro:s2,both@contactpro+connect:s3", "")
+	for _, c := range []struct {
+		client string
+		ok     map[string]bool
+	}{
+		{"eb", map[string]bool{oauth.EndpointConnect: true, oauth.EndpointContactPro: false}},
+		{"cp", map[string]bool{oauth.EndpointConnect: false, oauth.EndpointContactPro: true}},
+		{"both", map[string]bool{oauth.EndpointConnect: true, oauth.EndpointContactPro: true}},
+	} {
+		tok, _, err := is.Issue(c.client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ep, ok := range c.ok {
+			if _, err := is.For(ep).Verify(context.Background(), tok); (err == nil) != ok {
+				t.Errorf("%s on %s: %v", c.client, ep, err)
+			}
+		}
+	}
+	for _, bad := range []string{"c1:s1", "c1@:s1", "c1@nowhere:s1", "@connect:s1"} {
+		var c auth.Credentials
+		_ = c.UnmarshalText([]byte(bad))
+		if err := (oauth.Config{Clients: c, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour}).Validate(); err == nil || !strings.Contains(err.Error(), "CCRELAY_OAUTH_CLIENTS") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	// An external issuer needs an issuer and an audience.
+	for _, c := range []oauth.Config{
+		{JWKSURL: "https://idp.test/jwks", TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
+		{JWKSURL: "https://idp.test/jwks", Issuer: "https://idp.test/", TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
+		{JWKSURL: "https://idp.test/jwks", Audience: "api://ccrelay", TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("JWKS without issuer or audience accepted: %+v", c)
+		}
 	}
 }
 
 func TestVerifyRefuses(t *testing.T) {
 	key := auth.Secret(strings.Repeat("k", 32))
-	is := issuer(t, "c1:s1", key)
+	is := issuer(t, "c1@contactpro:s1", key)
 	sign := func(claims jwt.MapClaims, m jwt.SigningMethod, k any) string {
 		s, err := jwt.NewWithClaims(m, claims).SignedString(k)
 		if err != nil {
@@ -56,8 +98,9 @@ func TestVerifyRefuses(t *testing.T) {
 		return s
 	}
 	now := time.Now()
-	good := jwt.MapClaims{"iss": "ccrelay", "aud": "ccrelay-ingest", "sub": "c1", "exp": now.Add(time.Minute).Unix()}
-	if _, err := is.Verify(context.Background(), sign(good, jwt.SigningMethodHS256, []byte(key))); err != nil {
+	good := jwt.MapClaims{"iss": "ccrelay", "aud": "ccrelay:contactpro", "sub": "c1", "exp": now.Add(time.Minute).Unix()}
+	cp := is.For(oauth.EndpointContactPro)
+	if _, err := cp.Verify(context.Background(), sign(good, jwt.SigningMethodHS256, []byte(key))); err != nil {
 		t.Fatalf("good token: %v", err)
 	}
 	with := func(k string, v any) jwt.MapClaims {
@@ -77,12 +120,14 @@ func TestVerifyRefuses(t *testing.T) {
 		"no expiry":      sign(with("exp", nil), jwt.SigningMethodHS256, []byte(key)),
 		"other issuer":   sign(with("iss", "someone"), jwt.SigningMethodHS256, []byte(key)),
 		"other audience": sign(with("aud", "x"), jwt.SigningMethodHS256, []byte(key)),
+		"other endpoint": sign(with("aud", "ccrelay:connect"), jwt.SigningMethodHS256, []byte(key)),
+		"old audience":   sign(with("aud", "ccrelay-ingest"), jwt.SigningMethodHS256, []byte(key)),
 		"other key":      sign(good, jwt.SigningMethodHS256, []byte(strings.Repeat("x", 32))),
 		"HS512":          sign(good, jwt.SigningMethodHS512, []byte(key)),
 		"removed client": sign(with("sub", "gone"), jwt.SigningMethodHS256, []byte(key)),
 		"garbage":        "a.b.c",
 	} {
-		if _, err := is.Verify(context.Background(), tok); err == nil {
+		if _, err := cp.Verify(context.Background(), tok); err == nil {
 			t.Errorf("%s accepted", name)
 		}
 	}
@@ -98,7 +143,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add("eyJhbGciOiJub25lIn0.eyJzdWIiOiJjMSJ9.")
 	f.Add(good[:len(good)-2])
 	f.Fuzz(func(t *testing.T, tok string) {
-		sub, err := is.Verify(context.Background(), tok)
+		sub, err := is.For(oauth.EndpointContactPro).Verify(context.Background(), tok)
 		if err == nil && (tok != good || sub != "c1") {
 			t.Fatalf("forged token %q accepted as %q", tok, sub)
 		}
@@ -107,7 +152,7 @@ func FuzzVerify(f *testing.F) {
 
 func issuerF(f *testing.F) *oauth.Issuer {
 	var c auth.Credentials
-	_ = c.UnmarshalText([]byte("c1:s1"))
+	_ = c.UnmarshalText([]byte("c1@contactpro:s1"))
 	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
 		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

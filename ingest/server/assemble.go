@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/ingest"
@@ -32,7 +31,8 @@ type Settings struct {
 // the nonce bucket exist (waiting with w while JetStream is not ready), and creates the adapters, the token endpoint and
 // the metrics (registered with reg). maxPayload is the NATS server's limit,
 // which the body limit must fit.
-func Assemble(ctx context.Context, w provision.Waiter, st Settings, js jetstream.JetStream, maxPayload int64, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
+func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker ingest.Broker, maxPayload int64, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
+	js := broker.JetStream()
 	if err := st.HTTP.Validate(maxPayload); err != nil {
 		return nil, err
 	}
@@ -57,13 +57,13 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, js jetstream
 	}
 	warnUnconfigured(st, issuer.Enabled(), logger)
 	m := ingest.NewMetrics(reg)
-	pub := ingest.NewPublisher(js, subjects, st.HTTP.PublishTimeout, m)
+	pub := ingest.NewPublisher(broker, subjects, st.HTTP.PublishTimeout, m)
 	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: st.HTTP.MaxBodyBytes, RetryAfter: st.HTTP.RetryAfter}, pub, m, logger)
 	return New(st.HTTP, Routes{
 		Pipeline:   pipeline,
 		Sinch:      sinch.New(st.Sinch, subjects, nonces),
-		ContactPro: contactpro.New(st.ContactPro, issuer, st.SealKeys, subjects, m, logger),
-		Connect:    connect.New(st.Connect, issuer, subjects),
+		ContactPro: contactpro.New(st.ContactPro, issuer.For(oauth.EndpointContactPro), st.SealKeys, subjects, m, logger),
+		Connect:    connect.New(st.Connect, issuer.For(oauth.EndpointConnect), subjects),
 		Token:      issuer,
 		Ready:      pub,
 	}, logger), nil

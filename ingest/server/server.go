@@ -62,9 +62,11 @@ func (c Config) Validate(maxPayload int64) error {
 	return nil
 }
 
-// ReadyChecker tells whether JetStream answers.
+// ReadyChecker tells whether JetStream answers, and whether the process
+// has a NATS connection at all (its liveness).
 type ReadyChecker interface {
 	Ready(ctx context.Context) error
+	Live() error
 }
 
 // Routes are the handlers the server mounts.
@@ -119,7 +121,14 @@ type status struct {
 	Error  string `json:"error,omitempty"`
 }
 
+// healthz is liveness: it fails while the NATS connection is closed and not
+// reopened, so an orchestrator restarts a process that cannot store, rather
+// than leaving it answering 503 for good.
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.ready.Live(); err != nil {
+		ingest.WriteJSON(w, http.StatusServiceUnavailable, status{Status: "unavailable", Error: err.Error()})
+		return
+	}
 	ingest.WriteJSON(w, http.StatusOK, status{Status: "ok"})
 }
 

@@ -11,6 +11,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -98,12 +100,22 @@ func (c Config) syncPolicy() (interval time.Duration, always bool, err error) {
 // Broker is a connection to JetStream, and the embedded server when there is
 // one.
 type Broker struct {
+	// Conn and JS are the connection opened at start. A connection the
+	// server closes is reopened: parts that live as long as the process
+	// (ingest) use JetStream and Live, which follow the reopened one.
 	Conn   *nats.Conn
 	JS     jetstream.JetStream
 	server *server.Server
 	logger *slog.Logger
 	url    string
 	opts   []nats.Option
+
+	mu      sync.RWMutex
+	cur     *nats.Conn
+	curJS   jetstream.JetStream
+	closing atomic.Bool
+	// reopens counts connections reopened after the server closed one.
+	reopens atomic.Int64
 }
 
 // Open connects to the configured NATS server, starting the embedded one
@@ -157,8 +169,72 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error)
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	b.JS = js
+	b.cur, b.curJS = nc, js
+	b.watch(nc)
 	return b, nil
 }
+
+// watch reopens nc when it closes without Close being called: nats.go
+// gives up on a connection the server closed for a protocol violation, and
+// in-process connections cannot reconnect at all, and a process whose
+// connection is gone answers 503 to everything for good.
+func (b *Broker) watch(nc *nats.Conn) {
+	nc.SetClosedHandler(func(*nats.Conn) {
+		if !b.closing.Load() {
+			go b.reopen()
+		}
+	})
+}
+
+func (b *Broker) reopen() {
+	b.logger.Error("nats connection closed; reopening it")
+	wait := 100 * time.Millisecond
+	for attempt := 1; !b.closing.Load(); attempt++ {
+		nc, err := nats.Connect(b.url, b.opts...)
+		if err == nil {
+			js, jerr := jetstream.New(nc)
+			if jerr == nil {
+				b.mu.Lock()
+				b.cur, b.curJS = nc, js
+				b.mu.Unlock()
+				b.watch(nc)
+				b.reopens.Add(1)
+				b.logger.Info("nats connection reopened", "attempt", attempt)
+				if b.closing.Load() {
+					nc.Close()
+				}
+				return
+			}
+			nc.Close()
+			err = jerr
+		}
+		b.logger.Warn("nats connection not reopened yet", "attempt", attempt, "retry_in", wait.String(), "error", err.Error())
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// JetStream is the JetStream context of the current connection.
+func (b *Broker) JetStream() jetstream.JetStream {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.curJS
+}
+
+// Live fails while the connection is closed and not reopened yet: the
+// process cannot store anything then, and a liveness probe should say so.
+// A connection that is only reconnecting is live.
+func (b *Broker) Live() error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.cur == nil || b.cur.IsClosed() {
+		return errors.New("the NATS connection is closed and not reopened yet")
+	}
+	return nil
+}
+
+// Reopens is how often a closed connection was reopened.
+func (b *Broker) Reopens() int64 { return b.reopens.Load() }
 
 // connect retries until the deadline, so that ccrelay started together with
 // its NATS cluster (compose, Kubernetes) does not fail only because it won
@@ -246,20 +322,27 @@ func (b *Broker) ClientURL() string {
 // then stops the embedded server, which flushes JetStream to disk.
 func (b *Broker) Close(ctx context.Context) error {
 	var errs []error
-	if b.Conn != nil && !b.Conn.IsClosed() {
+	b.closing.Store(true)
+	b.mu.RLock()
+	nc := b.cur
+	b.mu.RUnlock()
+	if nc != nil && !nc.IsClosed() {
 		closed := make(chan struct{})
-		b.Conn.SetClosedHandler(func(*nats.Conn) { close(closed) })
-		if err := b.Conn.Drain(); err != nil {
+		nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+		if err := nc.Drain(); err != nil {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
-			b.Conn.Close()
+			nc.Close()
 		} else {
 			select {
 			case <-closed:
 			case <-ctx.Done():
-				b.Conn.Close()
+				nc.Close()
 				errs = append(errs, fmt.Errorf("drain: %w", ctx.Err()))
 			}
 		}
+	}
+	if b.Conn != nil && b.Conn != nc {
+		b.Conn.Close()
 	}
 	b.shutdownServer()
 	return errors.Join(errs...)

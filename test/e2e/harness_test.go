@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
+	"github.com/ccrelay/ccrelay/ingest"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
@@ -152,7 +153,7 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 		"CCRELAY_SINCH_WEBHOOK_SECRETS=svc1:" + sinchSecret,
 		"CCRELAY_CONTACTPRO_API_KEYS=" + cpAPIKey,
 		"CCRELAY_CONTACTPRO_BASIC_USERS=" + cpUser + ":" + cpPassword,
-		"CCRELAY_OAUTH_CLIENTS=" + oauthClient + ":" + oauthSecret,
+		"CCRELAY_OAUTH_CLIENTS=" + oauthClient + "@contactpro+connect:" + oauthSecret,
 		"CCRELAY_CONNECT_API_KEYS=" + connectAPIKey,
 		"CCRELAY_CONNECT_BASIC_USERS=" + ebUser + ":" + ebPassword,
 		"CCRELAY_SEAL_KEYS=" + sealKey,
@@ -176,9 +177,9 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 	t.Cleanup(cancel)
 	for i := 0; i < replicas; i++ {
 		// Each replica has its own connection, as separate processes would.
-		_, rjs := natstest.Connect(t, natsURL)
+		rnc, rjs := natstest.Connect(t, natsURL)
 		reg := prometheus.NewRegistry()
-		srv, err := server.Assemble(ctx, provision.Waiter{}, cfg.Ingest, rjs, nc.MaxPayload(), reg, logger)
+		srv, err := server.Assemble(ctx, provision.Waiter{}, cfg.Ingest, ingest.Fixed{JS: rjs, Conn: rnc}, nc.MaxPayload(), reg, logger)
 		if err != nil {
 			t.Fatalf("assemble: %v", err)
 		}

@@ -134,8 +134,11 @@ func jwksSuite(t *testing.T, natsURL string) {
 	t.Cleanup(idp.Close)
 	d := deploy(t, natsURL, 1, "CCRELAY_OAUTH_JWKS_URL="+idp.URL, "CCRELAY_OAUTH_ISSUER=https://idp.test", "CCRELAY_OAUTH_AUDIENCE=ccrelay")
 
-	sign := func(k *rsa.PrivateKey, iss, aud string) string {
-		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": "ext-client", "iss": iss, "aud": aud, "exp": time.Now().Add(time.Hour).Unix()})
+	sign := func(k *rsa.PrivateKey, iss, aud string, scope ...string) string {
+		if scope == nil {
+			scope = []string{"ccrelay.contactpro"}
+		}
+		tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"sub": "ext-client", "iss": iss, "aud": aud, "scope": strings.Join(scope, " "), "exp": time.Now().Add(time.Hour).Unix()})
 		tok.Header["kid"] = "k1"
 		s, err := tok.SignedString(k)
 		if err != nil {
@@ -153,6 +156,9 @@ func jwksSuite(t *testing.T, natsURL string) {
 		{"wrong issuer", sign(key, "https://evil.test", "ccrelay"), 401},
 		{"wrong audience", sign(key, "https://idp.test", "other"), 401},
 		{"wrong key", sign(other, "https://idp.test", "ccrelay"), 401},
+		{"scope of the other endpoint", sign(key, "https://idp.test", "ccrelay", "ccrelay.connect"), 401},
+		{"no scope", sign(key, "https://idp.test", "ccrelay", ""), 401},
+		{"several scopes", sign(key, "https://idp.test", "ccrelay", "openid", "ccrelay.contactpro"), 202},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := jsonHeader()

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
+	"github.com/ccrelay/ccrelay/ingest"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors/service"
@@ -90,7 +91,7 @@ func startReplica(ctx context.Context, url string, cfg *config.Config, logger *s
 		return err
 	}
 	w := provision.Waiter{Budget: cfg.Broker.ConnectTimeout, Logger: logger}
-	if _, err := server.Assemble(ctx, w, cfg.Ingest, js, nc.MaxPayload(), prometheus.NewRegistry(), logger); err != nil {
+	if _, err := server.Assemble(ctx, w, cfg.Ingest, ingest.Fixed{JS: js, Conn: nc}, nc.MaxPayload(), prometheus.NewRegistry(), logger); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	rt, err := service.New(ctx, cfg.Processors, service.Names(), service.Deps{

@@ -109,7 +109,7 @@ func TestServeDemo(t *testing.T) {
 	p := start(t, dir, []string{"CCRELAY_HTTP_ADDR=127.0.0.1:0", "CCRELAY_METRICS_ADDR=127.0.0.1:0", "CCRELAY_NATS_LISTEN=127.0.0.1:0"}, "serve", "--demo")
 	waitFor(t, "the demo instructions", func() bool { return strings.Contains(p.stdout(), "# Amazon Connect") })
 	printed := p.stdout()
-	for _, v := range []string{"CCRELAY_SINCH_WEBHOOK_SECRETS=demo:", "CCRELAY_CONTACTPRO_API_KEYS=", "CCRELAY_OAUTH_CLIENTS=demo:", "CCRELAY_SEAL_KEYS=demo:"} {
+	for _, v := range []string{"CCRELAY_SINCH_WEBHOOK_SECRETS=demo:", "CCRELAY_CONTACTPRO_API_KEYS=", "CCRELAY_OAUTH_CLIENTS=demo@contactpro+connect:", "CCRELAY_SEAL_KEYS=demo:"} {
 		if !strings.Contains(printed, v) {
 			t.Errorf("demo output lacks %s:\n%s", v, printed)
 		}

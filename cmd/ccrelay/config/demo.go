@@ -57,7 +57,7 @@ func (d Demo) Settings() map[string]string {
 		Prefix + "SINCH_WEBHOOK_SECRETS": d.SinchService + ":" + d.SinchSecret,
 		Prefix + "CONTACTPRO_API_KEYS":   d.APIKey,
 		Prefix + "CONNECT_API_KEYS":      d.APIKey,
-		Prefix + "OAUTH_CLIENTS":         d.OAuthClient + ":" + d.OAuthSecret,
+		Prefix + "OAUTH_CLIENTS":         d.OAuthClient + "@contactpro+connect:" + d.OAuthSecret,
 		Prefix + "SEAL_KEYS":             d.SealKey,
 	}
 }
@@ -101,7 +101,7 @@ ccrelay is running in demo mode with credentials made up for this run (not kept 
   CCRELAY_SINCH_WEBHOOK_SECRETS=%s:%s
   CCRELAY_CONTACTPRO_API_KEYS=%s
   CCRELAY_CONNECT_API_KEYS=%s
-  CCRELAY_OAUTH_CLIENTS=%s:%s
+  CCRELAY_OAUTH_CLIENTS=%s@contactpro+connect:%s
   CCRELAY_SEAL_KEYS=%s
 
 Paste any of these into another terminal (they need curl and openssl), or run
