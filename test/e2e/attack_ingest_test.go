@@ -361,4 +361,6 @@ func isTimeout(err error) bool {
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
-func fixedBroker(nc *nats.Conn, js jetstream.JetStream) ingest.Fixed { return ingest.Fixed{JS: js, Conn: nc} }
+func fixedBroker(nc *nats.Conn, js jetstream.JetStream) ingest.Fixed {
+	return ingest.Fixed{JS: js, Conn: nc}
+}
