@@ -16,7 +16,8 @@ env_file=${1:-./data/demo.env}
 # shellcheck source=/dev/null
 source "$env_file"
 base=$demo_url
-export NATS_URL=$demo_nats_url
+# The embedded server's client port requires its password (data/nats-password).
+export NATS_URL=$demo_nats_url NATS_USER=$demo_nats_user NATS_PASSWORD=$demo_nats_password
 
 say() { printf '\n== %s\n' "$*"; }
 fail() { echo "quickstart: $*" >&2; exit 1; }
@@ -76,7 +77,7 @@ say "NATS CLI: the processors' consumers"
 nats consumer report CCRELAY_EVENTS
 
 say "ccrelay dlq: the Contact Lens event has no Connect bucket to read in demo mode, so it is a dead letter"
-export CCRELAY_NATS_URL=$NATS_URL
+export CCRELAY_NATS_URL="nats://$demo_nats_user:$demo_nats_password@${demo_nats_url#nats://}"
 for _ in $(seq 1 50); do
 	ccrelay dlq list | grep -q 'summaries' && break
 	sleep 0.2

@@ -119,7 +119,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 				if err := os.MkdirAll(cfg.Broker.DataDir, 0o700); err != nil {
 					return fmt.Errorf("--demo: %w", err)
 				}
-				if err := os.WriteFile(envFile, []byte(d.EnvFile(localURL(httpAddr), natsURL)), 0o600); err != nil {
+				pw, _ := cfg.Broker.ReadEmbeddedPassword()
+				if err := os.WriteFile(envFile, []byte(d.EnvFile(localURL(httpAddr), natsURL, broker.EmbeddedUser, pw)), 0o600); err != nil {
 					return fmt.Errorf("--demo: %w", err)
 				}
 				fmt.Fprint(stdout, d.Instructions(localURL(httpAddr), envFile))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
@@ -27,7 +28,11 @@ func loadConfig(environ []string, stderr io.Writer) (*config.Config, bool) {
 func dialOperator(ctx context.Context, cfg *config.Config) (*broker.Broker, error) {
 	bc := cfg.Broker
 	if bc.Embedded() {
-		bc.URL = "nats://127.0.0.1:4222"
+		pw, err := bc.ReadEmbeddedPassword()
+		if err != nil {
+			return nil, err
+		}
+		bc.URL = "nats://" + broker.EmbeddedUser + ":" + url.PathEscape(pw) + "@127.0.0.1:4222"
 	}
 	bc.ConnectTimeout = 5 * time.Second
 	return broker.Open(ctx, bc, slog.New(slog.NewTextHandler(io.Discard, nil)))

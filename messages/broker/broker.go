@@ -5,10 +5,15 @@ package broker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +23,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Config says where JetStream is. Its env tags are read with the CCRELAY_
@@ -40,6 +46,53 @@ type Config struct {
 	// flushes periodically, every 2 minutes), "always" (fsync every write:
 	// survives power loss, costs throughput) or a duration such as "1s".
 	Sync string `env:"NATS_SYNC" envDefault:"default"`
+	// TLSCert and TLSKey put TLS on the embedded server's client port;
+	// required when it listens on anything but loopback.
+	TLSCert string `env:"NATS_TLS_CERT"`
+	TLSKey  string `env:"NATS_TLS_KEY"`
+}
+
+// EmbeddedUser is the user of the embedded server's client port. Its
+// password is generated into PasswordFile at the first start.
+const EmbeddedUser = "ccrelay"
+
+// PasswordFile is the file, in the data directory, holding the password of
+// the embedded server's client port (mode 0600).
+func (c Config) PasswordFile() string { return filepath.Join(c.DataDir, "nats-password") }
+
+// ReadEmbeddedPassword reads the password of a running embedded server, for
+// operator commands; it never creates one.
+func (c Config) ReadEmbeddedPassword() (string, error) {
+	b, err := os.ReadFile(c.PasswordFile())
+	if err != nil {
+		return "", fmt.Errorf("the embedded server's password: %w (run the command where 'ccrelay serve' keeps CCRELAY_DATA_DIR, or set CCRELAY_NATS_URL)", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// EmbeddedPassword reads (or, the first time, generates) the password of
+// the embedded server's client port: without one, any process on the host,
+// or any container of the pod, could read every event and publish work.
+func (c Config) EmbeddedPassword() (string, error) {
+	b, err := os.ReadFile(c.PasswordFile())
+	if err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", c.PasswordFile(), err)
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	pw := hex.EncodeToString(raw)
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(c.PasswordFile(), []byte(pw+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", c.PasswordFile(), err)
+	}
+	return pw, nil
 }
 
 // Embedded reports whether the configuration asks for an embedded server.
@@ -56,13 +109,30 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("CCRELAY_DATA_DIR: must not be empty")
 	}
-	if _, _, err := c.listenAddr(); err != nil {
+	host, _, err := c.listenAddr()
+	if err != nil {
 		return fmt.Errorf("CCRELAY_NATS_LISTEN: %w", err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("CCRELAY_NATS_TLS_CERT and CCRELAY_NATS_TLS_KEY: set both or neither")
+	}
+	if c.Listen != "none" && !loopback(host) && c.TLSCert == "" {
+		return fmt.Errorf("CCRELAY_NATS_LISTEN: %s is not a loopback address; set CCRELAY_NATS_TLS_CERT and CCRELAY_NATS_TLS_KEY to listen there (or listen on 127.0.0.1)", c.Listen)
 	}
 	if _, _, err := c.syncPolicy(); err != nil {
 		return fmt.Errorf("CCRELAY_NATS_SYNC: %w", err)
 	}
 	return nil
+}
+
+// loopback reports whether a listen host can only be reached from this
+// machine.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (c Config) listenAddr() (host string, port int, err error) {
@@ -144,13 +214,17 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error)
 	}
 	url := cfg.URL
 	if cfg.Embedded() {
-		ns, err := startEmbedded(cfg, logger)
+		password, err := cfg.EmbeddedPassword()
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		ns, err := startEmbedded(cfg, password, logger)
 		if err != nil {
 			return nil, err
 		}
 		b.server = ns
 		url = ""
-		opts = append(opts, nats.InProcessServer(ns))
+		opts = append(opts, nats.InProcessServer(ns), nats.UserInfo(EmbeddedUser, password))
 	} else if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	}
@@ -268,7 +342,15 @@ func redact(urls string) string {
 	return strings.Join(parts, ",")
 }
 
-func startEmbedded(cfg Config, logger *slog.Logger) (*server.Server, error) {
+func startEmbedded(cfg Config, password string, logger *slog.Logger) (*server.Server, error) {
+	// The server keeps a bcrypt hash, not the password. The password is
+	// 192 random bits, so the minimum cost is enough, and it keeps every
+	// connection's authentication fast.
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	hashed := string(h)
 	host, port, _ := cfg.listenAddr()
 	interval, always, _ := cfg.syncPolicy()
 	opts := &server.Options{
@@ -278,11 +360,23 @@ func startEmbedded(cfg Config, logger *slog.Logger) (*server.Server, error) {
 		NoSigs:       true, // ccrelay owns signal handling
 		SyncInterval: interval,
 		SyncAlways:   always,
+		// Every connection, ccrelay's own in-process one included,
+		// authenticates: the client port is closed to anyone without the
+		// password in the data directory.
+		Username: EmbeddedUser,
+		Password: hashed,
 	}
 	if cfg.Listen == "none" {
 		opts.DontListen = true
 	} else {
 		opts.Host, opts.Port = host, port
+	}
+	if cfg.TLSCert != "" {
+		tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey})
+		if err != nil {
+			return nil, fmt.Errorf("CCRELAY_NATS_TLS_CERT: %w", err)
+		}
+		opts.TLSConfig, opts.TLS = tc, true
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -295,7 +389,9 @@ func startEmbedded(cfg Config, logger *slog.Logger) (*server.Server, error) {
 		return nil, fmt.Errorf("embedded nats: not ready after %s (is %s free and %s writable?)", cfg.ConnectTimeout, cfg.Listen, cfg.DataDir)
 	}
 	if cfg.Listen != "none" {
-		logger.Info("embedded nats listening", "url", ns.ClientURL(), "store_dir", cfg.DataDir)
+		logger.Info("embedded nats listening; it requires the password in "+cfg.PasswordFile(), "url", ns.ClientURL(), "store_dir", cfg.DataDir,
+			"user", EmbeddedUser, "password_file", cfg.PasswordFile(),
+			"nats_cli", fmt.Sprintf(`nats context save ccrelay --server %s --user %s --password "$(cat %s)" --select`, ns.ClientURL(), EmbeddedUser, cfg.PasswordFile()))
 	}
 	return ns, nil
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 func TestRedact(t *testing.T) {
@@ -59,5 +62,57 @@ func TestEmbeddedInProcess(t *testing.T) {
 	}
 	if !b.Conn.IsClosed() {
 		t.Error("connection open after Close")
+	}
+}
+
+// TestEmbeddedClosedByDefault: the embedded server's client port refuses a
+// connection without the password it generated into the data directory
+// (0600, kept across restarts), and listening beyond loopback without TLS
+// is refused at start-up.
+func TestEmbeddedClosedByDefault(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, Listen: "127.0.0.1:0", ConnectTimeout: 10 * time.Second}
+	b, err := Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := b.ClientURL()
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Fatal("connected without a password")
+	}
+	pw, err := cfg.ReadEmbeddedPassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(cfg.PasswordFile()); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v %v", fi, err)
+	}
+	nc, err := nats.Connect(url, nats.UserInfo(EmbeddedUser, pw))
+	if err != nil {
+		t.Fatalf("with the password: %v", err)
+	}
+	nc.Close()
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := Open(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close(context.Background())
+	if again, _ := cfg.ReadEmbeddedPassword(); again != pw {
+		t.Error("the password changed across a restart")
+	}
+	for _, listen := range []string{"0.0.0.0:4222", ":4222", "10.0.0.5:4222"} {
+		c := Config{DataDir: dir, Listen: listen, ConnectTimeout: time.Second}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "CCRELAY_NATS_TLS_CERT") {
+			t.Errorf("%s without TLS: %v", listen, err)
+		}
+	}
+	for _, listen := range []string{"127.0.0.1:4222", "localhost:4222", "[::1]:4222", "none"} {
+		if err := (Config{DataDir: dir, Listen: listen, ConnectTimeout: time.Second}).Validate(); err != nil {
+			t.Errorf("%s: %v", listen, err)
+		}
 	}
 }

@@ -40,6 +40,21 @@ func binaryStreams(t *testing.T) messages.StreamConfig {
 	return cfg.Processors.Streams
 }
 
+// embeddedURL is the client URL of a serve's embedded server with the
+// password it generated into its data directory (dir/data).
+func embeddedURL(t *testing.T, dir string, ready map[string]any) string {
+	t.Helper()
+	pw, err := os.ReadFile(dir + "/data/nats-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(dir + "/data/nats-password"); fi.Mode().Perm() != 0o600 {
+		t.Errorf("nats-password is %v, want 0600", fi.Mode().Perm())
+	}
+	u := ready["nats_client_url"].(string)
+	return "nats://ccrelay:" + strings.TrimSpace(string(pw)) + "@" + strings.TrimPrefix(u, "nats://")
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -79,7 +94,11 @@ func TestServeProcessesDeliveries(t *testing.T) {
 	}
 	ready := <-p.ready
 	p.ready <- ready
-	natsURL := ready["nats_client_url"].(string)
+	natsURL := embeddedURL(t, dir, ready)
+	// Without the password the embedded server refuses the operator.
+	if code, _, errOut := runCmd(t, []string{"CCRELAY_NATS_URL=" + ready["nats_client_url"].(string), "CCRELAY_NATS_CONNECT_TIMEOUT=1s"}, "dlq", "list"); code == 0 {
+		t.Errorf("dlq list without the password: %d %s", code, errOut)
+	}
 	code, out, errOut := runCmd(t, []string{"CCRELAY_NATS_URL=" + natsURL}, "dlq", "list")
 	if code != 0 || !strings.Contains(out, "0 dead letters") {
 		t.Errorf("dlq list: %d %s %s", code, out, errOut)
@@ -134,7 +153,7 @@ func TestReplayCommand(t *testing.T) {
 	waitFor(t, "processed", func() bool { return count("done") == "1" })
 	ready := <-p.ready
 	p.ready <- ready
-	env := []string{"PATH=" + os.Getenv("PATH"), "CCRELAY_NATS_URL=" + ready["nats_client_url"].(string)}
+	env := []string{"PATH=" + os.Getenv("PATH"), "CCRELAY_NATS_URL=" + embeddedURL(t, dir, ready)}
 
 	code, out, errOut := runCmd(t, env, "replay", "--subject", "ccrelay.in.sinch.>", "--since", "1h", "--dry-run")
 	if code != 0 || !strings.Contains(out, "would replay 1 events") || !strings.Contains(out, "ccrelay.in.sinch.message_delivery.APP") {

@@ -142,18 +142,20 @@ curl -i %s/v1/connect/events -H 'x-api-key: %s' -H 'Content-Type: application/js
 // EnvFile is a shell file with the demo's credentials and addresses, for
 // scripts such as test/quickstart.sh to source. serve --demo writes it
 // into the data directory, readable by its owner only.
-func (d Demo) EnvFile(base, natsURL string) string {
+func (d Demo) EnvFile(base, natsURL, natsUser, natsPassword string) string {
 	return fmt.Sprintf(`# written by 'ccrelay serve --demo' for this run only
 # (shell variables, not exported: ccrelay refuses CCRELAY_ variables it
 # does not know, and these are for the script, not for ccrelay)
 demo_url='%s'
 demo_nats_url='%s'
+demo_nats_user='%s'
+demo_nats_password='%s'
 demo_sinch_service='%s'
 demo_sinch_secret='%s'
 demo_api_key='%s'
 demo_oauth_client='%s'
 demo_oauth_secret='%s'
-`, base, natsURL, d.SinchService, d.SinchSecret, d.APIKey, d.OAuthClient, d.OAuthSecret)
+`, base, natsURL, natsUser, natsPassword, d.SinchService, d.SinchSecret, d.APIKey, d.OAuthClient, d.OAuthSecret)
 }
 
 // Sample bodies of the demo, in the senders' own shapes.
