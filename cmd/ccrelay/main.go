@@ -267,8 +267,18 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	metricsDone := make(chan error, 1)
 	go func() {
-		metricsDone <- server.Serve(mctx, metricsServer(reg, cfg.Process.Pprof), metricsLn, nil, 5*time.Second)
+		metricsDone <- server.Serve(mctx, metricsServer(reg), metricsLn, nil, 5*time.Second)
 	}()
+	if cfg.Process.Pprof {
+		pln, err := net.Listen("tcp", cfg.Process.PprofAddr)
+		if err != nil {
+			stopMetrics()
+			<-metricsDone
+			return fmt.Errorf("CCRELAY_PPROF_ADDR: %w", err)
+		}
+		logger.Info("profiler listening", "addr", pln.Addr().String())
+		go func() { _ = server.Serve(mctx, pprofServer(), pln, nil, time.Second) }()
+	}
 
 	// Parts stop together when ctx ends or one of them fails.
 	pctx, cancel := context.WithCancel(ctx)
@@ -308,14 +318,19 @@ func localURL(addr string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-func metricsServer(reg *prometheus.Registry, withPprof bool) *http.Server {
+func metricsServer(reg *prometheus.Registry) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// pprofServer serves Go's profiler; it listens on loopback only
+// (CCRELAY_PPROF_ADDR), never on the public metrics listener.
+func pprofServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 

@@ -180,6 +180,8 @@ func TestCommands(t *testing.T) {
 		{[]string{"serve", "--nope"}, nil, 2, "", "flag provided but not defined"},
 		{[]string{"ingest"}, nil, 2, "", "CCRELAY_NATS_URL: required by 'ccrelay ingest'"},
 		{[]string{"serve"}, []string{"CCRELAY_STREAM_MAX_AGE=forever"}, 2, "", "ccrelay: configuration: CCRELAY_STREAM_MAX_AGE: "},
+		{[]string{"serve"}, []string{"CCRELAY_PPROF_ADDR=0.0.0.0:6060"}, 2, "", "ccrelay: configuration: CCRELAY_PPROF_ADDR: "},
+		{[]string{"serve"}, []string{"CCRELAY_NATS_LISTEN=0.0.0.0:4222"}, 2, "", "ccrelay: configuration: CCRELAY_NATS_LISTEN: "},
 		{[]string{"serve"}, []string{"CCRELAY_HTTP_PORT=80"}, 2, "", "CCRELAY_HTTP_PORT: unknown setting"},
 	} {
 		code, out, errOut := runCmd(t, c.env, c.args...)

@@ -304,3 +304,32 @@ func TestQuickstartScript(t *testing.T) {
 		t.Fatalf("exit: %v\n%s", err, p.log())
 	}
 }
+
+// TestPprofOnLoopbackOnly: with CCRELAY_PPROF=true the profiler answers on
+// its own loopback listener, never on the metrics listener.
+func TestPprofOnLoopbackOnly(t *testing.T) {
+	dir := t.TempDir()
+	pprofAddr := freePort(t)
+	p := start(t, dir, []string{"CCRELAY_HTTP_ADDR=127.0.0.1:0", "CCRELAY_METRICS_ADDR=127.0.0.1:0", "CCRELAY_NATS_LISTEN=none",
+		"CCRELAY_PPROF=true", "CCRELAY_PPROF_ADDR=" + pprofAddr}, "serve")
+	get := func(u string) int {
+		res, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := get(p.addr("metrics") + "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("metrics listener serves pprof: %d", code)
+	}
+	waitFor(t, "profiler", func() bool {
+		res, err := http.Get("http://" + pprofAddr + "/debug/pprof/")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+	_ = p.stop(t, syscall.SIGTERM)
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"reflect"
 	"sort"
@@ -31,9 +32,12 @@ type Process struct {
 	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
 	// MetricsAddr is the Prometheus listener.
 	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090"`
-	// Pprof serves Go's profiler under /debug/pprof/ on the metrics
-	// listener, for finding where time goes under load.
+	// Pprof serves Go's profiler under /debug/pprof/ on a listener of its
+	// own, for finding where time goes under load.
 	Pprof bool `env:"PPROF" envDefault:"false"`
+	// PprofAddr is the profiler's listener: loopback only, as profiles
+	// and traces show what the process holds.
+	PprofAddr string `env:"PPROF_ADDR" envDefault:"127.0.0.1:6060"`
 }
 
 // Seal holds the keys that seal credentials arriving with requests.
@@ -173,10 +177,21 @@ func (c *Config) validate() error {
 	if in.Connect.Auth.APIKeyHeader == "" {
 		return errors.New("CCRELAY_CONNECT_API_KEY_HEADER: must not be empty")
 	}
+	if host, _, err := net.SplitHostPort(c.Process.PprofAddr); err != nil || !isLoopback(host) {
+		return fmt.Errorf("CCRELAY_PPROF_ADDR: %q must be a loopback host:port (127.0.0.1:6060)", c.Process.PprofAddr)
+	}
 	if c.Process.MetricsAddr == in.HTTP.Addr && !strings.HasSuffix(in.HTTP.Addr, ":0") {
 		return fmt.Errorf("CCRELAY_METRICS_ADDR: %s is also CCRELAY_HTTP_ADDR", in.HTTP.Addr)
 	}
 	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Variable describes one setting, for --help and the README.
