@@ -148,6 +148,17 @@ func composeUp(t *testing.T, tag string) {
 		logs, _ := run("logs", "--tail", "50")
 		t.Fatalf("event through compose: %d %s\n%s", res.StatusCode, b, logs)
 	}
+	// The processors run as NATS user ccrelay with its permissions: all
+	// three started, and the summaries processor took the event (the
+	// consumer, a ledger claim and its release) and failed on the Connect
+	// bucket the .env names only as a placeholder.
+	waitFor(t, "processors started and the event taken", func() bool {
+		logs, _ := run("logs", "process")
+		return strings.Count(logs, `"processor started"`) == 3 && strings.Contains(logs, `"processing failed; will retry"`)
+	})
+	if logs, _ := run("logs"); strings.Contains(logs, "Permissions Violation") || strings.Contains(logs, "Authorization Violation") {
+		t.Errorf("a NATS permission was missing:\n%s", logs)
+	}
 }
 
 const connectEventBody = `{"version":"0","id":"6f1c2b3a-0000-4000-8000-0000000000c0","detail-type":"Contact Lens Post Call Rules Matched","source":"aws.connect","account":"123456789012","time":"2026-11-21T09:58:00Z","region":"eu-central-1","resources":[],"detail":{"instanceArn":"arn:aws:connect:eu-central-1:123456789012:instance/b1e4f6a2-0000-4000-8000-000000000001","contactArn":"arn:aws:connect:eu-central-1:123456789012:instance/b1e4f6a2-0000-4000-8000-000000000001/contact/c0ffee00-0000-4000-8000-0000000000c0"}}`
@@ -195,9 +206,14 @@ func TestKubernetesManifests(t *testing.T) {
 			deployments[name] = d
 		case "Secret":
 			secrets[name] = true
+			if name == "ccrelay-secrets" {
+				if u, _ := get(d, "stringData", "CCRELAY_NATS_URL").(string); !strings.Contains(u, "nats://ccrelay:") {
+					t.Errorf("ccrelay-secrets connects to NATS without its user: %q", u)
+				}
+			}
 		}
 	}
-	for kind, n := range map[string]int{"Deployment": 2, "Service": 2, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2, "Secret": 1} {
+	for kind, n := range map[string]int{"Deployment": 2, "Service": 2, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2, "Secret": 2} {
 		if kinds[kind] != n {
 			t.Errorf("%d %s, want %d", kinds[kind], kind, n)
 		}
