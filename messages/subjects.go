@@ -212,7 +212,7 @@ func UnescapeToken(tok string) (string, error) {
 		if hi < 0 || lo < 0 {
 			return "", fmt.Errorf("unescape %q: bad escape at %d", tok, i)
 		}
-		v := byte(hi<<4 | lo)
+		v := byte(hi<<4 | lo) // #nosec G115 -- hi and lo are hex digits, 0 to 15
 		if isPlain(v) {
 			return "", fmt.Errorf("unescape %q: %q is escaped needlessly", tok, v)
 		}

@@ -387,7 +387,7 @@ func (r *Runtime) handle(ctx context.Context, p Processor, nc *nats.Conn, reply,
 }
 
 func (r *Runtime) retryOrDeadLetter(ctx context.Context, p Processor, ev *Event, err error) (string, error) {
-	if ev.Deliveries >= uint64(r.cfg.MaxDeliver) {
+	if ev.Deliveries >= uint64(r.cfg.MaxDeliver) { // #nosec G115 -- Config.Validate keeps MaxDeliver positive
 		return r.deadLetter(ctx, p, ev, fmt.Errorf("gave up after %d deliveries: %w", ev.Deliveries, err))
 	}
 	return OutcomeRetried, err

@@ -123,7 +123,7 @@ func (s *cmiSession) get(ctx context.Context, op, u, accept string) (*http.Respo
 	}
 	if res.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-		res.Body.Close()
+		_ = res.Body.Close()
 		return nil, &cmiError{Op: op, Status: res.StatusCode}
 	}
 	return res, nil

@@ -300,7 +300,7 @@ func (c *Client) once(ctx context.Context, t Tenant, st *tenantState, req reques
 	hr, err := http.NewRequestWithContext(ctx, req.method, req.url, body)
 	if err != nil {
 		if body != nil {
-			body.Close()
+			_ = body.Close()
 		}
 		return nil, &Error{Op: req.op, Err: err}
 	}
@@ -357,5 +357,5 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 
 func drain(res *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-	res.Body.Close()
+	_ = res.Body.Close()
 }

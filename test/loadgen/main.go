@@ -133,7 +133,7 @@ func run(url, secret string, conns int, warm, dur time.Duration, rate float64) r
 				measured := due.After(measureFrom)
 				if err == nil {
 					_, _ = io.Copy(io.Discard, res.Body)
-					res.Body.Close()
+					_ = res.Body.Close()
 				}
 				if measured && ctx.Err() == nil {
 					switch {

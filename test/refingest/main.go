@@ -61,7 +61,8 @@ func main() {
 		w.WriteHeader(http.StatusOK)
 	})
 	fmt.Fprintln(os.Stderr, "refingest listening on", *addr)
-	if err := http.ListenAndServe(*addr, nil); err != nil {
+	srv := &http.Server{Addr: *addr, ReadHeaderTimeout: 15 * time.Second, ReadTimeout: 15 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -117,7 +117,7 @@ func (o *odata) issueToken(w http.ResponseWriter) {
 	o.s.mu.Lock()
 	o.sessions[session] = token
 	o.s.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: "SAP_SESSIONID_FAKE", Value: session, Path: "/"})
+	http.SetCookie(w, &http.Cookie{Name: "SAP_SESSIONID_FAKE", Value: session, Path: "/"}) // #nosec G124 -- the fake tenant serves plain http on loopback
 	w.Header().Set("X-Csrf-Token", token)
 }
 

@@ -19,7 +19,7 @@ import (
 // AWS_SECRET_ACCESS_KEY for code using the SDK's default chain.
 const (
 	AccessKey = "AKIACCRELAYTEST"
-	SecretKey = "ccrelay-test-secret-key"
+	SecretKey = "ccrelay-test-secret-key" // #nosec G101 -- the fake S3 server's own test key
 	Region    = "us-east-1"
 )
 
