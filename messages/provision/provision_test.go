@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages/provision"
+	"github.com/ccrelay/ccrelay/test/logtest"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
 
@@ -147,7 +148,7 @@ func TestWaitsForJetStream(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	w := provision.Waiter{Budget: 20 * time.Second, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
 	dir := t.TempDir()
 	started := make(chan error, 1)
@@ -207,21 +208,4 @@ func TestInvalidConfigIsNotRetried(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("an invalid request was retried for %s", d)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -257,15 +257,7 @@ func TestClosedConnectionReopened(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + ln.Addr().String()
+	base := "http://" + runServer(t, srv)
 	health := func() int {
 		res, err := http.Get(base + "/healthz")
 		if err != nil {
@@ -322,15 +314,7 @@ func TestSlowClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	defer func() { cancel(); <-done }()
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := net.Dial("tcp", runServer(t, srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,4 +347,19 @@ func errorsAs(err error, target any) bool { return errors.As(err, target) }
 
 func fixedBroker(nc *nats.Conn, js jetstream.JetStream) ingest.Fixed {
 	return ingest.Fixed{JS: js, Conn: nc}
+}
+
+// runServer runs srv as ccrelay does (its timeouts included) on a loopback
+// listener until the test ends, and returns the address.
+func runServer(t *testing.T, srv *server.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
 }

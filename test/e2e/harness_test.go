@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors/service"
+	"github.com/ccrelay/ccrelay/test/logtest"
 	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
 	"github.com/ccrelay/ccrelay/test/sinchtest"
@@ -124,22 +124,8 @@ func deployB(b *testing.B, natsURL string, extra ...string) http.Handler {
 	return deploy(b, natsURL, 1, extra...).handlers[0]
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a deployment's logs.
+type syncBuffer = logtest.Buffer
 
 // deploy starts replicas ingest servers sharing natsURL, configured from
 // environment-style settings (defaults plus extra), through the same

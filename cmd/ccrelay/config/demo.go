@@ -6,7 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -71,21 +72,12 @@ func (d Demo) Environ(environ []string) []string {
 		set[strings.TrimSuffix(k, "_FILE")] = true
 	}
 	out := append([]string(nil), environ...)
-	for _, k := range sortedKeys(d.Settings()) {
+	for _, k := range slices.Sorted(maps.Keys(d.Settings())) {
 		if !set[k] {
 			out = append(out, k+"="+d.Settings()[k])
 		}
 	}
 	return out
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Instructions is what --demo prints once the server is ready: the
