@@ -144,6 +144,10 @@ func NewContactProCall(integration, pathEvent, rest, method string, query url.Va
 		if err := CheckToken(f.name, f.v); err != nil {
 			return nil, err
 		}
+		// Both also go into the dedup id, a header value.
+		if err := checkText(f.name, f.v); err != nil {
+			return nil, err
+		}
 		if len(f.v) > 64 {
 			return nil, &FieldError{Field: f.name, Problem: "is longer than 64 bytes"}
 		}
