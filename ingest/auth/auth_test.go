@@ -1,59 +1,15 @@
 package auth_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages/secret"
 )
-
-func TestSecretNeverPrints(t *testing.T) {
-	s := auth.Secret("hunter2")
-	var buf bytes.Buffer
-	slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "secret", s)
-	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %s %#v %q", s, s, s, s), buf.String()} {
-		if strings.Contains(out, "hunter2") {
-			t.Errorf("secret printed: %s", out)
-		}
-	}
-	if !s.Matches("hunter2") || s.Matches("hunter3") || auth.Secret("").Matches("") {
-		t.Error("Matches")
-	}
-}
-
-func TestCredentialsParse(t *testing.T) {
-	var c auth.Credentials
-	if err := c.UnmarshalText([]byte("a:x:y, b:z")); err != nil {
-		t.Fatal(err)
-	}
-	if !c.Check("a", "x:y") || !c.Check("b", "z") || c.Check("a", "x") || c.Check("c", "z") {
-		t.Errorf("Check: %v", c.Names())
-	}
-	for _, bad := range []string{"SECRETVALUE", ":SECRETVALUE", "a:", "a:SECRETVALUE,a:SECRETVALUE", "a:SECRETVALUE,,b:SECRETVALUE"} {
-		err := c.UnmarshalText([]byte(bad))
-		if err == nil {
-			t.Errorf("%q accepted", bad)
-		} else if strings.Contains(err.Error(), "SECRETVALUE") {
-			t.Errorf("%q: error quotes a secret: %v", bad, err)
-		}
-	}
-	var l auth.SecretList
-	if err := l.UnmarshalText([]byte("k1, k2")); err != nil || len(l) != 2 {
-		t.Fatalf("%v %v", l, err)
-	}
-	if i, ok := l.Match("k2"); !ok || i != 1 {
-		t.Errorf("Match k2: %d %v", i, ok)
-	}
-	if err := l.UnmarshalText([]byte("k1,,k2")); err == nil {
-		t.Error("empty entry accepted")
-	}
-}
 
 type fakeVerifier struct{}
 
@@ -66,9 +22,9 @@ func (fakeVerifier) Verify(_ context.Context, tok string) (string, error) {
 func (fakeVerifier) Enabled() bool { return true }
 
 func TestAuthenticator(t *testing.T) {
-	var users auth.Credentials
+	var users secret.Credentials
 	_ = users.UnmarshalText([]byte("u:p"))
-	a := &auth.Authenticator{APIKeyHeader: "x-api-key", APIKeys: auth.SecretList{"key"}, Basic: users, Bearer: fakeVerifier{}}
+	a := &auth.Authenticator{APIKeyHeader: "x-api-key", APIKeys: secret.SecretList{"key"}, Basic: users, Bearer: fakeVerifier{}}
 	for _, c := range []struct {
 		name   string
 		set    func(h map[string]string)
@@ -110,42 +66,4 @@ func TestAuthenticator(t *testing.T) {
 	if ch := strings.Join(a.Challenges(false), "\n"); !strings.Contains(ch, "Basic") || !strings.Contains(ch, "Bearer") {
 		t.Errorf("challenge %q", ch)
 	}
-}
-
-// FuzzCredentials: parsing never panics, never keeps an empty name or
-// secret, and a parse error never quotes a secret.
-func FuzzCredentials(f *testing.F) {
-	f.Add("a:b,c:d:e")
-	f.Add(",")
-	f.Add("a:")
-	f.Fuzz(func(t *testing.T, s string) {
-		var c auth.Credentials
-		if err := c.UnmarshalText([]byte(s)); err != nil {
-			// Errors may quote names, never secrets: a secret long enough to
-			// be recognised, that no name contains, must not appear.
-			var names, secrets []string
-			for _, part := range strings.Split(s, ",") {
-				name, secret, _ := strings.Cut(strings.TrimSpace(part), ":")
-				names, secrets = append(names, name), append(secrets, secret)
-			}
-			for _, secret := range secrets {
-				inName := false
-				for _, n := range names {
-					inName = inName || strings.Contains(n, secret)
-				}
-				if len(secret) > 3 && !inName && strings.Contains(err.Error(), secret) {
-					t.Fatalf("error %q quotes secret %q", err, secret)
-				}
-			}
-			return
-		}
-		for name, secret := range c {
-			if name == "" || secret == "" {
-				t.Fatalf("empty name or secret kept from %q", s)
-			}
-			if !c.Check(name, secret.Reveal()) {
-				t.Fatalf("parsed secret of %q does not check", name)
-			}
-		}
-	})
 }

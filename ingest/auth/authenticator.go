@@ -1,9 +1,12 @@
+// Package auth checks the credentials ingest accepts: API keys, basic and
+// digest users, and bearer tokens.
 package auth
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ccrelay/ccrelay/messages/secret"
 	"net/http"
 	"strings"
 )
@@ -30,11 +33,11 @@ type TokenVerifier interface {
 // with an env prefix (CONTACTPRO_, CONNECT_), so each endpoint has its own.
 type Settings struct {
 	// APIKeys are accepted in APIKeyHeader: "key1,key2".
-	APIKeys SecretList `env:"API_KEYS"`
+	APIKeys secret.SecretList `env:"API_KEYS"`
 	// APIKeyHeader carries the API key.
 	APIKeyHeader string `env:"API_KEY_HEADER" envDefault:"x-api-key"`
 	// BasicUsers are accepted with HTTP basic: "user:password,...".
-	BasicUsers Credentials `env:"BASIC_USERS"`
+	BasicUsers secret.Credentials `env:"BASIC_USERS"`
 }
 
 // Authenticator returns an Authenticator for s, accepting bearer tokens
@@ -60,8 +63,8 @@ type Principal struct {
 type Authenticator struct {
 	// APIKeyHeader is the header that carries an API key (x-api-key).
 	APIKeyHeader string
-	APIKeys      SecretList
-	Basic        Credentials
+	APIKeys      secret.SecretList
+	Basic        secret.Credentials
 	// Digest checks digest credentials; nil accepts none.
 	Digest *Digest
 	// Bearer verifies tokens; nil accepts none.

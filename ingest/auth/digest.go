@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/ccrelay/ccrelay/messages/secret"
 	"hash"
 	"net/http"
 	"sort"
@@ -32,7 +33,7 @@ var ErrStaleNonce = errors.New("digest nonce expired")
 // sent again within that time; it carries the same body and so the same
 // dedup id, and JetStream stores it once.
 type Digest struct {
-	users Credentials
+	users secret.Credentials
 	realm string
 	key   []byte
 	ttl   time.Duration
@@ -44,7 +45,7 @@ const NonceTTL = 5 * time.Minute
 
 // NewDigest returns a Digest for users in realm, or nil when there are no
 // users.
-func NewDigest(users Credentials, realm string) *Digest {
+func NewDigest(users secret.Credentials, realm string) *Digest {
 	if len(users) == 0 {
 		return nil
 	}

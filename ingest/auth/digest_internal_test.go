@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"github.com/ccrelay/ccrelay/messages/secret"
 	"net/http/httptest"
 	"regexp"
 	"strings"
@@ -12,7 +13,7 @@ import (
 // TestDigestNonceExpires: a nonce older than NonceTTL is answered with
 // ErrStaleNonce and a new challenge marked stale, so the client retries.
 func TestDigestNonceExpires(t *testing.T) {
-	d := NewDigest(Credentials{"cp": "s3cret"}, "ccrelay")
+	d := NewDigest(secret.Credentials{"cp": "s3cret"}, "ccrelay")
 	issued := time.Unix(1_800_000_000, 0)
 	d.now = func() time.Time { return issued }
 	nonce := regexp.MustCompile(`nonce="([^"]+)"`).FindStringSubmatch(d.Challenges(false)[0])[1]

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages/secret"
 )
 
 // digestClient answers a challenge the way RFC 7616 §3.4.1 says a client
@@ -40,7 +41,7 @@ func digestClient(t *testing.T, challenge, method, uri, user, pass string) strin
 }
 
 func TestDigest(t *testing.T) {
-	var users auth.Credentials
+	var users secret.Credentials
 	_ = users.UnmarshalText([]byte("Mufasa:Circle of Life,cp:s3cret"))
 	a := &auth.Authenticator{APIKeyHeader: "x-api-key", Digest: auth.NewDigest(users, "ccrelay")}
 	// A 401 offers both algorithms, SHA-256 first.
@@ -92,7 +93,7 @@ func TestDigest(t *testing.T) {
 // by another configured alike (no shared state), and by none configured
 // with other users.
 func TestDigestNonceAcrossReplicas(t *testing.T) {
-	var users, others auth.Credentials
+	var users, others secret.Credentials
 	_ = users.UnmarshalText([]byte("cp:s3cret"))
 	_ = others.UnmarshalText([]byte("cp:other"))
 	a := &auth.Authenticator{APIKeyHeader: "x-api-key", Digest: auth.NewDigest(users, "ccrelay")}
@@ -113,7 +114,7 @@ func FuzzDigestAuthorization(f *testing.F) {
 	f.Add(`username="cp", realm="ccrelay", uri="/x", algorithm=SHA-256, nonce="abc", nc=00000001, cnonce="c", qop=auth, response="00"`)
 	f.Add(`username="a\"b", realm=ccrelay,,, nonce=`)
 	f.Add(`x`)
-	var users auth.Credentials
+	var users secret.Credentials
 	_ = users.UnmarshalText([]byte("cp:s3cret"))
 	a := &auth.Authenticator{APIKeyHeader: "x-api-key", Digest: auth.NewDigest(users, "ccrelay")}
 	f.Fuzz(func(t *testing.T, params string) {

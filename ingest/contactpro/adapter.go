@@ -15,6 +15,7 @@ import (
 	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/seal"
+	"github.com/ccrelay/ccrelay/messages/secret"
 )
 
 // Config sets the Contact Pro adapter. Its env tags are read with the
@@ -25,7 +26,7 @@ type Config struct {
 	// DigestUsers are accepted with HTTP digest (RFC 7616, MD5 or SHA-256,
 	// qop=auth), Contact Pro's "digest:<user>" authentication:
 	// "user:password,...".
-	DigestUsers auth.Credentials `env:"CONTACTPRO_DIGEST_USERS"`
+	DigestUsers secret.Credentials `env:"CONTACTPRO_DIGEST_USERS"`
 }
 
 // CredentialHeaders returns the headers in which Contact Pro passes the

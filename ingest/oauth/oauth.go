@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages/secret"
 )
 
 // Config sets the token endpoint and token checks. Its env tags are read with
@@ -37,11 +38,11 @@ type Config struct {
 	// endpoints it names: "client_id@contactpro:secret,eb@connect:secret2"
 	// ("@contactpro+connect" for both). A token is accepted only on the
 	// endpoints of its client.
-	Clients auth.Credentials `env:"OAUTH_CLIENTS"`
+	Clients secret.Credentials `env:"OAUTH_CLIENTS"`
 	// SigningKey signs ccrelay's own tokens. Empty derives one from Clients
 	// with HKDF, which every replica with the same clients agrees on; set it
 	// to make tokens survive a client secret rotation.
-	SigningKey auth.Secret `env:"OAUTH_SIGNING_KEY"`
+	SigningKey secret.Secret `env:"OAUTH_SIGNING_KEY"`
 	// TokenTTL is the lifetime of issued tokens.
 	TokenTTL time.Duration `env:"OAUTH_TOKEN_TTL" envDefault:"15m"`
 
@@ -101,12 +102,12 @@ func ExternalScope(endpoint string) string { return "ccrelay." + endpoint }
 
 // client is one configured OAuth client.
 type client struct {
-	secret    auth.Secret
+	secret    secret.Secret
 	endpoints []string
 }
 
 // parseClients reads the "id@endpoint[+endpoint]" names of the client list.
-func parseClients(c auth.Credentials) (map[string]client, error) {
+func parseClients(c secret.Credentials) (map[string]client, error) {
 	out := make(map[string]client, len(c))
 	for name, secret := range c {
 		id, eps, ok := strings.Cut(name, "@")
@@ -209,7 +210,7 @@ func New(ctx context.Context, cfg Config, reg prometheus.Registerer, logger *slo
 
 // deriveKey derives the HS256 key from the client list, so that replicas
 // configured alike agree on it without sharing one more secret.
-func deriveKey(clients auth.Credentials) ([]byte, error) {
+func deriveKey(clients secret.Credentials) ([]byte, error) {
 	var ikm []byte
 	for _, name := range clients.Names() {
 		ikm = append(ikm, name...)

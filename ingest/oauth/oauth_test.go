@@ -11,13 +11,13 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/ingest/oauth"
+	"github.com/ccrelay/ccrelay/messages/secret"
 )
 
-func issuer(t *testing.T, clients string, signingKey auth.Secret) *oauth.Issuer {
+func issuer(t *testing.T, clients string, signingKey secret.Secret) *oauth.Issuer {
 	t.Helper()
-	var c auth.Credentials
+	var c secret.Credentials
 	if err := c.UnmarshalText([]byte(clients)); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestTokensAreScoped(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"c1:s1", "c1@:s1", "c1@nowhere:s1", "@connect:s1"} {
-		var c auth.Credentials
+		var c secret.Credentials
 		_ = c.UnmarshalText([]byte(bad))
 		if err := (oauth.Config{Clients: c, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour}).Validate(); err == nil || !strings.Contains(err.Error(), "CCRELAY_OAUTH_CLIENTS") {
 			t.Errorf("%q: %v", bad, err)
@@ -88,7 +88,7 @@ func TestTokensAreScoped(t *testing.T) {
 }
 
 func TestVerifyRefuses(t *testing.T) {
-	key := auth.Secret(strings.Repeat("k", 32))
+	key := secret.Secret(strings.Repeat("k", 32))
 	is := issuer(t, "c1@contactpro:s1", key)
 	sign := func(claims jwt.MapClaims, m jwt.SigningMethod, k any) string {
 		s, err := jwt.NewWithClaims(m, claims).SignedString(k)
@@ -151,7 +151,7 @@ func FuzzVerify(f *testing.F) {
 }
 
 func issuerF(f *testing.F) *oauth.Issuer {
-	var c auth.Credentials
+	var c secret.Credentials
 	_ = c.UnmarshalText([]byte("c1@contactpro:s1"))
 	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
 		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))

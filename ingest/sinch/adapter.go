@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/ingest"
-	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/secret"
 )
 
 // Config sets the Sinch adapter. Its env tags are read with the CCRELAY_
@@ -19,7 +19,7 @@ import (
 type Config struct {
 	// WebhookSecrets maps each messaging service, the {service} of the URL,
 	// to its webhook secret: "service:secret,service2:secret2".
-	WebhookSecrets auth.Credentials `env:"SINCH_WEBHOOK_SECRETS"`
+	WebhookSecrets secret.Credentials `env:"SINCH_WEBHOOK_SECRETS"`
 	// MaxClockSkew is how far a callback's timestamp may be from now. 0
 	// turns off the timestamp and nonce checks.
 	MaxClockSkew time.Duration `env:"SINCH_MAX_CLOCK_SKEW" envDefault:"5m"`

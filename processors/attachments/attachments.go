@@ -29,10 +29,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/seal"
+	"github.com/ccrelay/ccrelay/messages/secret"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
 	"github.com/ccrelay/ccrelay/sinks/egress"
@@ -285,7 +285,7 @@ func (p *Processor) credentials(call *messages.ChatAttachmentsCall, fields map[s
 	if own {
 		cmi.user, cmi.password, cmi.apiKey = call.CMIUser, fields["x-cmi-password"], fields["x-cmi-api-key"]
 	}
-	tenant, err := p.c4c.Config().TenantFor(p.c4cOrigin, call.SAP.URL, call.SAP.User, auth.Secret(fields["x-sap-v1-password"]))
+	tenant, err := p.c4c.Config().TenantFor(p.c4cOrigin, call.SAP.URL, call.SAP.User, secret.Secret(fields["x-sap-v1-password"]))
 	if err != nil {
 		return credentials{}, processors.Permanent(fmt.Errorf("c4c: %w", err))
 	}

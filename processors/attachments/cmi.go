@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages/secret"
 )
 
 // CMIConfig sets the Contact Management Interface client. Its env tags are
@@ -23,8 +23,8 @@ import (
 type CMIConfig struct {
 	URL            string        `env:"CMI_URL"`
 	User           string        `env:"CMI_USER"`
-	Password       auth.Secret   `env:"CMI_PASSWORD"`
-	APIKey         auth.Secret   `env:"CMI_API_KEY"`
+	Password       secret.Secret `env:"CMI_PASSWORD"`
+	APIKey         secret.Secret `env:"CMI_API_KEY"`
 	APIKeyHeader   string        `env:"CMI_API_KEY_HEADER" envDefault:"x-api-key"`
 	ChatPath       string        `env:"CMI_CHAT_PATH" envDefault:"/chats/{contact_id}"`
 	MessagesPath   string        `env:"CMI_MESSAGES_PATH" envDefault:"/chatMessages?chatId={contact_id}"`

@@ -21,7 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ccrelay/ccrelay/ingest/auth"
+	"github.com/ccrelay/ccrelay/messages/secret"
 	"github.com/ccrelay/ccrelay/sinks/egress"
 )
 
@@ -29,9 +29,9 @@ import (
 // URL, User and Password are the defaults; a Contact Pro call that names
 // its tenant (sap_v1) and carries a password wins for that call.
 type Config struct {
-	URL      string      `env:"C4C_URL"`
-	User     string      `env:"C4C_USER"`
-	Password auth.Secret `env:"C4C_PASSWORD"`
+	URL      string        `env:"C4C_URL"`
+	User     string        `env:"C4C_USER"`
+	Password secret.Secret `env:"C4C_PASSWORD"`
 	// Timeout bounds one HTTP exchange (uploads of large files included).
 	Timeout time.Duration `env:"C4C_TIMEOUT" envDefault:"60s"`
 	// MaxConcurrency bounds the requests in flight per tenant and process.
@@ -86,7 +86,7 @@ func checkBase(u string) error {
 type Tenant struct {
 	URL      string
 	User     string
-	Password auth.Secret
+	Password secret.Secret
 }
 
 // DefaultTenant is the configured tenant with its technical user.
@@ -101,7 +101,7 @@ func (c Config) DefaultTenant() Tenant {
 // used only with the call's own user and password, over https, when
 // origin's allow-list holds its host (egress.Origin.Bind). Refusals wrap
 // egress.ErrRefused.
-func (c Config) TenantFor(origin egress.Origin, callURL, callUser string, callPassword auth.Secret) (Tenant, error) {
+func (c Config) TenantFor(origin egress.Origin, callURL, callUser string, callPassword secret.Secret) (Tenant, error) {
 	own := callPassword != ""
 	b, err := origin.Bind(callURL, own)
 	if err != nil {

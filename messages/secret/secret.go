@@ -1,7 +1,8 @@
-// Package auth holds the credentials ingest accepts and checks them: webhook
-// secrets, API keys, basic users and bearer tokens. Secrets are kept in types
-// that never print their value, so a stray log line cannot leak one.
-package auth
+// Package secret holds configured credentials in types that never print
+// their value, so a stray log line or error cannot leak one. It is a leaf:
+// ingest, processors and sinks all keep secrets, and none of them should
+// depend on another for that.
+package secret
 
 import (
 	"crypto/sha256"
