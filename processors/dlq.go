@@ -31,7 +31,7 @@ func NewDeadLetters(js jetstream.JetStream, subjects messages.Subjects) *DeadLet
 // Send stores ev as a dead letter of processor: the original body and
 // headers, plus the processor, the error, the delivery count and where the
 // event came from. Sending the same delivery twice stores it once.
-func (d *DeadLetters) Send(ctx context.Context, processor string, ev *Event, cause error) error {
+func (d *DeadLetters) Send(ctx context.Context, processor string, ev *Event, cause error) (stored bool, err error) {
 	h := make(nats.Header, len(ev.Header)+7)
 	for k, v := range ev.Header {
 		if k == nats.MsgIdHdr || strings.HasPrefix(k, "Nats-Expected") {
@@ -51,10 +51,11 @@ func (d *DeadLetters) Send(ctx context.Context, processor string, ev *Event, cau
 	h[messages.HeaderDLQFailedAt] = []string{time.Now().UTC().Format(time.RFC3339Nano)}
 	h[nats.MsgIdHdr] = []string{"dlq:" + processor + ":" + strconv.FormatUint(ev.Seq, 10)}
 	msg := &nats.Msg{Subject: d.subjects.DeadLetter(processor), Header: h, Data: ev.Body}
-	if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.DeadLetterStream())); err != nil {
-		return fmt.Errorf("dead-letter %s seq %d: %w", processor, ev.Seq, err)
+	ack, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.DeadLetterStream()))
+	if err != nil {
+		return false, fmt.Errorf("dead-letter %s seq %d: %w", processor, ev.Seq, err)
 	}
-	return nil
+	return !ack.Duplicate, nil
 }
 
 // DeadLetter is one stored dead letter.

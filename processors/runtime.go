@@ -396,7 +396,7 @@ func (r *Runtime) retryOrDeadLetter(ctx context.Context, p Processor, ev *Event,
 func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause error) (string, error) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := r.deps.DLQ.Send(dctx, p.Name, ev, cause); err != nil {
+	if _, err := r.deps.DLQ.Send(dctx, p.Name, ev, cause); err != nil {
 		// Not stored as a dead letter: keep it in the stream and retry.
 		return OutcomeRetried, fmt.Errorf("%w (and %w)", cause, err)
 	}
@@ -472,11 +472,17 @@ func (r *Runtime) watchMaxDeliveries(ctx context.Context, nc *nats.Conn, p Proce
 			return
 		}
 		ev := &Event{Subject: raw.Subject, ID: raw.Header.Get(messages.HeaderID), Header: raw.Header, Body: raw.Data, Seq: adv.StreamSeq, Deliveries: adv.Deliveries}
-		if err := r.deps.DLQ.Send(actx, p.Name, ev, fmt.Errorf("delivered %d times without an answer", adv.Deliveries)); err != nil {
+		stored, err := r.deps.DLQ.Send(actx, p.Name, ev, fmt.Errorf("delivered %d times without an answer", adv.Deliveries))
+		if err != nil {
 			r.deps.Logger.Error("max deliveries advisory: dead-letter failed", "processor", p.Name, "seq", adv.StreamSeq, "error", err)
 			return
 		}
-		r.deps.Metrics.Messages.WithLabelValues(p.Name, OutcomeDeadLettered).Inc()
+		// Every replica receives the advisory; the dead letter's dedup id
+		// stores it once, and only the replica that stored it counts it.
+		if stored {
+			r.deps.Metrics.Messages.WithLabelValues(p.Name, OutcomeDeadLettered).Inc()
+			r.deps.Logger.Error("dead-lettered", "processor", p.Name, "seq", adv.StreamSeq, "deliveries", adv.Deliveries, "error", "delivered without an answer")
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("watch max deliveries: %w", err)

@@ -36,6 +36,7 @@ import (
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
 	"github.com/ccrelay/ccrelay/sinks/egress"
+	"github.com/ccrelay/ccrelay/sinks/retry"
 )
 
 // Name is the processor's name.
@@ -206,7 +207,7 @@ func (p *Processor) stage(ctx context.Context, ev *processors.Event) error {
 	case res.StatusCode == 404 || res.StatusCode == 410:
 		p.files.WithLabelValues("stage", "expired").Inc()
 		return processors.Permanentf("download media: HTTP %d (the channel no longer has it)", res.StatusCode)
-	case res.StatusCode >= 500 || res.StatusCode == 429 || res.StatusCode == 408:
+	case retry.TransientStatus(res.StatusCode):
 		return fmt.Errorf("download media: HTTP %d", res.StatusCode)
 	default:
 		return processors.Permanentf("download media: HTTP %d", res.StatusCode)

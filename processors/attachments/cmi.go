@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ccrelay/ccrelay/sinks/retry"
 	"io"
 	"net/http"
 	"net/url"
@@ -90,9 +91,7 @@ func (e *cmiError) Error() string {
 
 func (e *cmiError) Unwrap() error { return e.Err }
 
-func (e *cmiError) transient() bool {
-	return e.Status == 0 || e.Status >= 500 || e.Status == 408 || e.Status == 429
-}
+func (e *cmiError) transient() bool { return retry.TransientStatus(e.Status) }
 
 func (s *cmiSession) resolve(path string, vars map[string]string) string {
 	for k, v := range vars {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/ccrelay/ccrelay/messages/secret"
 	"github.com/ccrelay/ccrelay/sinks/egress"
+	"github.com/ccrelay/ccrelay/sinks/retry"
 )
 
 // Config sets the client. Its env tags are read with the CCRELAY_ prefix.
@@ -151,16 +152,11 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Transient reports whether retrying later can succeed: network errors,
-// timeouts, 408, 409, 412, 425, 429 and 5xx.
+// Transient reports whether retrying later can succeed: what retry says of
+// every HTTP answer, and C4C's own 409 and 412 (the record changed under
+// the request: read it again and retry).
 func (e *Error) Transient() bool {
-	switch {
-	case e.Status == 0, e.Status >= 500:
-		return true
-	case e.Status == 408, e.Status == 409, e.Status == 412, e.Status == 425, e.Status == 429:
-		return true
-	}
-	return false
+	return retry.TransientStatus(e.Status) || e.Status == 409 || e.Status == 412
 }
 
 // IsTransient reports whether err is worth retrying: true for transient
