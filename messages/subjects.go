@@ -134,8 +134,21 @@ func (s Subjects) EventsStream() string { return s.upper + "_EVENTS" }
 func (s Subjects) DeadLetterStream() string { return s.upper + "_DLQ" }
 
 // Bucket returns the name of a KV or object store bucket owned by this
-// deployment, e.g. Bucket("SINCH_NONCES") is "CCRELAY_SINCH_NONCES".
+// deployment, e.g. Bucket("SINCH_NONCES") is "CCRELAY_SINCH_NONCES". The
+// contract's own buckets have named methods below; use those.
 func (s Subjects) Bucket(name string) string { return s.upper + "_" + name }
+
+// LedgerBucket holds the processors' work in progress and done.
+func (s Subjects) LedgerBucket() string { return s.Bucket("LEDGER") }
+
+// NonceBucket holds the Sinch webhook nonces seen.
+func (s Subjects) NonceBucket() string { return s.Bucket("SINCH_NONCES") }
+
+// MediaBucket is the object store of staged Sinch media.
+func (s Subjects) MediaBucket() string { return s.Bucket("MEDIA") }
+
+// DeliveryStatusBucket holds the latest Sinch delivery status per message.
+func (s Subjects) DeliveryStatusBucket() string { return s.Bucket("DELIVERY_STATUS") }
 
 func (s Subjects) join(source string, tokens ...string) string {
 	var b strings.Builder

@@ -99,7 +99,7 @@ func start(t *testing.T, url string, replicas int) *fixture {
 	f := &fixture{js: js, subjects: subjects, rec: &recorder{done: map[string]int{}, attempts: map[string]int{}, at: map[string][]time.Time{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
 	cfg := processors.Config{Concurrency: 4, AckWait: 1500 * time.Millisecond, MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
 		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
-	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, subjects.Bucket("LEDGER"), cfg.LedgerTTL, cfg.AckWait, 1)
+	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, subjects.LedgerBucket(), cfg.LedgerTTL, cfg.AckWait, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,7 +312,7 @@ func TestStopWhileStarting(t *testing.T) {
 	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := processors.NewLedger(context.Background(), provision.Waiter{}, js, s.Bucket("LEDGER"), time.Hour, time.Second, 1)
+	ledger, err := processors.NewLedger(context.Background(), provision.Waiter{}, js, s.LedgerBucket(), time.Hour, time.Second, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

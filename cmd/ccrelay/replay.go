@@ -93,7 +93,7 @@ func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer b.Close(context.Background())
-	ledger, err := processors.NewLedger(ctx, provision.Waiter{Budget: 5 * time.Second}, b.JS, subjects.Bucket("LEDGER"), cfg.Processors.Runtime.LedgerTTL, cfg.Processors.Runtime.AckWait, cfg.Ingest.Streams.Replicas)
+	ledger, err := processors.NewLedger(ctx, provision.Waiter{Budget: 5 * time.Second}, b.JS, subjects.LedgerBucket(), cfg.Processors.Runtime.LedgerTTL, cfg.Processors.Runtime.AckWait, cfg.Ingest.Streams.Replicas)
 	if err != nil {
 		fmt.Fprintf(stderr, "ccrelay replay: %v\n", err)
 		return 1

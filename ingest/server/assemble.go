@@ -45,7 +45,7 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	}
 	var nonces sinch.NonceGuard
 	if st.Sinch.MaxClockSkew > 0 {
-		g, err := sinch.NewKVNonceGuard(ctx, w, js, subjects.Bucket("SINCH_NONCES"), st.Sinch.MaxClockSkew, st.Streams.Replicas)
+		g, err := sinch.NewKVNonceGuard(ctx, w, js, subjects.NonceBucket(), st.Sinch.MaxClockSkew, st.Streams.Replicas)
 		if err != nil {
 			return nil, err
 		}

@@ -82,7 +82,7 @@ func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetSt
 		return nil, err
 	}
 	store, err := w.ObjectStore(ctx, js, jetstream.ObjectStoreConfig{
-		Bucket:      subjects.Bucket("MEDIA"),
+		Bucket:      subjects.MediaBucket(),
 		Description: "ccrelay: Sinch media staged until its chat ends",
 		TTL:         cfg.MediaTTL,
 		Storage:     jetstream.FileStorage,

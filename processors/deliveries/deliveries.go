@@ -77,7 +77,7 @@ type Processor struct {
 // New creates or updates the status bucket and returns the processor.
 func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetStream, subjects messages.Subjects, replicas int, reg prometheus.Registerer) (*Processor, error) {
 	kv, err := w.KeyValue(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      subjects.Bucket("DELIVERY_STATUS"),
+		Bucket:      subjects.DeliveryStatusBucket(),
 		Description: "ccrelay: latest Sinch delivery status per message id",
 		TTL:         cfg.StatusTTL,
 		History:     1,

@@ -23,7 +23,7 @@ func TestReplay(t *testing.T) {
 	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, s.Bucket("LEDGER"), time.Hour, time.Minute, 1)
+	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, s.LedgerBucket(), time.Hour, time.Minute, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

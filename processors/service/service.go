@@ -80,7 +80,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
 		return nil, err
 	}
-	ledger, err := processors.NewLedger(ctx, d.Waiter, d.JS, subjects.Bucket("LEDGER"), st.Runtime.LedgerTTL, st.Runtime.AckWait, st.Streams.Replicas)
+	ledger, err := processors.NewLedger(ctx, d.Waiter, d.JS, subjects.LedgerBucket(), st.Runtime.LedgerTTL, st.Runtime.AckWait, st.Streams.Replicas)
 	if err != nil {
 		return nil, err
 	}

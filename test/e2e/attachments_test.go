@@ -83,7 +83,7 @@ func TestAttachments(t *testing.T) {
 	if r := d.post("/v1/sinch/svc1", signed(sinchSecret, mb, timeNow()), mb); r.status != 202 {
 		t.Fatalf("inbound: %d %s", r.status, r.body)
 	}
-	store, err := d.js.ObjectStore(context.Background(), d.subjects.Bucket("MEDIA"))
+	store, err := d.js.ObjectStore(context.Background(), d.subjects.MediaBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestAttachments(t *testing.T) {
 	// counted, nothing else; the ones it can tell from the event alone do
 	// not even touch the ledger.
 	ledgerWrites := func() uint64 {
-		st, err := d.js.Stream(context.Background(), "KV_"+d.subjects.Bucket("LEDGER"))
+		st, err := d.js.Stream(context.Background(), "KV_"+d.subjects.LedgerBucket())
 		if err != nil {
 			t.Fatal(err)
 		}

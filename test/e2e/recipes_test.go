@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
 
@@ -77,7 +78,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 
 	// nats consumer info CCRELAY_EVENTS <prefix>_DELIVERIES: lag drains to 0.
 	eventually(t, "no lag", func() bool {
-		c, err := events.Consumer(ctx, d.subjects.Bucket("DELIVERIES"))
+		c, err := events.Consumer(ctx, processors.ConsumerName(d.subjects, "deliveries"))
 		if err != nil {
 			return false
 		}
