@@ -109,6 +109,10 @@ func DecodeContactLensEvent(body []byte) (*ContactLensEvent, error) {
 	if len(e.Detail.InstanceArn) > 2*MaxIDBytes {
 		return nil, &FieldError{Field: "detail.instanceArn", Problem: fmt.Sprintf("is longer than %d bytes", 2*MaxIDBytes)}
 	}
+	// The instance ARN becomes ce-source, a header.
+	if err := checkText("detail.instanceArn", e.Detail.InstanceArn); err != nil {
+		return nil, err
+	}
 	for _, f := range [...]struct{ name, v string }{{"id", e.ID}, {"account", e.Account}, {"detail.contactArn", e.ContactID()}} {
 		if err := checkID(f.name, f.v); err != nil {
 			return nil, err

@@ -156,6 +156,7 @@ func TestDecodeContactLens(t *testing.T) {
 		"no arn":        `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{}}`,
 		"bad arn":       `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"nonsense"}}`,
 		"empty contact": `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/"}}`,
+		"CRLF in the instance ARN": `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"instanceArn":"arn\r\nx: y:aws:connect:r:1:instance/I","contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
 	} {
 		if _, err := messages.DecodeContactLensEvent([]byte(b)); !errors.Is(err, messages.ErrInvalidPayload) {
 			t.Errorf("%s: %v", name, err)
@@ -295,6 +296,13 @@ func FuzzDecodeContactLensEvent(f *testing.F) {
 		}
 		if e.ID == "" || e.ContactID() == "" || e.InstanceID() == "" {
 			t.Fatalf("accepted without ids: %+v", e)
+		}
+		for _, v := range []string{e.DedupID(), e.Detail.InstanceArn} {
+			for i := 0; i < len(v); i++ {
+				if v[i] < 0x20 || v[i] == 0x7f {
+					t.Fatalf("control character in a value that becomes a header: %q", v)
+				}
+			}
 		}
 	})
 }
