@@ -120,6 +120,7 @@ func TestDecodeSinchRejects(t *testing.T) {
 		"message id huge":  {`{"app_id":"A","message":{"id":"` + strings.Repeat("m", 129) + `"}}`, "message.id"},
 		"app id huge":      {`{"app_id":"` + strings.Repeat("a.", 40) + `","message":{"id":"M"}}`, "app_id"},
 		"trigger key huge": {`{"app_id":"A","` + strings.Repeat("k", 200) + `":{}}`, ""},
+		"trigger key CRLF": {"{\"app_id\":\"A\",\"a\\r\\nNats-Msg-Id: x\":{}}", ""},
 	} {
 		_, err := messages.DecodeSinchCallback([]byte(c.body))
 		if !errors.Is(err, messages.ErrInvalidPayload) {
@@ -222,6 +223,7 @@ func FuzzDecodeSinchCallback(f *testing.F) {
 		f.Add(b.body)
 	}
 	for _, s := range []string{
+		"{\"app_id\":\"A\",\"a\\r\\nb\":{}}",
 		`{"app_id":"A","message":{"id":"M","contact_message":{"text_message":{"text":"x"}}}}`,
 		`{"app_id":"A","message_delivery_report":{"message_id":"M","status":"READ"}}`,
 		`{"app_id":"A","new":{}}`, `{"app_id":"A","a":{},"b":{}}`, `{}`, `null`, `[]`, `{"app_id":"A","event":null}`,

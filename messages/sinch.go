@@ -497,7 +497,12 @@ func unknownTrigger(body []byte, cb *SinchCallback) (*SinchCallback, error) {
 	case 0:
 		return nil, &FieldError{Field: "callback", Problem: "has no trigger payload"}
 	case 1:
-		if err := CheckToken("trigger key "+fmt.Sprintf("%.32q", unknown[0]), strings.ToLower(unknown[0])); err != nil {
+		field := "trigger key " + fmt.Sprintf("%.32q", unknown[0])
+		if err := CheckToken(field, strings.ToLower(unknown[0])); err != nil {
+			return nil, err
+		}
+		// The trigger goes into the dedup id and ce-type, both headers.
+		if err := checkText(field, unknown[0]); err != nil {
 			return nil, err
 		}
 		cb.Trigger, cb.Payload = SinchTrigger(strings.ToUpper(unknown[0])), top[unknown[0]]

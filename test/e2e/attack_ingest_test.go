@@ -60,6 +60,9 @@ func TestIngestAttacks(t *testing.T) {
 		{"subject-token injection in a Sinch app_id", "/v1/sinch/svc1", func() (http.Header, []byte) {
 			return sinchBody(`{"app_id":"A.>","message":{"id":"M-inject"}}`)
 		}, 202, ""},
+		{"a CRLF in an unknown Sinch trigger key (header injection)", "/v1/sinch/svc1", func() (http.Header, []byte) {
+			return sinchBody(`{"app_id":"A","new\r\nNats-Msg-Id: other":{}}`)
+		}, 400, "invalid_payload"},
 		{"a CRLF in a Sinch message id (header injection)", "/v1/sinch/svc1", func() (http.Header, []byte) {
 			return sinchBody(`{"app_id":"A","message":{"id":"M\r\nNats-Msg-Id: other"}}`)
 		}, 400, "invalid_payload"},
