@@ -150,13 +150,13 @@ func TestDecodeContactLens(t *testing.T) {
 		t.Errorf("other detail-type: %v", err)
 	}
 	for name, b := range map[string]string{
-		"not json":      `{`,
-		"no type":       `{"id":"E"}`,
-		"no id":         `{"detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
-		"no time":       `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
-		"no arn":        `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{}}`,
-		"bad arn":       `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"nonsense"}}`,
-		"empty contact": `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/"}}`,
+		"not json":                 `{`,
+		"no type":                  `{"id":"E"}`,
+		"no id":                    `{"detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
+		"no time":                  `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
+		"no arn":                   `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{}}`,
+		"bad arn":                  `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"nonsense"}}`,
+		"empty contact":            `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/"}}`,
 		"CRLF in the instance ARN": `{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"instanceArn":"arn\r\nx: y:aws:connect:r:1:instance/I","contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`,
 	} {
 		if _, err := messages.DecodeContactLensEvent([]byte(b)); !errors.Is(err, messages.ErrInvalidPayload) {
