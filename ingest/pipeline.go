@@ -105,6 +105,11 @@ func NewPipeline(cfg PipelineConfig, pub *Publisher, m *Metrics, logger *slog.Lo
 
 // Handler returns the HTTP handler of adapter a.
 func (p *Pipeline) Handler(a Adapter) http.Handler {
+	// The adapter's rules are fixed: read them once, not per request.
+	rules := Rules{Methods: []string{http.MethodPost}}
+	if rs, ok := a.(RuleSetter); ok {
+		rules = rs.Rules()
+	}
 	source := a.Source()
 	duration := p.metrics.Duration.WithLabelValues(source)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -114,7 +119,7 @@ func (p *Pipeline) Handler(a Adapter) http.Handler {
 
 		reqID := requestID(r)
 		w.Header().Set("X-Request-Id", reqID)
-		outcome, attrs := p.serve(w, r, a, start)
+		outcome, attrs := p.serve(w, r, a, rules, start)
 		duration.Observe(time.Since(start).Seconds())
 		p.metrics.Requests.WithLabelValues(source, outcome).Inc()
 
@@ -142,7 +147,7 @@ func (p *Pipeline) Handler(a Adapter) http.Handler {
 }
 
 // serve handles one request and returns its outcome label and log fields.
-func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, start time.Time) (string, []slog.Attr) {
+func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rules Rules, start time.Time) (string, []slog.Attr) {
 	fail := func(e *Error, attrs ...slog.Attr) (string, []slog.Attr) {
 		if e.Status == http.StatusServiceUnavailable && e.RetryAfter == 0 {
 			e.RetryAfter = p.cfg.RetryAfter
@@ -152,10 +157,6 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, star
 			attrs = append(attrs, slog.String("error", e.Err.Error()))
 		}
 		return e.Code, append(attrs, slog.String("reason", e.Message))
-	}
-	rules := Rules{Methods: []string{http.MethodPost}}
-	if rs, ok := a.(RuleSetter); ok {
-		rules = rs.Rules()
 	}
 	if !slices.Contains(rules.Methods, r.Method) {
 		w.Header().Set("Allow", strings.Join(rules.Methods, ", "))
