@@ -221,6 +221,20 @@ func deriveKey(clients secret.Credentials) ([]byte, error) {
 	return hkdf.Key(sha256.New, ikm, []byte("ccrelay-oauth"), "hs256 token signing key v1", 32)
 }
 
+// Grants reports whether any token can be accepted on endpoint: a client
+// granted it, or an external issuer.
+func (is *Issuer) Grants(endpoint string) bool {
+	if is.jwks != nil {
+		return true
+	}
+	for _, c := range is.clients {
+		if is.key != nil && slices.Contains(c.endpoints, endpoint) {
+			return true
+		}
+	}
+	return false
+}
+
 // Enabled reports whether any token can be verified.
 func (is *Issuer) Enabled() bool { return is.key != nil || is.jwks != nil }
 

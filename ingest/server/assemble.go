@@ -55,7 +55,7 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	if err != nil {
 		return nil, err
 	}
-	warnUnconfigured(st, issuer.Enabled(), logger)
+	warnUnconfigured(st, issuer, logger)
 	m := ingest.NewMetrics(reg)
 	pub := ingest.NewPublisher(broker, subjects, st.HTTP.PublishTimeout, m)
 	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: st.HTTP.MaxBodyBytes, RetryAfter: st.HTTP.RetryAfter}, pub, m, logger)
@@ -73,16 +73,16 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 // will refuse every request for want of credentials, and which variables
 // make them accept some. ccrelay never runs an endpoint open, so without
 // this a first run answers 401 everywhere and nothing says why.
-func warnUnconfigured(st Settings, tokens bool, logger *slog.Logger) {
+func warnUnconfigured(st Settings, tokens *oauth.Issuer, logger *slog.Logger) {
 	if len(st.Sinch.WebhookSecrets) == 0 {
 		logger.Warn("sinch: no webhook secret configured; POST /v1/sinch/{service} refuses every callback with 401",
 			"set", "CCRELAY_SINCH_WEBHOOK_SECRETS=<service>:<secret>", "or", "ccrelay serve --demo")
 	}
-	if !st.ContactPro.Configured() && !tokens {
+	if !st.ContactPro.Configured() && !tokens.Grants(oauth.EndpointContactPro) {
 		logger.Warn("contactpro: no credentials configured; /v1/contactpro/... refuses every call with 401",
 			"set", "CCRELAY_CONTACTPRO_API_KEYS, CCRELAY_CONTACTPRO_BASIC_USERS, CCRELAY_CONTACTPRO_DIGEST_USERS or CCRELAY_OAUTH_CLIENTS", "or", "ccrelay serve --demo")
 	}
-	if !st.Connect.Auth.Configured() && !tokens {
+	if !st.Connect.Auth.Configured() && !tokens.Grants(oauth.EndpointConnect) {
 		logger.Warn("connect: no credentials configured; POST /v1/connect/events refuses every event with 401",
 			"set", "CCRELAY_CONNECT_API_KEYS, CCRELAY_CONNECT_BASIC_USERS or CCRELAY_OAUTH_CLIENTS", "or", "ccrelay serve --demo")
 	}

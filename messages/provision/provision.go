@@ -104,6 +104,14 @@ func Transient(err error) bool {
 		}
 		return api.Code >= http.StatusInternalServerError || api.Code == http.StatusRequestTimeout
 	}
+	// A request the client refuses before sending it is as final as one
+	// JetStream refuses: waiting would only delay the error.
+	for _, invalid := range []error{jetstream.ErrInvalidBucketName, jetstream.ErrInvalidStreamName,
+		jetstream.ErrStreamNameRequired, jetstream.ErrInvalidConsumerName, jetstream.ErrHistoryTooLarge} {
+		if errors.Is(err, invalid) {
+			return false
+		}
+	}
 	// Timeouts, no responders, connection loss: anything that is not an
 	// answer from JetStream.
 	return true

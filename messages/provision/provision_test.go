@@ -194,6 +194,11 @@ func TestGivesUpWithinBudget(t *testing.T) {
 func TestInvalidConfigIsNotRetried(t *testing.T) {
 	ns := natstest.Embedded(t)
 	_, js := natstest.Connect(t, ns.ClientURL())
+	// Refused by the client before sending: no wait either.
+	start0 := time.Now()
+	if _, err := (provision.Waiter{Budget: 10 * time.Second}).KeyValue(context.Background(), js, jetstream.KeyValueConfig{Bucket: "no.dots allowed"}); !errors.Is(err, jetstream.ErrInvalidBucketName) || time.Since(start0) > time.Second {
+		t.Errorf("invalid bucket name: %v after %s", err, time.Since(start0))
+	}
 	w := provision.Waiter{Budget: 10 * time.Second}
 	if _, err := w.Stream(context.Background(), js, jetstream.StreamConfig{Name: "A", Subjects: []string{"x.>"}}); err != nil {
 		t.Fatal(err)
