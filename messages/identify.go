@@ -23,44 +23,96 @@ type Identity struct {
 	ID string
 }
 
+// Address is a stored event's subject taken apart: its source and its two
+// tokens, unescaped.
+type Address struct {
+	// Source is SourceSinch, SourceContactPro or SourceConnect.
+	Source string
+	// Kind is the first token after the source: the lower-case Sinch
+	// trigger, the Contact Pro integration or ConnectContactLens.
+	Kind string
+	// Name is the last token: the Sinch app id (SinchProjectApp for
+	// project-level callbacks), the Contact Pro event or the Connect
+	// instance id.
+	Name string
+}
+
+// Parse takes apart a subject of the events stream. It fails with
+// ErrUnknownSubject on a subject outside the contract: another prefix, the
+// dead-letter subjects, a wrong number of tokens or a token EscapeToken
+// cannot have produced.
+func (s Subjects) Parse(subject string) (Address, error) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix()+".in.")
+	if !ok {
+		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+	}
+	source, rest, _ := strings.Cut(rest, ".")
+	kind, name, ok := strings.Cut(rest, ".")
+	if !ok || kind == "" || name == "" || strings.Contains(name, ".") {
+		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+	}
+	switch source {
+	case SourceSinch, SourceContactPro, SourceConnect:
+	default:
+		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+	}
+	var err error
+	if kind, err = UnescapeToken(kind); err != nil {
+		return Address{}, fmt.Errorf("%w: %w", ErrUnknownSubject, err)
+	}
+	if name, err = UnescapeToken(name); err != nil {
+		return Address{}, fmt.Errorf("%w: %w", ErrUnknownSubject, err)
+	}
+	return Address{Source: source, Kind: kind, Name: name}, nil
+}
+
 // Identify derives the identity of an event from its subject and body, the
 // same way ingest does, so a replayed body is recognised as the original.
 func (s Subjects) Identify(subject string, body []byte) (Identity, error) {
-	rest, ok := strings.CutPrefix(subject, s.prefix+".in.")
-	if !ok {
-		return Identity{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+	a, err := s.Parse(subject)
+	if err != nil {
+		return Identity{}, err
 	}
-	tokens := strings.Split(rest, ".")
-	if len(tokens) != 3 {
-		return Identity{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
-	}
-	var err error
-	for i := 1; i < 3; i++ {
-		if tokens[i], err = UnescapeToken(tokens[i]); err != nil {
-			return Identity{}, fmt.Errorf("%w: %w", ErrUnknownSubject, err)
-		}
-	}
-	switch tokens[0] {
+	switch a.Source {
 	case SourceSinch:
 		cb, err := DecodeSinchCallback(body)
 		if err != nil {
 			return Identity{}, err
 		}
-		return Identity{Source: SourceSinch, Kind: tokens[1], ID: cb.DedupID(body)}, nil
+		return Identity{Source: SourceSinch, Kind: a.Kind, ID: cb.DedupID(body)}, nil
 	case SourceContactPro:
 		// A bare body has lost the request's method, path and query: it is
 		// identified as the POST it most often was.
-		call, err := NewContactProCall(tokens[1], tokens[2], "", "POST", nil, body)
+		call, err := NewContactProCall(a.Kind, a.Name, "", "POST", nil, body)
 		if err != nil {
 			return Identity{}, err
 		}
-		return Identity{Source: SourceContactPro, Kind: tokens[1] + "." + tokens[2], ID: call.DedupID()}, nil
-	case SourceConnect:
+		return Identity{Source: SourceContactPro, Kind: a.Kind + "." + a.Name, ID: call.DedupID()}, nil
+	default: // SourceConnect; Parse admits no other
 		ev, err := DecodeContactLensEvent(body)
 		if err != nil {
 			return Identity{}, err
 		}
-		return Identity{Source: SourceConnect, Kind: tokens[1], ID: ev.DedupID()}, nil
+		return Identity{Source: SourceConnect, Kind: a.Kind, ID: ev.DedupID()}, nil
 	}
-	return Identity{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+}
+
+// ErrNoEventID is returned by EventID for a message it cannot identify.
+var ErrNoEventID = errors.New("event has no id")
+
+// EventID is the one way to name a stored event: its ce-id header, or, for
+// a body published by hand without one, the id ingest would have given it.
+// The error says why a message has neither; it wraps ErrNoEventID.
+func (s Subjects) EventID(subject string, header map[string][]string, body []byte) (string, error) {
+	if v := header[HeaderID]; len(v) > 0 && v[0] != "" {
+		return v[0], nil
+	}
+	ident, err := s.Identify(subject, body)
+	if err != nil {
+		return "", fmt.Errorf("%w: no %s header, and %w", ErrNoEventID, HeaderID, err)
+	}
+	if ident.ID == "" {
+		return "", fmt.Errorf("%w: no %s header, and none derives from the body", ErrNoEventID, HeaderID)
+	}
+	return ident.ID, nil
 }

@@ -44,3 +44,117 @@ func cpCall(t *testing.T, integration, event string, body []byte) *messages.Cont
 	}
 	return c
 }
+
+func TestParse(t *testing.T) {
+	s, err := messages.NewSubjects("acme.cc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		subject string
+		want    messages.Address
+	}{
+		{s.Sinch("MESSAGE_INBOUND", "app.1 *"), messages.Address{Source: "sinch", Kind: "message_inbound", Name: "app.1 *"}},
+		{s.Sinch("CONTACT_CREATE_NOTIFICATION", ""), messages.Address{Source: "sinch", Kind: "contact_create_notification", Name: messages.SinchProjectApp}},
+		{s.ContactPro("Chat-Attachments", ""), messages.Address{Source: "contactpro", Kind: "chat-attachments", Name: messages.ContactProNoEvent}},
+		{s.ContactLens("b1e4"), messages.Address{Source: "connect", Kind: "contactlens", Name: "b1e4"}},
+	} {
+		got, err := s.Parse(c.subject)
+		if err != nil {
+			t.Errorf("Parse(%q): %v", c.subject, err)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("Parse(%q) = %+v, want %+v", c.subject, got, c.want)
+		}
+	}
+	for _, subj := range []string{
+		"ccrelay.in.sinch.x.y",    // another prefix
+		"acme.cc.dlq.attachments", // not inbound
+		"acme.cc.in.sinch.x",      // a token short
+		"acme.cc.in.sinch.x.y.z",  // a token too many
+		"acme.cc.in.nope.x.y",     // unknown source
+		"acme.cc.in.sinch.x.%zz",  // bad escape
+		"acme.cc.in.sinch.x%41.y", // needless escape
+		"acme.cc.in.connect..y",   // empty token
+	} {
+		if _, err := s.Parse(subj); !errors.Is(err, messages.ErrUnknownSubject) {
+			t.Errorf("Parse(%q): error %v, want ErrUnknownSubject", subj, err)
+		}
+	}
+	if !s.IsInbound("acme.cc.in.>") || s.IsInbound("acme.cc.dlq.>") || s.IsInbound("ccrelay.in.>") {
+		t.Errorf("IsInbound: in %v, dlq %v, other prefix %v", s.IsInbound("acme.cc.in.>"), s.IsInbound("acme.cc.dlq.>"), s.IsInbound("ccrelay.in.>"))
+	}
+	if p, ok := s.Processor(s.DeadLetter("a-b")); !ok || p != "a-b" {
+		t.Errorf("Processor(DeadLetter(a-b)) = %q, %v", p, ok)
+	}
+	if p, ok := s.Processor(s.ContactLens("x")); ok {
+		t.Errorf("Processor of an inbound subject = %q, want none", p)
+	}
+}
+
+func TestEventID(t *testing.T) {
+	s := messages.DefaultSubjects()
+	cl := []byte(`{"id":"E","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/C"}}`)
+	t.Run("header wins", func(t *testing.T) {
+		id, err := s.EventID(s.ContactLens("I"), map[string][]string{messages.HeaderID: {"given"}}, cl)
+		if err != nil || id != "given" {
+			t.Errorf("got %q, %v; want the ce-id header", id, err)
+		}
+	})
+	t.Run("derived from the body", func(t *testing.T) {
+		id, err := s.EventID(s.ContactLens("I"), nil, cl)
+		if err != nil || id != "connect::E" {
+			t.Errorf("got %q, %v; want connect::E", id, err)
+		}
+	})
+	t.Run("empty header is absent", func(t *testing.T) {
+		id, err := s.EventID(s.ContactLens("I"), map[string][]string{messages.HeaderID: {""}}, cl)
+		if err != nil || id != "connect::E" {
+			t.Errorf("got %q, %v; want connect::E", id, err)
+		}
+	})
+	for name, c := range map[string]struct {
+		subject string
+		body    []byte
+		cause   error
+	}{
+		"unknown subject": {"ccrelay.in.nope.x.y", cl, messages.ErrUnknownSubject},
+		"bad body":        {s.ContactLens("I"), []byte(`{`), messages.ErrInvalidPayload},
+	} {
+		t.Run(name, func(t *testing.T) {
+			id, err := s.EventID(c.subject, nil, c.body)
+			if !errors.Is(err, messages.ErrNoEventID) {
+				t.Errorf("got %q, %v; want ErrNoEventID", id, err)
+			}
+			if !errors.Is(err, c.cause) {
+				t.Errorf("error %v does not wrap its cause %v", err, c.cause)
+			}
+		})
+	}
+}
+
+func TestSubjectsFromText(t *testing.T) {
+	var s messages.Subjects
+	if s.EventsStream() != "CCRELAY_EVENTS" || s.Inbound() != "ccrelay.in.>" {
+		t.Errorf("zero value: %s %s, want the default prefix", s.EventsStream(), s.Inbound())
+	}
+	if err := s.UnmarshalText([]byte("acme.cc")); err != nil {
+		t.Fatal(err)
+	}
+	if s.EventsStream() != "ACME_CC_EVENTS" {
+		t.Errorf("events stream %q, want ACME_CC_EVENTS", s.EventsStream())
+	}
+	if b, _ := s.MarshalText(); string(b) != "acme.cc" {
+		t.Errorf("MarshalText = %q", b)
+	}
+	for _, bad := range []string{"", "a b", "a..b", "a.*", "a.>"} {
+		before := s
+		if err := s.UnmarshalText([]byte(bad)); !errors.Is(err, messages.ErrInvalidPrefix) {
+			t.Errorf("UnmarshalText(%q): %v, want ErrInvalidPrefix", bad, err)
+		}
+		if s != before {
+			t.Errorf("UnmarshalText(%q) changed the value to %v", bad, s)
+		}
+	}
+}

@@ -14,8 +14,9 @@ import (
 // StreamConfig sets the streams of the contract. Its env tags are read with
 // the CCRELAY_ prefix.
 type StreamConfig struct {
-	// Prefix starts every subject; stream and bucket names derive from it.
-	Prefix string `env:"SUBJECT_PREFIX" envDefault:"ccrelay"`
+	// Subjects holds the prefix that starts every subject; stream and
+	// bucket names derive from it. Checked when read.
+	Subjects Subjects `env:"SUBJECT_PREFIX" envDefault:"ccrelay"`
 	// Replicas of every stream and bucket: 1 on a single server, 3 on a cluster.
 	Replicas int `env:"STREAM_REPLICAS" envDefault:"1"`
 	// MaxAge is how long events are kept, which is the replay window.
@@ -32,9 +33,6 @@ type StreamConfig struct {
 // Validate checks the rules that span fields or that JetStream would reject
 // with a less helpful message. Errors name the environment variable.
 func (c StreamConfig) Validate() error {
-	if _, err := NewSubjects(c.Prefix); err != nil {
-		return fmt.Errorf("CCRELAY_SUBJECT_PREFIX: %w", err)
-	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return fmt.Errorf("CCRELAY_STREAM_REPLICAS: %d is not between 1 and 5", c.Replicas)
 	}
@@ -57,7 +55,8 @@ func (c StreamConfig) Validate() error {
 }
 
 // Streams returns the definitions of the events and dead-letter streams.
-func (c StreamConfig) Streams(s Subjects) []jetstream.StreamConfig {
+func (c StreamConfig) Streams() []jetstream.StreamConfig {
+	s := c.Subjects
 	return []jetstream.StreamConfig{
 		{
 			Name:        s.EventsStream(),
@@ -92,11 +91,7 @@ func (c StreamConfig) Streams(s Subjects) []jetstream.StreamConfig {
 // idempotent and safe when several replicas start at once (see package
 // provision for why an unchanged stream is never updated).
 func EnsureStreams(ctx context.Context, w provision.Waiter, js jetstream.JetStream, c StreamConfig) error {
-	s, err := NewSubjects(c.Prefix)
-	if err != nil {
-		return err
-	}
-	for _, sc := range c.Streams(s) {
+	for _, sc := range c.Streams() {
 		if _, err := w.Stream(ctx, js, sc); err != nil {
 			return fmt.Errorf("ensure %w", err)
 		}
@@ -107,11 +102,7 @@ func EnsureStreams(ctx context.Context, w provision.Waiter, js jetstream.JetStre
 // CheckStreams verifies that the streams exist as configured and have a
 // leader. The error says what to fix.
 func CheckStreams(ctx context.Context, js jetstream.JetStream, c StreamConfig) error {
-	s, err := NewSubjects(c.Prefix)
-	if err != nil {
-		return err
-	}
-	for _, want := range c.Streams(s) {
+	for _, want := range c.Streams() {
 		st, err := js.Stream(ctx, want.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return fmt.Errorf("stream %s does not exist (start 'ccrelay serve', 'ingest' or 'process' once to create it)", want.Name)

@@ -12,7 +12,7 @@ import (
 )
 
 func defaultStreams() messages.StreamConfig {
-	return messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: 168 * time.Hour, DedupWindow: 10 * time.Minute, MaxBytes: -1, DLQMaxAge: 720 * time.Hour}
+	return messages.StreamConfig{Replicas: 1, MaxAge: 168 * time.Hour, DedupWindow: 10 * time.Minute, MaxBytes: -1, DLQMaxAge: 720 * time.Hour}
 }
 
 // Several replicas starting at once all succeed and leave one stream each.
@@ -71,7 +71,6 @@ func TestStreamConfigValidate(t *testing.T) {
 		"dedup > max age":   func(c *messages.StreamConfig) { c.DedupWindow = 200 * time.Hour },
 		"no max age":        func(c *messages.StreamConfig) { c.MaxAge = 0 },
 		"max bytes 0":       func(c *messages.StreamConfig) { c.MaxBytes = 0 },
-		"bad prefix":        func(c *messages.StreamConfig) { c.Prefix = "a b" },
 		"negative dlq age":  func(c *messages.StreamConfig) { c.DLQMaxAge = -1 },
 		"zero dedup window": func(c *messages.StreamConfig) { c.DedupWindow = 0 },
 	} {

@@ -30,7 +30,8 @@ var ErrInvalidPrefix = errors.New("invalid subject prefix")
 // Subjects builds the subjects and stream names of one deployment. Several
 // deployments can share a NATS account by using different prefixes; stream
 // and bucket names are derived from the prefix so they do not collide either.
-// The zero value is not usable: call NewSubjects.
+// It is parsed once, from configuration (UnmarshalText) or with NewSubjects,
+// and passed as a value. The zero value is the default prefix.
 type Subjects struct {
 	prefix string
 	// upper is the prefix as used in stream and bucket names: upper-case,
@@ -58,14 +59,66 @@ func NewSubjects(prefix string) (Subjects, error) {
 	return Subjects{prefix: prefix, upper: up}, nil
 }
 
+// DefaultSubjects is the subject builder of DefaultPrefix.
+func DefaultSubjects() Subjects {
+	return Subjects{prefix: DefaultPrefix, upper: strings.ToUpper(DefaultPrefix)}
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler, so configuration
+// (CCRELAY_SUBJECT_PREFIX) is checked once, where it is read.
+func (s *Subjects) UnmarshalText(b []byte) error {
+	v, err := NewSubjects(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Subjects) MarshalText() ([]byte, error) { return []byte(s.Prefix()), nil }
+
+// String returns the prefix.
+func (s Subjects) String() string { return s.Prefix() }
+
 // Prefix returns the configured prefix.
-func (s Subjects) Prefix() string { return s.prefix }
+func (s Subjects) Prefix() string {
+	if s.prefix == "" {
+		return DefaultPrefix
+	}
+	return s.prefix
+}
+
+// orDefault makes the zero value usable.
+func (s Subjects) orDefault() Subjects {
+	if s.prefix == "" {
+		return DefaultSubjects()
+	}
+	return s
+}
 
 // Inbound is the filter that matches every stored inbound event.
-func (s Subjects) Inbound() string { return s.prefix + ".in.>" }
+func (s Subjects) Inbound() string { return s.Prefix() + ".in.>" }
+
+// IsInbound reports whether subject, or a filter, lies inside Inbound: in
+// the events stream.
+func (s Subjects) IsInbound(subject string) bool {
+	return strings.HasPrefix(subject, s.Prefix()+".in.")
+}
+
+// Processor returns the processor name of a dead-letter subject, and false
+// for any other subject.
+func (s Subjects) Processor(deadLetter string) (string, bool) {
+	name, ok := strings.CutPrefix(deadLetter, s.Prefix()+".dlq.")
+	if !ok {
+		return "", false
+	}
+	name, err := UnescapeToken(name)
+	return name, err == nil
+}
 
 // DeadLetters is the filter that matches every dead letter.
-func (s Subjects) DeadLetters() string { return s.prefix + ".dlq.>" }
+func (s Subjects) DeadLetters() string { return s.Prefix() + ".dlq.>" }
 
 // SinchProjectApp is the app token of project-level Sinch callbacks, which
 // carry "app_id": "" (contact and capability notifications belong to the
@@ -124,19 +177,19 @@ func (s Subjects) ContactLens(instanceID string) string {
 
 // DeadLetter is the subject of a dead letter from processor.
 func (s Subjects) DeadLetter(processor string) string {
-	return s.prefix + ".dlq." + EscapeToken(processor)
+	return s.Prefix() + ".dlq." + EscapeToken(processor)
 }
 
 // EventsStream is the name of the stream that holds inbound events.
-func (s Subjects) EventsStream() string { return s.upper + "_EVENTS" }
+func (s Subjects) EventsStream() string { return s.orDefault().upper + "_EVENTS" }
 
 // DeadLetterStream is the name of the stream that holds dead letters.
-func (s Subjects) DeadLetterStream() string { return s.upper + "_DLQ" }
+func (s Subjects) DeadLetterStream() string { return s.orDefault().upper + "_DLQ" }
 
 // Bucket returns the name of a KV or object store bucket owned by this
 // deployment, e.g. Bucket("SINCH_NONCES") is "CCRELAY_SINCH_NONCES". The
 // contract's own buckets have named methods below; use those.
-func (s Subjects) Bucket(name string) string { return s.upper + "_" + name }
+func (s Subjects) Bucket(name string) string { return s.orDefault().upper + "_" + name }
 
 // LedgerBucket holds the processors' work in progress and done.
 func (s Subjects) LedgerBucket() string { return s.Bucket("LEDGER") }
@@ -151,6 +204,7 @@ func (s Subjects) MediaBucket() string { return s.Bucket("MEDIA") }
 func (s Subjects) DeliveryStatusBucket() string { return s.Bucket("DELIVERY_STATUS") }
 
 func (s Subjects) join(source string, tokens ...string) string {
+	s = s.orDefault()
 	var b strings.Builder
 	b.Grow(len(s.prefix) + 16 + 32*len(tokens))
 	b.WriteString(s.prefix)

@@ -19,7 +19,7 @@ func TestDeadLetterStoredOnce(t *testing.T) {
 	ns := natstest.Embedded(t)
 	_, js := natstest.Connect(t, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
-	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	dlq := processors.NewDeadLetters(js, s)

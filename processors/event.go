@@ -67,16 +67,10 @@ func (u unmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 		md[mdDeliveries] = strconv.FormatUint(meta.NumDelivered, 10)
 		md[mdStored] = meta.Timestamp.UTC().Format(time.RFC3339Nano)
 	}
-	id := h.Get(messages.HeaderID)
-	if id == "" {
-		ident, err := u.subjects.Identify(m.Subject(), m.Data())
-		if err != nil {
-			md[mdIDError] = err.Error()
-		}
-		id = ident.ID
-	}
-	if id == "" {
+	id, err := u.subjects.EventID(m.Subject(), h, m.Data())
+	if err != nil {
 		// Watermill wants a UUID; the runtime dead-letters this one.
+		md[mdIDError] = err.Error()
 		id = "unidentified:" + md[mdSeq]
 	}
 	wm := message.NewMessage(id, m.Data())

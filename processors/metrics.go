@@ -2,7 +2,6 @@ package processors
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -110,7 +109,9 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 		counts[proc] = 0
 	}
 	for subj, n := range info.State.Subjects {
-		counts[strings.TrimPrefix(subj, c.subjects.Prefix()+".dlq.")] += n
+		if proc, ok := c.subjects.Processor(subj); ok {
+			counts[proc] += n
+		}
 	}
 	for proc, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.dlq, prometheus.GaugeValue, float64(n), proc)

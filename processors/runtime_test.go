@@ -92,7 +92,7 @@ func start(t *testing.T, url string, replicas int) *fixture {
 	_, js := natstest.Connect(t, url)
 	subjects, _ := messages.NewSubjects("ccrelay")
 	ctx := context.Background()
-	sc := messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}
+	sc := messages.StreamConfig{Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}
 	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, sc); err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestStopWhileStarting(t *testing.T) {
 	ns := natstest.Embedded(t)
 	_, js := natstest.Connect(t, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
-	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	ledger, err := processors.NewLedger(context.Background(), provision.Waiter{}, js, s.LedgerBucket(), time.Hour, time.Second, 1)

@@ -73,7 +73,7 @@ func dlqCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer b.Close(context.Background())
-	subjects, _ := messages.NewSubjects(cfg.Ingest.Streams.Prefix)
+	subjects := cfg.Ingest.Streams.Subjects
 	dlq := processors.NewDeadLetters(b.JS, subjects)
 
 	if sub == "list" || *all {

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/replay"
@@ -80,8 +79,8 @@ func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	subjects, _ := messages.NewSubjects(cfg.Ingest.Streams.Prefix)
-	if !strings.HasPrefix(*subject, subjects.Prefix()+".in.") {
+	subjects := cfg.Ingest.Streams.Subjects
+	if !subjects.IsInbound(*subject) {
 		fmt.Fprintf(stderr, "ccrelay replay: --subject must be inside %s\n", subjects.Inbound())
 		return 2
 	}

@@ -36,10 +36,7 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	if err := st.HTTP.Validate(maxPayload); err != nil {
 		return nil, err
 	}
-	subjects, err := messages.NewSubjects(st.Streams.Prefix)
-	if err != nil {
-		return nil, err
-	}
+	subjects := st.Streams.Subjects
 	if err := messages.EnsureStreams(ctx, w, js, st.Streams); err != nil {
 		return nil, err
 	}

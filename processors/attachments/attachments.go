@@ -123,9 +123,12 @@ func (p *Processor) Processor() processors.Processor {
 // ended or closed. Most inbound messages are text: they are told apart
 // with one decode and skip the ledger.
 func (p *Processor) Wants(ev *processors.Event) (bool, string) {
-	in := p.subjects.Prefix() + ".in."
-	switch {
-	case strings.HasPrefix(ev.Subject, in+messages.SourceSinch+"."):
+	a, err := p.subjects.Parse(ev.Subject)
+	if err != nil {
+		return true, "" // Handle dead-letters what it cannot place
+	}
+	switch a.Source {
+	case messages.SourceSinch:
 		cb, err := messages.DecodeSinchCallback(ev.Body)
 		if err != nil {
 			return true, "" // Handle dead-letters what it cannot decode
@@ -133,28 +136,30 @@ func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 		if cb.Message.Media() == nil {
 			return false, "not a media message"
 		}
-	case strings.HasPrefix(ev.Subject, in+messages.SourceContactPro+"."):
-		event := ev.Subject[strings.LastIndexByte(ev.Subject, '.')+1:]
-		if event != "ended" && event != "closed" {
-			return false, "chat-attachments event " + event
+	case messages.SourceContactPro:
+		if !chatOver(a.Name) {
+			return false, "chat-attachments event " + a.Name
 		}
 	}
 	return true, ""
 }
 
+// chatOver reports whether a chat-attachments event says the chat is over,
+// so its attachments are final.
+func chatOver(event string) bool { return event == "ended" || event == "closed" }
+
 // Handle implements processors.Handler.
 func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
-	id, err := p.subjects.Identify(ev.Subject, ev.Body)
+	a, err := p.subjects.Parse(ev.Subject)
 	if err != nil {
 		return processors.Permanent(err)
 	}
-	switch id.Source {
+	switch a.Source {
 	case messages.SourceSinch:
 		return p.stage(ctx, ev)
 	case messages.SourceContactPro:
-		event := id.Kind[strings.LastIndexByte(id.Kind, '.')+1:]
-		if event != "ended" && event != "closed" {
-			return processors.Ignored("chat-attachments event " + event)
+		if !chatOver(a.Name) {
+			return processors.Ignored("chat-attachments event " + a.Name)
 		}
 		return p.transfer(ctx, ev)
 	}

@@ -123,14 +123,7 @@ func Run(ctx context.Context, js jetstream.JetStream, subjects messages.Subjects
 		sum.BySubject[m.Subject()]++
 		if !opts.DryRun {
 			if opts.Force {
-				id := m.Headers().Get(messages.HeaderID)
-				if id == "" {
-					ident, err := subjects.Identify(m.Subject(), m.Data())
-					if err == nil {
-						id = ident.ID
-					}
-				}
-				if id != "" {
+				if id, err := subjects.EventID(m.Subject(), m.Headers(), m.Data()); err == nil {
 					for _, p := range opts.Processors {
 						if err := ledger.Forget(ctx, p, id); err != nil {
 							return sum, fmt.Errorf("forget %s of %s: %w", id, p, err)

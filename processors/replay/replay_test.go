@@ -20,7 +20,7 @@ func TestReplay(t *testing.T) {
 	_, js := natstest.Connect(t, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
 	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, s.LedgerBucket(), time.Hour, time.Minute, 1)

@@ -56,7 +56,7 @@ func Check(ctx context.Context, st Settings, d Deps) []Result {
 	add("c4c odata", sap.CheckOData(cctx, tenant), fmt.Sprintf("%s has %s and %s with the properties ccrelay uses", tenant.URL, st.C4C.ChatCollection, st.C4C.AttachmentCollection))
 	add("c4c phone-service", sap.CheckPhoneService(cctx, tenant), "phone-service answers")
 
-	subjects, _ := messages.NewSubjects(st.Streams.Prefix)
+	subjects := st.Streams.Subjects
 	if att, err := attachments.New(cctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, st.Egress, reg, logger); err != nil {
 		add("cmi", err, "")
 	} else {

@@ -73,10 +73,7 @@ type Deps struct {
 // New builds the runtime for the named processors, creating the streams,
 // the ledger and the processors' buckets as needed.
 func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.Runtime, error) {
-	subjects, err := messages.NewSubjects(st.Streams.Prefix)
-	if err != nil {
-		return nil, err
-	}
+	subjects := st.Streams.Subjects
 	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func newBenchWorld(b *testing.B) *benchWorld {
 	ns := natstest.Embedded(b)
 	_, js := natstest.Connect(b, ns.ClientURL())
 	s, _ := messages.NewSubjects("ccrelay")
-	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
 		b.Fatal(err)
 	}
 	return &benchWorld{js: js, url: ns.ClientURL(), subjects: s}

@@ -53,7 +53,7 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatalf("no streams: %d\n%s", code, out)
 	}
 	_, js := natstest.Connect(t, ns.ClientURL())
-	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Prefix: "ccrelay", Replicas: 1, MaxAge: 168 * time.Hour, DedupWindow: 10 * time.Minute, MaxBytes: -1, DLQMaxAge: 720 * time.Hour}); err != nil {
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Replicas: 1, MaxAge: 168 * time.Hour, DedupWindow: 10 * time.Minute, MaxBytes: -1, DLQMaxAge: 720 * time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	code, out, errOut := runCmd(t, env(), "check")

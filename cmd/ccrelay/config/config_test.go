@@ -20,7 +20,7 @@ func TestDefaults(t *testing.T) {
 	case !cfg.Broker.Embedded(), cfg.Broker.DataDir != "./data", in.HTTP.Addr != ":8080", cfg.Process.MetricsAddr != ":9090",
 		in.Streams.Replicas != 1, in.Streams.MaxAge != 168*time.Hour, in.Streams.DedupWindow != 10*time.Minute,
 		in.Sinch.MaxClockSkew != 5*time.Minute, in.HTTP.MaxBodyBytes != 512<<10, in.ContactPro.Auth.APIKeyHeader != "x-api-key", in.Connect.Auth.APIKeyHeader != "x-api-key",
-		in.Streams.Prefix != "ccrelay", in.SealKeys.Enabled():
+		in.Streams.Subjects.Prefix() != "ccrelay", in.SealKeys.Enabled():
 		t.Fatalf("unexpected defaults: %+v", cfg)
 	}
 }
