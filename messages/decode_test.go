@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/messages"
 )
 
@@ -62,9 +64,15 @@ func TestDecodeSinchDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := cb.DeliveryReport
-	if cb.Trigger != messages.TriggerMessageDelivery || r == nil || r.Status != messages.StatusFailed || r.Reason.Code != "RECIPIENT_NOT_OPTED_IN" || r.Reason.SubCode != "UNSPECIFIED_SUB_CODE" {
-		t.Fatalf("%+v %+v", cb, r)
+	if r == nil {
+		t.Fatalf("no delivery report decoded from %s", body)
 	}
+	expect.All(t,
+		expect.Check{Name: "trigger", Got: cb.Trigger, Want: messages.TriggerMessageDelivery},
+		expect.Check{Name: "status", Got: r.Status, Want: messages.StatusFailed},
+		expect.Check{Name: "reason code", Got: r.Reason.Code, Want: "RECIPIENT_NOT_OPTED_IN"},
+		expect.Check{Name: "reason sub code", Got: r.Reason.SubCode, Want: "UNSPECIFIED_SUB_CODE"},
+	)
 	if cb.DedupID(body) != "sinch:delivery:M9:FAILED:SMS" {
 		t.Errorf("dedup %q", cb.DedupID(body))
 	}
@@ -142,9 +150,12 @@ func TestDecodeContactLens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.ContactID() != "CONTACT" || e.InstanceID() != "INST" || e.Detail.RuleName != "R" || e.ID != "E1" {
-		t.Errorf("%+v", e)
-	}
+	expect.All(t,
+		expect.Check{Name: "contact id", Got: e.ContactID(), Want: "CONTACT"},
+		expect.Check{Name: "instance id", Got: e.InstanceID(), Want: "INST"},
+		expect.Check{Name: "rule name", Got: e.Detail.RuleName, Want: "R"},
+		expect.Check{Name: "event id", Got: e.ID, Want: "E1"},
+	)
 	other := strings.Replace(string(body), "Post Call", "Realtime", 1)
 	if _, err := messages.DecodeContactLensEvent([]byte(other)); !errors.Is(err, messages.ErrUnsupportedDetailType) {
 		t.Errorf("other detail-type: %v", err)
@@ -167,9 +178,14 @@ func TestDecodeContactLens(t *testing.T) {
 
 func TestContactPro(t *testing.T) {
 	c, err := messages.DecodeChatAttachmentsCall([]byte(`{"cmi_url":"https://cmi.test/acme/cmi","cmi_user":"u","sap_v1":{"url":"https://my1.crm.cloud.sap","user":"v1"},"contact_id":"G","extra":true}`))
-	if err != nil || c.ContactID != "G" || c.SAP.User != "v1" || c.CMIURL != "https://cmi.test/acme/cmi" {
-		t.Fatalf("%+v %v", c, err)
+	if err != nil {
+		t.Fatal(err)
 	}
+	expect.All(t,
+		expect.Check{Name: "contact_id", Got: c.ContactID, Want: "G"},
+		expect.Check{Name: "sap_v1.user", Got: c.SAP.User, Want: "v1"},
+		expect.Check{Name: "cmi_url", Got: c.CMIURL, Want: "https://cmi.test/acme/cmi"},
+	)
 	if _, err := messages.DecodeChatAttachmentsCall([]byte(`{"contact_id":"G"}`)); err != nil {
 		t.Errorf("a body with only contact_id must do (replay with configured credentials): %v", err)
 	}

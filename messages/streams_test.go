@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/test/natstest"
@@ -43,9 +45,12 @@ func TestEnsureStreamsConcurrent(t *testing.T) {
 	}
 	info, _ := st.Info(context.Background())
 	c := info.Config
-	if c.Subjects[0] != "ccrelay.in.>" || c.Duplicates != 10*time.Minute || c.MaxAge != 168*time.Hour || c.Storage.String() != "File" {
-		t.Errorf("events stream config %+v", c)
-	}
+	expect.All(t,
+		expect.Check{Name: "subjects", Got: c.Subjects, Want: []string{"ccrelay.in.>"}},
+		expect.Check{Name: "dedup window", Got: c.Duplicates, Want: 10 * time.Minute},
+		expect.Check{Name: "max age", Got: c.MaxAge, Want: 168 * time.Hour},
+		expect.Check{Name: "storage", Got: c.Storage.String(), Want: "File"},
+	)
 	if _, err := js.Stream(context.Background(), "CCRELAY_DLQ"); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -189,12 +191,18 @@ func TestRuntimeOutcomes(t *testing.T) {
 	for _, dl := range dls {
 		byID[dl.Header.Get("ce-id")] = dl
 	}
-	if dl := byID["permanent-1"]; !strings.Contains(dl.Error, "SAP said 400") || dl.Deliveries != 1 || dl.Subject != f.subjects.ContactLens("I1") || string(dl.Body) != string(contactLens("permanent-1")) {
-		t.Errorf("permanent dead letter %+v", dl)
-	}
-	if dl := byID["always-1"]; !strings.Contains(dl.Error, "gave up after 3 deliveries") || dl.Deliveries != 3 {
-		t.Errorf("exhausted dead letter %+v", dl)
-	}
+	dl := byID["permanent-1"]
+	expect.All(t,
+		expect.Check{Name: "permanent: error names SAP's answer", Got: strings.Contains(dl.Error, "SAP said 400"), Want: true},
+		expect.Check{Name: "permanent: deliveries", Got: dl.Deliveries, Want: uint64(1)},
+		expect.Check{Name: "permanent: subject", Got: dl.Subject, Want: f.subjects.ContactLens("I1")},
+		expect.Check{Name: "permanent: body", Got: string(dl.Body), Want: string(contactLens("permanent-1"))},
+	)
+	dl = byID["always-1"]
+	expect.All(t,
+		expect.Check{Name: "exhausted: error says it gave up", Got: strings.Contains(dl.Error, "gave up after 3 deliveries"), Want: true},
+		expect.Check{Name: "exhausted: deliveries", Got: dl.Deliveries, Want: uint64(3)},
+	)
 	if dl := byID["panic-1"]; !strings.Contains(dl.Error, "panicked") {
 		t.Errorf("panic dead letter %+v", dl)
 	}
@@ -246,8 +254,11 @@ func TestRequeue(t *testing.T) {
 		return len(dls) == 1
 	})
 	dl, err := f.dlq.Requeue(context.Background(), dls[0].Seq)
-	if err != nil || dl.Processor != "recorder" {
-		t.Fatalf("requeue: %+v %v", dl, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl.Processor != "recorder" {
+		t.Fatalf("requeued a dead letter of %q, want recorder", dl.Processor)
 	}
 	eventually(t, "requeued event processed", func() bool { d, _ := f.rec.count("once-1"); return d == 1 })
 	if rest, _ := f.dlq.List(context.Background(), ""); len(rest) != 0 {

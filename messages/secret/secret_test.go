@@ -41,8 +41,11 @@ func TestCredentialsParse(t *testing.T) {
 		}
 	}
 	var l secret.SecretList
-	if err := l.UnmarshalText([]byte("k1, k2")); err != nil || len(l) != 2 {
-		t.Fatalf("%v %v", l, err)
+	if err := l.UnmarshalText([]byte("k1, k2")); err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 2 {
+		t.Fatalf("%q holds %d secrets, want 2", "k1, k2", len(l))
 	}
 	if i, ok := l.Match("k2"); !ok || i != 1 {
 		t.Errorf("Match k2: %d %v", i, ok)

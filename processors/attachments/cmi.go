@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ccrelay/ccrelay/sinks/retry"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/sinks/retry"
 
 	"github.com/ccrelay/ccrelay/messages/secret"
 )
@@ -181,4 +183,23 @@ func escapeAll(v string) string {
 		b.WriteByte(hex[c&15])
 	}
 	return b.String()
+}
+
+// Check asks the configured CMI for a chat that does not exist: a 404
+// (or 200) proves the address and credentials; 401/403 does not.
+func (p *Processor) Check(ctx context.Context) error {
+	cfg := p.cfg.CMI
+	if cfg.URL == "" {
+		return fmt.Errorf("CCRELAY_CMI_URL %w (each call's cmi_url is used)", processors.ErrNotConfigured)
+	}
+	s := cmiSession{cfg: cfg, http: p.cmi, base: cfg.URL, user: cfg.User, password: cfg.Password.Reveal(), apiKey: cfg.APIKey.Reveal()}
+	_, err := s.chat(ctx, "ccrelay-check")
+	var ce *cmiError
+	switch {
+	case err == nil, errors.As(err, &ce) && ce.Status == http.StatusNotFound:
+		return nil
+	case errors.As(err, &ce) && (ce.Status == http.StatusUnauthorized || ce.Status == http.StatusForbidden):
+		return fmt.Errorf("%w: credentials refused (CCRELAY_CMI_USER/PASSWORD/API_KEY)", err)
+	}
+	return err
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
-	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 )
 
@@ -69,26 +68,18 @@ func newer(a, b Status) bool {
 
 // Processor keeps delivery statuses.
 type Processor struct {
+	cfg     Config
+	env     processors.Env
 	kv      jetstream.KeyValue
 	reports *prometheus.CounterVec
 	stale   prometheus.Counter
 }
 
-// New creates or updates the status bucket and returns the processor.
-func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetStream, subjects messages.Subjects, replicas int, reg prometheus.Registerer) (*Processor, error) {
-	kv, err := w.KeyValue(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      subjects.DeliveryStatusBucket(),
-		Description: "ccrelay: latest Sinch delivery status per message id",
-		TTL:         cfg.StatusTTL,
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("delivery status %w", err)
-	}
+// New returns the processor. It creates nothing: Provision creates the
+// status bucket.
+func New(cfg Config, env processors.Env) (*Processor, error) {
 	p := &Processor{
-		kv: kv,
+		cfg: cfg, env: env,
 		reports: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccrelay_delivery_reports_total",
 			Help: "Sinch delivery reports processed, by channel, status and reason code.",
@@ -98,13 +89,35 @@ func New(ctx context.Context, cfg Config, w provision.Waiter, js jetstream.JetSt
 			Help: "Delivery reports older than the status already kept (not applied).",
 		}),
 	}
-	reg.MustRegister(p.reports, p.stale)
+	env.Registry.MustRegister(p.reports, p.stale)
 	return p, nil
 }
 
+// Provision creates or binds the status bucket.
+func (p *Processor) Provision(ctx context.Context) error {
+	kv, err := p.env.Waiter.KeyValue(ctx, p.env.JS, jetstream.KeyValueConfig{
+		Bucket:      p.env.Subjects.DeliveryStatusBucket(),
+		Description: "ccrelay: latest Sinch delivery status per message id",
+		TTL:         p.cfg.StatusTTL,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    p.env.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("delivery status %w", err)
+	}
+	p.kv = kv
+	return nil
+}
+
+// Check has nothing outside JetStream to check.
+func (p *Processor) Check(context.Context) error {
+	return fmt.Errorf("delivery statuses stay in JetStream: %w", processors.ErrNotConfigured)
+}
+
 // Processor returns the runtime definition of the processor.
-func (p *Processor) Processor(subjects messages.Subjects) processors.Processor {
-	return processors.Processor{Name: Name, Filter: []string{subjects.SinchFilter(messages.TriggerMessageDelivery)}, Handler: p}
+func (p *Processor) Processor() processors.Processor {
+	return processors.Processor{Name: Name, Filter: []string{p.env.Subjects.SinchFilter(messages.TriggerMessageDelivery)}, Handler: p}
 }
 
 // Key is the KV key of a message id. Sinch message ids are ULIDs and are

@@ -8,10 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
-	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/deliveries"
 	"github.com/ccrelay/ccrelay/test/metricstest"
@@ -32,10 +33,12 @@ func report(msgID, status string, at time.Time, reason string) *processors.Event
 func setup(t *testing.T) (*deliveries.Processor, *prometheus.Registry) {
 	ns := natstest.Embedded(t)
 	_, js := natstest.Connect(t, ns.ClientURL())
-	s, _ := messages.NewSubjects("ccrelay")
 	reg := prometheus.NewRegistry()
-	p, err := deliveries.New(context.Background(), deliveries.Config{StatusTTL: time.Hour}, provision.Waiter{}, js, s, 1, reg)
+	p, err := deliveries.New(deliveries.Config{StatusTTL: time.Hour}, processors.Env{JS: js, Replicas: 1, Registry: reg})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Provision(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return p, reg
@@ -67,9 +70,14 @@ func TestLatestStatusWins(t *testing.T) {
 		}
 	}
 	m3, _ := p.Lookup(ctx, "M3")
-	if m3.Reason == nil || m3.Reason.Code != "RECIPIENT_NOT_REACHABLE" || m3.Channel != "WHATSAPP" || m3.ContactID != "CT" {
-		t.Errorf("M3 kept %+v", m3)
+	if m3.Reason == nil {
+		t.Fatalf("M3 kept no reason: %+v", m3)
 	}
+	expect.All(t,
+		expect.Check{Name: "M3 reason", Got: m3.Reason.Code, Want: "RECIPIENT_NOT_REACHABLE"},
+		expect.Check{Name: "M3 channel", Got: m3.Channel, Want: "WHATSAPP"},
+		expect.Check{Name: "M3 contact", Got: m3.ContactID, Want: "CT"},
+	)
 	reports := func(status, reason string) float64 {
 		return metricstest.Value(t, reg, "ccrelay_delivery_reports_total", map[string]string{"channel": "WHATSAPP", "status": status, "reason": reason})
 	}

@@ -70,39 +70,11 @@ func Run(ctx context.Context, js jetstream.JetStream, subjects messages.Subjects
 	if err != nil {
 		return sum, fmt.Errorf("events stream: %w", err)
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{opts.Subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &opts.Since,
-	})
-	if err != nil {
-		return sum, fmt.Errorf("read %s: %w", opts.Subject, err)
-	}
-	total, err := pendingSince(ctx, cons)
+	cons, total, err := window(ctx, st, opts)
 	if err != nil {
 		return sum, err
 	}
-	// What was stored after Until, measured before anything is published
-	// (so neither later events nor the replayed copies count).
-	after, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{opts.Subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &opts.Until,
-	})
-	if err != nil {
-		return sum, err
-	}
-	later, err := pendingSince(ctx, after)
-	if err != nil {
-		return sum, err
-	}
-	if later <= total {
-		total -= later
-	}
-	if total == 0 {
-		return sum, ErrNothingToDo
-	}
-	runID := strconv.FormatInt(time.Now().UnixNano(), 36)
+	r := replayer{js: js, subjects: subjects, ledger: ledger, opts: opts, runID: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	for i := uint64(0); i < total; i++ {
 		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
@@ -122,23 +94,12 @@ func Run(ctx context.Context, js jetstream.JetStream, subjects messages.Subjects
 		sum.LastSeq = meta.Sequence.Stream
 		sum.BySubject[m.Subject()]++
 		if !opts.DryRun {
-			if opts.Force {
-				if id, err := subjects.EventID(m.Subject(), m.Headers(), m.Data()); err == nil {
-					for _, p := range opts.Processors {
-						if err := ledger.Forget(ctx, p, id); err != nil {
-							return sum, fmt.Errorf("forget %s of %s: %w", id, p, err)
-						}
-					}
-					sum.Forgotten++
-				}
+			forgotten, err := r.replay(ctx, m, meta.Sequence.Stream)
+			if err != nil {
+				return sum, err
 			}
-			h := nats.Header{}
-			for k, v := range m.Headers() {
-				h[k] = v
-			}
-			h[nats.MsgIdHdr] = []string{"replay:" + runID + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)}
-			if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject(), Header: h, Data: m.Data()}, jetstream.WithExpectStream(subjects.EventsStream())); err != nil {
-				return sum, fmt.Errorf("republish seq %d: %w", meta.Sequence.Stream, err)
+			if forgotten {
+				sum.Forgotten++
 			}
 			sum.Replayed++
 		}
@@ -153,7 +114,89 @@ func Run(ctx context.Context, js jetstream.JetStream, subjects messages.Subjects
 	return sum, nil
 }
 
-func pendingSince(ctx context.Context, c jetstream.Consumer) (uint64, error) {
+// window opens an ordered consumer at opts.Since and counts what was stored
+// up to opts.Until. The count is taken before anything is published, so
+// neither later events nor the replayed copies count.
+func window(ctx context.Context, st jetstream.Stream, opts Options) (jetstream.Consumer, uint64, error) {
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{opts.Subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &opts.Since,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", opts.Subject, err)
+	}
+	total, err := pending(ctx, cons)
+	if err != nil {
+		return nil, 0, err
+	}
+	after, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{opts.Subject},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &opts.Until,
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	later, err := pending(ctx, after)
+	if err != nil {
+		return nil, 0, err
+	}
+	if later <= total {
+		total -= later
+	}
+	if total == 0 {
+		return nil, 0, ErrNothingToDo
+	}
+	return cons, total, nil
+}
+
+// replayer stores events again.
+type replayer struct {
+	js       jetstream.JetStream
+	subjects messages.Subjects
+	ledger   *processors.Ledger
+	opts     Options
+	// runID keeps this run's Nats-Msg-Ids apart from every other run's.
+	runID string
+}
+
+// replay stores m again, first forgetting its ledger entries when the run
+// is forced. It reports whether entries were forgotten.
+func (r replayer) replay(ctx context.Context, m jetstream.Msg, seq uint64) (forgotten bool, err error) {
+	if r.opts.Force {
+		if forgotten, err = r.forget(ctx, m); err != nil {
+			return false, err
+		}
+	}
+	h := make(nats.Header, len(m.Headers())+1)
+	for k, v := range m.Headers() {
+		h[k] = v
+	}
+	h[nats.MsgIdHdr] = []string{"replay:" + r.runID + ":" + strconv.FormatUint(seq, 10)}
+	if _, err := r.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject(), Header: h, Data: m.Data()}, jetstream.WithExpectStream(r.subjects.EventsStream())); err != nil {
+		return forgotten, fmt.Errorf("republish seq %d: %w", seq, err)
+	}
+	return forgotten, nil
+}
+
+// forget removes m's ledger entries of the processors of the run. An event
+// with no id has none.
+func (r replayer) forget(ctx context.Context, m jetstream.Msg) (bool, error) {
+	id, err := r.subjects.EventID(m.Subject(), m.Headers(), m.Data())
+	if err != nil {
+		return false, nil
+	}
+	for _, p := range r.opts.Processors {
+		if err := r.ledger.Forget(ctx, p, id); err != nil {
+			return false, fmt.Errorf("forget %s of %s: %w", id, p, err)
+		}
+	}
+	return true, nil
+}
+
+// pending is how many messages c has yet to deliver.
+func pending(ctx context.Context, c jetstream.Consumer) (uint64, error) {
 	info, err := c.Info(ctx)
 	if err != nil {
 		return 0, err

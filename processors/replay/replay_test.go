@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
@@ -51,20 +53,37 @@ func TestReplay(t *testing.T) {
 	before := count()
 	filter := s.Prefix() + ".in.contactpro.>"
 	sum, err := replay.Run(ctx, js, s, ledger, replay.Options{Subject: filter, Since: since, Until: until, DryRun: true})
-	if err != nil || sum.Matched != 2 || sum.Replayed != 0 || count() != before {
-		t.Fatalf("dry run: %+v %v (stream %d -> %d)", sum, err, before, count())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !expect.All(t,
+		expect.Check{Name: "dry run: matched", Got: sum.Matched, Want: uint64(2)},
+		expect.Check{Name: "dry run: replayed", Got: sum.Replayed, Want: uint64(0)},
+		expect.Check{Name: "dry run: stream size", Got: count(), Want: before},
+	) {
+		t.FailNow()
 	}
 
 	// Completed work stays protected by the ledger; --force removes it.
 	c, err := ledger.Claim(ctx, "attachments", "a")
-	if err != nil || c.Done(ctx) != nil {
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Done(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var progress []string
 	sum, err = replay.Run(ctx, js, s, ledger, replay.Options{Subject: filter, Since: since, Until: until, Force: true, Processors: []string{"attachments"},
 		Progress: func(done, total uint64) { progress = append(progress, fmt.Sprintf("%d/%d", done, total)) }})
-	if err != nil || sum.Replayed != 2 || sum.Forgotten != 2 || count() != before+2 {
-		t.Fatalf("replay: %+v %v", sum, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !expect.All(t,
+		expect.Check{Name: "forced: replayed", Got: sum.Replayed, Want: uint64(2)},
+		expect.Check{Name: "forced: forgotten", Got: sum.Forgotten, Want: uint64(2)},
+		expect.Check{Name: "forced: stream size", Got: count(), Want: before + 2},
+	) {
+		t.FailNow()
 	}
 	if strings.Join(progress, ",") != "1/2,2/2" {
 		t.Errorf("progress %v", progress)

@@ -11,8 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
-	"github.com/ccrelay/ccrelay/processors/attachments"
-	"github.com/ccrelay/ccrelay/processors/summaries"
+	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
 )
 
@@ -35,7 +34,7 @@ func Check(ctx context.Context, st Settings, d Deps) []Result {
 		switch {
 		case err == nil:
 			out = append(out, Result{Name: name, OK: true, Detail: okDetail})
-		case errors.Is(err, attachments.ErrNotConfigured), errors.Is(err, summaries.ErrNotConfigured), errors.Is(err, c4c.ErrNoTenant):
+		case errors.Is(err, processors.ErrNotConfigured), errors.Is(err, c4c.ErrNoTenant):
 			out = append(out, Result{Name: name, Skipped: true, Detail: err.Error()})
 		default:
 			out = append(out, Result{Name: name, Detail: err.Error()})
@@ -56,16 +55,19 @@ func Check(ctx context.Context, st Settings, d Deps) []Result {
 	add("c4c odata", sap.CheckOData(cctx, tenant), fmt.Sprintf("%s has %s and %s with the properties ccrelay uses", tenant.URL, st.C4C.ChatCollection, st.C4C.AttachmentCollection))
 	add("c4c phone-service", sap.CheckPhoneService(cctx, tenant), "phone-service answers")
 
-	subjects := st.Streams.Subjects
-	if att, err := attachments.New(cctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, st.Egress, reg, logger); err != nil {
-		add("cmi", err, "")
-	} else {
-		add("cmi", att.CheckCMI(cctx), "CMI answers and accepts the credentials")
-	}
-	if sum, err := summaries.New(cctx, st.Summaries, sap, reg, logger); err != nil {
-		add("connect bucket", err, "")
-	} else {
-		add("connect bucket", sum.CheckBucket(cctx), st.Summaries.Bucket+" is readable")
+	// Each processor is built only to be checked: New creates nothing, and
+	// Provision is not called, so a check leaves JetStream as it found it.
+	e := env(st, Deps{JS: d.JS, Waiter: d.Waiter, Registry: reg, Logger: logger}, sap)
+	for _, c := range catalogue() {
+		if c.check == "" {
+			continue
+		}
+		u, err := c.build(st, e)
+		if err != nil {
+			add(c.check, err, "")
+			continue
+		}
+		add(c.check, u.Check(cctx), c.passed(st))
 	}
 	return out
 }

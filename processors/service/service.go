@@ -38,8 +38,52 @@ type Settings struct {
 	Egress egress.Settings
 }
 
+// entry is one processor ccrelay ships.
+type entry struct {
+	name string
+	// check names the check of the systems the processor talks to, in
+	// 'ccrelay check'; "" for none.
+	check string
+	// passed says what a passed check found.
+	passed func(Settings) string
+	build  func(Settings, processors.Env) (processors.Unit, error)
+}
+
+// catalogue lists the processors ccrelay ships, in the order they start. It
+// is the only list: names, --processors, construction and checks read it.
+func catalogue() []entry {
+	return []entry{
+		{
+			name: attachments.Name, check: "cmi",
+			passed: func(Settings) string { return "CMI answers and accepts the credentials" },
+			build: func(st Settings, env processors.Env) (processors.Unit, error) {
+				return attachments.New(st.Attachments, env)
+			},
+		},
+		{
+			name: summaries.Name, check: "connect bucket",
+			passed: func(st Settings) string { return st.Summaries.Bucket + " is readable" },
+			build: func(st Settings, env processors.Env) (processors.Unit, error) {
+				return summaries.New(st.Summaries, env)
+			},
+		},
+		{
+			name: deliveries.Name,
+			build: func(st Settings, env processors.Env) (processors.Unit, error) {
+				return deliveries.New(st.Deliveries, env)
+			},
+		},
+	}
+}
+
 // Names lists the processors ccrelay ships, in the order they start.
-func Names() []string { return []string{attachments.Name, summaries.Name, deliveries.Name} }
+func Names() []string {
+	var out []string
+	for _, e := range catalogue() {
+		out = append(out, e.name)
+	}
+	return out
+}
 
 // ParseNames checks a comma-separated --processors value; "" means all.
 func ParseNames(list string) ([]string, error) {
@@ -70,8 +114,17 @@ type Deps struct {
 	Logger   *slog.Logger
 }
 
+// env is the processors' shared environment.
+func env(st Settings, d Deps, sap *c4c.Client) processors.Env {
+	return processors.Env{
+		JS: d.JS, Waiter: d.Waiter, Subjects: st.Streams.Subjects, Replicas: st.Streams.Replicas,
+		C4C: sap, Egress: st.Egress, SealKeys: st.SealKeys, Registry: d.Registry, Logger: d.Logger,
+	}
+}
+
 // New builds the runtime for the named processors, creating the streams,
-// the ledger and the processors' buckets as needed.
+// the ledger and the processors' buckets as needed, in that order, before
+// any consumer.
 func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.Runtime, error) {
 	subjects := st.Streams.Subjects
 	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
@@ -85,29 +138,24 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	if err != nil {
 		return nil, err
 	}
+	e := env(st, d, sap)
 	var procs []processors.Processor
-	for _, name := range names {
-		switch name {
-		case attachments.Name:
-			p, err := attachments.New(ctx, st.Attachments, d.Waiter, d.JS, subjects, st.Streams.Replicas, sap, st.SealKeys, st.Egress, d.Registry, d.Logger)
-			if err != nil {
-				return nil, err
-			}
-			procs = append(procs, p.Processor())
-		case summaries.Name:
-			p, err := summaries.New(ctx, st.Summaries, sap, d.Registry, d.Logger)
-			if err != nil {
-				return nil, err
-			}
-			procs = append(procs, p.Processor(subjects))
-		case deliveries.Name:
-			p, err := deliveries.New(ctx, st.Deliveries, d.Waiter, d.JS, subjects, st.Streams.Replicas, d.Registry)
-			if err != nil {
-				return nil, err
-			}
-			procs = append(procs, p.Processor(subjects))
-		default:
-			return nil, fmt.Errorf("unknown processor %q", name)
+	for _, c := range catalogue() {
+		if !slices.Contains(names, c.name) {
+			continue
+		}
+		u, err := c.build(st, e)
+		if err != nil {
+			return nil, err
+		}
+		if err := u.Provision(ctx); err != nil {
+			return nil, err
+		}
+		procs = append(procs, u.Processor())
+	}
+	for _, n := range names {
+		if !slices.Contains(Names(), n) {
+			return nil, fmt.Errorf("unknown processor %q", n)
 		}
 	}
 	return processors.New(st.Runtime, processors.Deps{

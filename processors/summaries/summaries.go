@@ -50,6 +50,7 @@ type Config struct {
 // Processor writes call summaries.
 type Processor struct {
 	cfg    Config
+	env    processors.Env
 	s3     *s3.Client
 	c4c    *c4c.Client
 	logger *slog.Logger
@@ -58,8 +59,10 @@ type Processor struct {
 }
 
 // New returns the processor. It loads the AWS configuration now, so a
-// broken credential chain stops start-up rather than every message.
-func New(ctx context.Context, cfg Config, client *c4c.Client, reg prometheus.Registerer, logger *slog.Logger) (*Processor, error) {
+// broken credential chain stops start-up rather than every message. That
+// reads the environment and the shared config files, and asks no service
+// (credentials are resolved at the first request), so New creates nothing.
+func New(cfg Config, env processors.Env) (*Processor, error) {
 	var opts []func(*awsconfig.LoadOptions) error
 	region := cfg.S3Region
 	if region == "" && cfg.S3Endpoint != "" {
@@ -68,7 +71,7 @@ func New(ctx context.Context, cfg Config, client *c4c.Client, reg prometheus.Reg
 	if region != "" {
 		opts = append(opts, awsconfig.WithRegion(region))
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	awsCfg, err := awsconfig.LoadDefaultConfig(context.Background(), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("aws configuration: %w", err)
 	}
@@ -78,7 +81,7 @@ func New(ctx context.Context, cfg Config, client *c4c.Client, reg prometheus.Reg
 			o.UsePathStyle = true
 		}
 	})
-	p := &Processor{cfg: cfg, s3: s3c, c4c: client, logger: logger,
+	p := &Processor{cfg: cfg, env: env, s3: s3c, c4c: env.C4C, logger: env.Logger,
 		chars: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ccrelay_summaries_written_characters_total",
 			Help: "Characters of call summaries written to SAP.",
@@ -87,13 +90,17 @@ func New(ctx context.Context, cfg Config, client *c4c.Client, reg prometheus.Reg
 			Name: "ccrelay_summaries_unavailable_total",
 			Help: "Calls whose analysis file reports the post-contact summary as FAILED, by Contact Lens failure code: nothing to write, not retried.",
 		}, []string{"failure_code"})}
-	reg.MustRegister(p.chars, p.failed)
+	env.Registry.MustRegister(p.chars, p.failed)
 	return p, nil
 }
 
+// Provision has nothing to create: the processor keeps nothing in
+// JetStream but the runtime's ledger.
+func (p *Processor) Provision(context.Context) error { return nil }
+
 // Processor returns the runtime definition of the processor.
-func (p *Processor) Processor(subjects messages.Subjects) processors.Processor {
-	return processors.Processor{Name: Name, Filter: []string{subjects.ContactLensFilter()}, Handler: p}
+func (p *Processor) Processor() processors.Processor {
+	return processors.Processor{Name: Name, Filter: []string{p.env.Subjects.ContactLensFilter()}, Handler: p}
 }
 
 // errNotYet marks what is expected to appear later (the analysis file, a
@@ -259,14 +266,10 @@ func s3Error(op string, err error) error {
 	return fmt.Errorf("s3 %s: %w", op, err)
 }
 
-// ErrNotConfigured is returned by CheckBucket without a bucket.
-var ErrNotConfigured = errors.New("CCRELAY_CONNECT_BUCKET is not set: every Contact Lens event will be dead-lettered")
-
-// CheckBucket lists one key of the analysis folder with the SDK's
-// credentials.
-func (p *Processor) CheckBucket(ctx context.Context) error {
+// Check lists one key of the analysis folder with the SDK's credentials.
+func (p *Processor) Check(ctx context.Context) error {
 	if p.cfg.Bucket == "" {
-		return ErrNotConfigured
+		return fmt.Errorf("CCRELAY_CONNECT_BUCKET is %w: every Contact Lens event will be dead-lettered", processors.ErrNotConfigured)
 	}
 	_, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String("Analysis/Voice/"), MaxKeys: aws.Int32(1)})
 	if err != nil {

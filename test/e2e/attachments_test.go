@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/test/fakes/blob"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
 	"github.com/ccrelay/ccrelay/test/fakes/cmifake"
@@ -114,9 +116,13 @@ func TestAttachments(t *testing.T) {
 	for _, a := range atts {
 		byName[a.Name] = a
 	}
-	if a := byName["receipt.pdf"]; !bytes.Equal(a.Content, pdf) || a.MimeType != "application/pdf" || a.CategoryCode != "2" || a.TypeCode != "10001" {
-		t.Errorf("receipt %+v", a)
-	}
+	a := byName["receipt.pdf"]
+	expect.All(t,
+		expect.Check{Name: "receipt content intact", Got: bytes.Equal(a.Content, pdf), Want: true},
+		expect.Check{Name: "receipt mime type", Got: a.MimeType, Want: "application/pdf"},
+		expect.Check{Name: "receipt category", Got: a.CategoryCode, Want: "2"},
+		expect.Check{Name: "receipt type", Got: a.TypeCode, Want: "10001"},
+	)
 	if a := byName["photo.jpg"]; !bytes.Equal(a.Content, photo) || a.MimeType != "image/jpeg" {
 		t.Errorf("photo: %d bytes, %s", len(a.Content), a.MimeType)
 	}

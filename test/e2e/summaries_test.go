@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
 	"github.com/ccrelay/ccrelay/test/metricstest"
@@ -70,13 +72,17 @@ func TestSummaries(t *testing.T) {
 	}
 	get, patch := reqs[0], reqs[1]
 	wantAuth := "Basic " + base64.StdEncoding.EncodeToString([]byte(c4cUser+":"+c4cPassword))
-	if get.Method != "GET" || get.Path != "/sap/c4c/api/v1/phone-service/phoneCalls" || get.Query != "%24filter=externalId.displayId+eq+%27c0ffee01%27" || get.Header.Get("Authorization") != wantAuth {
-		t.Errorf("GET %+v", get)
-	}
-	if patch.Method != "PATCH" || patch.Path != "/sap/c4c/api/v1/phone-service/phoneCalls/"+id || patch.Header.Get("If-Match") != "2026-11-21T10:00:00.001Z" ||
-		string(patch.Body) != `{"transcript":"Customer asked about order 4711; agent promised a refund."}` || patch.Header.Get("Authorization") != wantAuth {
-		t.Errorf("PATCH %+v %s", patch, patch.Body)
-	}
+	expect.All(t,
+		expect.Check{Name: "GET method", Got: get.Method, Want: "GET"},
+		expect.Check{Name: "GET path", Got: get.Path, Want: "/sap/c4c/api/v1/phone-service/phoneCalls"},
+		expect.Check{Name: "GET query", Got: get.Query, Want: "%24filter=externalId.displayId+eq+%27c0ffee01%27"},
+		expect.Check{Name: "GET authorization", Got: get.Header.Get("Authorization"), Want: wantAuth},
+		expect.Check{Name: "PATCH method", Got: patch.Method, Want: "PATCH"},
+		expect.Check{Name: "PATCH path", Got: patch.Path, Want: "/sap/c4c/api/v1/phone-service/phoneCalls/" + id},
+		expect.Check{Name: "PATCH If-Match", Got: patch.Header.Get("If-Match"), Want: "2026-11-21T10:00:00.001Z"},
+		expect.Check{Name: "PATCH body", Got: string(patch.Body), Want: `{"transcript":"Customer asked about order 4711; agent promised a refund."}`},
+		expect.Check{Name: "PATCH authorization", Got: patch.Header.Get("Authorization"), Want: wantAuth},
+	)
 	if strings.Contains(d.logs.String(), "order 4711") {
 		t.Error("the summary reached the logs")
 	}
@@ -145,8 +151,15 @@ func TestSummariesPermanentFailure(t *testing.T) {
 	postContactLens(t, d, "ev-bad", "bad00001")
 	eventually(t, "dead-lettered", func() bool { return d.processed("summaries", "dead_lettered") == 1 })
 	dls := listDLQ(t, d)
-	if len(dls) != 1 || !strings.Contains(dls[0].Error, "HTTP 400") || dls[0].Processor != "summaries" || dls[0].Deliveries != 1 {
-		t.Fatalf("dead letters %+v", dls)
+	if len(dls) != 1 {
+		t.Fatalf("%d dead letters, want 1: %+v", len(dls), dls)
+	}
+	if !expect.All(t,
+		expect.Check{Name: "error names SAP's answer", Got: strings.Contains(dls[0].Error, "HTTP 400"), Want: true},
+		expect.Check{Name: "processor", Got: dls[0].Processor, Want: "summaries"},
+		expect.Check{Name: "deliveries", Got: dls[0].Deliveries, Want: uint64(1)},
+	) {
+		t.FailNow()
 	}
 	if sap.PhoneCall(id).Transcript != "" {
 		t.Fatal("written despite 400")

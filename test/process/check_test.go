@@ -3,6 +3,7 @@ package process_test
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -49,8 +50,8 @@ func TestCheckCommand(t *testing.T) {
 
 	// Before any ccrelay ran: no streams.
 	code, out, _ := runCmd(t, env(), "check")
-	if code != 1 || !strings.HasPrefix(line(out, "streams"), "FAIL") || !strings.Contains(out, "does not exist") {
-		t.Fatalf("no streams: %d\n%s", code, out)
+	if l := line(out, "streams"); code != 1 || !strings.HasPrefix(l, "FAIL") || !strings.Contains(l, "does not exist") {
+		t.Fatalf("no streams: exit %d (want 1), streams line %q (want FAIL ... does not exist)\n%s", code, l, out)
 	}
 	_, js := natstest.Connect(t, ns.ClientURL())
 	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Replicas: 1, MaxAge: 168 * time.Hour, DedupWindow: 10 * time.Minute, MaxBytes: -1, DLQMaxAge: 720 * time.Hour}); err != nil {
@@ -80,16 +81,33 @@ func TestCheckCommand(t *testing.T) {
 	} {
 		code, out, _ := runCmd(t, env(c.env...), "check")
 		if l := line(out, c.check); code != 1 || !strings.HasPrefix(l, "FAIL") || !strings.Contains(l, c.want) {
-			t.Errorf("%v: exit %d, %q\n%s", c.env, code, l, out)
+			t.Errorf("%v: exit %d (want 1), %s line %q (want FAIL ... %s)\n%s", c.env, code, c.check, l, c.want, out)
 		}
 	}
 	sap.RemoveFromMetadata("SocialMediaActivityAttachmentFolder.TypeCode")
 	if code, out, _ := runCmd(t, env(), "check"); code != 1 || !strings.Contains(line(out, "c4c odata"), "no property TypeCode") {
-		t.Errorf("missing property: %d\n%s", code, out)
+		t.Errorf("missing property: exit %d (want 1), c4c odata line %q (want no property TypeCode)", code, line(out, "c4c odata"))
 	}
 	// Not configured is skipped, not failed.
-	code, out, _ = runCmd(t, env("CCRELAY_CMI_URL=", "CCRELAY_CONNECT_BUCKET="), "check")
-	if !strings.HasPrefix(line(out, "cmi"), "skip") || !strings.HasPrefix(line(out, "connect bucket"), "skip") {
-		t.Errorf("unconfigured: %d\n%s", code, out)
+	_, out, _ = runCmd(t, env("CCRELAY_CMI_URL=", "CCRELAY_CONNECT_BUCKET="), "check")
+	for _, name := range []string{"cmi", "connect bucket"} {
+		if l := line(out, name); !strings.HasPrefix(l, "skip") {
+			t.Errorf("unconfigured %s: %q, want skip\n%s", name, l, out)
+		}
+	}
+
+	// Eleven checks later, JetStream holds what the test created and
+	// nothing else: no ledger, no media object store, no status bucket.
+	var streams []string
+	names := js.StreamNames(context.Background())
+	for n := range names.Name() {
+		streams = append(streams, n)
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(streams)
+	if want := []string{"CCRELAY_DLQ", "CCRELAY_EVENTS"}; !slices.Equal(streams, want) {
+		t.Errorf("streams after checks: %v, want only %v (a check created something)", streams, want)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/test/fakes/blob"
@@ -89,8 +91,13 @@ func TestLargeAttachmentBoundedMemory(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	a := sap.Attachments(activity)[0]
-	if a.Size != size || a.SHA256 != blob.SHA256(42, size) || a.Name != "scan.tiff" || a.MimeType != "image/tiff" {
-		t.Fatalf("attachment %+v", a)
+	if !expect.All(t,
+		expect.Check{Name: "size", Got: a.Size, Want: size},
+		expect.Check{Name: "sha256", Got: a.SHA256, Want: blob.SHA256(42, size)},
+		expect.Check{Name: "name", Got: a.Name, Want: "scan.tiff"},
+		expect.Check{Name: "mime type", Got: a.MimeType, Want: "image/tiff"},
+	) {
+		t.FailNow()
 	}
 	peak := peakRSS(t, cmd.Process.Pid)
 	t.Logf("25 MiB attachment moved; processor peak RSS %.1f MiB", float64(peak)/(1<<20))

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 )
 
@@ -16,13 +18,21 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := cfg.Ingest
-	switch {
-	case !cfg.Broker.Embedded(), cfg.Broker.DataDir != "./data", in.HTTP.Addr != ":8080", cfg.Process.MetricsAddr != ":9090",
-		in.Streams.Replicas != 1, in.Streams.MaxAge != 168*time.Hour, in.Streams.DedupWindow != 10*time.Minute,
-		in.Sinch.MaxClockSkew != 5*time.Minute, in.HTTP.MaxBodyBytes != 512<<10, in.ContactPro.Auth.APIKeyHeader != "x-api-key", in.Connect.Auth.APIKeyHeader != "x-api-key",
-		in.Streams.Subjects.Prefix() != "ccrelay", in.SealKeys.Enabled():
-		t.Fatalf("unexpected defaults: %+v", cfg)
-	}
+	expect.All(t,
+		expect.Check{Name: "embedded NATS", Got: cfg.Broker.Embedded(), Want: true},
+		expect.Check{Name: "CCRELAY_DATA_DIR", Got: cfg.Broker.DataDir, Want: "./data"},
+		expect.Check{Name: "CCRELAY_HTTP_ADDR", Got: in.HTTP.Addr, Want: ":8080"},
+		expect.Check{Name: "CCRELAY_METRICS_ADDR", Got: cfg.Process.MetricsAddr, Want: ":9090"},
+		expect.Check{Name: "CCRELAY_STREAM_REPLICAS", Got: in.Streams.Replicas, Want: 1},
+		expect.Check{Name: "CCRELAY_STREAM_MAX_AGE", Got: in.Streams.MaxAge, Want: 168 * time.Hour},
+		expect.Check{Name: "CCRELAY_DEDUP_WINDOW", Got: in.Streams.DedupWindow, Want: 10 * time.Minute},
+		expect.Check{Name: "CCRELAY_SINCH_MAX_CLOCK_SKEW", Got: in.Sinch.MaxClockSkew, Want: 5 * time.Minute},
+		expect.Check{Name: "CCRELAY_HTTP_MAX_BODY_BYTES", Got: in.HTTP.MaxBodyBytes, Want: int64(512 << 10)},
+		expect.Check{Name: "CCRELAY_CONTACTPRO_API_KEY_HEADER", Got: in.ContactPro.Auth.APIKeyHeader, Want: "x-api-key"},
+		expect.Check{Name: "CCRELAY_CONNECT_API_KEY_HEADER", Got: in.Connect.Auth.APIKeyHeader, Want: "x-api-key"},
+		expect.Check{Name: "CCRELAY_SUBJECT_PREFIX", Got: in.Streams.Subjects.Prefix(), Want: "ccrelay"},
+		expect.Check{Name: "sealing enabled", Got: in.SealKeys.Enabled(), Want: false},
+	)
 }
 
 func TestValuesAndFiles(t *testing.T) {
@@ -47,8 +57,13 @@ func TestValuesAndFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := cfg.Ingest
-	if cfg.Broker.Embedded() || in.Streams.Replicas != 3 || in.Sinch.MaxClockSkew != 0 || !in.SealKeys.Enabled() {
-		t.Fatalf("%+v", cfg)
+	if !expect.All(t,
+		expect.Check{Name: "embedded NATS", Got: cfg.Broker.Embedded(), Want: false},
+		expect.Check{Name: "CCRELAY_STREAM_REPLICAS", Got: in.Streams.Replicas, Want: 3},
+		expect.Check{Name: "CCRELAY_SINCH_MAX_CLOCK_SKEW", Got: in.Sinch.MaxClockSkew, Want: time.Duration(0)},
+		expect.Check{Name: "sealing enabled (from CCRELAY_SEAL_KEYS_FILE)", Got: in.SealKeys.Enabled(), Want: true},
+	) {
+		t.FailNow()
 	}
 	if !in.Sinch.WebhookSecrets.Check("svc1", "from-file") {
 		t.Error("secret from file not read (or newline kept)")

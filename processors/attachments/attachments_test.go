@@ -1,0 +1,151 @@
+package attachments
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/sinks/c4c"
+	"github.com/ccrelay/ccrelay/sinks/egress"
+)
+
+// newProcessor builds the processor from configuration as ccrelay reads it
+// (defaults included): a configured C4C tenant and CMI.
+func newProcessor(t *testing.T, eg egress.Settings) *Processor {
+	t.Helper()
+	opts := env.Options{Prefix: "CCRELAY_", Environment: map[string]string{
+		"CCRELAY_C4C_URL": "https://my1.crm.ondemand.com", "CCRELAY_C4C_USER": "TECH", "CCRELAY_C4C_PASSWORD": "sap-secret",
+		"CCRELAY_CMI_URL": "https://cmi.example.com/cmi", "CCRELAY_CMI_USER": "cmiuser", "CCRELAY_CMI_PASSWORD": "cmi-secret", "CCRELAY_CMI_API_KEY": "cmi-key",
+	}}
+	sapCfg, err := env.ParseAsWithOptions[c4c.Config](opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := env.ParseAsWithOptions[Config](opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sap, err := c4c.New(sapCfg, eg.Guard(), nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(cfg, processors.Env{Subjects: messages.DefaultSubjects(), C4C: sap, Egress: eg, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func hosts(t *testing.T, list string) egress.HostList {
+	t.Helper()
+	var l egress.HostList
+	if err := l.UnmarshalText([]byte(list)); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestCredentialsGoOnlyWhereConfigured binds a call's URLs to credentials:
+// the configured secrets never leave for a URL a caller named.
+func TestCredentialsGoOnlyWhereConfigured(t *testing.T) {
+	p := newProcessor(t, egress.Settings{CMIAllowedHosts: hosts(t, "*.partner.example"), C4CAllowedHosts: hosts(t, "*.crm.ondemand.com")})
+	own := map[string]string{"x-cmi-password": "call-cmi", "x-sap-v1-password": "call-sap"}
+	for _, c := range []struct {
+		name   string
+		call   messages.ChatAttachmentsCall
+		fields map[string]string
+		// refused names the side refused; "" when bound.
+		refused string
+		cmiBase string
+		cmiPass string
+		trusted bool
+		sapURL  string
+		sapPass string
+	}{
+		{name: "no URLs: configured everything", call: messages.ChatAttachmentsCall{ContactID: "c"},
+			cmiBase: "https://cmi.example.com/cmi", cmiPass: "cmi-secret", trusted: true, sapURL: "https://my1.crm.ondemand.com", sapPass: "sap-secret"},
+		{name: "configured URLs named: configured credentials", call: messages.ChatAttachmentsCall{ContactID: "c", CMIURL: "https://cmi.example.com/cmi/", SAP: messages.ContactProSAP{URL: "https://my1.crm.ondemand.com"}},
+			cmiBase: "https://cmi.example.com/cmi", cmiPass: "cmi-secret", trusted: true, sapURL: "https://my1.crm.ondemand.com", sapPass: "sap-secret"},
+		{name: "foreign CMI without its own credentials", call: messages.ChatAttachmentsCall{ContactID: "c", CMIURL: "https://cmi.partner.example"}, refused: "cmi"},
+		{name: "foreign C4C without its own password", call: messages.ChatAttachmentsCall{ContactID: "c", SAP: messages.ContactProSAP{URL: "https://my2.crm.ondemand.com", User: "U"}}, refused: "c4c"},
+		{name: "attacker's host, own credentials or not", call: messages.ChatAttachmentsCall{ContactID: "c", CMIURL: "https://attacker.test"}, fields: own, refused: "cmi"},
+		{name: "attacker's tenant host", call: messages.ChatAttachmentsCall{ContactID: "c", SAP: messages.ContactProSAP{URL: "https://attacker.test", User: "U"}}, fields: own, refused: "c4c"},
+		{name: "plain http to an allowed host", call: messages.ChatAttachmentsCall{ContactID: "c", CMIURL: "http://cmi.partner.example"}, fields: own, refused: "cmi"},
+		{name: "allowed hosts with the call's own credentials",
+			call:   messages.ChatAttachmentsCall{ContactID: "c", CMIURL: "https://cmi.partner.example/x", CMIUser: "agent", SAP: messages.ContactProSAP{URL: "https://my2.crm.ondemand.com", User: "U"}},
+			fields: own, cmiBase: "https://cmi.partner.example/x", cmiPass: "call-cmi", sapURL: "https://my2.crm.ondemand.com", sapPass: "call-sap"},
+		{name: "own credentials for the configured systems", call: messages.ChatAttachmentsCall{ContactID: "c", CMIUser: "agent", SAP: messages.ContactProSAP{User: "U"}}, fields: own,
+			cmiBase: "https://cmi.example.com/cmi", cmiPass: "call-cmi", trusted: true, sapURL: "https://my1.crm.ondemand.com", sapPass: "call-sap"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			call := c.call
+			cr, err := p.credentials(&call, c.fields)
+			if c.refused != "" {
+				if !errors.Is(err, processors.ErrPermanent) {
+					t.Fatalf("bound (%s as %s, C4C %s) where the %s side should be refused: err %v", cr.cmi.base, cr.cmi.user, cr.tenant.URL, c.refused, err)
+				}
+				if !strings.Contains(err.Error(), c.refused+": ") {
+					t.Errorf("refused by %q, want the %s side", err, c.refused)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cr.cmi.base != c.cmiBase {
+				t.Errorf("CMI base %q, want %q", cr.cmi.base, c.cmiBase)
+			}
+			if cr.cmi.password != c.cmiPass {
+				t.Errorf("CMI password %q, want %q", cr.cmi.password, c.cmiPass)
+			}
+			if cr.trustedCMI != c.trusted {
+				t.Errorf("CMI trusted %v, want %v", cr.trustedCMI, c.trusted)
+			}
+			if cr.tenant.URL != c.sapURL {
+				t.Errorf("C4C %q, want %q", cr.tenant.URL, c.sapURL)
+			}
+			if got := cr.tenant.Password.Reveal(); got != c.sapPass {
+				t.Errorf("C4C password %q, want %q", got, c.sapPass)
+			}
+		})
+	}
+}
+
+func TestWants(t *testing.T) {
+	p := newProcessor(t, egress.Settings{})
+	s := messages.DefaultSubjects()
+	text := []byte(`{"app_id":"A","message":{"id":"M","contact_message":{"text_message":{"text":"hi"}}}}`)
+	media := []byte(`{"app_id":"A","message":{"id":"M","contact_message":{"media_message":{"url":"https://media.example/x.jpg"}}}}`)
+	for _, c := range []struct {
+		name    string
+		subject string
+		body    []byte
+		want    bool
+	}{
+		{"text message", s.Sinch("MESSAGE_INBOUND", "A"), text, false},
+		{"media message", s.Sinch("MESSAGE_INBOUND", "A"), media, true},
+		{"undecodable Sinch body: Handle dead-letters it", s.Sinch("MESSAGE_INBOUND", "A"), []byte(`{`), true},
+		{"chat ended", s.ContactPro("chat-attachments", "Ended"), nil, true},
+		{"chat closed", s.ContactPro("chat-attachments", "closed"), nil, true},
+		{"chat still running", s.ContactPro("chat-attachments", "Accepted"), nil, false},
+		{"no event named", s.ContactPro("chat-attachments", ""), nil, false},
+		{"subject outside the contract: Handle dead-letters it", "other.in.sinch.x.y", text, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, why := p.Wants(&processors.Event{Subject: c.subject, Body: c.body})
+			if got != c.want {
+				t.Errorf("Wants = %v (%s), want %v", got, why, c.want)
+			}
+			if !got && why == "" {
+				t.Error("skipped without a reason")
+			}
+		})
+	}
+}

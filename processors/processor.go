@@ -1,0 +1,89 @@
+package processors
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
+	"github.com/ccrelay/ccrelay/messages/seal"
+	"github.com/ccrelay/ccrelay/sinks/c4c"
+	"github.com/ccrelay/ccrelay/sinks/egress"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Handler does one processor's work for one event. A nil error means the
+// side effect is complete; errors are transient unless marked with
+// Permanent, or ErrIgnored for events the processor has nothing to do with.
+// ctx ends at CCRELAY_PROCESS_HANDLER_TIMEOUT or at shutdown.
+type Handler interface {
+	Handle(ctx context.Context, ev *Event) error
+}
+
+// Selector is implemented by handlers that can tell, cheaply and without
+// side effects, that an event is none of theirs (most inbound messages are
+// text, which the attachments processor ignores). Such events are
+// acknowledged as ignored without touching the ledger: claiming and
+// releasing would cost two writes and leave a marker per event.
+type Selector interface {
+	// Wants reports whether the handler acts on ev, and if not, why.
+	Wants(ev *Event) (bool, string)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, ev *Event) error
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, ev *Event) error { return f(ctx, ev) }
+
+// Processor is one named processor: what it consumes and what it does.
+type Processor struct {
+	// Name is the processor's name: in consumer and DLQ subject names,
+	// metrics and logs. Lower-case letters, digits and '-'.
+	Name string
+	// Filter lists the subjects it consumes.
+	Filter []string
+	// Handler does the work.
+	Handler Handler
+}
+
+// Env is what every processor is built from: the same for all of them, so
+// each package's constructor is New(Config, Env).
+type Env struct {
+	// JS is where a processor keeps what it owns (buckets, object stores).
+	JS jetstream.JetStream
+	// Waiter waits for JetStream while a processor's buckets are created.
+	Waiter   provision.Waiter
+	Subjects messages.Subjects
+	// Replicas of every bucket a processor creates.
+	Replicas int
+	// C4C is the SAP Service Cloud client the processors share.
+	C4C *c4c.Client
+	// Egress bounds where outbound requests go; processors take their HTTP
+	// clients from it.
+	Egress egress.Settings
+	// SealKeys open what ingest sealed (Contact Pro's credential headers).
+	SealKeys seal.KeyRing
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+}
+
+// Unit is a built processor, as the catalogue in package service holds it.
+// New creates nothing outside the process (no bucket, no connection), so a
+// Unit can be built just to Check it.
+type Unit interface {
+	// Processor is what the runtime runs.
+	Processor() Processor
+	// Provision creates or binds what the processor owns in JetStream. It
+	// runs before any consumer starts.
+	Provision(ctx context.Context) error
+	// Check verifies, without changing anything, that the systems the
+	// processor talks to answer as configured. It returns an error wrapping
+	// ErrNotConfigured when there is nothing to check.
+	Check(ctx context.Context) error
+}
+
+// ErrNotConfigured is returned by a Check of something not configured.
+var ErrNotConfigured = errors.New("not configured")
