@@ -89,6 +89,20 @@ func (s Subjects) Identify(subject string, body []byte) (Identity, error) {
 		}
 		return Identity{Source: SourceContactPro, Kind: a.Kind + "." + a.Name, ID: call.DedupID()}, nil
 	default: // SourceConnect; Parse admits no other
+		switch a.Kind {
+		case ConnectAnalysis:
+			ev, err := DecodeS3ObjectCreated(body)
+			if err != nil {
+				return Identity{}, err
+			}
+			return Identity{Source: SourceConnect, Kind: a.Kind, ID: ev.File.DedupID()}, nil
+		case ConnectReconcile:
+			t, err := DecodeSummaryTrigger(body)
+			if err != nil {
+				return Identity{}, err
+			}
+			return Identity{Source: SourceConnect, Kind: a.Kind, ID: SummaryDedupID(t.ContactID)}, nil
+		}
 		ev, err := DecodeContactLensEvent(body)
 		if err != nil {
 			return Identity{}, err

@@ -175,6 +175,17 @@ func (s Subjects) ContactLens(instanceID string) string {
 	return s.join(SourceConnect, ConnectContactLens, EscapeToken(instanceID))
 }
 
+// AnalysisFile is the subject of an S3 Object Created event of an analysis
+// file in bucket.
+func (s Subjects) AnalysisFile(bucket string) string {
+	return s.join(SourceConnect, ConnectAnalysis, EscapeToken(bucket))
+}
+
+// SummaryTrigger is the subject of the reconciler's triggers for bucket.
+func (s Subjects) SummaryTrigger(bucket string) string {
+	return s.join(SourceConnect, ConnectReconcile, EscapeToken(bucket))
+}
+
 // DeadLetter is the subject of a dead letter from processor.
 func (s Subjects) DeadLetter(processor string) string {
 	return s.Prefix() + ".dlq." + EscapeToken(processor)
@@ -202,6 +213,12 @@ func (s Subjects) MediaBucket() string { return s.Bucket("MEDIA") }
 
 // DeliveryStatusBucket holds the latest Sinch delivery status per message.
 func (s Subjects) DeliveryStatusBucket() string { return s.Bucket("DELIVERY_STATUS") }
+
+// SummaryStatusBucket holds each Amazon Connect contact's summary outcome.
+func (s Subjects) SummaryStatusBucket() string { return s.Bucket("SUMMARY_STATUS") }
+
+// ReconcileBucket holds the reconciler's leases and progress.
+func (s Subjects) ReconcileBucket() string { return s.Bucket("RECONCILE") }
 
 func (s Subjects) join(source string, tokens ...string) string {
 	s = s.orDefault()
@@ -312,4 +329,14 @@ func (s Subjects) ContactProFilter(integration string) string {
 // ContactLensFilter matches Contact Lens events of every instance.
 func (s Subjects) ContactLensFilter() string {
 	return s.join(SourceConnect, ConnectContactLens, "*")
+}
+
+// SummaryFilters match every trigger of a call summary: Contact Lens rule
+// events, S3 events of analysis files and the reconciler's triggers.
+func (s Subjects) SummaryFilters() []string {
+	return []string{
+		s.ContactLensFilter(),
+		s.join(SourceConnect, ConnectAnalysis, "*"),
+		s.join(SourceConnect, ConnectReconcile, "*"),
+	}
 }

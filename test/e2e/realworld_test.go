@@ -207,3 +207,56 @@ func digestAnswer(t *testing.T, challenge, method, uri, user, pass string) strin
 	return fmt.Sprintf(`Digest username="%s", realm="%s", uri="%s", algorithm=%s, nonce="%s", nc=00000001, cnonce="0a4f113b", qop=auth, response="%s", opaque="%s"`,
 		user, realm, uri, get("algorithm"), nonce, resp, get("opaque"))
 }
+
+// realS3Events posts the S3 EventBridge events of messages/testdata/aws:
+// an analysis file's event is stored byte for byte under the bucket's
+// analysis subject, the redacted file's event of the same call is the same
+// trigger (a duplicate), and AWS's own examples (another key, another
+// detail-type) and the redacted audio's event are refused with 422 and
+// change nothing.
+func realS3Events(t *testing.T, natsURL string) {
+	d := deploy(t, natsURL, 1)
+	h := jsonHeader()
+	h.Set("x-api-key", connectAPIKey)
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(fixtures, "aws", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	body := read("s3_object_created_analysis.json")
+	r := d.post("/v1/connect/events", h, body)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("analysis file event: %d %s", r.status, r.body)
+	}
+	m := d.stored(r)
+	if !bytes.Equal(m.Data, body) {
+		t.Error("stored body differs")
+	}
+	const contact = "6c0f4a8e-2b1d-4e4b-9d57-0f6a2a1c9e11"
+	expectHeaders := map[string]string{
+		"ce-id": "connect:analysis:" + contact, "ce-type": messages.TypeS3ObjectCreated,
+		"ce-source": "arn:aws:s3:::amazon-connect-acme", "ce-time": "2020-02-04T21:14:20Z",
+	}
+	for k, want := range expectHeaders {
+		if got := m.Header.Get(k); got != want {
+			t.Errorf("%s: %q, want %q", k, got, want)
+		}
+	}
+	if want := d.subjects.AnalysisFile("amazon-connect-acme"); m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	if r := d.post("/v1/connect/events", h, read("s3_object_created_redacted.json")); r.status != http.StatusOK || r.header.Get("Ccrelay-Duplicate") != "true" {
+		t.Errorf("redacted file event of the same call: %d (duplicate %q), want 200 duplicate", r.status, r.header.Get("Ccrelay-Duplicate"))
+	}
+	before := d.count()
+	for _, name := range []string{"s3_object_created_docs.json", "s3_object_deleted_docs.json", "s3_object_created_recording.json"} {
+		if r := d.post("/v1/connect/events", h, read(name)); r.status != http.StatusUnprocessableEntity || r.code(t) != "unsupported_event" {
+			t.Errorf("%s: %d %s, want 422 unsupported_event", name, r.status, r.body)
+		}
+	}
+	if after := d.count(); after != before {
+		t.Errorf("refused events changed the stream: %d -> %d", before, after)
+	}
+}

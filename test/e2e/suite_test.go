@@ -32,6 +32,7 @@ func ingestSuite(t *testing.T, natsURL string) {
 	t.Run("sinch", func(t *testing.T) { sinchSuite(t, natsURL) })
 	t.Run("sinch callbacks as Sinch sends them", func(t *testing.T) { realSinchCallbacks(t, natsURL) })
 	t.Run("contactpro calls as Contact Pro sends them", func(t *testing.T) { realContactProCalls(t, natsURL) })
+	t.Run("s3 events as AWS sends them", func(t *testing.T) { realS3Events(t, natsURL) })
 	t.Run("sinch replicas share nonces", func(t *testing.T) { sinchReplicas(t, natsURL) })
 	t.Run("sinch without clock checks", func(t *testing.T) { sinchNoSkew(t, natsURL) })
 	t.Run("jetstream unavailable", func(t *testing.T) { unavailable(t, natsURL) })
