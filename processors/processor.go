@@ -47,6 +47,10 @@ type Processor struct {
 	Filter []string
 	// Handler does the work.
 	Handler Handler
+	// Background, when set, runs beside the consumer until ctx ends (a
+	// periodic sweep); Run waits for it to return at shutdown. An error it
+	// returns before then is logged at ERROR.
+	Background func(ctx context.Context) error
 }
 
 // Env is what every processor is built from: the same for all of them, so

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -149,6 +150,21 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 		defer stop()
 		r.deps.Logger.Info("processor started", "processor", p.Name, "consumer", r.names[p.Name], "subjects", p.Filter, "concurrency", r.cfg.Concurrency)
+	}
+	var bg sync.WaitGroup
+	bctx, bcancel := context.WithCancel(ctx)
+	defer func() { bcancel(); bg.Wait() }()
+	for _, p := range r.procs {
+		if p.Background == nil {
+			continue
+		}
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			if err := p.Background(bctx); err != nil && bctx.Err() == nil {
+				r.deps.Logger.Error("background work stopped", "processor", p.Name, "error", err)
+			}
+		}()
 	}
 	// The router runs on its own context so that shutdown can happen in
 	// order: first the gate stops new deliveries and lets those in flight

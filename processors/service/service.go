@@ -164,3 +164,16 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 		Metrics: processors.NewMetrics(d.Registry), Registry: d.Registry, Logger: d.Logger,
 	}, procs...)
 }
+
+// Summaries builds and provisions the summaries processor alone, for the
+// operator's reconcile command.
+func Summaries(ctx context.Context, st Settings, d Deps) (*summaries.Processor, error) {
+	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
+		return nil, err
+	}
+	p, err := summaries.New(st.Summaries, env(st, d, nil))
+	if err != nil {
+		return nil, err
+	}
+	return p, p.Provision(ctx)
+}

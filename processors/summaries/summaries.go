@@ -7,19 +7,14 @@ package summaries
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
@@ -45,17 +40,58 @@ type Config struct {
 	Redacted bool `env:"SUMMARIES_REDACTED" envDefault:"false"`
 	// MaxFileBytes bounds the analysis file read.
 	MaxFileBytes int64 `env:"SUMMARIES_MAX_FILE_BYTES" envDefault:"33554432"`
+	Reconcile    ReconcileConfig
+}
+
+// ReconcileConfig sets the sweep that finds analysed calls without a
+// summary. Its env tags are read with the CCRELAY_ prefix.
+type ReconcileConfig struct {
+	// Every is how often a sweep runs in serve and process (0: never).
+	Every time.Duration `env:"SUMMARIES_RECONCILE_EVERY" envDefault:"15m"`
+	// Window is how far back a sweep looks.
+	Window time.Duration `env:"SUMMARIES_RECONCILE_WINDOW" envDefault:"24h"`
+	// Grace leaves files younger than this to their own events: a sweep
+	// looks up to now minus Grace.
+	Grace time.Duration `env:"SUMMARIES_RECONCILE_GRACE" envDefault:"10m"`
+	// Lease is how long a replica holds the sweep without renewing it: a
+	// replica that dies mid-sweep holds it this long at most.
+	Lease time.Duration `env:"SUMMARIES_RECONCILE_LEASE" envDefault:"2m"`
+	// StatusTTL is how long a contact's outcome is kept; it must outlast
+	// the window, or a sweep would look at the contact again.
+	StatusTTL time.Duration `env:"SUMMARIES_STATUS_TTL" envDefault:"168h"`
+}
+
+// Validate checks the fields. Errors name the environment variable.
+func (c Config) Validate() error {
+	r := c.Reconcile
+	switch {
+	case r.Every < 0:
+		return fmt.Errorf("CCRELAY_SUMMARIES_RECONCILE_EVERY: %s is negative", r.Every)
+	case r.Window <= 0:
+		return fmt.Errorf("CCRELAY_SUMMARIES_RECONCILE_WINDOW: must be positive")
+	case r.Grace < 0:
+		return fmt.Errorf("CCRELAY_SUMMARIES_RECONCILE_GRACE: %s is negative", r.Grace)
+	case r.Lease < time.Second:
+		return fmt.Errorf("CCRELAY_SUMMARIES_RECONCILE_LEASE: %s is under a second", r.Lease)
+	case r.StatusTTL < r.Window+r.Grace+24*time.Hour:
+		return fmt.Errorf("CCRELAY_SUMMARIES_STATUS_TTL: %s must exceed the window plus the grace by a day (%s)", r.StatusTTL, r.Window+r.Grace+24*time.Hour)
+	}
+	return nil
 }
 
 // Processor writes call summaries.
 type Processor struct {
-	cfg    Config
-	env    processors.Env
-	s3     *s3.Client
-	c4c    *c4c.Client
-	logger *slog.Logger
-	chars  prometheus.Counter
-	failed *prometheus.CounterVec
+	cfg     Config
+	env     processors.Env
+	s3      *s3.Client
+	c4c     *c4c.Client
+	logger  *slog.Logger
+	status  *statusStore
+	lease   jetstream.KeyValue
+	chars   prometheus.Counter
+	written *prometheus.CounterVec
+	failed  *prometheus.CounterVec
+	sweeps  sweepMetrics
 }
 
 // New returns the processor. It loads the AWS configuration now, so a
@@ -76,6 +112,10 @@ func New(cfg Config, env processors.Env) (*Processor, error) {
 		return nil, fmt.Errorf("aws configuration: %w", err)
 	}
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		// The SDK prints a line to stderr, outside ccrelay's logs, for
+		// every response without a checksum (every list, and reads of
+		// objects written without one).
+		o.DisableLogOutputChecksumValidationSkipped = true
 		if cfg.S3Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.S3Endpoint)
 			o.UsePathStyle = true
@@ -86,184 +126,56 @@ func New(cfg Config, env processors.Env) (*Processor, error) {
 			Name: "ccrelay_summaries_written_characters_total",
 			Help: "Characters of call summaries written to SAP.",
 		}),
+		written: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_summaries_written_total",
+			Help: "Calls whose summary is in SAP, by the event that got it there (contactlens, analysis, reconcile) and outcome (written, unchanged: it was there already).",
+		}, []string{"trigger", "outcome"}),
 		failed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccrelay_summaries_unavailable_total",
 			Help: "Calls whose analysis file reports the post-contact summary as FAILED, by Contact Lens failure code: nothing to write, not retried.",
-		}, []string{"failure_code"})}
-	env.Registry.MustRegister(p.chars, p.failed)
+		}, []string{"failure_code"}),
+		sweeps: newSweepMetrics(),
+	}
+	env.Registry.MustRegister(p.chars, p.written, p.failed)
+	p.sweeps.register(env.Registry)
+	env.Registry.MustRegister(newPendingCollector(p))
 	return p, nil
 }
 
-// Provision has nothing to create: the processor keeps nothing in
-// JetStream but the runtime's ledger.
-func (p *Processor) Provision(context.Context) error { return nil }
+// Provision creates or binds the status bucket (each contact's outcome)
+// and the reconciler's bucket (its lease and where an interrupted sweep
+// resumes).
+func (p *Processor) Provision(ctx context.Context) error {
+	kv, err := p.env.Waiter.KeyValue(ctx, p.env.JS, jetstream.KeyValueConfig{
+		Bucket:      p.env.Subjects.SummaryStatusBucket(),
+		Description: "ccrelay: call summary outcome per Amazon Connect contact",
+		TTL:         p.cfg.Reconcile.StatusTTL,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    p.env.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("summary status %w", err)
+	}
+	lease, err := p.env.Waiter.KeyValue(ctx, p.env.JS, jetstream.KeyValueConfig{
+		Bucket:      p.env.Subjects.ReconcileBucket(),
+		Description: "ccrelay: reconciliation leases and progress",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    p.env.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile %w", err)
+	}
+	p.status, p.lease = &statusStore{kv: kv}, lease
+	return nil
+}
 
-// Processor returns the runtime definition of the processor.
+// Processor returns the runtime definition of the processor: it consumes
+// every trigger of a summary, and sweeps for calls without one every
+// CCRELAY_SUMMARIES_RECONCILE_EVERY.
 func (p *Processor) Processor() processors.Processor {
-	return processors.Processor{Name: Name, Filter: []string{p.env.Subjects.ContactLensFilter()}, Handler: p}
-}
-
-// errNotYet marks what is expected to appear later (the analysis file, a
-// non-empty summary, the call record): transient.
-var errNotYet = errors.New("not there yet")
-
-// Handle implements processors.Handler.
-func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
-	e, err := messages.DecodeContactLensEvent(ev.Body)
-	if err != nil {
-		return processors.Permanent(err)
-	}
-	if p.cfg.Bucket == "" {
-		return processors.Permanentf("CCRELAY_CONNECT_BUCKET is not set")
-	}
-	contactID := e.ContactID()
-	key, err := p.findAnalysis(ctx, contactID, e.Time)
-	if err != nil {
-		return err
-	}
-	summary, err := p.readSummary(ctx, key)
-	var failed *summaryFailed
-	if errors.As(err, &failed) {
-		// Contact Lens will not write this summary later: retrying for
-		// hours would change nothing. Counted and logged, not dead-lettered,
-		// as there is nothing for an operator to fix in ccrelay.
-		p.failed.WithLabelValues(failureCodes.Label(failed.code)).Inc()
-		p.logger.Info("no summary to write: Contact Lens reports it FAILED", "contact_id", contactID, "failure_code", failed.code, "analysis_key", key)
-		return processors.Ignored("the analysis file reports the summary as FAILED (" + failed.code + ")")
-	}
-	if err != nil {
-		return err
-	}
-	tenant := p.c4c.Config().DefaultTenant()
-	// A 412 means the record changed between read and write: read again.
-	for attempt := 1; ; attempt++ {
-		call, err := p.c4c.FindPhoneCall(ctx, tenant, contactID)
-		if errors.Is(err, c4c.ErrNotFound) {
-			return fmt.Errorf("call record of contact %s: %w", contactID, errNotYet)
-		}
-		if err != nil {
-			return classify(err)
-		}
-		if call.Transcript == summary {
-			// Written before (a replica died before it could record it):
-			// writing again would only bump the record's version.
-			p.logger.Debug("summary already in SAP", "contact_id", contactID, "phone_call", call.ID)
-			return nil
-		}
-		err = p.c4c.SetTranscript(ctx, tenant, call, summary)
-		var ce *c4c.Error
-		if errors.As(err, &ce) && ce.Status == 412 && attempt < 3 {
-			continue
-		}
-		if err != nil {
-			return classify(err)
-		}
-		p.chars.Add(float64(len([]rune(summary))))
-		p.logger.Debug("summary written", "contact_id", contactID, "phone_call", call.ID, "analysis_key", key)
-		return nil
-	}
-}
-
-// classify makes a sink error permanent unless retrying can help.
-func classify(err error) error {
-	if c4c.IsTransient(err) {
-		return err
-	}
-	return processors.Permanent(err)
-}
-
-// analysisPrefix is the key prefix of a contact's analysis files of one day.
-// Original: Analysis/Voice/YYYY/MM/DD/<contact>_analysis_...json.
-// Redacted: Analysis/Voice/Redacted/YYYY/MM/DD/<contact>_analysis_redacted_...json.
-func (p *Processor) analysisPrefix(contactID string, day time.Time) string {
-	d := day.UTC().Format("2006/01/02")
-	if p.cfg.Redacted {
-		return "Analysis/Voice/Redacted/" + d + "/" + contactID + "_analysis_redacted_"
-	}
-	return "Analysis/Voice/" + d + "/" + contactID + "_analysis_"
-}
-
-// findAnalysis looks on the event's date and the day before: the file is
-// filed under the date the agent connected, which for a call across
-// midnight is the day before the event.
-func (p *Processor) findAnalysis(ctx context.Context, contactID string, at time.Time) (string, error) {
-	for _, day := range []time.Time{at, at.AddDate(0, 0, -1)} {
-		out, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String(p.analysisPrefix(contactID, day))})
-		if err != nil {
-			return "", s3Error("list analysis files", err)
-		}
-		var keys []string
-		for _, o := range out.Contents {
-			if k := aws.ToString(o.Key); strings.HasSuffix(k, ".json") {
-				keys = append(keys, k)
-			}
-		}
-		if len(keys) > 0 {
-			// Keys end in the analysis timestamp: the last is the newest.
-			sort.Strings(keys)
-			return keys[len(keys)-1], nil
-		}
-	}
-	return "", fmt.Errorf("analysis file of contact %s: %w", contactID, errNotYet)
-}
-
-type analysis struct {
-	ConversationCharacteristics struct {
-		ContactSummary struct {
-			PostContactSummary struct {
-				Content string `json:"Content"`
-				// Status is COMPLETED or FAILED; FailureCode says why.
-				Status      string `json:"Status"`
-				FailureCode string `json:"FailureCode"`
-			} `json:"PostContactSummary"`
-		} `json:"ContactSummary"`
-	} `json:"ConversationCharacteristics"`
-}
-
-// summaryFailed is an analysis file whose summary Contact Lens failed to
-// generate.
-type summaryFailed struct{ code string }
-
-func (e *summaryFailed) Error() string { return "post-contact summary FAILED: " + e.code }
-
-// failureCodes are Contact Lens' PostContactSummary failure codes.
-var failureCodes = messages.NewEnum("QUOTA_EXCEEDED", "INSUFFICIENT_CONVERSATION_CONTENT", "FAILED_SAFETY_GUIDELINES",
-	"INVALID_ANALYSIS_CONFIGURATION", "INTERNAL_ERROR")
-
-func (p *Processor) readSummary(ctx context.Context, key string) (string, error) {
-	out, err := p.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(p.cfg.Bucket), Key: aws.String(key)})
-	if err != nil {
-		return "", s3Error("read "+key, err)
-	}
-	defer out.Body.Close()
-	var a analysis
-	if err := json.NewDecoder(io.LimitReader(out.Body, p.cfg.MaxFileBytes)).Decode(&a); err != nil {
-		return "", processors.Permanentf("analysis file %s is not valid JSON: %v", key, err)
-	}
-	pcs := a.ConversationCharacteristics.ContactSummary.PostContactSummary
-	if strings.EqualFold(pcs.Status, "FAILED") {
-		return "", &summaryFailed{code: pcs.FailureCode}
-	}
-	s := pcs.Content
-	if strings.TrimSpace(s) == "" {
-		// Contact Lens writes the file before the generated summary in some
-		// cases (transfers): read it again later.
-		return "", fmt.Errorf("summary in %s is empty: %w", key, errNotYet)
-	}
-	return s, nil
-}
-
-// s3Error keeps configuration errors permanent and the rest transient.
-func s3Error(op string, err error) error {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		switch ae.ErrorCode() {
-		case "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled":
-			return processors.Permanentf("s3 %s: %s", op, ae.ErrorCode())
-		}
-		return fmt.Errorf("s3 %s: %s", op, ae.ErrorCode())
-	}
-	return fmt.Errorf("s3 %s: %w", op, err)
+	return processors.Processor{Name: Name, Filter: p.env.Subjects.SummaryFilters(), Handler: p, Background: p.reconcileLoop}
 }
 
 // Check lists one key of the analysis folder with the SDK's credentials.
@@ -271,7 +183,7 @@ func (p *Processor) Check(ctx context.Context) error {
 	if p.cfg.Bucket == "" {
 		return fmt.Errorf("CCRELAY_CONNECT_BUCKET is %w: every Contact Lens event will be dead-lettered", processors.ErrNotConfigured)
 	}
-	_, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String("Analysis/Voice/"), MaxKeys: aws.Int32(1)})
+	_, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String(messages.AnalysisPrefix), MaxKeys: aws.Int32(1)})
 	if err != nil {
 		return s3Error("list "+p.cfg.Bucket, err)
 	}

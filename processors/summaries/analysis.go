@@ -1,0 +1,113 @@
+package summaries
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/processors"
+)
+
+// analysisPrefix is the key prefix of a contact's analysis files of one day.
+// Original: Analysis/Voice/YYYY/MM/DD/<contact>_analysis_...json.
+// Redacted: Analysis/Voice/Redacted/YYYY/MM/DD/<contact>_analysis_redacted_...json.
+func (p *Processor) analysisPrefix(contactID string, day time.Time) string {
+	d := day.UTC().Format("2006/01/02")
+	if p.cfg.Redacted {
+		return "Analysis/Voice/Redacted/" + d + "/" + contactID + "_analysis_redacted_"
+	}
+	return "Analysis/Voice/" + d + "/" + contactID + "_analysis_"
+}
+
+// findAnalysis looks on the event's date and the day before: the file is
+// filed under the date the agent connected, which for a call across
+// midnight is the day before the event.
+func (p *Processor) findAnalysis(ctx context.Context, contactID string, at time.Time) (string, error) {
+	for _, day := range []time.Time{at, at.AddDate(0, 0, -1)} {
+		out, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String(p.analysisPrefix(contactID, day))})
+		if err != nil {
+			return "", s3Error("list analysis files", err)
+		}
+		var keys []string
+		for _, o := range out.Contents {
+			if k := aws.ToString(o.Key); strings.HasSuffix(k, ".json") {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) > 0 {
+			// Keys end in the analysis timestamp: the last is the newest.
+			sort.Strings(keys)
+			return keys[len(keys)-1], nil
+		}
+	}
+	return "", fmt.Errorf("analysis file of contact %s: %w", contactID, errNotYet)
+}
+
+type analysis struct {
+	ConversationCharacteristics struct {
+		ContactSummary struct {
+			PostContactSummary struct {
+				Content string `json:"Content"`
+				// Status is COMPLETED or FAILED; FailureCode says why.
+				Status      string `json:"Status"`
+				FailureCode string `json:"FailureCode"`
+			} `json:"PostContactSummary"`
+		} `json:"ContactSummary"`
+	} `json:"ConversationCharacteristics"`
+}
+
+// summaryFailed is an analysis file whose summary Contact Lens failed to
+// generate.
+type summaryFailed struct{ code string }
+
+func (e *summaryFailed) Error() string { return "post-contact summary FAILED: " + e.code }
+
+// failureCodes are Contact Lens' PostContactSummary failure codes.
+var failureCodes = messages.NewEnum("QUOTA_EXCEEDED", "INSUFFICIENT_CONVERSATION_CONTENT", "FAILED_SAFETY_GUIDELINES",
+	"INVALID_ANALYSIS_CONFIGURATION", "INTERNAL_ERROR")
+
+func (p *Processor) readSummary(ctx context.Context, key string) (string, error) {
+	out, err := p.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(p.cfg.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return "", s3Error("read "+key, err)
+	}
+	defer out.Body.Close()
+	var a analysis
+	if err := json.NewDecoder(io.LimitReader(out.Body, p.cfg.MaxFileBytes)).Decode(&a); err != nil {
+		return "", processors.Permanentf("analysis file %s is not valid JSON: %v", key, err)
+	}
+	pcs := a.ConversationCharacteristics.ContactSummary.PostContactSummary
+	if strings.EqualFold(pcs.Status, "FAILED") {
+		return "", &summaryFailed{code: pcs.FailureCode}
+	}
+	s := pcs.Content
+	if strings.TrimSpace(s) == "" {
+		// Contact Lens writes the file before the generated summary in some
+		// cases (transfers): read it again later.
+		return "", fmt.Errorf("summary in %s is empty: %w", key, errNotYet)
+	}
+	return s, nil
+}
+
+// s3Error keeps configuration errors permanent and the rest transient.
+func s3Error(op string, err error) error {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled":
+			return processors.Permanentf("s3 %s: %s", op, ae.ErrorCode())
+		}
+		return fmt.Errorf("s3 %s: %s", op, ae.ErrorCode())
+	}
+	return fmt.Errorf("s3 %s: %w", op, err)
+}
