@@ -48,6 +48,7 @@ Usage:
   ccrelay process   run processors alone against CCRELAY_NATS_URL (for many replicas)
   ccrelay dlq       list and requeue dead letters
   ccrelay replay    store a window of events again so the processors see them again
+  ccrelay reconcile find analysed calls without a summary and trigger it (reconcile summaries)
   ccrelay check     validate a deployment: NATS and streams, C4C, CMI, the Connect bucket
   ccrelay version   print the version
 
@@ -146,6 +147,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return dlqCommand(rest, environ, stdout, stderr)
 	case "replay":
 		return replayCommand(rest, environ, stdout, stderr)
+	case "reconcile":
+		return reconcileCommand(rest, environ, stdout, stderr)
 	case "check":
 		return checkCommand(rest, environ, stdout, stderr)
 	}

@@ -106,6 +106,7 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 		"CCRELAY_CONNECT_BUCKET=" + bucket, "CCRELAY_S3_ENDPOINT=" + s3.URL,
 		"AWS_ACCESS_KEY_ID=" + s3fake.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3fake.SecretKey,
 		"CCRELAY_PROCESS_BACKOFF=200ms", "CCRELAY_PROCESS_MAX_DELIVER=3",
+		"CCRELAY_SUMMARIES_RECONCILE_EVERY=1s", "CCRELAY_SUMMARIES_RECONCILE_GRACE=0s",
 	}, "serve")
 	metricsAddr := strings.TrimPrefix(p.addr("metrics"), "http://")
 	ingest := p.addr("http")
@@ -214,8 +215,8 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 			}
 		}
 	}
-	if loaded != 7 {
-		t.Errorf("%d alert rules loaded, want 7\n%s", loaded, promLog.String())
+	if loaded != 8 {
+		t.Errorf("%d alert rules loaded, want 8\n%s", loaded, promLog.String())
 	}
 	t.Logf("%d dashboard expressions returned data; %d alert rules evaluate", exprs, loaded)
 	_ = p.stop(t, syscall.SIGTERM)

@@ -163,6 +163,9 @@ func (c *Config) validate() error {
 	if err := c.Processors.C4C.Validate(); err != nil {
 		return err
 	}
+	if err := c.Processors.Summaries.Validate(); err != nil {
+		return err
+	}
 	if c.Processors.Runtime.LedgerTTL < in.Streams.MaxAge {
 		// A replay of an event older than the ledger remembers would
 		// repeat its side effect.

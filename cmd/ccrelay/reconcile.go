@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages/provision"
+	"github.com/ccrelay/ccrelay/processors/service"
+	"github.com/ccrelay/ccrelay/processors/summaries"
+)
+
+const reconcileUsage = `Usage: ccrelay reconcile summaries --since TIME [--until TIME] [--dry-run]
+
+Lists the Contact Lens analysis files written between --since and --until in
+CCRELAY_CONNECT_BUCKET (original and redacted, day by day), finds the calls
+with no summary in SAP yet, and stores a trigger for each, so the summaries
+processor does the work with all its retries. TIME is RFC 3339 or a duration
+meaning that long ago (24h). --dry-run counts and stores nothing. One sweep
+runs at a time across replicas (the same lease as the periodic sweep of
+CCRELAY_SUMMARIES_RECONCILE_EVERY). Connects like 'ccrelay replay'.
+`
+
+func reconcileCommand(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "summaries" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprint(stderr, reconcileUsage)
+			return 0
+		}
+		fmt.Fprint(stderr, "ccrelay reconcile: what? (summaries)\n\n"+reconcileUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("reconcile summaries", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), reconcileUsage); fs.PrintDefaults() }
+	sinceV := fs.String("since", "", "start of the window (RFC 3339 or duration ago)")
+	untilV := fs.String("until", "", "end of the window (default now)")
+	dry := fs.Bool("dry-run", false, "find the calls without a summary; store nothing")
+	if err := fs.Parse(args[1:]); err != nil {
+		return exitCode(err)
+	}
+	now := time.Now()
+	if *sinceV == "" {
+		fmt.Fprintln(stderr, "ccrelay reconcile summaries: --since is required")
+		return 2
+	}
+	since, err := parseWhen(*sinceV, now)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccrelay reconcile summaries: --since: %v\n", err)
+		return 2
+	}
+	until := now
+	if *untilV != "" {
+		if until, err = parseWhen(*untilV, now); err != nil {
+			fmt.Fprintf(stderr, "ccrelay reconcile summaries: --until: %v\n", err)
+			return 2
+		}
+	}
+	cfg, ok := loadConfig(environ, stderr)
+	if !ok {
+		return 2
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := dialOperator(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccrelay reconcile summaries: %v\n", err)
+		return 1
+	}
+	defer b.Close(context.Background())
+	p, err := service.Summaries(ctx, cfg.Processors, service.Deps{JS: b.JS, Waiter: provision.Waiter{Budget: 5 * time.Second}, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		fmt.Fprintf(stderr, "ccrelay reconcile summaries: %v\n", err)
+		return 1
+	}
+	opts := summaries.SweepOptions{Since: since, Until: until, DryRun: *dry}
+	if isTerminal(stderr) {
+		opts.Progress = func(files int) { fmt.Fprintf(stderr, "\rlisted %d analysis files", files) }
+	}
+	host, _ := os.Hostname()
+	res, err := p.Reconcile(ctx, "ccrelay reconcile on "+host, opts)
+	if opts.Progress != nil {
+		fmt.Fprintln(stderr)
+	}
+	switch {
+	case errors.Is(err, summaries.ErrLeaseHeld):
+		fmt.Fprintf(stderr, "ccrelay reconcile summaries: %v; try again when it ends\n", err)
+		return 1
+	case err != nil:
+		fmt.Fprintf(stderr, "ccrelay reconcile summaries: %v (after %d files, %d triggers stored)\n", err, res.Files, res.Triggered)
+		return 1
+	}
+	verb := "triggered"
+	if *dry {
+		verb = "would trigger"
+	}
+	fmt.Fprintf(stdout, "%d analysis files of %d calls written %s .. %s\n", res.Files, res.Contacts, since.Format(time.RFC3339), until.Format(time.RFC3339))
+	fmt.Fprintf(stdout, "  %6d  with their summary (or none to write)\n", res.Settled)
+	fmt.Fprintf(stdout, "  %6d  without: %s\n", res.Triggered, verb)
+	fmt.Fprintf(stdout, "  %6d  without: triggered by an earlier sweep, not done yet\n", res.Waiting)
+	fmt.Fprintf(stdout, "%d S3 list requests, %s\n", res.ListRequests, res.Took.Round(time.Millisecond))
+	return 0
+}
