@@ -98,9 +98,12 @@ func ParseAnalysisKey(key string) (AnalysisFile, error) {
 // work.
 func (f AnalysisFile) DedupID() string { return SummaryDedupID(f.ContactID) }
 
-// SummaryDedupID is the dedup id of the summary triggers of contactID.
+// SummaryDedupID is the dedup id of the summary triggers of contactID,
+// "connect.analysis:<contact>". A rule event's id is "connect:<account>:..."
+// whatever account and id a caller sends, so no rule event can take a
+// contact's trigger id and have its real triggers dropped as duplicates.
 func SummaryDedupID(contactID string) string {
-	return SourceConnect + ":" + ConnectAnalysis + ":" + contactID
+	return SourceConnect + "." + ConnectAnalysis + ":" + contactID
 }
 
 // S3ObjectCreatedEvent is the EventBridge event S3 sends when an object is

@@ -59,7 +59,7 @@ func TestDecodeConnectEventFromAWS(t *testing.T) {
 				expect.Check{Name: "day", Got: f.Day, Want: time.Date(2020, 2, 4, 0, 0, 0, 0, time.UTC)},
 				expect.Check{Name: "redacted", Got: f.Redacted, Want: c.redacted},
 				// Both files of a call are one trigger.
-				expect.Check{Name: "dedup id", Got: f.DedupID(), Want: "connect:analysis:" + contact},
+				expect.Check{Name: "dedup id", Got: f.DedupID(), Want: "connect.analysis:" + contact},
 			)
 		})
 	}
@@ -114,11 +114,11 @@ func TestSummaryTrigger(t *testing.T) {
 	}
 	s := messages.DefaultSubjects()
 	id, err := s.EventID(s.SummaryTrigger("b"), nil, []byte(good))
-	if err != nil || id != "connect:analysis:"+contact {
+	if err != nil || id != "connect.analysis:"+contact {
 		t.Errorf("EventID of a bare trigger: %q, %v", id, err)
 	}
 	id, err = s.EventID(s.AnalysisFile("amazon-connect-acme"), nil, awsFixture(t, "s3_object_created_redacted.json"))
-	if err != nil || id != "connect:analysis:"+contact {
+	if err != nil || id != "connect.analysis:"+contact {
 		t.Errorf("EventID of a bare S3 event: %q, %v", id, err)
 	}
 }

@@ -218,4 +218,13 @@ func TestDedupIDsNeverCross(t *testing.T) {
 	if !strings.HasPrefix(cl.DedupID(), "connect:1:") || !strings.HasPrefix(sc.DedupID(sb), "sinch:inbound:") {
 		t.Errorf("ids %q %q", cl.DedupID(), sc.DedupID(sb))
 	}
+	// A rule event whose account and id spell a contact's trigger id does
+	// not take it.
+	hostile, err := messages.DecodeContactLensEvent([]byte(`{"id":"C","account":"analysis","detail-type":"Contact Lens Post Call Rules Matched","time":"2026-11-21T09:58:00Z","detail":{"contactArn":"arn:aws:connect:r:1:instance/I/contact/X"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hostile.DedupID() == messages.SummaryDedupID("C") {
+		t.Errorf("a rule event took the trigger id %q of contact C", hostile.DedupID())
+	}
 }

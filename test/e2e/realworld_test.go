@@ -236,7 +236,7 @@ func realS3Events(t *testing.T, natsURL string) {
 	}
 	const contact = "6c0f4a8e-2b1d-4e4b-9d57-0f6a2a1c9e11"
 	expectHeaders := map[string]string{
-		"ce-id": "connect:analysis:" + contact, "ce-type": messages.TypeS3ObjectCreated,
+		"ce-id": "connect.analysis:" + contact, "ce-type": messages.TypeS3ObjectCreated,
 		"ce-source": "arn:aws:s3:::amazon-connect-acme", "ce-time": "2020-02-04T21:14:20Z",
 	}
 	for k, want := range expectHeaders {
