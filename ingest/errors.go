@@ -17,7 +17,6 @@ const (
 	CodeUnauthorized         = "unauthorized"
 	CodeInvalidSignature     = "invalid_signature"
 	CodeStaleTimestamp       = "stale_timestamp"
-	CodeReplayedNonce        = "replayed_nonce"
 	CodeUnsupportedAlgorithm = "unsupported_algorithm"
 	CodePayloadTooLarge      = "payload_too_large"
 	CodeUnsupportedMediaType = "unsupported_media_type"

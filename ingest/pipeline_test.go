@@ -233,3 +233,36 @@ func TestPipelineStoresBodyByteForByte(t *testing.T) {
 		t.Errorf("ce-id %q, answer id %q, want echo:raw", id, resp.ID)
 	}
 }
+
+// BenchmarkPipeline is the pipeline's own cost around an adapter: method,
+// authorization, content type, body read, publish to a real JetStream
+// server and answer, for a 1 KiB body.
+func BenchmarkPipeline(b *testing.B) {
+	ns := natstest.Embedded(b)
+	nc, js := natstest.Connect(b, ns.ClientURL())
+	subjects := messages.DefaultSubjects()
+	ctx := context.Background()
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Subjects: subjects, Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+		b.Fatal(err)
+	}
+	m := ingest.NewMetrics(prometheus.NewRegistry())
+	p := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: 4 << 10, RetryAfter: time.Second}, ingest.NewPublisher(ingest.Fixed{JS: js, Conn: nc}, subjects, 2*time.Second, m), m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h := p.Handler(&echo{subjects: subjects})
+	body := []byte(`{"pad":"` + strings.Repeat("x", 1000) + `"}`)
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := httptest.NewRequest(http.MethodPost, "/v1/echo", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "let me in")
+			req.Header.Set("X-Id", fmt.Sprint(seq.Add(1)))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != http.StatusAccepted {
+				b.Fatalf("status %d %s", rec.Code, rec.Body)
+			}
+		}
+	})
+}

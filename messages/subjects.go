@@ -198,15 +198,12 @@ func (s Subjects) EventsStream() string { return s.orDefault().upper + "_EVENTS"
 func (s Subjects) DeadLetterStream() string { return s.orDefault().upper + "_DLQ" }
 
 // Bucket returns the name of a KV or object store bucket owned by this
-// deployment, e.g. Bucket("SINCH_NONCES") is "CCRELAY_SINCH_NONCES". The
+// deployment, e.g. Bucket("LEDGER") is "CCRELAY_LEDGER". The
 // contract's own buckets have named methods below; use those.
 func (s Subjects) Bucket(name string) string { return s.orDefault().upper + "_" + name }
 
 // LedgerBucket holds the processors' work in progress and done.
 func (s Subjects) LedgerBucket() string { return s.Bucket("LEDGER") }
-
-// NonceBucket holds the Sinch webhook nonces seen.
-func (s Subjects) NonceBucket() string { return s.Bucket("SINCH_NONCES") }
 
 // MediaBucket is the object store of staged Sinch media.
 func (s Subjects) MediaBucket() string { return s.Bucket("MEDIA") }

@@ -23,7 +23,7 @@ func TestSubjects(t *testing.T) {
 		{s.DeadLetters(), "ccrelay.dlq.>"},
 		{s.EventsStream(), "CCRELAY_EVENTS"},
 		{s.DeadLetterStream(), "CCRELAY_DLQ"},
-		{s.Bucket("SINCH_NONCES"), "CCRELAY_SINCH_NONCES"},
+		{s.Bucket("LEDGER"), "CCRELAY_LEDGER"},
 	} {
 		if c.got != c.want {
 			t.Errorf("got %q, want %q", c.got, c.want)

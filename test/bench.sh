@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
-# Measures ccrelay's Sinch ingest against a minimal reference ingest
-# (test/refingest: net/http + HMAC + JetStream publish waiting for the ack)
-# in one run, on this machine, over loopback only:
+# Measures ccrelay against minimal references in one run, on this machine,
+# over loopback only, and prints every figure of the performance table:
 #
-#   reference        refingest  -> nats-server over loopback
+#   reference        test/refingest (net/http + HMAC + one JetStream publish
+#                    waiting for its ack) -> nats-server over loopback
 #   ccrelay ingest   ccrelay ingest -> the same nats-server over loopback
-#   ccrelay serve    ccrelay serve with its embedded server, in-process
+#   ccrelay serve    ccrelay serve with its embedded server and every
+#                    processor, in-process
+#   processors       go test -bench BenchmarkProcessor (test/e2e): the
+#                    runtime against a bare consume -> POST -> ack loop, and
+#                    with SAP answering after 100 ms against Little's law
 #
-# each closed-loop with CONNS connections for DUR, then each ccrelay mode
-# open-loop at RATE req/s for the latency target. Prints one line per run
-# and the ratios. Usage: bash test/bench.sh  (DUR=10s CONNS=32 RATE=5000)
+# Each closed-loop figure is the median of RUNS runs with the spread; the
+# open-loop latency runs at RATE req/s, by default 60% of the measured
+# closed-loop median of 'ccrelay ingest' (a fixed rate saturates a loaded
+# machine and measures its queue, not ccrelay). Ports are chosen free at run
+# time. CPU per request is read from /proc for ccrelay and nats-server.
+#
+# Usage: bash test/bench.sh   (DUR=10s CONNS=32 RUNS=3 RATE=<req/s> PROC=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${DUR:-10s}
 CONNS=${CONNS:-32}
-RATE=${RATE:-5000}
+RUNS=${RUNS:-3}
+RATE=${RATE:-}
+PROC=${PROC:-1}
 SECRET=bench-secret
 tmp=$(mktemp -d)
 pids=()
@@ -26,31 +36,67 @@ go build -o "$tmp/loadgen" ./test/loadgen
 go build -o "$tmp/refingest" ./test/refingest
 go build -o "$tmp/nats-server" github.com/nats-io/nats-server/v2
 
+port() { "$tmp/loadgen" -freeport; }
 wait_http() { for _ in $(seq 1 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
 lg() { "$tmp/loadgen" -secret "$SECRET" -d "$DUR" "$@"; }
 
-"$tmp/nats-server" -js -sd "$tmp/nats" -a 127.0.0.1 -p 14222 -l "$tmp/nats.log" &
-pids+=($!)
-for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/14222) 2>/dev/null && break; sleep 0.1; done
+nats_port=$(port)
+"$tmp/nats-server" -js -sd "$tmp/nats" -a 127.0.0.1 -p "$nats_port" -l "$tmp/nats.log" &
+nats_pid=$!; pids+=($nats_pid)
+for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$nats_port") 2>/dev/null && break; sleep 0.1; done
 
-echo "# $(nproc) cores, Go $(go env GOVERSION), DUR=$DUR CONNS=$CONNS RATE=$RATE"
-"$tmp/refingest" -addr 127.0.0.1:18099 -nats nats://127.0.0.1:14222 -secret "$SECRET" 2>/dev/null &
+echo "# $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), Go $(go env GOVERSION), DUR=$DUR CONNS=$CONNS RUNS=$RUNS"
+results="$tmp/results.jsonl"
+
+ref_port=$(port)
+"$tmp/refingest" -addr "127.0.0.1:$ref_port" -nats "nats://127.0.0.1:$nats_port" -secret "$SECRET" 2>/dev/null &
 ref=$!; pids+=($ref)
-sleep 0.5
-out_ref=$(lg -url http://127.0.0.1:18099/v1/sinch/svc -c "$CONNS" -label reference -pid "$ref" -json)
+wait_http "http://127.0.0.1:$ref_port/healthz" 2>/dev/null || sleep 0.5
+for _ in $(seq "$RUNS"); do
+	lg -url "http://127.0.0.1:$ref_port/v1/sinch/svc" -c "$CONNS" -label reference -pid "$ref" -cpu "handler=$ref,nats-server=$nats_pid" -json >>"$results"
+done
 kill "$ref"
 
-run_ccrelay() { # label, command, extra env...
-	local label=$1 cmd=$2; shift 2
-	env -i PATH="$PATH" HOME="$HOME" CCRELAY_HTTP_ADDR=127.0.0.1:18080 CCRELAY_METRICS_ADDR=127.0.0.1:19090 \
-		CCRELAY_SINCH_WEBHOOK_SECRETS="svc:$SECRET" CCRELAY_LOG_LEVEL=warn "$@" "$tmp/ccrelay" "$cmd" 2>"$tmp/$cmd.log" &
-	local pid=$!; pids+=($pid)
-	wait_http http://127.0.0.1:18080/readyz
-	lg -url http://127.0.0.1:18080/v1/sinch/svc -c "$CONNS" -label "$label" -pid "$pid" -json
-	lg -url http://127.0.0.1:18080/v1/sinch/svc -c 64 -rate "$RATE" -label "$label @${RATE}/s" -pid "$pid" -json
-	kill -TERM "$pid"; wait "$pid" || true
+start_ccrelay() { # command, extra env... ; sets http_port, cc_pid
+	local cmd=$1; shift
+	http_port=$(port)
+	env -i PATH="$PATH" HOME="$HOME" CCRELAY_HTTP_ADDR="127.0.0.1:$http_port" CCRELAY_METRICS_ADDR="127.0.0.1:$(port)" \
+		CCRELAY_PPROF_ADDR="127.0.0.1:$(port)" CCRELAY_SINCH_WEBHOOK_SECRETS="svc:$SECRET" CCRELAY_LOG_LEVEL=warn "$@" "$tmp/ccrelay" "$cmd" 2>"$tmp/$cmd.log" &
+	cc_pid=$!; pids+=($cc_pid)
+	wait_http "http://127.0.0.1:$http_port/readyz"
 }
-out_ingest=$(run_ccrelay "ccrelay ingest" ingest CCRELAY_NATS_URL=nats://127.0.0.1:14222)
-out_serve=$(run_ccrelay "ccrelay serve" serve CCRELAY_DATA_DIR="$tmp/serve-data" CCRELAY_NATS_LISTEN=none)
 
-printf '%s\n%s\n%s\n' "$out_ref" "$out_ingest" "$out_serve" | "$tmp/loadgen" -summarize
+# Closed loop, RUNS times each.
+start_ccrelay ingest CCRELAY_NATS_URL="nats://127.0.0.1:$nats_port"
+for _ in $(seq "$RUNS"); do
+	lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c "$CONNS" -label "ccrelay ingest" -pid "$cc_pid" -cpu "handler=$cc_pid,nats-server=$nats_pid" -json >>"$results"
+done
+if [ -z "$RATE" ]; then
+	RATE=$("$tmp/loadgen" -summarize <"$results" | awk -F'|' '$2 ~ /ccrelay ingest/ { split($5, a, " "); printf "%d", a[1] * 0.6 }')
+	echo "# RATE=$RATE req/s (60% of the closed-loop median of ccrelay ingest)"
+fi
+for _ in $(seq "$RUNS"); do
+	lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay ingest @${RATE}/s" -pid "$cc_pid" -json >>"$results"
+done
+kill -TERM "$cc_pid"; wait "$cc_pid" || true
+
+serve() { # label suffix, extra env...
+	local suffix=$1; shift
+	start_ccrelay serve CCRELAY_DATA_DIR="$tmp/serve-data$suffix" CCRELAY_NATS_LISTEN=none "$@"
+	for _ in $(seq "$RUNS"); do
+		lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c "$CONNS" -label "ccrelay serve$suffix" -pid "$cc_pid" -cpu "serve=$cc_pid" -json >>"$results"
+	done
+	for _ in $(seq "$RUNS"); do
+		lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay serve$suffix @${RATE}/s" -pid "$cc_pid" -json >>"$results"
+	done
+	kill -TERM "$cc_pid"; wait "$cc_pid" || true
+}
+serve ""
+
+"$tmp/loadgen" -summarize <"$results"
+
+if [ "$PROC" = 1 ]; then
+	echo
+	echo "# processors (go test -bench, -count $RUNS): msg/s, %ref = share of the bare loop, %bound = share of Little's law"
+	go test -run '^$' -bench 'BenchmarkProcessor' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | grep -E '^Benchmark'
+fi

@@ -27,8 +27,8 @@ type Settings struct {
 	SealKeys   seal.KeyRing
 }
 
-// Assemble builds the ingest server on js: it makes sure the streams and
-// the nonce bucket exist (waiting with w while JetStream is not ready), and creates the adapters, the token endpoint and
+// Assemble builds the ingest server on js: it makes sure the streams exist
+// (waiting with w while JetStream is not ready), and creates the adapters, the token endpoint and
 // the metrics (registered with reg). maxPayload is the NATS server's limit,
 // which the body limit must fit.
 func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker ingest.Broker, maxPayload int64, reg prometheus.Registerer, logger *slog.Logger) (*Server, error) {
@@ -40,14 +40,6 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	if err := messages.EnsureStreams(ctx, w, js, st.Streams); err != nil {
 		return nil, err
 	}
-	var nonces sinch.NonceGuard
-	if st.Sinch.MaxClockSkew > 0 {
-		g, err := sinch.NewKVNonceGuard(ctx, w, js, subjects.NonceBucket(), st.Sinch.MaxClockSkew, st.Streams.Replicas)
-		if err != nil {
-			return nil, err
-		}
-		nonces = g
-	}
 	issuer, err := oauth.New(ctx, st.OAuth, reg, logger)
 	if err != nil {
 		return nil, err
@@ -58,7 +50,7 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: st.HTTP.MaxBodyBytes, RetryAfter: st.HTTP.RetryAfter}, pub, m, logger)
 	return New(st.HTTP, Routes{
 		Pipeline:   pipeline,
-		Sinch:      sinch.New(st.Sinch, subjects, nonces),
+		Sinch:      sinch.New(st.Sinch, subjects),
 		ContactPro: contactpro.New(st.ContactPro, issuer.For(oauth.EndpointContactPro), st.SealKeys, subjects, m, logger),
 		Connect:    connect.New(st.Connect, issuer.For(oauth.EndpointConnect), subjects),
 		Token:      issuer,

@@ -80,3 +80,19 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerify is the signature check of one 1 KiB callback.
+func BenchmarkVerify(b *testing.B) {
+	body := make([]byte, 1024)
+	for i := range body {
+		body[i] = 'a' + byte(i%26)
+	}
+	sig := sinch.Sign("bench-secret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if !sinch.Verify("bench-secret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353", sig) {
+			b.Fatal("refused")
+		}
+	}
+}

@@ -15,7 +15,7 @@ import (
 
 // BenchmarkSinchIngest measures the whole ingest path of one signed 1 KiB
 // callback, handler to JetStream ack, without the network in between:
-// decode, signature, nonce claim, publish, answer.
+// signature, clock check, decode, publish, answer.
 func BenchmarkSinchIngest(b *testing.B) {
 	for _, skew := range []string{"5m", "0"} {
 		b.Run("skew="+skew, func(b *testing.B) {

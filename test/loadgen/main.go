@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -43,6 +44,9 @@ type result struct {
 	P999ms   float64 `json:"p999_ms"`
 	MaxMs    float64 `json:"max_ms"`
 	RSSMiB   float64 `json:"peak_rss_mib,omitempty"`
+	// CPU is each watched process's CPU time per answered request in the
+	// measured window, in microseconds.
+	CPU map[string]float64 `json:"cpu_us_per_request,omitempty"`
 }
 
 func main() {
@@ -56,7 +60,19 @@ func main() {
 	label := flag.String("label", "", "label for the result line")
 	asJSON := flag.Bool("json", false, "print the result as JSON")
 	summarize := flag.Bool("summarize", false, "read JSON results from stdin and print them as a table with throughput ratios")
+	cpu := flag.String("cpu", "", "processes whose CPU per request to report: name=pid,name2=pid2")
+	freePort := flag.Bool("freeport", false, "print a free loopback TCP port and exit")
 	flag.Parse()
+	if *freePort {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+		_ = l.Close()
+		return
+	}
 	if *summarize {
 		if err := summarizeResults(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -72,8 +88,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadgen: refusing a non-loopback target")
 		os.Exit(2)
 	}
+	watched, err := parseWatched(*cpu)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen: -cpu:", err)
+		os.Exit(2)
+	}
+	// CPU is sampled when the measured window starts, as latencies are.
+	started := make(chan map[string]time.Duration, 1)
+	go func() {
+		time.Sleep(*warm)
+		started <- cpuTimes(watched)
+	}()
 	r := run(*url, *secret, *conns, *warm, *dur, *rate)
 	r.Label, r.Conns, r.Rate = *label, *conns, *rate
+	before := <-started
+	if answered := r.Requests - r.Errors - r.Non2xx; answered > 0 && len(watched) > 0 {
+		r.CPU = map[string]float64{}
+		for name, t := range cpuTimes(watched) {
+			r.CPU[name] = float64((t - before[name]).Microseconds()) / float64(answered)
+		}
+	}
 	if *pid > 0 {
 		r.RSSMiB = peakRSS(*pid)
 	}
@@ -170,6 +204,45 @@ func run(url, secret string, conns int, warm, dur time.Duration, rate float64) r
 	}
 }
 
+func parseWatched(v string) (map[string]int, error) {
+	out := map[string]int{}
+	if v == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(v, ",") {
+		name, pid, ok := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(pid)
+		if !ok || err != nil || name == "" {
+			return nil, fmt.Errorf("%q is not name=pid", kv)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+// cpuTimes reads each process's user+system CPU time from /proc (Linux;
+// clock ticks of 10 ms).
+func cpuTimes(watched map[string]int) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range watched {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and may
+		// hold spaces: utime and stime are the 12th and 13th.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+		f := strings.Fields(rest)
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[name] = time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return out
+}
+
 // peakRSS reads the high-water mark of a process's resident set (Linux).
 func peakRSS(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -186,12 +259,14 @@ func peakRSS(pid int) float64 {
 	return 0
 }
 
-// summarizeResults prints results (JSON lines, the first being the
-// reference) as a Markdown table and each closed-loop run's throughput as a
-// share of the reference's.
+// summarizeResults reads results (JSON lines; several runs of one label are
+// repeats) and prints, per label in order of appearance, the median of
+// each figure with the spread of the runs, then each closed-loop label's
+// median throughput as a share of the first label's (the reference).
 func summarizeResults(in io.Reader, out io.Writer) error {
 	dec := json.NewDecoder(in)
-	var rows []result
+	byLabel := map[string][]result{}
+	var order []string
 	for {
 		var r result
 		if err := dec.Decode(&r); err == io.EOF {
@@ -199,20 +274,61 @@ func summarizeResults(in io.Reader, out io.Writer) error {
 		} else if err != nil {
 			return err
 		}
-		rows = append(rows, r)
+		if _, ok := byLabel[r.Label]; !ok {
+			order = append(order, r.Label)
+		}
+		byLabel[r.Label] = append(byLabel[r.Label], r)
 	}
-	if len(rows) == 0 {
+	if len(order) == 0 {
 		return fmt.Errorf("no results")
 	}
-	fmt.Fprintln(out, "| run | conns | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors / non-2xx |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
-	for _, r := range rows {
-		fmt.Fprintf(out, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.1f | %d / %d |\n", r.Label, r.Conns, r.RPS, r.P50ms, r.P99ms, r.P999ms, r.RSSMiB, r.Errors, r.Non2xx)
+	med := func(rs []result, f func(result) float64) (m, lo, hi float64) {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		sort.Float64s(v)
+		return v[len(v)/2], v[0], v[len(v)-1]
 	}
-	ref := rows[0]
-	for _, r := range rows[1:] {
-		if r.Rate == 0 && ref.RPS > 0 {
-			fmt.Fprintf(out, "%s: %.0f%% of %s throughput\n", r.Label, 100*r.RPS/ref.RPS, ref.Label)
+	spread := func(m, lo, hi float64, format string) string {
+		if lo == hi {
+			return fmt.Sprintf(format, m)
+		}
+		return fmt.Sprintf(format+" ("+format+"–"+format+")", m, lo, hi)
+	}
+	fmt.Fprintln(out, "| run | runs | conns | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | CPU µs/req | errors / non-2xx |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|")
+	rps := map[string]float64{}
+	for _, label := range order {
+		rs := byLabel[label]
+		m, lo, hi := med(rs, func(r result) float64 { return r.RPS })
+		rps[label] = m
+		p50, _, _ := med(rs, func(r result) float64 { return r.P50ms })
+		p99, p99lo, p99hi := med(rs, func(r result) float64 { return r.P99ms })
+		p999, _, _ := med(rs, func(r result) float64 { return r.P999ms })
+		_, _, rss := med(rs, func(r result) float64 { return r.RSSMiB })
+		var cpuNames []string
+		for name := range rs[0].CPU {
+			cpuNames = append(cpuNames, name)
+		}
+		sort.Strings(cpuNames)
+		var cpu []string
+		for _, name := range cpuNames {
+			c, _, _ := med(rs, func(r result) float64 { return r.CPU[name] })
+			cpu = append(cpu, fmt.Sprintf("%s %.0f", name, c))
+		}
+		errs, non := 0, 0
+		for _, r := range rs {
+			errs += r.Errors
+			non += r.Non2xx
+		}
+		fmt.Fprintf(out, "| %s | %d | %d | %s | %.2f | %s | %.2f | %.1f | %s | %d / %d |\n", label, len(rs), rs[0].Conns,
+			spread(m, lo, hi, "%.0f"), p50, spread(p99, p99lo, p99hi, "%.2f"), p999, rss, strings.Join(cpu, ", "), errs, non)
+	}
+	ref := order[0]
+	for _, label := range order[1:] {
+		if byLabel[label][0].Rate == 0 && rps[ref] > 0 {
+			fmt.Fprintf(out, "%s: %.0f%% of %s throughput (medians)\n", label, 100*rps[label]/rps[ref], ref)
 		}
 	}
 	return nil
