@@ -63,14 +63,24 @@ func (e *echo) Event(_ context.Context, r *http.Request, body []byte, _ time.Tim
 	}, nil
 }
 
-func TestPipeline(t *testing.T) {
-	ns := natstest.Embedded(t)
-	nc, js := natstest.Connect(t, ns.ClientURL())
+// newPipeline is a pipeline publishing to a real JetStream server, with
+// the contract's streams.
+func newPipeline(tb testing.TB, cfg ingest.PipelineConfig) (*ingest.Pipeline, jetstream.JetStream, messages.Subjects) {
+	tb.Helper()
+	ns := natstest.Embedded(tb)
+	nc, js := natstest.Connect(tb, ns.ClientURL())
 	subjects := messages.DefaultSubjects()
-	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Subjects: subjects, Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
-		t.Fatal(err)
+	if err := messages.EnsureStreams(context.Background(), provision.Waiter{}, js, messages.StreamConfig{Subjects: subjects, Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
+		tb.Fatal(err)
 	}
+	m := ingest.NewMetrics(prometheus.NewRegistry())
+	pub := ingest.NewPublisher(ingest.Fixed{JS: js, Conn: nc}, subjects, 2*time.Second, m)
+	return ingest.NewPipeline(cfg, pub, m, slog.New(slog.NewTextHandler(io.Discard, nil))), js, subjects
+}
+
+func TestPipeline(t *testing.T) {
+	p, js, subjects := newPipeline(t, ingest.PipelineConfig{MaxBodyBytes: 64, RetryAfter: 7 * time.Second})
+	ctx := context.Background()
 	stored := func() uint64 {
 		t.Helper()
 		st, err := js.Stream(ctx, subjects.EventsStream())
@@ -83,9 +93,6 @@ func TestPipeline(t *testing.T) {
 		}
 		return info.State.Msgs
 	}
-	m := ingest.NewMetrics(prometheus.NewRegistry())
-	pub := ingest.NewPublisher(ingest.Fixed{JS: js, Conn: nc}, subjects, 2*time.Second, m)
-	p := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: 64, RetryAfter: 7 * time.Second}, pub, m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	strict := &echo{subjects: subjects}
 	lenient := &echo{subjects: subjects, rules: &ingest.Rules{Methods: []string{http.MethodGet, http.MethodPost}, EmptyBody: true}}
 
@@ -192,15 +199,8 @@ func TestPipeline(t *testing.T) {
 // TestPipelineStoresBodyByteForByte checks what a stored event holds, from
 // a request whose body JSON would re-encode differently.
 func TestPipelineStoresBodyByteForByte(t *testing.T) {
-	ns := natstest.Embedded(t)
-	nc, js := natstest.Connect(t, ns.ClientURL())
-	subjects := messages.DefaultSubjects()
+	p, js, subjects := newPipeline(t, ingest.PipelineConfig{MaxBodyBytes: 1 << 10, RetryAfter: time.Second})
 	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Subjects: subjects, Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	m := ingest.NewMetrics(prometheus.NewRegistry())
-	p := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: 1 << 10, RetryAfter: time.Second}, ingest.NewPublisher(ingest.Fixed{JS: js, Conn: nc}, subjects, 2*time.Second, m), m, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	body := []byte("{ \"b\" : 1,\n\"a\":\"\\u00e9\" }")
 	req := httptest.NewRequest(http.MethodPost, "/v1/echo", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -238,15 +238,7 @@ func TestPipelineStoresBodyByteForByte(t *testing.T) {
 // authorization, content type, body read, publish to a real JetStream
 // server and answer, for a 1 KiB body.
 func BenchmarkPipeline(b *testing.B) {
-	ns := natstest.Embedded(b)
-	nc, js := natstest.Connect(b, ns.ClientURL())
-	subjects := messages.DefaultSubjects()
-	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, messages.StreamConfig{Subjects: subjects, Replicas: 1, MaxAge: time.Hour, DedupWindow: time.Minute, MaxBytes: -1, DLQMaxAge: time.Hour}); err != nil {
-		b.Fatal(err)
-	}
-	m := ingest.NewMetrics(prometheus.NewRegistry())
-	p := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: 4 << 10, RetryAfter: time.Second}, ingest.NewPublisher(ingest.Fixed{JS: js, Conn: nc}, subjects, 2*time.Second, m), m, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, _, subjects := newPipeline(b, ingest.PipelineConfig{MaxBodyBytes: 4 << 10, RetryAfter: time.Second})
 	h := p.Handler(&echo{subjects: subjects})
 	body := []byte(`{"pad":"` + strings.Repeat("x", 1000) + `"}`)
 	var seq atomic.Int64

@@ -110,15 +110,8 @@ func SummaryDedupID(contactID string) string {
 // created in a bucket with EventBridge notifications on. Its key is not URL
 // encoded (unlike S3's own notifications to SQS, SNS and Lambda).
 type S3ObjectCreatedEvent struct {
-	Version    string    `json:"version"`
-	ID         string    `json:"id"`
-	DetailType string    `json:"detail-type"`
-	Source     string    `json:"source"`
-	Account    string    `json:"account"`
-	Time       time.Time `json:"time"`
-	Region     string    `json:"region"`
-	Resources  []string  `json:"resources"`
-	Detail     struct {
+	EventBridgeEnvelope
+	Detail struct {
 		Bucket struct {
 			Name string `json:"name"`
 		} `json:"bucket"`
@@ -133,12 +126,6 @@ type S3ObjectCreatedEvent struct {
 	File AnalysisFile `json:"-"`
 }
 
-// eventBridgeHead is what tells EventBridge events apart.
-type eventBridgeHead struct {
-	DetailType string `json:"detail-type"`
-	Source     string `json:"source"`
-}
-
 // ConnectEvent is one of the events POST /v1/connect/events takes: exactly
 // one field is set.
 type ConnectEvent struct {
@@ -151,7 +138,7 @@ type ConnectEvent struct {
 // other keys, fail with ErrUnsupportedDetailType: a rule sending them is
 // misconfigured, and storing them would hide it.
 func DecodeConnectEvent(body []byte) (ConnectEvent, error) {
-	var h eventBridgeHead
+	var h EventBridgeEnvelope
 	if err := json.Unmarshal(body, &h); err != nil {
 		return ConnectEvent{}, malformed("event", err)
 	}

@@ -19,15 +19,21 @@ var ErrUnsupportedDetailType = errors.New("unsupported detail-type")
 // ContactLensEvent is the EventBridge event Amazon Connect sends when a
 // Contact Lens post-call rule matched.
 type ContactLensEvent struct {
-	Version    string            `json:"version"`
-	ID         string            `json:"id"`
-	DetailType string            `json:"detail-type"`
-	Source     string            `json:"source"`
-	Account    string            `json:"account"`
-	Time       time.Time         `json:"time"`
-	Region     string            `json:"region"`
-	Resources  []string          `json:"resources"`
-	Detail     ContactLensDetail `json:"detail"`
+	EventBridgeEnvelope
+	Detail ContactLensDetail `json:"detail"`
+}
+
+// EventBridgeEnvelope is what every EventBridge event carries around its
+// detail.
+type EventBridgeEnvelope struct {
+	Version    string    `json:"version"`
+	ID         string    `json:"id"`
+	DetailType string    `json:"detail-type"`
+	Source     string    `json:"source"`
+	Account    string    `json:"account"`
+	Time       time.Time `json:"time"`
+	Region     string    `json:"region"`
+	Resources  []string  `json:"resources"`
 }
 
 // ContactLensDetail is the detail of a Contact Lens post-call event.
