@@ -116,10 +116,12 @@ func (p *Processor) Reconcile(ctx context.Context, owner string, opts SweepOptio
 			case <-sctx.Done():
 				return
 			case <-t.C:
-				if rev, err = p.renew(sctx, owner, rev); err != nil {
+				next, err := p.renew(sctx, owner, rev)
+				if err != nil {
 					cancel(fmt.Errorf("lease lost: %w", err))
 					return
 				}
+				rev = next // read again only after renewed is closed
 			}
 		}
 	}()

@@ -176,3 +176,34 @@ func TestEventsOfAnotherBucketAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseRenewedDuringLongSweep: a sweep longer than the lease keeps it
+// (renewed every third of it), and releases it when it ends.
+func TestLeaseRenewedDuringLongSweep(t *testing.T) {
+	p, s3 := provisioned(t)
+	p.cfg.Reconcile.Lease = time.Second
+	putFiles(t, s3, 6)
+	ctx := context.Background()
+	var heldByOther []error
+	opts := SweepOptions{Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour), PageSize: 2, DryRun: false,
+		Progress: func(int) {
+			time.Sleep(600 * time.Millisecond) // three pages: 1.8 s, past the first lease
+			_, err := p.acquire(ctx, "other")
+			heldByOther = append(heldByOther, err)
+		}}
+	res, err := p.Reconcile(ctx, "sweeper", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Files != 6 {
+		t.Errorf("%d files, want 6", res.Files)
+	}
+	for i, err := range heldByOther {
+		if !errors.Is(err, ErrLeaseHeld) {
+			t.Errorf("page %d: another replica could take the lease (%v) while the sweep ran", i+1, err)
+		}
+	}
+	if _, err := p.acquire(ctx, "other"); err != nil {
+		t.Errorf("the lease was not released after the sweep: %v", err)
+	}
+}
