@@ -82,7 +82,10 @@ func reconcileCommand(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	opts := summaries.SweepOptions{Since: since, Until: until, DryRun: *dry}
 	if isTerminal(stderr) {
-		opts.Progress = func(files int) { fmt.Fprintf(stderr, "\rlisted %d analysis files", files) }
+		opts.Progress = func(done, total, files int) {
+			drawProgress(stderr, uint64(done), uint64(total)) // #nosec G115 -- counts, never negative
+			fmt.Fprintf(stderr, " day folders, %d analysis files", files)
+		}
 	}
 	host, _ := os.Hostname()
 	res, err := p.Reconcile(ctx, "ccrelay reconcile on "+host, opts)

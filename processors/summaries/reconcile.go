@@ -39,9 +39,10 @@ type SweepOptions struct {
 	// Resume starts after the key where an interrupted sweep stopped, and
 	// records progress as the sweep goes (the periodic sweep does).
 	Resume bool
-	// Progress, when set, is called after each listed page with the files
-	// seen so far.
-	Progress func(files int)
+	// Progress, when set, is called after each listed page with the day
+	// folders finished and to list (both variants), and the files seen so
+	// far.
+	Progress func(done, total, files int)
 	// PageSize is the keys asked per list request; 0 is S3's 1,000.
 	PageSize int32
 }
@@ -173,7 +174,8 @@ func (p *Processor) Sweep(ctx context.Context, opts SweepOptions) (SweepResult, 
 		}
 	}
 	seen := map[string]bool{}
-	for _, prefix := range p.listPrefixes(opts.Since, opts.Until) {
+	prefixes := p.listPrefixes(opts.Since, opts.Until)
+	for i, prefix := range prefixes {
 		after := ""
 		switch {
 		case cursor == "" || cursor < prefix:
@@ -222,7 +224,11 @@ func (p *Processor) Sweep(ctx context.Context, opts SweepOptions) (SweepResult, 
 				}
 			}
 			if opts.Progress != nil {
-				opts.Progress(res.Files)
+				done := i
+				if token == nil {
+					done++
+				}
+				opts.Progress(done, len(prefixes), res.Files)
 			}
 			if opts.Resume && !opts.DryRun && last != "" {
 				if _, err := p.lease.Put(ctx, cursorKey, []byte(last)); err != nil {

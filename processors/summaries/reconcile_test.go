@@ -186,7 +186,7 @@ func TestLeaseRenewedDuringLongSweep(t *testing.T) {
 	ctx := context.Background()
 	var heldByOther []error
 	opts := SweepOptions{Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour), PageSize: 2, DryRun: false,
-		Progress: func(int) {
+		Progress: func(int, int, int) {
 			time.Sleep(600 * time.Millisecond) // three pages: 1.8 s, past the first lease
 			_, err := p.acquire(ctx, "other")
 			heldByOther = append(heldByOther, err)
@@ -205,5 +205,31 @@ func TestLeaseRenewedDuringLongSweep(t *testing.T) {
 	}
 	if _, err := p.acquire(ctx, "other"); err != nil {
 		t.Errorf("the lease was not released after the sweep: %v", err)
+	}
+}
+
+// TestSweepReportsProgress: day folders finished out of all, and files,
+// after every page, ending at all of them.
+func TestSweepReportsProgress(t *testing.T) {
+	p, s3 := provisioned(t)
+	putFiles(t, s3, 5)
+	type call struct{ done, total, files int }
+	var calls []call
+	now := time.Now()
+	_, err := p.Sweep(context.Background(), SweepOptions{Since: now.Add(-time.Hour), Until: now.Add(time.Hour), PageSize: 2, DryRun: true,
+		Progress: func(done, total, files int) { calls = append(calls, call{done, total, files}) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) == 0 {
+		t.Fatal("no progress reported")
+	}
+	for i, c := range calls {
+		if c.total != calls[0].total || c.done > c.total || (i > 0 && (c.done < calls[i-1].done || c.files < calls[i-1].files)) {
+			t.Fatalf("progress went %+v", calls)
+		}
+	}
+	if last := calls[len(calls)-1]; last.done != last.total || last.files != 5 {
+		t.Errorf("last progress %+v, want every folder done and 5 files", last)
 	}
 }

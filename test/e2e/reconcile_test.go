@@ -197,7 +197,7 @@ func TestReconcileReplicaKilledMidSweep(t *testing.T) {
 	a, anc := reconciler(t, d)
 	pages := 0
 	killed := window
-	killed.Progress = func(int) {
+	killed.Progress = func(int, int, int) {
 		if pages++; pages == 2 {
 			anc.Close() // the replica is gone: no more writes, no release
 		}
