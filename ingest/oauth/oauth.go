@@ -176,7 +176,11 @@ func New(ctx context.Context, cfg Config, reg prometheus.Registerer, logger *slo
 		}
 		is.key = k
 	}
+	// Strict decoding: one token, one spelling. Without it a signature
+	// whose last base64 character differs in its unused bits decodes to
+	// the same bytes and verifies too.
 	is.parser = jwt.NewParser(
+		jwt.WithStrictDecoding(),
 		jwt.WithValidMethods([]string{"HS256"}),
 		jwt.WithIssuer(ownIssuer),
 		jwt.WithExpirationRequired(),
@@ -184,6 +188,7 @@ func New(ctx context.Context, cfg Config, reg prometheus.Registerer, logger *slo
 		jwt.WithTimeFunc(func() time.Time { return is.now() }),
 	)
 	is.eparser = jwt.NewParser(
+		jwt.WithStrictDecoding(),
 		jwt.WithValidMethods(asymmetric),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(30*time.Second),
