@@ -187,7 +187,10 @@ func TestLeaseRenewedDuringLongSweep(t *testing.T) {
 	var heldByOther []error
 	opts := SweepOptions{Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour), PageSize: 2, DryRun: false,
 		Progress: func(int, int, int) {
-			time.Sleep(600 * time.Millisecond) // three pages: 1.8 s, past the first lease
+			if len(heldByOther) == 3 {
+				return
+			}
+			time.Sleep(700 * time.Millisecond) // three times: 2.1 s, twice the lease
 			_, err := p.acquire(ctx, "other")
 			heldByOther = append(heldByOther, err)
 		}}
