@@ -126,6 +126,11 @@ func env(st Settings, d Deps, sap *c4c.Client) processors.Env {
 // the ledger and the processors' buckets as needed, in that order, before
 // any consumer.
 func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.Runtime, error) {
+	for _, n := range names {
+		if !slices.Contains(Names(), n) {
+			return nil, fmt.Errorf("unknown processor %q", n)
+		}
+	}
 	subjects := st.Streams.Subjects
 	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
 		return nil, err
@@ -152,11 +157,6 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 			return nil, err
 		}
 		procs = append(procs, u.Processor())
-	}
-	for _, n := range names {
-		if !slices.Contains(Names(), n) {
-			return nil, fmt.Errorf("unknown processor %q", n)
-		}
 	}
 	return processors.New(st.Runtime, processors.Deps{
 		JS: d.JS, Waiter: d.Waiter, Subjects: subjects, Connect: d.Connect,
