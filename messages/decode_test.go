@@ -43,9 +43,11 @@ func TestDecodeSinchInboundKinds(t *testing.T) {
 		if got := cb.Message.ContactMessage.Kind(); got != c.kind {
 			t.Errorf("kind %q, want %q", got, c.kind)
 		}
-		if cb.DedupID([]byte(body)) != "sinch:inbound:M1" || cb.AppID != "APP" || cb.Message.ChannelIdentity.Channel != "WHATSAPP" {
-			t.Errorf("%s: fields not decoded: %+v", c.kind, cb)
-		}
+		expect.All(t,
+			expect.Check{Name: c.kind + ": dedup id", Got: cb.DedupID([]byte(body)), Want: "sinch:inbound:M1"},
+			expect.Check{Name: c.kind + ": app id", Got: cb.AppID, Want: "APP"},
+			expect.Check{Name: c.kind + ": channel", Got: cb.Message.ChannelIdentity.Channel, Want: "WHATSAPP"},
+		)
 		if !cb.Time().Equal(time.Date(2026, 11, 21, 10, 0, 1, 5e8, time.UTC)) {
 			t.Errorf("time %v", cb.Time())
 		}

@@ -3,13 +3,15 @@ package c4c
 import (
 	"context"
 	"errors"
-	"github.com/ccrelay/ccrelay/sinks/egress"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ccrelay/ccrelay/sinks/egress"
+	"github.com/ccrelay/ccrelay/test/expect"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -26,9 +28,11 @@ func TestErrorFromBodies(t *testing.T) {
 		rec.WriteHeader(400)
 		rec.WriteString(c.body)
 		e := errorFrom("op", rec.Result())
-		if e.Code != c.code || e.Message != c.msg || e.Status != 400 {
-			t.Errorf("%s: %+v", c.body, e)
-		}
+		expect.All(t,
+			expect.Check{Name: c.body + ": code", Got: e.Code, Want: c.code},
+			expect.Check{Name: c.body + ": message", Got: e.Message, Want: c.msg},
+			expect.Check{Name: c.body + ": status", Got: e.Status, Want: 400},
+		)
 	}
 	for status, transient := range map[int]bool{400: false, 401: false, 403: false, 404: false, 408: true, 409: true, 412: true, 429: true, 500: true, 503: true} {
 		if (&Error{Status: status}).Transient() != transient {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/test/expect"
+
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
@@ -136,8 +138,13 @@ func TestDeadLetterCLI(t *testing.T) {
 		code, out, _ := runCmd(t, env, "dlq", "list", "--json")
 		return code == 0 && json.Unmarshal([]byte(out), &line) == nil
 	})
-	if line["processor"] != "summaries" || !strings.Contains(line["error"].(string), "HTTP 400") || line["id"] != "ev-0" {
-		t.Fatalf("dead letter %v", line)
+	errText, _ := line["error"].(string)
+	if !expect.All(t,
+		expect.Check{Name: "dead letter processor", Got: line["processor"], Want: "summaries"},
+		expect.Check{Name: "dead letter names SAP's 400", Got: strings.Contains(errText, "HTTP 400"), Want: true},
+		expect.Check{Name: "dead letter id", Got: line["id"], Want: "ev-0"},
+	) {
+		t.FailNow()
 	}
 	code, out, errOut := runCmd(t, env, "dlq", "requeue", "--seq", fmt.Sprint(line["seq"]))
 	if code != 0 || !strings.Contains(out, "1 requeued, 0 failed") {
