@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,5 +73,77 @@ func TestReconcileCommand(t *testing.T) {
 	}
 	if n := triggers(); n != 3 {
 		t.Errorf("%d triggers after the second run, want still 3", n)
+	}
+}
+
+// TestReconcileSurvivesSIGKILL runs the periodic sweep in a real 'ccrelay
+// process', SIGKILLs it once the sweep has recorded progress, and starts
+// another replica: when the dead one's lease has run out, the new one
+// resumes where the sweep stopped, and every analysed call gets its
+// summary, written once.
+func TestReconcileSurvivesSIGKILL(t *testing.T) {
+	w := newSummariesWorld(t)
+	const n = 3000
+	day := time.Now().UTC().Format("2006/01/02")
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		contact := fmt.Sprintf("killed-%04d", i)
+		ids[i] = w.sap.AddPhoneCall(contact)
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			w.s3.Put(t, bucket, fmt.Sprintf("Analysis/Voice/%s/%s_analysis_x.json", day, contact), analysis(fmt.Sprintf("summary %d", i)))
+		}(i)
+		if i%8 == 7 {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	env := append(w.env, "CCRELAY_SUMMARIES_RECONCILE_EVERY=1s", "CCRELAY_SUMMARIES_RECONCILE_GRACE=0s", "CCRELAY_SUMMARIES_RECONCILE_LEASE=3s")
+	a := start(t, t.TempDir(), env, "process", "--processors", "summaries")
+
+	_, js := natstest.Connect(t, w.natsURL)
+	ctx := context.Background()
+	waitFor(t, "the sweep to record progress", func() bool {
+		kv, err := js.KeyValue(ctx, "CCRELAY_RECONCILE")
+		if err != nil {
+			return false
+		}
+		_, err = kv.Get(ctx, "summaries.cursor")
+		return err == nil
+	})
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-a.exited
+
+	b := start(t, t.TempDir(), env, "process", "--processors", "summaries")
+	written := func() int {
+		c := 0
+		for _, id := range ids {
+			if w.sap.PhoneCall(id).Transcript != "" {
+				c++
+			}
+		}
+		return c
+	}
+	waitFor(t, "every call written", func() bool { return written() == n })
+	patches := 0
+	for i, id := range ids {
+		pc := w.sap.PhoneCall(id)
+		if pc.Transcript != fmt.Sprintf("summary %d", i) {
+			t.Errorf("call %d: transcript %q", i, pc.Transcript)
+		}
+		patches += pc.Patches
+	}
+	if patches != n {
+		t.Errorf("%d PATCHes for %d calls: a side effect was repeated", patches, n)
+	}
+	if !strings.Contains(b.log(), `"resumed_after":"Analysis/Voice/`) {
+		t.Errorf("the new replica did not resume the dead one's sweep:\n%s", b.log())
+	}
+	if err := b.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("exit: %v", err)
 	}
 }
