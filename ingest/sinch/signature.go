@@ -17,6 +17,10 @@ const (
 	HeaderAlgorithm = "X-Sinch-Webhook-Signature-Algorithm"
 )
 
+// strictBase64 is the padded standard alphabet that refuses non-zero
+// unused bits. Immutable, like base64.StdEncoding itself.
+var strictBase64 = base64.StdEncoding.Strict()
+
 // Algorithm is the only signature algorithm Sinch uses.
 const Algorithm = "HmacSHA256"
 
@@ -43,7 +47,9 @@ func Verify(secret string, body []byte, nonce, timestamp, signature string) bool
 		return false
 	}
 	var got [sha256.Size + 2]byte
-	n, err := base64.StdEncoding.Decode(got[:], []byte(signature))
+	// Strict: the last character carries two unused bits, and a lenient
+	// decoder would accept four spellings of one signature.
+	n, err := strictBase64.Decode(got[:], []byte(signature))
 	if err != nil || n != sha256.Size {
 		return false
 	}

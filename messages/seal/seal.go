@@ -18,6 +18,10 @@ import (
 	"strings"
 )
 
+// strictRawURL refuses non-zero unused bits in the last character, so a
+// sealed value has one spelling. Immutable, like base64.RawURLEncoding.
+var strictRawURL = base64.RawURLEncoding.Strict()
+
 // version names the format. v2 binds each value to a context (the event);
 // v1 values, which were not bound, are refused.
 const version = "v2"
@@ -145,7 +149,7 @@ func (kr KeyRing) Open(value string, context []byte) (map[string]string, error) 
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, id)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(b64)
+	raw, err := strictRawURL.DecodeString(b64)
 	if err != nil || len(raw) < aead.NonceSize()+aead.Overhead() {
 		return nil, ErrMalformed
 	}

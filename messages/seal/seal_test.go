@@ -117,3 +117,37 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestOneSpellingPerSealedValue: a sealed value whose last base64 character
+// differs only in its unused bits decodes to the same bytes; it is refused
+// as malformed rather than opened.
+func TestOneSpellingPerSealedValue(t *testing.T) {
+	kr, err := seal.ParseKeyRing(k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	tried := 0
+	for _, v := range []string{"b", "bb", "bbb"} {
+		sealed, err := kr.Seal(map[string]string{"a": v}, ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b64 := sealed[strings.LastIndexByte(sealed, '.')+1:]
+		if len(b64)%4 == 0 {
+			continue // no unused bits in this length
+		}
+		tried++
+		last := strings.IndexByte(alphabet, sealed[len(sealed)-1])
+		other := sealed[:len(sealed)-1] + string(alphabet[last^1])
+		if _, err := kr.Open(sealed, ctx); err != nil {
+			t.Fatalf("the sealed value itself: %v", err)
+		}
+		if out, err := kr.Open(other, ctx); !errors.Is(err, seal.ErrMalformed) {
+			t.Errorf("a second spelling opened (%v, %v), want ErrMalformed", out, err)
+		}
+	}
+	if tried == 0 {
+		t.Fatal("no sealed length had unused bits: the test checked nothing")
+	}
+}
