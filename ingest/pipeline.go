@@ -55,10 +55,6 @@ type Accepted struct {
 	// Type is the bounded metrics label of the event (a known trigger or
 	// event name, or "other").
 	Type string
-	// Undo, when set, is called if the event could not be stored, to roll
-	// back what the adapter recorded (a claimed nonce), so that the sender's
-	// retry is not refused.
-	Undo func(context.Context) error
 }
 
 // Response is the body of a 2xx answer.
@@ -221,15 +217,11 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	attrs := []slog.Attr{slog.String("dedup_id", ev.ID), slog.String("subject", ev.Subject)}
 
 	// The publish must not be cut short by a client that hangs up: the
-	// event may be half-way into JetStream, and the undo below must see the
-	// real outcome. The publisher bounds it with its own timeout.
+	// event may be half-way into JetStream, and an outcome decided there
+	// (stored, and the sender's retry a duplicate) beats an abandoned one.
+	// The publisher bounds it with its own timeout.
 	ack, err := p.pub.Publish(context.WithoutCancel(r.Context()), ev)
 	if err != nil {
-		if acc.Undo != nil {
-			if uerr := acc.Undo(context.WithoutCancel(r.Context())); uerr != nil {
-				attrs = append(attrs, slog.String("undo_error", uerr.Error()))
-			}
-		}
 		return fail(&Error{
 			Status:     http.StatusServiceUnavailable,
 			Code:       CodeUnavailable,

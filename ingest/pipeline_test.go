@@ -29,7 +29,6 @@ import (
 type echo struct {
 	subjects messages.Subjects
 	rules    *ingest.Rules
-	undone   atomic.Int32
 }
 
 func (e *echo) Source() string { return "echo" }
@@ -59,7 +58,6 @@ func (e *echo) Event(_ context.Context, r *http.Request, body []byte, _ time.Tim
 	return &ingest.Accepted{
 		Event: messages.Event{Subject: subject, ID: "echo:" + r.Header.Get("X-Id"), Source: "/echo", Type: "echo", Body: body},
 		Type:  "echo",
-		Undo:  func(context.Context) error { e.undone.Add(1); return nil },
 	}, nil
 }
 
@@ -109,7 +107,6 @@ func TestPipeline(t *testing.T) {
 		code    string
 		// stores is how many events the request adds to the stream.
 		stores uint64
-		undo   bool
 		answer map[string]string
 	}{
 		{name: "stored", status: 202, stores: 1, header: map[string]string{"X-Id": "1"}, answer: map[string]string{ingest.HeaderDuplicate: "false"}},
@@ -126,7 +123,7 @@ func TestPipeline(t *testing.T) {
 		{name: "empty body", body: "-", status: 400, code: ingest.CodeInvalidPayload},
 		{name: "invalid utf-8", body: "{\"a\":\"\xff\"}", status: 400, code: ingest.CodeInvalidPayload},
 		{name: "adapter refuses the payload", header: map[string]string{"X-Refuse": "no id"}, status: 400, code: ingest.CodeInvalidPayload},
-		{name: "publish fails: 503, undone", header: map[string]string{"X-Nowhere": "1", "X-Id": "4"}, status: 503, code: ingest.CodeUnavailable, undo: true, answer: map[string]string{"Retry-After": "7"}},
+		{name: "publish fails: 503", header: map[string]string{"X-Nowhere": "1", "X-Id": "4"}, status: 503, code: ingest.CodeUnavailable, answer: map[string]string{"Retry-After": "7"}},
 		{name: "lenient: GET without a body", adapter: lenient, method: http.MethodGet, body: "-", header: map[string]string{"Content-Type": "", "X-Id": "5"}, status: 202, stores: 1},
 		{name: "lenient: body still needs a content type", adapter: lenient, header: map[string]string{"Content-Type": ""}, status: 415, code: ingest.CodeUnsupportedMediaType},
 		{name: "lenient: other methods still refused", adapter: lenient, method: http.MethodDelete, status: 405, code: ingest.CodeMethodNotAllowed, answer: map[string]string{"Allow": "GET, POST"}},
@@ -161,7 +158,7 @@ func TestPipeline(t *testing.T) {
 				}
 				req.Header.Set(k, v)
 			}
-			before, undone := stored(), a.undone.Load()
+			before := stored()
 			rec := httptest.NewRecorder()
 			p.Handler(a).ServeHTTP(rec, req)
 
@@ -188,9 +185,6 @@ func TestPipeline(t *testing.T) {
 			}
 			if got := stored() - before; got != c.stores {
 				t.Errorf("stream grew by %d events, want %d", got, c.stores)
-			}
-			if got := a.undone.Load() - undone; (got == 1) != c.undo {
-				t.Errorf("undo called %d times, want undo=%v", got, c.undo)
 			}
 		})
 	}
