@@ -45,6 +45,36 @@ const (
 	DetailTypeObjectCreated = "Object Created"
 )
 
+// Markers between the contact id and the time in an analysis file's name.
+const (
+	analysisMarker         = "_analysis_"
+	redactedAnalysisMarker = "_analysis_redacted_"
+)
+
+// dayFolder is the day folder of an analysis key.
+const dayFolder = "2006/01/02"
+
+// AnalysisKeyPrefix is the prefix of the keys of a contact's analysis files
+// of one day: Analysis/Voice/[Redacted/]YYYY/MM/DD/<contact>_analysis_[redacted_].
+// ParseAnalysisKey reads such keys back.
+func AnalysisKeyPrefix(contactID string, day time.Time, redacted bool) string {
+	root, marker := AnalysisPrefix, analysisMarker
+	if redacted {
+		root, marker = RedactedAnalysisPrefix, redactedAnalysisMarker
+	}
+	return root + day.UTC().Format(dayFolder) + "/" + contactID + marker
+}
+
+// AnalysisDayPrefix is the prefix of every analysis file of one day of one
+// variant.
+func AnalysisDayPrefix(day time.Time, redacted bool) string {
+	root := AnalysisPrefix
+	if redacted {
+		root = RedactedAnalysisPrefix
+	}
+	return root + day.UTC().Format(dayFolder) + "/"
+}
+
 // ErrNotAnalysisFile is returned for a key that is not a Contact Lens voice
 // analysis file.
 var ErrNotAnalysisFile = errors.New("not a Contact Lens voice analysis file")
@@ -65,18 +95,18 @@ type AnalysisFile struct {
 func ParseAnalysisKey(key string) (AnalysisFile, error) {
 	f := AnalysisFile{Key: key}
 	rest, ok := strings.CutPrefix(key, RedactedAnalysisPrefix)
-	marker := "_analysis_redacted_"
+	marker := redactedAnalysisMarker
 	if ok {
 		f.Redacted = true
 	} else if rest, ok = strings.CutPrefix(key, AnalysisPrefix); ok {
-		marker = "_analysis_"
+		marker = analysisMarker
 	} else {
 		return f, fmt.Errorf("%w: %q", ErrNotAnalysisFile, key)
 	}
 	if len(rest) < len("2006/01/02/") || rest[10] != '/' {
 		return f, fmt.Errorf("%w: %q", ErrNotAnalysisFile, key)
 	}
-	day, err := time.Parse("2006/01/02", rest[:10])
+	day, err := time.Parse(dayFolder, rest[:10])
 	if err != nil {
 		return f, fmt.Errorf("%w: %q", ErrNotAnalysisFile, key)
 	}

@@ -158,3 +158,24 @@ func FuzzDecodeConnectEvent(f *testing.F) {
 		}
 	})
 }
+
+// TestAnalysisKeyRoundTrip: the prefix the processor lists and the parser
+// that reads keys back agree, for both variants.
+func TestAnalysisKeyRoundTrip(t *testing.T) {
+	day := time.Date(2026, 11, 23, 23, 59, 0, 0, time.FixedZone("CET", 3600)) // 22:59 UTC
+	for _, redacted := range []bool{false, true} {
+		key := messages.AnalysisKeyPrefix(contact, day, redacted) + "2026-11-23T22:59:00Z.json"
+		if !strings.HasPrefix(key, messages.AnalysisDayPrefix(day, redacted)) {
+			t.Errorf("%q is not under its day folder %q", key, messages.AnalysisDayPrefix(day, redacted))
+		}
+		f, err := messages.ParseAnalysisKey(key)
+		if err != nil {
+			t.Fatalf("%q: %v", key, err)
+		}
+		expect.All(t,
+			expect.Check{Name: key + ": contact", Got: f.ContactID, Want: contact},
+			expect.Check{Name: key + ": day (UTC)", Got: f.Day, Want: time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC)},
+			expect.Check{Name: key + ": redacted", Got: f.Redacted, Want: redacted},
+		)
+	}
+}

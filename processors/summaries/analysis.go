@@ -18,15 +18,10 @@ import (
 	"github.com/ccrelay/ccrelay/processors"
 )
 
-// analysisPrefix is the key prefix of a contact's analysis files of one day.
-// Original: Analysis/Voice/YYYY/MM/DD/<contact>_analysis_...json.
-// Redacted: Analysis/Voice/Redacted/YYYY/MM/DD/<contact>_analysis_redacted_...json.
+// analysisPrefix is the key prefix of a contact's analysis files of one
+// day, of the variant the processor reads.
 func (p *Processor) analysisPrefix(contactID string, day time.Time) string {
-	d := day.UTC().Format("2006/01/02")
-	if p.cfg.Redacted {
-		return "Analysis/Voice/Redacted/" + d + "/" + contactID + "_analysis_redacted_"
-	}
-	return "Analysis/Voice/" + d + "/" + contactID + "_analysis_"
+	return messages.AnalysisKeyPrefix(contactID, day, p.cfg.Redacted)
 }
 
 // findAnalysis looks on the event's date and the day before: the file is

@@ -304,9 +304,9 @@ func (p *Processor) trigger(ctx context.Context, f messages.AnalysisFile, writte
 func (p *Processor) listPrefixes(since, until time.Time) []string {
 	first := since.UTC().AddDate(0, 0, -1).Truncate(24 * time.Hour)
 	var out []string
-	for _, root := range []string{messages.AnalysisPrefix, messages.RedactedAnalysisPrefix} {
+	for _, redacted := range []bool{false, true} {
 		for d := first; !d.After(until.UTC()); d = d.AddDate(0, 0, 1) {
-			out = append(out, root+d.Format("2006/01/02")+"/")
+			out = append(out, messages.AnalysisDayPrefix(d, redacted))
 		}
 	}
 	sort.Strings(out) // "Analysis/Voice/2..." sorts before "Analysis/Voice/Redacted/..."
