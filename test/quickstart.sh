@@ -21,6 +21,9 @@ export NATS_URL=$demo_nats_url NATS_USER=$demo_nats_user NATS_PASSWORD=$demo_nat
 
 say() { printf '\n== %s\n' "$*"; }
 fail() { echo "quickstart: $*" >&2; exit 1; }
+# has TEXT OUTPUT: whether OUTPUT holds TEXT. Not "cmd | grep -q": under
+# pipefail, grep leaving at its first match can fail the writer (SIGPIPE).
+has() { grep -q -- "$1" <<<"$2"; }
 
 # expect STATUS CURL-ARGS...: runs curl, prints the answer, checks its status.
 expect() {
@@ -47,9 +50,10 @@ inbound='{"app_id":"01EB37HMH1M6SV18ABNS3G135H","accepted_time":"2026-11-21T10:0
 report='{"app_id":"01EB37HMH1M6SV18ABNS3G135H","accepted_time":"2026-11-21T10:00:02.000Z","event_time":"2026-11-21T10:00:01.500Z","project_id":"c36f3d3d-1523-4edd-ae42-11995557ff61","message_delivery_report":{"message_id":"01QUICKOUT0000000000000001","conversation_id":"01QUICKCONV000000000000001","status":"DELIVERED","channel_identity":{"channel":"WHATSAPP","identity":"46732000000","app_id":"01EB37HMH1M6SV18ABNS3G135H"},"contact_id":"01QUICKCONTACT00000000001","metadata":""},"message_metadata":""}'
 
 say "Sinch: an inbound message and a delivery report (202 each), the message again (200, duplicate)"
-sinch "$inbound" | tee /dev/stderr | grep -q '"duplicate":false' || fail "inbound not stored"
-sinch "$report" | grep -q '"duplicate":false' || fail "delivery report not stored"
-sinch "$inbound" | grep -q '"duplicate":true' || fail "a resent callback was stored twice"
+out=$(sinch "$inbound"); echo "$out" >&2
+has '"duplicate":false' "$out" || fail "inbound not stored"
+has '"duplicate":false' "$(sinch "$report")" || fail "delivery report not stored"
+has '"duplicate":true' "$(sinch "$inbound")" || fail "a resent callback was stored twice"
 
 say "Contact Pro: two lifecycle events of one conversation, by API key and by OAuth token"
 expect 202 "$base/v1/contactpro/lifecycle/Allocated" -H "x-api-key: $demo_api_key" -H 'Content-Type: application/json' \
@@ -79,10 +83,11 @@ nats consumer report CCRELAY_EVENTS
 say "ccrelay dlq: the Contact Lens event has no Connect bucket to read in demo mode, so it is a dead letter"
 export CCRELAY_NATS_URL="nats://$demo_nats_user:$demo_nats_password@${demo_nats_url#nats://}"
 for _ in $(seq 1 50); do
-	ccrelay dlq list | grep -q 'summaries' && break
+	has summaries "$(ccrelay dlq list)" && break
 	sleep 0.2
 done
-ccrelay dlq list | tee /dev/stderr | grep -q 'summaries' || fail "no dead letter from the summaries processor"
+out=$(ccrelay dlq list); echo "$out" >&2
+has summaries "$out" || fail "no dead letter from the summaries processor"
 
 say "ccrelay replay: what a replay of the last hour would store again"
 ccrelay replay --subject 'ccrelay.in.>' --since 1h --dry-run
