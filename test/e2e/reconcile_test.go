@@ -54,6 +54,24 @@ func analysedCalls(t *testing.T, sap *c4cfake.Server, s3 *s3fake.Server, prefix 
 	return out
 }
 
+// awaitSummaries waits until every call's record holds its summary.
+func awaitSummaries(t *testing.T, sap *c4cfake.Server, calls []call) {
+	t.Helper()
+	for i, c := range calls {
+		eventually(t, fmt.Sprintf("call %d has its summary", i), func() bool { return sap.PhoneCall(c.record).Transcript == c.summary })
+	}
+}
+
+// writtenOnce checks that every call's record was PATCHed exactly once.
+func writtenOnce(t *testing.T, sap *c4cfake.Server, calls []call) {
+	t.Helper()
+	for i, c := range calls {
+		if n := sap.PhoneCall(c.record).Patches; n != 1 {
+			t.Errorf("call %d written %d times, want once", i, n)
+		}
+	}
+}
+
 // s3Event is the S3 Object Created event of key, from AWS's published
 // example.
 func s3Event(t *testing.T, key string) []byte {
@@ -149,15 +167,9 @@ func TestReconcileSummaries(t *testing.T) {
 		expect.Check{Name: "triggered", Got: res.Triggered, Want: 5},
 		expect.Check{Name: "pending (just triggered)", Got: res.Pending["under_15m"], Want: 5},
 	)
-	for i, c := range calls {
-		eventually(t, fmt.Sprintf("call %d has its summary", i), func() bool { return sap.PhoneCall(c.record).Transcript == c.summary })
-	}
+	awaitSummaries(t, sap, calls)
 	eventually(t, "triggers processed", func() bool { return d.processed("summaries", "done") >= 11 })
-	for i, c := range calls {
-		if n := sap.PhoneCall(c.record).Patches; n != 1 {
-			t.Errorf("call %d written %d times, want once", i, n)
-		}
-	}
+	writtenOnce(t, sap, calls)
 
 	// A second sweep finds nothing to do and SAP hears nothing.
 	before := len(sap.Requests())
@@ -229,15 +241,9 @@ func TestReconcileReplicaKilledMidSweep(t *testing.T) {
 	if res.Files >= len(calls) {
 		t.Errorf("the resumed sweep listed %d files again, want only those after the dead replica's progress", res.Files)
 	}
-	for i, c := range calls {
-		eventually(t, fmt.Sprintf("call %d has its summary", i), func() bool { return sap.PhoneCall(c.record).Transcript == c.summary })
-	}
+	awaitSummaries(t, sap, calls)
 	eventually(t, "triggers processed", func() bool { return d.processed("summaries", "done") >= float64(len(calls)) })
-	for i, c := range calls {
-		if n := sap.PhoneCall(c.record).Patches; n != 1 {
-			t.Errorf("call %d written %d times, want once", i, n)
-		}
-	}
+	writtenOnce(t, sap, calls)
 	// The pass ended: the next sweep is a whole one again, and finds
 	// every call settled.
 	full, err := b.Reconcile(context.Background(), "replica-b", window)
@@ -255,13 +261,12 @@ func TestReconcileRunsInTheProcessors(t *testing.T) {
 	ns := natstest.Embedded(t)
 	d, sap, s3 := summariesDeployment(t, ns.ClientURL(), "CCRELAY_SUMMARIES_RECONCILE_EVERY=300ms", "CCRELAY_SUMMARIES_RECONCILE_GRACE=0s")
 	calls := analysedCalls(t, sap, s3, "cccccccc", 3)
-	for i, c := range calls {
-		eventually(t, fmt.Sprintf("call %d has its summary", i), func() bool { return sap.PhoneCall(c.record).Transcript == c.summary })
-	}
+	awaitSummaries(t, sap, calls)
 	eventually(t, "a sweep completed", func() bool {
 		return metricstest.Value(t, d.procRegs[0], "ccrelay_summaries_reconcile_sweeps_total", map[string]string{"outcome": "completed"}) >= 2
 	})
 	if v := metricstest.Value(t, d.procRegs[0], "ccrelay_summaries_reconciled_total", nil); v != 3 {
 		t.Errorf("ccrelay_summaries_reconciled_total = %v, want 3", v)
 	}
+	writtenOnce(t, sap, calls)
 }

@@ -51,6 +51,33 @@ func newSummariesWorld(t *testing.T) *summariesWorld {
 	return w
 }
 
+// written counts the call records of ids that hold a summary.
+func (w *summariesWorld) written(ids []string) int {
+	c := 0
+	for _, id := range ids {
+		if w.sap.PhoneCall(id).Transcript != "" {
+			c++
+		}
+	}
+	return c
+}
+
+// writtenOnce checks that call record i holds "summary i", PATCHed once.
+func (w *summariesWorld) writtenOnce(t *testing.T, ids []string) {
+	t.Helper()
+	patches := 0
+	for i, id := range ids {
+		pc := w.sap.PhoneCall(id)
+		if pc.Transcript != fmt.Sprintf("summary %d", i) {
+			t.Errorf("call %d: transcript %q", i, pc.Transcript)
+		}
+		patches += pc.Patches
+	}
+	if patches != len(ids) {
+		t.Errorf("%d PATCHes for %d calls: a side effect was repeated", patches, len(ids))
+	}
+}
+
 // publish stores events as ingest does.
 func (w *summariesWorld) publish(t *testing.T, n int, from int) {
 	_, js := natstest.Connect(t, w.natsURL)
@@ -86,16 +113,7 @@ func TestProcessReplicas(t *testing.T) {
 	}
 	w.publish(t, n, 0)
 
-	written := func() int {
-		c := 0
-		for _, id := range ids {
-			if w.sap.PhoneCall(id).Transcript != "" {
-				c++
-			}
-		}
-		return c
-	}
-	waitFor(t, "a third written", func() bool { return written() >= n/3 })
+	waitFor(t, "a third written", func() bool { return w.written(ids) >= n/3 })
 	for i, p := range reps {
 		if !strings.Contains(metricsText(t, p), `ccrelay_processor_messages_total{outcome="done",processor="summaries"}`) {
 			t.Errorf("replica %d has done no work", i)
@@ -104,18 +122,8 @@ func TestProcessReplicas(t *testing.T) {
 	if err := reps[1].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all written after the kill", func() bool { return written() == n })
-	patches := 0
-	for i, id := range ids {
-		pc := w.sap.PhoneCall(id)
-		if pc.Transcript != fmt.Sprintf("summary %d", i) {
-			t.Errorf("call %d: transcript %q", i, pc.Transcript)
-		}
-		patches += pc.Patches
-	}
-	if patches != n {
-		t.Errorf("%d PATCHes for %d calls: a side effect was repeated", patches, n)
-	}
+	waitFor(t, "all written after the kill", func() bool { return w.written(ids) == n })
+	w.writtenOnce(t, ids)
 	for _, i := range []int{0, 2} {
 		if err := reps[i].stop(t, syscall.SIGTERM); err != nil {
 			t.Errorf("replica %d exit: %v", i, err)
