@@ -260,7 +260,7 @@ func FuzzDecodeSinchCallback(f *testing.F) {
 			t.Fatalf("accepted without trigger or dedup id: %+v", cb)
 		}
 		s, _ := messages.NewSubjects("ccrelay")
-		subj := s.Sinch(string(cb.Trigger), cb.AppID)
+		subj := s.Sinch(string(cb.Trigger), cb.AppID, messages.Partition(cb.SinchConversation()))
 		for _, tok := range strings.Split(subj, ".") {
 			if len(tok) > messages.MaxTokenBytes || tok == "" {
 				t.Fatalf("subject %q has a token out of bounds", subj)

@@ -43,8 +43,12 @@ type Request struct {
 // CloudEventsVersion is the value of ce-specversion.
 const CloudEventsVersion = "1.0"
 
-// ContentTypeJSON is the content type of every body ccrelay stores.
+// ContentTypeJSON is the content type of the bodies ccrelay stores, but
+// for messaging webhooks, which keep the sender's (Twilio's form).
 const ContentTypeJSON = "application/json"
+
+// ContentTypeForm is the content type of Twilio's webhooks.
+const ContentTypeForm = "application/x-www-form-urlencoded"
 
 // CloudEvents types of the events ccrelay stores.
 const (
@@ -80,6 +84,12 @@ type Event struct {
 	Sealed string
 	// Request is the request line, for sources that need it.
 	Request Request
+	// ContentType is the body's media type; ContentTypeJSON when empty.
+	ContentType string
+	// Kept are request headers stored as they arrived, under their own
+	// names: a provider's signature, which Contact Pro checks again when
+	// the relay delivers the body. The adapter bounds and checks them.
+	Kept map[string]string
 	// Body is the request body, byte for byte.
 	Body []byte
 }
@@ -95,7 +105,14 @@ func (e *Event) Msg() *nats.Msg {
 	h[HeaderSource] = []string{e.Source}
 	h[HeaderType] = []string{e.Type}
 	h[HeaderTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
-	h[HeaderContentType] = []string{ContentTypeJSON}
+	if e.ContentType != "" {
+		h[HeaderContentType] = []string{e.ContentType}
+	} else {
+		h[HeaderContentType] = []string{ContentTypeJSON}
+	}
+	for k, v := range e.Kept {
+		h[k] = []string{v}
+	}
 	if !e.ReceivedAt.IsZero() {
 		h[HeaderReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}
 	}

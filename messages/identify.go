@@ -31,10 +31,14 @@ type Address struct {
 	// Kind is the first token after the source: the lower-case Sinch
 	// trigger, the Contact Pro integration or ConnectContactLens.
 	Kind string
-	// Name is the last token: the Sinch app id (SinchProjectApp for
-	// project-level callbacks), the Contact Pro event or the Connect
-	// instance id.
+	// Name is the second token: the Sinch app id (SinchProjectApp for
+	// project-level callbacks), the messaging service, the Contact Pro
+	// event or the Connect instance id.
 	Name string
+	// Partition is the conversation partition token of events relayed to
+	// Contact Pro (Sinch callbacks, messaging webhooks); empty for Sinch
+	// callbacks stored before it existed.
+	Partition string
 }
 
 // Parse takes apart a subject of the events stream. It fails with
@@ -48,11 +52,16 @@ func (s Subjects) Parse(subject string) (Address, error) {
 	}
 	source, rest, _ := strings.Cut(rest, ".")
 	kind, name, ok := strings.Cut(rest, ".")
-	if !ok || kind == "" || name == "" || strings.Contains(name, ".") {
+	if !ok || kind == "" || name == "" {
 		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
 	}
-	switch source {
-	case SourceSinch, SourceContactPro, SourceConnect:
+	name, part, parted := strings.Cut(name, ".")
+	switch {
+	case source == SourceMessaging && parted, source == SourceSinch:
+		if parted && !validPartition(part) {
+			return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+		}
+	case (source == SourceContactPro || source == SourceConnect) && !parted:
 	default:
 		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
 	}
@@ -63,7 +72,20 @@ func (s Subjects) Parse(subject string) (Address, error) {
 	if name, err = UnescapeToken(name); err != nil {
 		return Address{}, fmt.Errorf("%w: %w", ErrUnknownSubject, err)
 	}
-	return Address{Source: source, Kind: kind, Name: name}, nil
+	return Address{Source: source, Kind: kind, Name: name, Partition: part}, nil
+}
+
+// validPartition reports whether tok is a token Partition returns.
+func validPartition(tok string) bool {
+	if len(tok) != 2 {
+		return false
+	}
+	for i := 0; i < 2; i++ {
+		if c := tok[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Identify derives the identity of an event from its subject and body, the
@@ -80,6 +102,12 @@ func (s Subjects) Identify(subject string, body []byte) (Identity, error) {
 			return Identity{}, err
 		}
 		return Identity{Source: SourceSinch, Kind: a.Kind, ID: cb.DedupID(body)}, nil
+	case SourceMessaging:
+		w, err := DecodeWebhook(a.Kind, a.Name, body)
+		if err != nil {
+			return Identity{}, err
+		}
+		return Identity{Source: SourceMessaging, Kind: a.Kind, ID: w.ID}, nil
 	case SourceContactPro:
 		// A bare body has lost the request's method, path and query: it is
 		// identified as the POST it most often was.

@@ -17,7 +17,7 @@ func TestIdentify(t *testing.T) {
 		body    []byte
 		want    messages.Identity
 	}{
-		{s.Sinch("MESSAGE_DELIVERY", "A.1"), sinch, messages.Identity{Source: "sinch", Kind: "message_delivery", ID: "sinch:delivery:M:READ:"}},
+		{s.Sinch("MESSAGE_DELIVERY", "A.1", "07"), sinch, messages.Identity{Source: "sinch", Kind: "message_delivery", ID: "sinch:delivery:M:READ:"}},
 		{s.ContactPro("chat-attachments", "Ended"), cp, messages.Identity{Source: "contactpro", Kind: "chat-attachments.ended", ID: cpCall(t, "chat-attachments", "ended", cp).DedupID()}},
 		{s.ContactLens("I"), cl, messages.Identity{Source: "connect", Kind: "contactlens", ID: "connect::E"}},
 	} {
@@ -54,10 +54,12 @@ func TestParse(t *testing.T) {
 		subject string
 		want    messages.Address
 	}{
-		{s.Sinch("MESSAGE_INBOUND", "app.1 *"), messages.Address{Source: "sinch", Kind: "message_inbound", Name: "app.1 *"}},
-		{s.Sinch("CONTACT_CREATE_NOTIFICATION", ""), messages.Address{Source: "sinch", Kind: "contact_create_notification", Name: messages.SinchProjectApp}},
+		{s.Sinch("MESSAGE_INBOUND", "app.1 *", "a0"), messages.Address{Source: "sinch", Kind: "message_inbound", Name: "app.1 *", Partition: "a0"}},
+		{s.Sinch("CONTACT_CREATE_NOTIFICATION", "", "00"), messages.Address{Source: "sinch", Kind: "contact_create_notification", Name: messages.SinchProjectApp, Partition: "00"}},
 		{s.ContactPro("Chat-Attachments", ""), messages.Address{Source: "contactpro", Kind: "chat-attachments", Name: messages.ContactProNoEvent}},
 		{s.ContactLens("b1e4"), messages.Address{Source: "connect", Kind: "contactlens", Name: "b1e4"}},
+		{"acme.cc.in.sinch.message_inbound.A", messages.Address{Source: "sinch", Kind: "message_inbound", Name: "A"}}, // stored before partitions
+		{s.Messaging("twilio", "us-east", "0c"), messages.Address{Source: "messaging", Kind: "twilio", Name: "us-east", Partition: "0c"}},
 	} {
 		got, err := s.Parse(c.subject)
 		if err != nil {
@@ -69,14 +71,18 @@ func TestParse(t *testing.T) {
 		}
 	}
 	for _, subj := range []string{
-		"ccrelay.in.sinch.x.y",    // another prefix
-		"acme.cc.dlq.attachments", // not inbound
-		"acme.cc.in.sinch.x",      // a token short
-		"acme.cc.in.sinch.x.y.z",  // a token too many
-		"acme.cc.in.nope.x.y",     // unknown source
-		"acme.cc.in.sinch.x.%zz",  // bad escape
-		"acme.cc.in.sinch.x%41.y", // needless escape
-		"acme.cc.in.connect..y",   // empty token
+		"ccrelay.in.sinch.x.y",      // another prefix
+		"acme.cc.dlq.attachments",   // not inbound
+		"acme.cc.in.sinch.x",        // a token short
+		"acme.cc.in.sinch.x.y.z",    // not a partition token
+		"acme.cc.in.sinch.x.y.0A",   // upper-case partition
+		"acme.cc.in.sinch.x.y.00.0", // a token too many
+		"acme.cc.in.messaging.x.y",  // messaging without its partition
+		"acme.cc.in.connect.x.y.00", // partitions are for relayed sources only
+		"acme.cc.in.nope.x.y",       // unknown source
+		"acme.cc.in.sinch.x.%zz",    // bad escape
+		"acme.cc.in.sinch.x%41.y",   // needless escape
+		"acme.cc.in.connect..y",     // empty token
 	} {
 		if _, err := s.Parse(subj); !errors.Is(err, messages.ErrUnknownSubject) {
 			t.Errorf("Parse(%q): error %v, want ErrUnknownSubject", subj, err)

@@ -62,7 +62,7 @@ func TestSinchCallbacksAsSinchSendsThem(t *testing.T) {
 		}
 		if cb.AppID == "" {
 			projectLevel++
-			if subj := s.Sinch(string(cb.Trigger), ""); !strings.HasSuffix(subj, "."+messages.SinchProjectApp) {
+			if subj := s.Sinch(string(cb.Trigger), "", "00"); !strings.HasSuffix(subj, "."+messages.SinchProjectApp+".00") {
 				t.Errorf("%s: project-level subject %q", fx.name, subj)
 			}
 		}

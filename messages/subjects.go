@@ -134,13 +134,14 @@ const MaxTokenBytes = 128
 
 // Sinch is the subject of a Sinch Conversation API callback. trigger is the
 // callback's trigger name (e.g. MESSAGE_INBOUND); it is lower-cased. An
-// empty appID is SinchProjectApp.
-func (s Subjects) Sinch(trigger, appID string) string {
+// empty appID is SinchProjectApp. partition is the Partition token of the
+// callback's conversation, which the relay to Contact Pro keeps in order.
+func (s Subjects) Sinch(trigger, appID, partition string) string {
 	app := SinchProjectApp
 	if appID != "" {
 		app = EscapeToken(appID)
 	}
-	return s.join(SourceSinch, EscapeToken(strings.ToLower(trigger)), app)
+	return s.join(SourceSinch, EscapeToken(strings.ToLower(trigger)), app, partition)
 }
 
 // CheckToken checks that v, escaped, fits in a subject token. field names v
@@ -313,9 +314,10 @@ func unhex(c byte) int {
 	return -1
 }
 
-// SinchFilter matches the callbacks of one trigger from every app.
+// SinchFilter matches the callbacks of one trigger from every app, with
+// their partition token and without (stored before it existed).
 func (s Subjects) SinchFilter(trigger SinchTrigger) string {
-	return s.join(SourceSinch, EscapeToken(strings.ToLower(string(trigger))), "*")
+	return s.join(SourceSinch, EscapeToken(strings.ToLower(string(trigger))), ">")
 }
 
 // ContactProFilter matches every event of one Contact Pro integration.

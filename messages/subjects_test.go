@@ -13,8 +13,8 @@ func TestSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ got, want string }{
-		{s.Sinch("MESSAGE_INBOUND", "01EB37HMH1M6SV18ABNS3G135H"), "ccrelay.in.sinch.message_inbound.01EB37HMH1M6SV18ABNS3G135H"},
-		{s.Sinch("MESSAGE_DELIVERY", "app.with.dots"), "ccrelay.in.sinch.message_delivery.app%2Ewith%2Edots"},
+		{s.Sinch("MESSAGE_INBOUND", "01EB37HMH1M6SV18ABNS3G135H", "3f"), "ccrelay.in.sinch.message_inbound.01EB37HMH1M6SV18ABNS3G135H.3f"},
+		{s.Sinch("MESSAGE_DELIVERY", "app.with.dots", "00"), "ccrelay.in.sinch.message_delivery.app%2Ewith%2Edots.00"},
 		{s.ContactPro("chat-attachments", "Ended"), "ccrelay.in.contactpro.chat-attachments.ended"},
 		{s.ContactPro("Chat-Attachments", ""), "ccrelay.in.contactpro.chat-attachments.any"},
 		{s.ContactLens("b1e4f6a2-3c5d"), "ccrelay.in.connect.contactlens.b1e4f6a2-3c5d"},
@@ -33,8 +33,8 @@ func TestSubjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if acme.EventsStream() != "ACME_CC-RELAY_EVENTS" || acme.Sinch("X", "a") != "acme.cc-relay.in.sinch.x.a" {
-		t.Errorf("prefixed: %s %s", acme.EventsStream(), acme.Sinch("X", "a"))
+	if acme.EventsStream() != "ACME_CC-RELAY_EVENTS" || acme.Sinch("X", "a", "ff") != "acme.cc-relay.in.sinch.x.a.ff" {
+		t.Errorf("prefixed: %s %s", acme.EventsStream(), acme.Sinch("X", "a", "ff"))
 	}
 }
 
@@ -99,7 +99,7 @@ func FuzzEscapeToken(f *testing.F) {
 func TestFilters(t *testing.T) {
 	s, _ := messages.NewSubjects("ccrelay")
 	for got, want := range map[string]string{
-		s.SinchFilter(messages.TriggerMessageDelivery): "ccrelay.in.sinch.message_delivery.*",
+		s.SinchFilter(messages.TriggerMessageDelivery): "ccrelay.in.sinch.message_delivery.>",
 		s.ContactProFilter("Chat-Attachments"):         "ccrelay.in.contactpro.chat-attachments.*",
 		s.ContactLensFilter():                          "ccrelay.in.connect.contactlens.*",
 	} {

@@ -104,7 +104,7 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 
 	acc := &ingest.Accepted{
 		Event: messages.Event{
-			Subject: a.subjects.Sinch(string(cb.Trigger), cb.AppID),
+			Subject: a.subjects.Sinch(string(cb.Trigger), cb.AppID, messages.Partition(cb.SinchConversation())),
 			ID:      cb.DedupID(body),
 			Source:  "/sinch/" + service,
 			Type:    messages.TypeSinchPrefix + strings.ToLower(string(cb.Trigger)),
