@@ -41,6 +41,9 @@ type Rules struct {
 	// EmptyBody accepts a request without a body (and then without a
 	// Content-Type).
 	EmptyBody bool
+	// ContentTypes are the media types accepted; application/json when
+	// empty. The adapter may narrow them per request.
+	ContentTypes []string
 }
 
 // RuleSetter is implemented by adapters with other Rules than POST with a
@@ -106,6 +109,9 @@ func (p *Pipeline) Handler(a Adapter) http.Handler {
 	if rs, ok := a.(RuleSetter); ok {
 		rules = rs.Rules()
 	}
+	if len(rules.ContentTypes) == 0 {
+		rules.ContentTypes = []string{messages.ContentTypeJSON}
+	}
 	source := a.Source()
 	duration := p.metrics.Duration.WithLabelValues(source)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +169,7 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct != "" || !rules.EmptyBody {
-		if err := checkContentType(ct); err != nil {
+		if err := CheckContentType(ct, rules.ContentTypes...); err != nil {
 			return fail(err)
 		}
 	}
@@ -191,7 +197,7 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	case len(body) == 0 && !rules.EmptyBody:
 		return fail(Errorf(http.StatusBadRequest, CodeInvalidPayload, "the request body is empty"))
 	case len(body) > 0 && ct == "":
-		return fail(checkContentType(ct))
+		return fail(CheckContentType(ct, rules.ContentTypes...))
 	case !utf8.Valid(body):
 		// JSON is UTF-8 (RFC 8259 §8.1); encoding/json would quietly
 		// replace invalid bytes, so the values ccrelay reads would not be
@@ -248,13 +254,19 @@ func tooLarge(limit int64) *Error {
 	return Errorf(http.StatusRequestEntityTooLarge, CodePayloadTooLarge, "the body is larger than %d bytes", limit)
 }
 
-func checkContentType(ct string) *Error {
+// CheckContentType checks that ct is one of the media types accepted
+// (application/json when none is given), in UTF-8.
+func CheckContentType(ct string, accepted ...string) *Error {
+	if len(accepted) == 0 {
+		accepted = []string{messages.ContentTypeJSON}
+	}
+	want := strings.Join(accepted, " or ")
 	if ct == "" {
-		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type is missing; send application/json")
+		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type is missing; send %s", want)
 	}
 	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be application/json")
+	if err != nil || !slices.Contains(accepted, mt) {
+		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "Content-Type must be %s", want)
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
 		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "only the utf-8 charset is accepted")

@@ -9,6 +9,7 @@ import (
 	"github.com/ccrelay/ccrelay/ingest"
 	"github.com/ccrelay/ccrelay/ingest/connect"
 	"github.com/ccrelay/ccrelay/ingest/contactpro"
+	"github.com/ccrelay/ccrelay/ingest/messaging"
 	"github.com/ccrelay/ccrelay/ingest/oauth"
 	"github.com/ccrelay/ccrelay/ingest/sinch"
 	"github.com/ccrelay/ccrelay/messages"
@@ -23,6 +24,7 @@ type Settings struct {
 	Sinch      sinch.Config
 	ContactPro contactpro.Config
 	Connect    connect.Config
+	Messaging  messaging.Config
 	OAuth      oauth.Config
 	SealKeys   seal.KeyRing
 }
@@ -53,6 +55,7 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 		Sinch:      sinch.New(st.Sinch, subjects),
 		ContactPro: contactpro.New(st.ContactPro, issuer.For(oauth.EndpointContactPro), st.SealKeys, subjects, m, logger),
 		Connect:    connect.New(st.Connect, issuer.For(oauth.EndpointConnect), subjects),
+		Messaging:  messaging.New(st.Messaging, subjects, m),
 		Token:      issuer,
 		Ready:      pub,
 	}, logger), nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/messaging"
 )
 
 // headerAllowance is what the contract's headers may add to a body.
@@ -75,6 +76,9 @@ type Routes struct {
 	Sinch      ingest.Adapter
 	ContactPro ingest.Adapter
 	Connect    ingest.Adapter
+	// Messaging takes the webhooks of Contact Pro's messaging services;
+	// nil leaves /v1/messaging/ unmounted.
+	Messaging *messaging.Adapter
 	// Token is the OAuth token endpoint; nil leaves /oauth/token unmounted.
 	Token http.Handler
 	Ready ReadyChecker
@@ -101,6 +105,10 @@ func New(cfg Config, routes Routes, logger *slog.Logger) *Server {
 	mux.Handle("/v1/contactpro/{integration}/{event}", p.Handler(routes.ContactPro))
 	mux.Handle("/v1/contactpro/{integration}/{event}/{rest...}", p.Handler(routes.ContactPro))
 	mux.Handle("/v1/connect/events", p.Handler(routes.Connect))
+	if routes.Messaging != nil {
+		mux.Handle("/v1/messaging/{type}/{service}", p.Handler(routes.Messaging))
+		mux.HandleFunc("GET /v1/messaging/{type}/{service}", routes.Messaging.Handshake)
+	}
 	if routes.Token != nil {
 		mux.Handle("/oauth/token", routes.Token)
 	}

@@ -123,3 +123,52 @@ func (c Credentials) Check(name, secret string) bool {
 	}
 	return s.Matches(secret)
 }
+
+// Assignments maps names to secrets that may themselves hold ':' (a
+// "user:password" pair): "name=value,name2=value2".
+type Assignments map[string]Secret
+
+// ErrAssignmentsFormat is wrapped by Assignments parse errors.
+var ErrAssignmentsFormat = errors.New(`want "name=value,name2=value2"`)
+
+// UnmarshalText parses "name=value,...". A value may hold '=' and ':'
+// (everything after the first '=' is the value). Errors never quote values.
+func (a *Assignments) UnmarshalText(b []byte) error {
+	*a = Assignments{}
+	if strings.TrimSpace(string(b)) == "" {
+		return nil
+	}
+	for i, part := range strings.Split(string(b), ",") {
+		name, value, ok := strings.Cut(strings.TrimSpace(part), "=")
+		switch {
+		case !ok:
+			return fmt.Errorf("entry %d has no '=': %w", i+1, ErrAssignmentsFormat)
+		case name == "":
+			return fmt.Errorf("entry %d has an empty name: %w", i+1, ErrAssignmentsFormat)
+		case value == "":
+			return fmt.Errorf("entry %d (%q) has an empty value: %w", i+1, name, ErrAssignmentsFormat)
+		}
+		if _, dup := (*a)[name]; dup {
+			return fmt.Errorf("name %q appears twice: %w", name, ErrAssignmentsFormat)
+		}
+		(*a)[name] = Secret(value)
+	}
+	return nil
+}
+
+// Names returns the names, sorted: safe to log.
+func (a Assignments) Names() []string { return Credentials(a).Names() }
+
+// UserPassword splits the value of name as "user:password"; ok is false
+// when name is absent or its value has no ':'.
+func (a Assignments) UserPassword(name string) (user string, password Secret, ok bool) {
+	v, found := a[name]
+	if !found {
+		return "", "", false
+	}
+	u, p, ok := strings.Cut(v.Reveal(), ":")
+	if !ok || u == "" || p == "" {
+		return "", "", false
+	}
+	return u, Secret(p), true
+}

@@ -2,6 +2,7 @@ package secret_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -93,4 +94,25 @@ func FuzzCredentials(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestAssignmentsParse(t *testing.T) {
+	var a secret.Assignments
+	if err := a.UnmarshalText([]byte("twilio/us=user:pa=ss, sinch/eu=u2:p2")); err != nil {
+		t.Fatal(err)
+	}
+	if u, p, ok := a.UserPassword("twilio/us"); !ok || u != "user" || p.Reveal() != "pa=ss" {
+		t.Errorf("UserPassword(twilio/us) = %q, %v", u, ok)
+	}
+	if _, _, ok := a.UserPassword("nope"); ok {
+		t.Error("UserPassword of an absent name")
+	}
+	for _, bad := range []string{"SECRETVALUE", "=SECRETVALUE", "a=", "a=SECRETVALUE,a=SECRETVALUE"} {
+		err := a.UnmarshalText([]byte(bad))
+		if !errors.Is(err, secret.ErrAssignmentsFormat) {
+			t.Errorf("%q: %v", bad, err)
+		} else if strings.Contains(err.Error(), "SECRETVALUE") {
+			t.Errorf("%q: error quotes a secret: %v", bad, err)
+		}
+	}
 }

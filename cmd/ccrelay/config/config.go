@@ -58,7 +58,7 @@ type Config struct {
 
 func (c *Config) sections() []any {
 	in, pr := &c.Ingest, &c.Processors
-	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.OAuth, &c.seal,
+	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.Messaging, &in.OAuth, &c.seal,
 		&pr.Runtime, &pr.C4C, &pr.Attachments, &pr.Summaries, &pr.Deliveries, &pr.Egress}
 }
 
@@ -152,7 +152,7 @@ func envKey(t reflect.Type, field, prefix string) (string, bool) {
 
 func (c *Config) validate() error {
 	in := &c.Ingest
-	for _, v := range []interface{ Validate() error }{c.Broker, in.Streams, in.Sinch, in.OAuth} {
+	for _, v := range []interface{ Validate() error }{c.Broker, in.Streams, in.Sinch, in.Messaging, in.OAuth} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

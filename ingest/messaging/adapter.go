@@ -1,0 +1,321 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/secret"
+)
+
+// Config sets the messaging adapter. Its env tags are read with the
+// CCRELAY_ prefix. Every map is keyed "type/service": the {type} and
+// {service} of the URL.
+type Config struct {
+	// Secrets are the signing secrets: Twilio's auth token, Messenger's
+	// app secret, Sinch SMS's callback signing secret.
+	Secrets secret.Credentials `env:"MESSAGING_SECRETS"`
+	// VerifyTokens answer Messenger's GET verification handshake.
+	VerifyTokens secret.Credentials `env:"MESSAGING_VERIFY_TOKENS"`
+	// BasicUsers are the "user:password" of services called with HTTP
+	// basic: "wavy/br=user:password".
+	BasicUsers secret.Assignments `env:"MESSAGING_BASIC_USERS"`
+	// APIKeys are the keys of services that send one in APIKeyHeader.
+	APIKeys      secret.Assignments `env:"MESSAGING_API_KEYS"`
+	APIKeyHeader string             `env:"MESSAGING_API_KEY_HEADER" envDefault:"x-api-key"`
+	// PublicURL is ccrelay's URL as the providers call it
+	// (https://relay.example.com): Twilio signs the URL it called, which a
+	// proxy in front of ccrelay changes, so it is configured, never taken
+	// from the request.
+	PublicURL string `env:"PUBLIC_URL"`
+	// MaxClockSkew bounds the age of a signed Sinch SMS callback.
+	MaxClockSkew time.Duration `env:"MESSAGING_MAX_CLOCK_SKEW" envDefault:"5m"`
+}
+
+// Validate checks the fields. Errors name the variable.
+func (c Config) Validate() error {
+	sets := []struct {
+		name  string
+		names []string
+	}{
+		{"CCRELAY_MESSAGING_SECRETS", c.Secrets.Names()},
+		{"CCRELAY_MESSAGING_VERIFY_TOKENS", c.VerifyTokens.Names()},
+		{"CCRELAY_MESSAGING_BASIC_USERS", c.BasicUsers.Names()},
+		{"CCRELAY_MESSAGING_API_KEYS", c.APIKeys.Names()},
+	}
+	for _, set := range sets {
+		for _, key := range set.names {
+			typ, _, err := SplitKey(key)
+			if err != nil {
+				return fmt.Errorf("%s: %w", set.name, err)
+			}
+			switch {
+			case set.name == "CCRELAY_MESSAGING_VERIFY_TOKENS" && typ != messages.MessagingFacebook:
+				return fmt.Errorf("%s: %q: only facebook services have a verification handshake", set.name, key)
+			case (typ == messages.MessagingTwilio || typ == messages.MessagingFacebook) && c.Secrets[key] == "":
+				return fmt.Errorf("CCRELAY_MESSAGING_SECRETS: %q has no signing secret; %s webhooks are checked by their signature", key, typ)
+			}
+		}
+	}
+	for _, key := range c.BasicUsers.Names() {
+		if _, _, ok := c.BasicUsers.UserPassword(key); !ok {
+			return fmt.Errorf("CCRELAY_MESSAGING_BASIC_USERS: %q: want type/service=user:password", key)
+		}
+	}
+	twilio := false
+	for _, key := range c.Secrets.Names() {
+		twilio = twilio || strings.HasPrefix(key, messages.MessagingTwilio+"/")
+	}
+	if twilio || c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(u.Path, "/") {
+			return errors.New("CCRELAY_PUBLIC_URL: want ccrelay's URL as Twilio calls it, e.g. https://relay.example.com (no query, no trailing '/'); Twilio signs the URL it called")
+		}
+	}
+	if c.MaxClockSkew < 0 {
+		return errors.New("CCRELAY_MESSAGING_MAX_CLOCK_SKEW: must not be negative")
+	}
+	if c.APIKeyHeader == "" {
+		return errors.New("CCRELAY_MESSAGING_API_KEY_HEADER: must not be empty")
+	}
+	return nil
+}
+
+// Configured reports whether any service is configured.
+func (c Config) Configured() bool {
+	return len(c.Secrets) > 0 || len(c.BasicUsers) > 0 || len(c.APIKeys) > 0
+}
+
+// SplitKey splits "type/service", checking that the type is a messaging
+// service type and the service a plain name of at most 64 bytes.
+func SplitKey(key string) (typ, service string, err error) {
+	typ, service, ok := strings.Cut(key, "/")
+	switch {
+	case !ok:
+		return "", "", fmt.Errorf("%q: want type/service", key)
+	case !messages.IsMessagingType(typ):
+		return "", "", fmt.Errorf("%q: type must be one of %s (Sinch Conversation API callbacks go to /v1/sinch/{service})", key, strings.Join(messages.MessagingTypes(), ", "))
+	case service == "" || len(service) > 64 || messages.EscapeToken(service) != service:
+		return "", "", fmt.Errorf("%q: the service must be 1 to 64 letters, digits, '-' or '_'", key)
+	}
+	return typ, service, nil
+}
+
+// Adapter is the messaging ingest adapter.
+type Adapter struct {
+	cfg      Config
+	subjects messages.Subjects
+	metrics  *ingest.Metrics
+}
+
+// New returns the adapter.
+func New(cfg Config, subjects messages.Subjects, m *ingest.Metrics) *Adapter {
+	return &Adapter{cfg: cfg, subjects: subjects, metrics: m}
+}
+
+// Source implements ingest.Adapter.
+func (a *Adapter) Source() string { return messages.SourceMessaging }
+
+// Rules implements ingest.RuleSetter: Twilio posts forms, the others JSON.
+func (a *Adapter) Rules() ingest.Rules {
+	return ingest.Rules{Methods: []string{http.MethodPost}, ContentTypes: []string{messages.ContentTypeJSON, messages.ContentTypeForm}}
+}
+
+var challenge = []string{`Basic realm="ccrelay", charset="UTF-8"`}
+
+// key returns the "type/service" of r, or an error for a type ccrelay does
+// not take or a service nothing is configured for.
+func (a *Adapter) key(r *http.Request) (typ, service, key string, err error) {
+	typ, service = r.PathValue("type"), r.PathValue("service")
+	if !messages.IsMessagingType(typ) {
+		return "", "", "", ingest.Errorf(http.StatusNotFound, ingest.CodeNotFound, "no such messaging service type; use one of %s (Sinch Conversation API: /v1/sinch/{service})", strings.Join(messages.MessagingTypes(), ", "))
+	}
+	key = typ + "/" + service
+	_, s := a.cfg.Secrets[key]
+	_, b := a.cfg.BasicUsers[key]
+	_, k := a.cfg.APIKeys[key]
+	if !s && !b && !k {
+		return "", "", "", ingest.Unauthorized(ingest.CodeUnauthorized, "no credentials are configured for this messaging service", challenge, nil)
+	}
+	return typ, service, key, nil
+}
+
+// Authorize checks basic and API key credentials before the body is read;
+// signatures are checked in Event.
+func (a *Adapter) Authorize(r *http.Request) error {
+	_, _, key, err := a.key(r)
+	if err != nil {
+		return err
+	}
+	if user, pass, ok := a.cfg.BasicUsers.UserPassword(key); ok {
+		u, p, given := r.BasicAuth()
+		// Both compared, in constant time, whatever the first says.
+		okUser := secret.Secret(user).Matches(u)
+		okPass := pass.Matches(p)
+		if !given || !okUser || !okPass {
+			return ingest.Unauthorized(ingest.CodeUnauthorized, "basic credentials are missing or wrong", challenge, nil)
+		}
+	}
+	if want, ok := a.cfg.APIKeys[key]; ok && !want.Matches(r.Header.Get(a.cfg.APIKeyHeader)) {
+		return ingest.Unauthorized(ingest.CodeUnauthorized, "the API key is missing or wrong", challenge, nil)
+	}
+	return nil
+}
+
+// maxKeptHeader bounds a kept signature header: the longest is Messenger's
+// "sha256=" and 64 hex digits.
+const maxKeptHeader = 128
+
+// Event verifies the provider's signature and stores the webhook under its
+// conversation.
+func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, received time.Time) (*ingest.Accepted, error) {
+	typ, service, key, err := a.key(r)
+	if err != nil {
+		return nil, err
+	}
+	ct := r.Header.Get("Content-Type")
+	mt, _, _ := mime.ParseMediaType(ct)
+	kept := map[string]string{}
+	switch typ {
+	case messages.MessagingTwilio:
+		if mt != messages.ContentTypeForm {
+			return nil, ingest.CheckContentType(ct, messages.ContentTypeForm)
+		}
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, fmt.Errorf("%w: the body is not form-encoded: %w", messages.ErrInvalidPayload, err)
+		}
+		sig := r.Header.Get(HeaderTwilioSignature)
+		if !TwilioVerify(a.cfg.Secrets[key].Reveal(), a.requestURL(r), form, sig) {
+			return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the X-Twilio-Signature does not match (it is computed over CCRELAY_PUBLIC_URL and the path Twilio called)", nil, nil)
+		}
+		kept[HeaderTwilioSignature] = sig
+	case messages.MessagingFacebook:
+		if mt != messages.ContentTypeJSON {
+			return nil, ingest.CheckContentType(ct)
+		}
+		sig := r.Header.Get(HeaderHubSignature256)
+		if !HubVerify(a.cfg.Secrets[key].Reveal(), body, sig) {
+			return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the X-Hub-Signature-256 does not match", nil, nil)
+		}
+		// Messenger signs the body only: Contact Pro can check these
+		// however late the relay delivers it.
+		kept[HeaderHubSignature256] = sig
+		if old := r.Header.Get(HeaderHubSignature); old != "" && len(old) <= maxKeptHeader && isToken(old) {
+			kept[HeaderHubSignature] = old
+		}
+	case messages.MessagingSinchSMS:
+		if mt != messages.ContentTypeJSON {
+			return nil, ingest.CheckContentType(ct)
+		}
+		if s, ok := a.cfg.Secrets[key]; ok {
+			if err := a.verifySinch(r, s.Reveal(), body, received); err != nil {
+				return nil, err
+			}
+		}
+	}
+	w, err := messages.DecodeWebhook(typ, service, body)
+	if err != nil {
+		return nil, err
+	}
+	acc := &ingest.Accepted{
+		Event: messages.Event{
+			Subject:     a.subjects.Messaging(typ, service, messages.Partition(w.Conversation)),
+			ID:          w.ID,
+			Source:      "/messaging/" + typ + "/" + service,
+			Type:        messages.TypeMessagingPrefix + typ + "." + w.Kind,
+			ContentType: mt,
+			Kept:        kept,
+			Body:        body,
+		},
+		Type: typ + "." + w.Kind,
+	}
+	return acc, nil
+}
+
+// requestURL is the URL Twilio called: the configured public URL, the path
+// and the query as received.
+func (a *Adapter) requestURL(r *http.Request) string {
+	u := a.cfg.PublicURL + r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
+	return u
+}
+
+// verifySinch checks a Sinch SMS callback signed the way Sinch signs its
+// webhooks (the Conversation API scheme: HMAC-SHA256 over body, nonce and
+// timestamp).
+func (a *Adapter) verifySinch(r *http.Request, key string, body []byte, received time.Time) error {
+	h := r.Header
+	sig, nonce, ts := h.Get(sinch.HeaderSignature), h.Get(sinch.HeaderNonce), h.Get(sinch.HeaderTimestamp)
+	if !sinch.Verify(key, body, nonce, ts, sig) {
+		return ingest.Unauthorized(ingest.CodeInvalidSignature, "the Sinch webhook signature is missing or does not match", nil, nil)
+	}
+	if a.cfg.MaxClockSkew > 0 {
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil {
+			return ingest.Unauthorized(ingest.CodeStaleTimestamp, "the timestamp is not Unix seconds", nil, nil)
+		}
+		if skew := received.Sub(time.Unix(sec, 0)); skew > a.cfg.MaxClockSkew || -skew > a.cfg.MaxClockSkew {
+			return ingest.Unauthorized(ingest.CodeStaleTimestamp, fmt.Sprintf("the timestamp is %s away from now; at most %s is accepted", skew.Round(time.Second), a.cfg.MaxClockSkew), nil, nil)
+		}
+	}
+	return nil
+}
+
+// isToken reports whether v is printable ASCII without spaces: safe to
+// keep as a header.
+func isToken(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// maxChallenge bounds the hub.challenge echoed back (Meta sends a number).
+const maxChallenge = 128
+
+// Handshake answers Messenger's webhook verification: GET with
+// hub.mode=subscribe, the configured hub.verify_token, and hub.challenge,
+// which is echoed back. Anything else is refused and changes nothing.
+func (a *Adapter) Handshake(w http.ResponseWriter, r *http.Request) {
+	outcome := "handshake_refused"
+	defer func() { a.metrics.Requests.WithLabelValues(messages.SourceMessaging, outcome).Inc() }()
+	typ, service := r.PathValue("type"), r.PathValue("service")
+	if typ != messages.MessagingFacebook {
+		w.Header().Set("Allow", http.MethodPost)
+		ingest.WriteError(w, ingest.Errorf(http.StatusMethodNotAllowed, ingest.CodeMethodNotAllowed, "use POST; only facebook services answer GET (the verification handshake)"))
+		return
+	}
+	q := r.URL.Query()
+	token, ok := a.cfg.VerifyTokens[typ+"/"+service]
+	ch := q.Get("hub.challenge")
+	switch {
+	case !ok:
+		ingest.WriteError(w, ingest.Errorf(http.StatusForbidden, ingest.CodeUnauthorized, "no verify token is configured for this service (CCRELAY_MESSAGING_VERIFY_TOKENS)"))
+		return
+	case q.Get("hub.mode") != "subscribe" || !token.Matches(q.Get("hub.verify_token")):
+		ingest.WriteError(w, ingest.Errorf(http.StatusForbidden, ingest.CodeUnauthorized, "hub.mode must be subscribe and hub.verify_token the configured one"))
+		return
+	case ch == "" || len(ch) > maxChallenge || !isToken(ch):
+		ingest.WriteError(w, ingest.Errorf(http.StatusBadRequest, ingest.CodeInvalidPayload, "hub.challenge must be 1 to %d printable characters", maxChallenge))
+		return
+	}
+	outcome = "handshake"
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(ch))
+}

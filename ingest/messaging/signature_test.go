@@ -1,0 +1,140 @@
+package messaging_test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/ccrelay/ccrelay/ingest/messaging"
+)
+
+// Twilio's own vectors (twilio-python tests/unit/test_request_validator.py).
+const (
+	twilioToken = "12345"
+	twilioURL   = "https://mycompany.com/myapp.php?foo=1&bar=2"
+)
+
+func twilioParams() url.Values {
+	return url.Values{
+		"CallSid": {"CA1234567890ABCDE"},
+		"Digits":  {"1234"},
+		"From":    {"+14158675309"},
+		"To":      {"+18005551212"},
+		"Caller":  {"+14158675309"},
+	}
+}
+
+func TestTwilioVectors(t *testing.T) {
+	if got := messaging.TwilioSign(twilioToken, twilioURL, twilioParams()); got != "RSOYDt4T1cUTdK1PDd93/VVr8B8=" {
+		t.Errorf("TwilioSign = %s", got)
+	}
+	dup := url.Values{"Sid": {"CA123"}, "SidAccount": {"AC123"}, "Digits": {"5678", "1234", "1234"}}
+	if got := messaging.TwilioSign(twilioToken, twilioURL, dup); got != "IK+Dwps556ElfBT0I3Rgjkr1wJU=" {
+		t.Errorf("TwilioSign of repeated values = %s", got)
+	}
+	for _, c := range []struct {
+		url, sig string
+		want     bool
+	}{
+		{twilioURL, "RSOYDt4T1cUTdK1PDd93/VVr8B8=", true},
+		// The SDKs accept the URL with and without the default port.
+		{strings.Replace(twilioURL, ".com", ".com:443", 1), "RSOYDt4T1cUTdK1PDd93/VVr8B8=", true},
+		{twilioURL, "kvajT1Ptam85bY51eRf/AJRuM3w=", true},
+		{strings.Replace(twilioURL, "https", "http", 1), "0ZXoZLH/DfblKGATFgpif+LLRf4=", true},
+		// Another port is another URL.
+		{strings.Replace(twilioURL, ".com", ".com:1234", 1), "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false},
+		{twilioURL, "RSOYDt4T1cUTdK1PDd93/VVr8B8", false}, // unpadded
+		{twilioURL, "RSOYDt4T1cUTdK1PDd93/VVr8B9=", false}, // unused bits set: not the canonical spelling
+		{twilioURL, "", false},
+		{twilioURL + "&baz=3", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false},
+	} {
+		if got := messaging.TwilioVerify(twilioToken, c.url, twilioParams(), c.sig); got != c.want {
+			t.Errorf("TwilioVerify(%s, %s) = %v, want %v", c.url, c.sig, got, c.want)
+		}
+	}
+	if messaging.TwilioVerify("", twilioURL, twilioParams(), "RSOYDt4T1cUTdK1PDd93/VVr8B8=") {
+		t.Error("an empty token verified a signature")
+	}
+}
+
+// GitHub's published X-Hub-Signature-256 example: the same scheme as
+// Meta's, which publishes none.
+func TestHubVector(t *testing.T) {
+	const secret, body, sig = "It's a Secret to Everybody", "Hello, World!", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+	if got := messaging.HubSign(secret, []byte(body)); got != sig {
+		t.Errorf("HubSign = %s", got)
+	}
+	for _, c := range []struct {
+		secret, body, sig string
+		want              bool
+	}{
+		{secret, body, sig, true},
+		{secret, body + " ", sig, false},
+		{"other", body, sig, false},
+		{"", body, sig, false},
+		{secret, body, strings.ToUpper(sig[7:]), false},
+		{secret, body, "sha256=" + strings.ToUpper(sig[7:]), false},
+		{secret, body, "sha1=" + sig[7:], false},
+		{secret, body, sig[:len(sig)-2], false},
+	} {
+		if got := messaging.HubVerify(c.secret, []byte(c.body), c.sig); got != c.want {
+			t.Errorf("HubVerify(%q, %q, %q) = %v, want %v", c.secret, c.body, c.sig, got, c.want)
+		}
+	}
+}
+
+func FuzzTwilioVerify(f *testing.F) {
+	f.Add(twilioURL, "CallSid=CA1234567890ABCDE&Digits=1234&From=%2B14158675309&To=%2B18005551212&Caller=%2B14158675309", "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+	f.Add("https://relay.example.com/v1/messaging/twilio/us", "MessageSid=SM1&Body=hi", "")
+	f.Fuzz(func(t *testing.T, u, form, sig string) {
+		params, err := url.ParseQuery(form)
+		if err != nil {
+			return
+		}
+		good := messaging.TwilioSign(twilioToken, u, params)
+		if !messaging.TwilioVerify(twilioToken, u, params, good) {
+			t.Fatalf("own signature refused: %q %q", u, form)
+		}
+		if sig != good && messaging.TwilioVerify(twilioToken, u, params, sig) {
+			// Only the signature of the URL with its default port added
+			// or dropped may verify as well.
+			if alt := defaultPortVariant(u); alt == "" || sig != messaging.TwilioSign(twilioToken, alt, params) {
+				t.Fatalf("signature %q verified for %q", sig, u)
+			}
+		}
+	})
+}
+
+// defaultPortVariant is u with the default port of its scheme added, or
+// dropped when present; "" when u has another port or scheme.
+func defaultPortVariant(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	def := map[string]string{"https": "443", "http": "80"}[p.Scheme]
+	switch {
+	case def == "":
+		return ""
+	case p.Port() == "":
+		p.Host += ":" + def
+	case p.Port() == def:
+		p.Host = strings.TrimSuffix(p.Host, ":"+def)
+	default:
+		return ""
+	}
+	return p.String()
+}
+
+func FuzzHubVerify(f *testing.F) {
+	f.Add("It's a Secret to Everybody", []byte("Hello, World!"), "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+	f.Fuzz(func(t *testing.T, secret string, body []byte, sig string) {
+		good := messaging.HubSign(secret, body)
+		if secret != "" && !messaging.HubVerify(secret, body, good) {
+			t.Fatal("own signature refused")
+		}
+		if sig != good && messaging.HubVerify(secret, body, sig) {
+			t.Fatalf("signature %q verified; want only %q", sig, good)
+		}
+	})
+}
