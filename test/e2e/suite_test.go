@@ -41,6 +41,7 @@ func ingestSuite(t *testing.T, natsURL string) {
 	t.Run("oauth token endpoint", func(t *testing.T) { oauthSuite(t, natsURL) })
 	t.Run("oauth external jwks", func(t *testing.T) { jwksSuite(t, natsURL) })
 	t.Run("connect", func(t *testing.T) { connectSuite(t, natsURL) })
+	t.Run("messaging webhooks as the providers send them", func(t *testing.T) { messagingSuite(t, natsURL) })
 	t.Run("unconfigured endpoints refuse", func(t *testing.T) { unconfigured(t, natsURL) })
 	t.Run("health", func(t *testing.T) { health(t, natsURL) })
 }

@@ -171,6 +171,9 @@ func (c *Config) validate() error {
 		// original; only the dedup window makes it a duplicate.
 		return fmt.Errorf("CCRELAY_DEDUP_WINDOW: %s is shorter than twice CCRELAY_SINCH_MAX_CLOCK_SKEW (%s): a replayed Sinch callback could be stored again", in.Streams.DedupWindow, 2*skew)
 	}
+	if skew := in.Messaging.MaxClockSkew; skew > 0 && in.Streams.DedupWindow < 2*skew {
+		return fmt.Errorf("CCRELAY_DEDUP_WINDOW: %s is shorter than twice CCRELAY_MESSAGING_MAX_CLOCK_SKEW (%s): a replayed Sinch SMS callback could be stored again", in.Streams.DedupWindow, 2*skew)
+	}
 	if c.Processors.Runtime.LedgerTTL < in.Streams.MaxAge {
 		// A replay of an event older than the ledger remembers would
 		// repeat its side effect.
