@@ -43,7 +43,7 @@ func TestTwilioVectors(t *testing.T) {
 		{strings.Replace(twilioURL, "https", "http", 1), "0ZXoZLH/DfblKGATFgpif+LLRf4=", true},
 		// Another port is another URL.
 		{strings.Replace(twilioURL, ".com", ".com:1234", 1), "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false},
-		{twilioURL, "RSOYDt4T1cUTdK1PDd93/VVr8B8", false}, // unpadded
+		{twilioURL, "RSOYDt4T1cUTdK1PDd93/VVr8B8", false},  // unpadded
 		{twilioURL, "RSOYDt4T1cUTdK1PDd93/VVr8B9=", false}, // unused bits set: not the canonical spelling
 		{twilioURL, "", false},
 		{twilioURL + "&baz=3", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false},
