@@ -15,8 +15,8 @@ import (
 // watchMaxDeliveries dead-letters messages JetStream stopped delivering
 // without ever getting an answer (the replica died on each delivery), which
 // the handler wrapper cannot see.
-func (r *Runtime) watchMaxDeliveries(ctx context.Context, nc *nats.Conn, p Processor) (func(), error) {
-	subj := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", r.deps.Subjects.EventsStream(), r.names[p.Name])
+func (r *Runtime) watchMaxDeliveries(ctx context.Context, nc *nats.Conn, p Processor, consumer string) (func(), error) {
+	subj := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", r.deps.Subjects.EventsStream(), consumer)
 	sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
 		var adv struct {
 			StreamSeq  uint64 `json:"stream_seq"`

@@ -63,12 +63,14 @@ func (c Config) Validate() error {
 }
 
 // backoff is the wait before redelivery number n+1 (n deliveries so far).
-func (c Config) backoff(n uint64) time.Duration {
+func (c Config) backoff(n uint64) time.Duration { return backoffOf(c.Backoff, n) }
+
+func backoffOf(steps []time.Duration, n uint64) time.Duration {
 	if n == 0 {
 		n = 1
 	}
-	if int(n) > len(c.Backoff) {
-		return c.Backoff[len(c.Backoff)-1]
+	if n > uint64(len(steps)) {
+		return steps[len(steps)-1]
 	}
-	return c.Backoff[n-1]
+	return steps[n-1]
 }

@@ -15,15 +15,23 @@ import (
 )
 
 // nakDelay spaces redeliveries after transient errors.
-type nakDelay struct{ cfg Config }
+type nakDelay struct{ backoff func(uint64) time.Duration }
 
-func (d nakDelay) WaitTime(delivered uint64) time.Duration { return d.cfg.backoff(delivered) }
+func (d nakDelay) WaitTime(delivered uint64) time.Duration { return d.backoff(delivered) }
 
-// handlerFunc wraps p's handler with the runtime's guarantees.
-func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandlerFunc {
+// handlerFunc wraps p's handler with the runtime's guarantees; it returns
+// the handler of one connection.
+func (r *Runtime) handlerFunc(p Processor) func(nc *nats.Conn) message.NoPublishHandlerFunc {
 	m := r.deps.Metrics
 	inFlight := m.InFlight.WithLabelValues(p.Name)
 	duration := m.Duration.WithLabelValues(p.Name)
+	return func(nc *nats.Conn) message.NoPublishHandlerFunc {
+		return r.deliveryFunc(p, nc, inFlight, duration)
+	}
+}
+
+func (r *Runtime) deliveryFunc(p Processor, nc *nats.Conn, inFlight prometheus.Gauge, duration prometheus.Observer) message.NoPublishHandlerFunc {
+	m := r.deps.Metrics
 	return func(msg *message.Message) error {
 		inFlight.Inc()
 		defer inFlight.Dec()
@@ -32,7 +40,7 @@ func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandl
 		m.Messages.WithLabelValues(p.Name, outcome).Inc()
 		switch outcome {
 		case OutcomeRetried:
-			r.logDelivery(msg.Context(), slog.LevelWarn, "processing failed; will retry", p, ev, "error", err, "retry_in", r.cfg.backoff(ev.Deliveries).String())
+			r.logDelivery(msg.Context(), slog.LevelWarn, "processing failed; will retry", p, ev, "error", err, "retry_in", r.backoff(p, ev.Deliveries).String())
 			return err // nak, with backoff
 		case OutcomeDeadLettered:
 			r.logDelivery(msg.Context(), slog.LevelError, "dead-lettered", p, ev, "error", err)
@@ -109,7 +117,7 @@ func (r *Runtime) handle(ctx context.Context, p Processor, nc *nats.Conn, reply,
 }
 
 func (r *Runtime) retryOrDeadLetter(ctx context.Context, p Processor, ev *Event, err error) (string, error) {
-	if ev.Deliveries >= uint64(r.cfg.MaxDeliver) { // #nosec G115 -- Config.Validate keeps MaxDeliver positive
+	if !p.Patient && ev.Deliveries >= uint64(r.cfg.MaxDeliver) { // #nosec G115 -- Config.Validate keeps MaxDeliver positive
 		return r.deadLetter(ctx, p, ev, fmt.Errorf("gave up after %d deliveries: %w", ev.Deliveries, err))
 	}
 	return OutcomeRetried, err

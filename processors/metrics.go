@@ -53,14 +53,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 type consumerCollector struct {
 	js         jetstream.JetStream
 	subjects   messages.Subjects
-	consumers  map[string]string // processor -> consumer name
+	consumers  map[string][]string // processor -> consumer names
 	pending    *prometheus.Desc
 	ackPending *prometheus.Desc
 	redeliv    *prometheus.Desc
 	dlq        *prometheus.Desc
 }
 
-func newConsumerCollector(js jetstream.JetStream, subjects messages.Subjects, consumers map[string]string) *consumerCollector {
+func newConsumerCollector(js jetstream.JetStream, subjects messages.Subjects, consumers map[string][]string) *consumerCollector {
 	return &consumerCollector{
 		js: js, subjects: subjects, consumers: consumers,
 		pending:    prometheus.NewDesc("ccrelay_processor_consumer_pending", "Messages not yet delivered to the processor's consumer (lag).", []string{"processor"}, nil),
@@ -82,18 +82,29 @@ func (c *consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	st, err := c.js.Stream(ctx, c.subjects.EventsStream())
 	if err == nil {
-		for proc, name := range c.consumers {
-			cons, err := st.Consumer(ctx, name)
-			if err != nil {
+		for proc, names := range c.consumers {
+			var pending, ackPending, redeliv float64
+			seen := false
+			for _, name := range names {
+				cons, err := st.Consumer(ctx, name)
+				if err != nil {
+					continue
+				}
+				info, err := cons.Info(ctx)
+				if err != nil {
+					continue
+				}
+				seen = true
+				pending += float64(info.NumPending)
+				ackPending += float64(info.NumAckPending)
+				redeliv += float64(info.NumRedelivered)
+			}
+			if !seen {
 				continue
 			}
-			info, err := cons.Info(ctx)
-			if err != nil {
-				continue
-			}
-			ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(info.NumPending), proc)
-			ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, float64(info.NumAckPending), proc)
-			ch <- prometheus.MustNewConstMetric(c.redeliv, prometheus.GaugeValue, float64(info.NumRedelivered), proc)
+			ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, pending, proc)
+			ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, ackPending, proc)
+			ch <- prometheus.MustNewConstMetric(c.redeliv, prometheus.GaugeValue, redeliv, proc)
 		}
 	}
 	dst, err := c.js.Stream(ctx, c.subjects.DeadLetterStream())

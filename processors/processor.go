@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
@@ -45,6 +46,17 @@ type Processor struct {
 	Name string
 	// Filter lists the subjects it consumes.
 	Filter []string
+	// Partitions, when set, are consumed instead of Filter: one durable
+	// consumer per element, each holding at most one message unanswered
+	// across all replicas (MaxAckPending 1), so the events of a partition
+	// are handled one after the other, in stream order, and a partition
+	// waiting on a retry holds up no other.
+	Partitions [][]string
+	// Patient processors retry transient failures for as long as the
+	// stream keeps the event: no delivery limit, no dead letter for them.
+	Patient bool
+	// Backoff replaces CCRELAY_PROCESS_BACKOFF for this processor.
+	Backoff []time.Duration
 	// Handler does the work.
 	Handler Handler
 	// Background, when set, runs beside the consumer until ctx ends (a

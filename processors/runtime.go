@@ -38,10 +38,18 @@ type Deps struct {
 
 // Runtime runs processors until its context ends.
 type Runtime struct {
-	cfg   Config
-	deps  Deps
-	procs []Processor
-	names map[string]string // processor -> consumer
+	cfg       Config
+	deps      Deps
+	procs     []Processor
+	consumers map[string][]consumer // by processor
+}
+
+// consumer is one durable consumer of a processor.
+type consumer struct {
+	name   string
+	filter []string
+	// serial consumers hold one message unanswered at a time.
+	serial bool
 }
 
 // New checks the processors and returns a Runtime for them.
@@ -49,18 +57,48 @@ func New(cfg Config, deps Deps, procs ...Processor) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Runtime{cfg: cfg, deps: deps, procs: procs, names: map[string]string{}}
+	r := &Runtime{cfg: cfg, deps: deps, procs: procs, consumers: map[string][]consumer{}}
+	names := map[string][]string{}
 	for _, p := range procs {
 		if p.Name == "" || strings.Trim(p.Name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
 			return nil, fmt.Errorf("processor name %q: use lower-case letters, digits and '-'", p.Name)
 		}
-		if len(p.Filter) == 0 || p.Handler == nil {
+		if (len(p.Filter) == 0 && len(p.Partitions) == 0) || p.Handler == nil {
 			return nil, fmt.Errorf("processor %s: needs subjects and a handler", p.Name)
 		}
-		r.names[p.Name] = ConsumerName(deps.Subjects, p.Name)
+		for _, d := range p.Backoff {
+			if d <= 0 {
+				return nil, fmt.Errorf("processor %s: backoff durations must be positive", p.Name)
+			}
+		}
+		r.consumers[p.Name] = consumersOf(deps.Subjects, p)
+		for _, c := range r.consumers[p.Name] {
+			names[p.Name] = append(names[p.Name], c.name)
+		}
 	}
-	deps.Registry.MustRegister(newConsumerCollector(deps.JS, deps.Subjects, r.names))
+	deps.Registry.MustRegister(newConsumerCollector(deps.JS, deps.Subjects, names))
 	return r, nil
+}
+
+// consumersOf returns p's consumers: one on Filter, or one per partition
+// (named after the processor and the partition's number).
+func consumersOf(s messages.Subjects, p Processor) []consumer {
+	if len(p.Partitions) == 0 {
+		return []consumer{{name: ConsumerName(s, p.Name), filter: p.Filter}}
+	}
+	cs := make([]consumer, len(p.Partitions))
+	for i, f := range p.Partitions {
+		cs[i] = consumer{name: fmt.Sprintf("%s_P%d", ConsumerName(s, p.Name), i), filter: f, serial: true}
+	}
+	return cs
+}
+
+// backoff is p's wait before redelivery number n+1.
+func (r *Runtime) backoff(p Processor, n uint64) time.Duration {
+	if len(p.Backoff) > 0 {
+		return backoffOf(p.Backoff, n)
+	}
+	return r.cfg.backoff(n)
 }
 
 // ConsumerName is the durable consumer of processor.
@@ -68,9 +106,9 @@ func ConsumerName(s messages.Subjects, processor string) string {
 	return s.Bucket(strings.ToUpper(strings.ReplaceAll(processor, "-", "_")))
 }
 
-// EnsureConsumer creates p's durable consumer, or updates it where its
-// configuration differs. Safe when several replicas start at once.
-func (r *Runtime) EnsureConsumer(ctx context.Context, p Processor) (jetstream.Consumer, error) {
+// ensureConsumer creates one of p's durable consumers, or updates it where
+// its configuration differs. Safe when several replicas start at once.
+func (r *Runtime) ensureConsumer(ctx context.Context, p Processor, c consumer) (jetstream.Consumer, error) {
 	// Transient errors are spaced by NAK delays (CCRELAY_PROCESS_BACKOFF).
 	// The consumer's BackOff stays at AckWait: nats-server dates a NAK'd
 	// message's redelivery from BackOff[deliveries-1] - AckWait + delay,
@@ -79,7 +117,7 @@ func (r *Runtime) EnsureConsumer(ctx context.Context, p Processor) (jetstream.Co
 	// timeout (a replica that died) come after AckWait.
 	backoff := []time.Duration{r.cfg.AckWait}
 	cc := jetstream.ConsumerConfig{
-		Durable:        r.names[p.Name],
+		Durable:        c.name,
 		Description:    "ccrelay processor " + p.Name,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
@@ -87,7 +125,13 @@ func (r *Runtime) EnsureConsumer(ctx context.Context, p Processor) (jetstream.Co
 		MaxDeliver:     r.cfg.MaxDeliver,
 		BackOff:        backoff,
 		MaxAckPending:  r.cfg.MaxAckPending,
-		FilterSubjects: p.Filter,
+		FilterSubjects: c.filter,
+	}
+	if p.Patient {
+		cc.MaxDeliver = -1
+	}
+	if c.serial {
+		cc.MaxAckPending = 1
 	}
 	return r.deps.Waiter.Consumer(ctx, r.deps.JS, r.deps.Subjects.EventsStream(), cc)
 }
@@ -108,48 +152,27 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}()
 	g := &gate{}
 	for _, p := range r.procs {
-		cons, err := r.EnsureConsumer(ctx, p)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // asked to stop while starting: nothing to undo
+		h := r.handlerFunc(p)
+		for _, c := range r.consumers[p.Name] {
+			nc, err := r.subscribe(ctx, router, logger, g, p, c, h)
+			if nc != nil {
+				conns = append(conns, nc)
 			}
-			return err
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil // asked to stop while starting: nothing to undo
+				}
+				return err
+			}
+			if !p.Patient {
+				stop, err := r.watchMaxDeliveries(ctx, nc, p, c.name)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 		}
-		nc, err := r.deps.Connect()
-		if err != nil {
-			return fmt.Errorf("processor %s: %w", p.Name, err)
-		}
-		conns = append(conns, nc)
-		sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-			Conn:   nc,
-			Logger: logger,
-			// The subscriber gives up waiting for the handler after this;
-			// the handler itself is bounded by HandlerTimeout.
-			AckWaitTimeout:      r.cfg.HandlerTimeout + time.Minute,
-			ResourceInitializer: bind(cons, g),
-			NakDelay:            nakDelay{r.cfg},
-			// One message per subscription: more would wait in the client
-			// while the ack timer runs. Concurrency comes from running
-			// Concurrency subscriptions on the one consumer.
-			ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
-			Unmarshaler:    unmarshaler{subjects: r.deps.Subjects},
-			// A plain ack, not one waiting for confirmation: if it is lost,
-			// the redelivery finds the work done in the ledger and is skipped.
-			AckAsync: true,
-		})
-		if err != nil {
-			return fmt.Errorf("processor %s: %w", p.Name, err)
-		}
-		h := r.handlerFunc(p, nc)
-		for i := 0; i < r.cfg.Concurrency; i++ {
-			router.AddConsumerHandler(fmt.Sprintf("%s-%d", p.Name, i), p.Name, sub, h)
-		}
-		stop, err := r.watchMaxDeliveries(ctx, nc, p)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		r.deps.Logger.Info("processor started", "processor", p.Name, "consumer", r.names[p.Name], "subjects", p.Filter, "concurrency", r.cfg.Concurrency)
+		r.deps.Logger.Info("processor started", "processor", p.Name, "consumers", len(r.consumers[p.Name]), "subjects", p.Filter, "partitions", len(p.Partitions), "concurrency", r.cfg.Concurrency)
 	}
 	var bg sync.WaitGroup
 	bctx, bcancel := context.WithCancel(ctx)
@@ -186,6 +209,48 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	rcancel()
 	return <-done
+}
+
+// subscribe adds the handlers of one of p's consumers to router, on a
+// connection of their own, which it returns.
+func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger watermill.LoggerAdapter, g *gate, p Processor, c consumer, h func(*nats.Conn) message.NoPublishHandlerFunc) (*nats.Conn, error) {
+	cons, err := r.ensureConsumer(ctx, p, c)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := r.deps.Connect()
+	if err != nil {
+		return nil, fmt.Errorf("processor %s: %w", p.Name, err)
+	}
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		Conn:   nc,
+		Logger: logger,
+		// The subscriber gives up waiting for the handler after this;
+		// the handler itself is bounded by HandlerTimeout.
+		AckWaitTimeout:      r.cfg.HandlerTimeout + time.Minute,
+		ResourceInitializer: bind(cons, g),
+		NakDelay:            nakDelay{func(n uint64) time.Duration { return r.backoff(p, n) }},
+		// One message per subscription: more would wait in the client
+		// while the ack timer runs. Concurrency comes from running
+		// Concurrency subscriptions on the one consumer.
+		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
+		Unmarshaler:    unmarshaler{subjects: r.deps.Subjects},
+		// A plain ack, not one waiting for confirmation: if it is lost,
+		// the redelivery finds the work done in the ledger and is skipped.
+		AckAsync: true,
+	})
+	if err != nil {
+		return nc, fmt.Errorf("processor %s: %w", p.Name, err)
+	}
+	n := r.cfg.Concurrency
+	if c.serial {
+		n = 1 // one message at a time is all the consumer hands out
+	}
+	handler := h(nc)
+	for i := 0; i < n; i++ {
+		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.name, i), p.Name, sub, handler)
+	}
+	return nc, nil
 }
 
 // routerLogger is the logger of watermill's router and subscribers. The

@@ -1,3 +1,8 @@
+// Package messaging is the ingest adapter of the inbound webhooks of
+// Contact Pro's messaging services (Twilio, Messenger, Sinch SMS and the
+// others of seeds/contactpro-messaging-services.txt):
+// POST /v1/messaging/{type}/{service}, each checked the way its provider
+// signs, and Messenger's GET verification handshake.
 package messaging
 
 import (
@@ -12,9 +17,9 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/ingest"
-	"github.com/ccrelay/ccrelay/ingest/sinch"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/secret"
+	"github.com/ccrelay/ccrelay/messages/signature"
 )
 
 // Config sets the messaging adapter. Its env tags are read with the
@@ -194,24 +199,24 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 		if err != nil {
 			return nil, fmt.Errorf("%w: the body is not form-encoded: %w", messages.ErrInvalidPayload, err)
 		}
-		sig := r.Header.Get(HeaderTwilioSignature)
-		if !TwilioVerify(a.cfg.Secrets[key].Reveal(), a.requestURL(r), form, sig) {
+		sig := r.Header.Get(signature.HeaderTwilioSignature)
+		if !signature.TwilioVerify(a.cfg.Secrets[key].Reveal(), a.requestURL(r), form, sig) {
 			return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the X-Twilio-Signature does not match (it is computed over CCRELAY_PUBLIC_URL and the path Twilio called)", nil, nil)
 		}
-		kept[HeaderTwilioSignature] = sig
+		kept[signature.HeaderTwilioSignature] = sig
 	case messages.MessagingFacebook:
 		if mt != messages.ContentTypeJSON {
 			return nil, ingest.CheckContentType(ct)
 		}
-		sig := r.Header.Get(HeaderHubSignature256)
-		if !HubVerify(a.cfg.Secrets[key].Reveal(), body, sig) {
+		sig := r.Header.Get(signature.HeaderHubSignature256)
+		if !signature.HubVerify(a.cfg.Secrets[key].Reveal(), body, sig) {
 			return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the X-Hub-Signature-256 does not match", nil, nil)
 		}
 		// Messenger signs the body only: Contact Pro can check these
 		// however late the relay delivers it.
-		kept[HeaderHubSignature256] = sig
-		if old := r.Header.Get(HeaderHubSignature); old != "" && len(old) <= maxKeptHeader && isToken(old) {
-			kept[HeaderHubSignature] = old
+		kept[signature.HeaderHubSignature256] = sig
+		if old := r.Header.Get(signature.HeaderHubSignature); old != "" && len(old) <= maxKeptHeader && isToken(old) {
+			kept[signature.HeaderHubSignature] = old
 		}
 	case messages.MessagingSinchSMS:
 		if mt != messages.ContentTypeJSON {
@@ -257,8 +262,8 @@ func (a *Adapter) requestURL(r *http.Request) string {
 // timestamp).
 func (a *Adapter) verifySinch(r *http.Request, key string, body []byte, received time.Time) error {
 	h := r.Header
-	sig, nonce, ts := h.Get(sinch.HeaderSignature), h.Get(sinch.HeaderNonce), h.Get(sinch.HeaderTimestamp)
-	if !sinch.Verify(key, body, nonce, ts, sig) {
+	sig, nonce, ts := h.Get(signature.SinchHeaderSignature), h.Get(signature.SinchHeaderNonce), h.Get(signature.SinchHeaderTimestamp)
+	if !signature.SinchVerify(key, body, nonce, ts, sig) {
 		return ingest.Unauthorized(ingest.CodeInvalidSignature, "the Sinch webhook signature is missing or does not match", nil, nil)
 	}
 	if a.cfg.MaxClockSkew > 0 {

@@ -1,3 +1,5 @@
+// Package sinch is the ingest adapter of Sinch Conversation API callbacks:
+// POST /v1/sinch/{service}, one webhook secret per messaging service.
 package sinch
 
 import (
@@ -12,6 +14,7 @@ import (
 	"github.com/ccrelay/ccrelay/ingest"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/secret"
+	"github.com/ccrelay/ccrelay/messages/signature"
 )
 
 // Config sets the Sinch adapter. Its env tags are read with the CCRELAY_
@@ -76,14 +79,14 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 	secret := a.cfg.WebhookSecrets[service]
 
 	h := r.Header
-	if alg := h.Get(HeaderAlgorithm); alg != "" && !strings.EqualFold(alg, Algorithm) {
-		return nil, ingest.Unauthorized(ingest.CodeUnsupportedAlgorithm, "signature algorithm must be "+Algorithm, challenge, nil)
+	if alg := h.Get(signature.SinchHeaderAlgorithm); alg != "" && !strings.EqualFold(alg, signature.SinchAlgorithm) {
+		return nil, ingest.Unauthorized(ingest.CodeUnsupportedAlgorithm, "signature algorithm must be "+signature.SinchAlgorithm, challenge, nil)
 	}
-	sig, nonce, ts := h.Get(HeaderSignature), h.Get(HeaderNonce), h.Get(HeaderTimestamp)
+	sig, nonce, ts := h.Get(signature.SinchHeaderSignature), h.Get(signature.SinchHeaderNonce), h.Get(signature.SinchHeaderTimestamp)
 	if sig == "" || nonce == "" || ts == "" {
 		return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the signature, nonce and timestamp headers are required", challenge, nil)
 	}
-	if !Verify(secret.Reveal(), body, nonce, ts, sig) {
+	if !signature.SinchVerify(secret.Reveal(), body, nonce, ts, sig) {
 		return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the signature does not match", challenge, nil)
 	}
 	if a.cfg.MaxClockSkew > 0 {

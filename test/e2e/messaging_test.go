@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ccrelay/ccrelay/ingest/messaging"
+	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/test/sinchtest"
 )
@@ -56,14 +56,14 @@ func twilioHeaders(t testing.TB, path string, body []byte) http.Header {
 	}
 	h := http.Header{}
 	h.Set("Content-Type", "application/x-www-form-urlencoded")
-	h.Set(messaging.HeaderTwilioSignature, messaging.TwilioSign(twilioToken, publicURL+path, form))
+	h.Set(signature.HeaderTwilioSignature, signature.TwilioSign(twilioToken, publicURL+path, form))
 	return h
 }
 
 func hubHeaders(body []byte) http.Header {
 	h := jsonHeader()
-	h.Set(messaging.HeaderHubSignature256, messaging.HubSign(fbAppSecret, body))
-	h.Set(messaging.HeaderHubSignature, "sha1=0123456789abcdef0123456789abcdef01234567")
+	h.Set(signature.HeaderHubSignature256, signature.HubSign(fbAppSecret, body))
+	h.Set(signature.HeaderHubSignature, "sha1=0123456789abcdef0123456789abcdef01234567")
 	return h
 }
 
@@ -108,7 +108,7 @@ func messagingSuite(t *testing.T, natsURL string) {
 			// configured public URL is.
 			h.Set("X-Forwarded-Host", "evil.example")
 			r := d.post(path, h, body)
-			checkStored(t, r, body, "twilio", "us", messages.ContentTypeForm, map[string]string{messaging.HeaderTwilioSignature: h.Get(messaging.HeaderTwilioSignature)})
+			checkStored(t, r, body, "twilio", "us", messages.ContentTypeForm, map[string]string{signature.HeaderTwilioSignature: h.Get(signature.HeaderTwilioSignature)})
 			if again := d.post(path, h, body); again.status != http.StatusOK || again.header.Get("Ccrelay-Duplicate") != "true" {
 				t.Errorf("%s resent: status %d, duplicate %q", f, again.status, again.header.Get("Ccrelay-Duplicate"))
 			}
@@ -117,7 +117,7 @@ func messagingSuite(t *testing.T, natsURL string) {
 		n := d.count()
 		wrongURL := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
 		form, _ := url.ParseQuery(string(body))
-		wrongURL.Set(messaging.HeaderTwilioSignature, messaging.TwilioSign(twilioToken, d.urls[0]+path, form))
+		wrongURL.Set(signature.HeaderTwilioSignature, signature.TwilioSign(twilioToken, d.urls[0]+path, form))
 		asJSON := twilioHeaders(t, path, body)
 		asJSON.Set("Content-Type", "application/json")
 		for name, c := range map[string]struct {
@@ -151,13 +151,13 @@ func messagingSuite(t *testing.T, natsURL string) {
 				continue
 			}
 			checkStored(t, r, body, "facebook", "page1", messages.ContentTypeJSON, map[string]string{
-				messaging.HeaderHubSignature256: h.Get(messaging.HeaderHubSignature256),
-				messaging.HeaderHubSignature:    h.Get(messaging.HeaderHubSignature),
+				signature.HeaderHubSignature256: h.Get(signature.HeaderHubSignature256),
+				signature.HeaderHubSignature:    h.Get(signature.HeaderHubSignature),
 			})
 		}
 		body := messagingFixture(t, "messenger_postback.json")
 		h := hubHeaders(body)
-		h.Set(messaging.HeaderHubSignature256, messaging.HubSign("not-the-secret", body))
+		h.Set(signature.HeaderHubSignature256, signature.HubSign("not-the-secret", body))
 		if r := d.post(path, h, body); r.status != http.StatusUnauthorized {
 			t.Errorf("wrong secret: status %d", r.status)
 		}

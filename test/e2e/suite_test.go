@@ -46,6 +46,17 @@ func ingestSuite(t *testing.T, natsURL string) {
 	t.Run("health", func(t *testing.T) { health(t, natsURL) })
 }
 
+// conversationPartition is the partition token of a Sinch callback's
+// conversation, derived the way ingest does.
+func conversationPartition(t testing.TB, body []byte) string {
+	t.Helper()
+	cb, err := messages.DecodeSinchCallback(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return messages.Partition(cb.SinchConversation())
+}
+
 func sinchSuite(t *testing.T, natsURL string) {
 	d := deploy(t, natsURL, 1)
 	now := time.Now().UTC()
@@ -61,7 +72,7 @@ func sinchSuite(t *testing.T, natsURL string) {
 		t.Errorf("Ccrelay-Duplicate = %q", r.header.Get("Ccrelay-Duplicate"))
 	}
 	msg := d.stored(r)
-	wantSubject := d.subjects.Prefix() + ".in.sinch.message_inbound." + appID
+	wantSubject := d.subjects.Prefix() + ".in.sinch.message_inbound." + appID + "." + conversationPartition(t, body)
 	if msg.Subject != wantSubject {
 		t.Errorf("subject %q, want %q", msg.Subject, wantSubject)
 	}
@@ -116,7 +127,7 @@ func sinchSuite(t *testing.T, natsURL string) {
 		if got := m.Header.Get("Nats-Msg-Id"); got != "sinch:delivery:01OUTBOUND:"+st+":SINCH_CHAT" {
 			t.Errorf("delivery dedup id %q", got)
 		}
-		if !strings.HasSuffix(m.Subject, ".in.sinch.message_delivery."+appID) {
+		if !strings.HasSuffix(m.Subject, ".in.sinch.message_delivery."+appID+"."+conversationPartition(t, b)) {
 			t.Errorf("delivery subject %q", m.Subject)
 		}
 	}
@@ -134,7 +145,7 @@ func sinchSuite(t *testing.T, natsURL string) {
 		t.Fatalf("unknown trigger: %d %s", r.status, r.body)
 	}
 	um := d.stored(r)
-	if want := d.subjects.Prefix() + ".in.sinch.brand_new_notification.APP%2E1%20%2A%3E"; um.Subject != want {
+	if want := d.subjects.Prefix() + ".in.sinch.brand_new_notification.APP%2E1%20%2A%3E." + messages.Partition("sinch/APP.1 *>"); um.Subject != want {
 		t.Errorf("unknown trigger subject %q, want %q", um.Subject, want)
 	}
 	sum := sha256.Sum256(ub)

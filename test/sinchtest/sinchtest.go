@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages/signature"
 )
 
 // AppID is the app id of the bodies made here.
@@ -28,10 +28,10 @@ func (s *Signer) Headers(body []byte, at time.Time) http.Header {
 	ts := strconv.FormatInt(at.Unix(), 10)
 	h := make(http.Header, 6)
 	h.Set("Content-Type", "application/json")
-	h.Set(sinch.HeaderNonce, nonce)
-	h.Set(sinch.HeaderTimestamp, ts)
-	h.Set(sinch.HeaderAlgorithm, sinch.Algorithm)
-	h.Set(sinch.HeaderSignature, sinch.Sign(s.Secret, body, nonce, ts))
+	h.Set(signature.SinchHeaderNonce, nonce)
+	h.Set(signature.SinchHeaderTimestamp, ts)
+	h.Set(signature.SinchHeaderAlgorithm, signature.SinchAlgorithm)
+	h.Set(signature.SinchHeaderSignature, signature.SinchSign(s.Secret, body, nonce, ts))
 	return h
 }
 

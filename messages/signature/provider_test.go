@@ -1,11 +1,11 @@
-package messaging_test
+package signature_test
 
 import (
 	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/ccrelay/ccrelay/ingest/messaging"
+	"github.com/ccrelay/ccrelay/messages/signature"
 )
 
 // Twilio's own vectors (twilio-python tests/unit/test_request_validator.py).
@@ -25,11 +25,11 @@ func twilioParams() url.Values {
 }
 
 func TestTwilioVectors(t *testing.T) {
-	if got := messaging.TwilioSign(twilioToken, twilioURL, twilioParams()); got != "RSOYDt4T1cUTdK1PDd93/VVr8B8=" {
+	if got := signature.TwilioSign(twilioToken, twilioURL, twilioParams()); got != "RSOYDt4T1cUTdK1PDd93/VVr8B8=" {
 		t.Errorf("TwilioSign = %s", got)
 	}
 	dup := url.Values{"Sid": {"CA123"}, "SidAccount": {"AC123"}, "Digits": {"5678", "1234", "1234"}}
-	if got := messaging.TwilioSign(twilioToken, twilioURL, dup); got != "IK+Dwps556ElfBT0I3Rgjkr1wJU=" {
+	if got := signature.TwilioSign(twilioToken, twilioURL, dup); got != "IK+Dwps556ElfBT0I3Rgjkr1wJU=" {
 		t.Errorf("TwilioSign of repeated values = %s", got)
 	}
 	for _, c := range []struct {
@@ -48,11 +48,11 @@ func TestTwilioVectors(t *testing.T) {
 		{twilioURL, "", false},
 		{twilioURL + "&baz=3", "RSOYDt4T1cUTdK1PDd93/VVr8B8=", false},
 	} {
-		if got := messaging.TwilioVerify(twilioToken, c.url, twilioParams(), c.sig); got != c.want {
+		if got := signature.TwilioVerify(twilioToken, c.url, twilioParams(), c.sig); got != c.want {
 			t.Errorf("TwilioVerify(%s, %s) = %v, want %v", c.url, c.sig, got, c.want)
 		}
 	}
-	if messaging.TwilioVerify("", twilioURL, twilioParams(), "RSOYDt4T1cUTdK1PDd93/VVr8B8=") {
+	if signature.TwilioVerify("", twilioURL, twilioParams(), "RSOYDt4T1cUTdK1PDd93/VVr8B8=") {
 		t.Error("an empty token verified a signature")
 	}
 }
@@ -61,7 +61,7 @@ func TestTwilioVectors(t *testing.T) {
 // Meta's, which publishes none.
 func TestHubVector(t *testing.T) {
 	const secret, body, sig = "It's a Secret to Everybody", "Hello, World!", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-	if got := messaging.HubSign(secret, []byte(body)); got != sig {
+	if got := signature.HubSign(secret, []byte(body)); got != sig {
 		t.Errorf("HubSign = %s", got)
 	}
 	for _, c := range []struct {
@@ -77,7 +77,7 @@ func TestHubVector(t *testing.T) {
 		{secret, body, "sha1=" + sig[7:], false},
 		{secret, body, sig[:len(sig)-2], false},
 	} {
-		if got := messaging.HubVerify(c.secret, []byte(c.body), c.sig); got != c.want {
+		if got := signature.HubVerify(c.secret, []byte(c.body), c.sig); got != c.want {
 			t.Errorf("HubVerify(%q, %q, %q) = %v, want %v", c.secret, c.body, c.sig, got, c.want)
 		}
 	}
@@ -91,14 +91,14 @@ func FuzzTwilioVerify(f *testing.F) {
 		if err != nil {
 			return
 		}
-		good := messaging.TwilioSign(twilioToken, u, params)
-		if !messaging.TwilioVerify(twilioToken, u, params, good) {
+		good := signature.TwilioSign(twilioToken, u, params)
+		if !signature.TwilioVerify(twilioToken, u, params, good) {
 			t.Fatalf("own signature refused: %q %q", u, form)
 		}
-		if sig != good && messaging.TwilioVerify(twilioToken, u, params, sig) {
+		if sig != good && signature.TwilioVerify(twilioToken, u, params, sig) {
 			// Only the signature of the URL with its default port added
 			// or dropped may verify as well.
-			if alt := defaultPortVariant(u); alt == "" || sig != messaging.TwilioSign(twilioToken, alt, params) {
+			if alt := defaultPortVariant(u); alt == "" || sig != signature.TwilioSign(twilioToken, alt, params) {
 				t.Fatalf("signature %q verified for %q", sig, u)
 			}
 		}
@@ -129,11 +129,11 @@ func defaultPortVariant(u string) string {
 func FuzzHubVerify(f *testing.F) {
 	f.Add("It's a Secret to Everybody", []byte("Hello, World!"), "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
 	f.Fuzz(func(t *testing.T, secret string, body []byte, sig string) {
-		good := messaging.HubSign(secret, body)
-		if secret != "" && !messaging.HubVerify(secret, body, good) {
+		good := signature.HubSign(secret, body)
+		if secret != "" && !signature.HubVerify(secret, body, good) {
 			t.Fatal("own signature refused")
 		}
-		if sig != good && messaging.HubVerify(secret, body, sig) {
+		if sig != good && signature.HubVerify(secret, body, sig) {
 			t.Fatalf("signature %q verified; want only %q", sig, good)
 		}
 	})

@@ -1,4 +1,4 @@
-package sinch_test
+package signature_test
 
 import (
 	"crypto/hmac"
@@ -6,7 +6,7 @@ import (
 	"encoding/base64"
 	"testing"
 
-	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages/signature"
 )
 
 // A vector computed independently of Sign: HMAC-SHA256 over
@@ -16,17 +16,17 @@ func TestSignKnownVector(t *testing.T) {
 	mac := hmac.New(sha256.New, []byte("s3cret"))
 	mac.Write([]byte(`{"app_id":"A"}.01FJA8B4A7BM43YGWSG9GBV067.1634579353`))
 	want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	if got := sinch.Sign("s3cret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353"); got != want {
+	if got := signature.SinchSign("s3cret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353"); got != want {
 		t.Fatalf("Sign = %s, want %s", got, want)
 	}
-	if !sinch.Verify("s3cret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353", want) {
+	if !signature.SinchVerify("s3cret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353", want) {
 		t.Fatal("Verify refuses a good signature")
 	}
 }
 
 func TestVerifyRefuses(t *testing.T) {
 	body := []byte(`{"x":1}`)
-	good := sinch.Sign("k", body, "n", "1")
+	good := signature.SinchSign("k", body, "n", "1")
 	for name, c := range map[string]struct {
 		secret, nonce, ts, sig string
 		body                   []byte
@@ -37,14 +37,14 @@ func TestVerifyRefuses(t *testing.T) {
 		"other body":      {"k", "n", "1", good, []byte(`{"x":2}`)},
 		"unpadded":        {"k", "n", "1", good[:len(good)-1], body},
 		"url alphabet":    {"k", "n", "1", base64.URLEncoding.EncodeToString(mustDecode(good)), body},
-		"empty secret":    {"", "n", "1", sinch.Sign("", body, "n", "1"), body},
+		"empty secret":    {"", "n", "1", signature.SinchSign("", body, "n", "1"), body},
 		"empty sig":       {"k", "n", "1", "", body},
 		"garbage":         {"k", "n", "1", "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!", body},
 	} {
 		if name == "url alphabet" && c.sig == good {
 			continue // no '+' or '/' in this signature: the case says nothing
 		}
-		if sinch.Verify(c.secret, c.body, c.nonce, c.ts, c.sig) {
+		if signature.SinchVerify(c.secret, c.body, c.nonce, c.ts, c.sig) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -55,9 +55,9 @@ func mustDecode(s string) []byte {
 	return b
 }
 
-// FuzzVerify: a signature made by Sign always verifies, and changing any
+// FuzzSinchVerify: a signature made by Sign always verifies, and changing any
 // input byte makes it fail.
-func FuzzVerify(f *testing.F) {
+func FuzzSinchVerify(f *testing.F) {
 	f.Add("secret", []byte(`{"app_id":"A"}`), "nonce", "1634579353", "")
 	f.Add("s", []byte{}, "", "", "AAAA")
 	vs, bodies := loadVectors(f)
@@ -68,14 +68,14 @@ func FuzzVerify(f *testing.F) {
 		if secret == "" {
 			return
 		}
-		good := sinch.Sign(secret, body, nonce, ts)
-		if !sinch.Verify(secret, body, nonce, ts, good) {
+		good := signature.SinchSign(secret, body, nonce, ts)
+		if !signature.SinchVerify(secret, body, nonce, ts, good) {
 			t.Fatal("own signature refused")
 		}
-		if sig != good && sinch.Verify(secret, body, nonce, ts, sig) {
+		if sig != good && signature.SinchVerify(secret, body, nonce, ts, sig) {
 			t.Fatalf("forged signature %q accepted", sig)
 		}
-		if sinch.Verify(secret, append(append([]byte{}, body...), 'x'), nonce, ts, good) {
+		if signature.SinchVerify(secret, append(append([]byte{}, body...), 'x'), nonce, ts, good) {
 			t.Fatal("signature accepted for another body")
 		}
 	})
@@ -87,11 +87,11 @@ func BenchmarkVerify(b *testing.B) {
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
-	sig := sinch.Sign("bench-secret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353")
+	sig := signature.SinchSign("bench-secret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if !sinch.Verify("bench-secret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353", sig) {
+		if !signature.SinchVerify("bench-secret", body, "01FJA8B4A7BM43YGWSG9GBV067", "1634579353", sig) {
 			b.Fatal("refused")
 		}
 	}

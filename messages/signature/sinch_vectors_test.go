@@ -1,4 +1,4 @@
-package sinch_test
+package signature_test
 
 import (
 	"encoding/json"
@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/ccrelay/ccrelay/ingest/sinch"
+	"github.com/ccrelay/ccrelay/messages/signature"
 )
 
 // vector is one signature test vector the Sinch SDKs publish
@@ -19,7 +19,7 @@ type vector struct {
 	Signature string `json:"signature"`
 }
 
-const vectorDir = "../../messages/testdata/sinch/signed"
+const vectorDir = "../testdata/sinch/signed"
 
 func loadVectors(t testing.TB) ([]vector, [][]byte) {
 	t.Helper()
@@ -46,13 +46,13 @@ func loadVectors(t testing.TB) ([]vector, [][]byte) {
 func TestSDKVectors(t *testing.T) {
 	vs, bodies := loadVectors(t)
 	for i, v := range vs {
-		if !sinch.Verify(v.Secret, bodies[i], v.Nonce, v.Timestamp, v.Signature) {
+		if !signature.SinchVerify(v.Secret, bodies[i], v.Nonce, v.Timestamp, v.Signature) {
 			t.Errorf("%s: Sinch's signature refused", v.Body)
 		}
-		if got := sinch.Sign(v.Secret, bodies[i], v.Nonce, v.Timestamp); got != v.Signature {
+		if got := signature.SinchSign(v.Secret, bodies[i], v.Nonce, v.Timestamp); got != v.Signature {
 			t.Errorf("%s: Sign = %s, want %s", v.Body, got, v.Signature)
 		}
-		if sinch.Verify("wrong_secret", bodies[i], v.Nonce, v.Timestamp, v.Signature) {
+		if signature.SinchVerify("wrong_secret", bodies[i], v.Nonce, v.Timestamp, v.Signature) {
 			t.Errorf("%s: accepted under another secret", v.Body)
 		}
 	}

@@ -1,9 +1,4 @@
-// Package messaging is the ingest adapter of the inbound webhooks of
-// Contact Pro's messaging services (Twilio, Messenger, Sinch SMS and the
-// others of seeds/contactpro-messaging-services.txt):
-// POST /v1/messaging/{type}/{service}, each checked the way its provider
-// signs, and Messenger's GET verification handshake.
-package messaging
+package signature
 
 import (
 	"crypto/hmac"
@@ -16,7 +11,7 @@ import (
 	"strings"
 )
 
-// Signature headers of the providers.
+// Signature headers of Twilio and Meta.
 const (
 	HeaderTwilioSignature = "X-Twilio-Signature"
 	HeaderHubSignature256 = "X-Hub-Signature-256"
@@ -24,9 +19,6 @@ const (
 	// SHA-256 one; kept for Contact Pro, not checked.
 	HeaderHubSignature = "X-Hub-Signature"
 )
-
-// strictBase64 refuses the non-canonical spellings of a signature.
-var strictBase64 = base64.StdEncoding.Strict()
 
 // TwilioSign returns Twilio's signature of a request to fullURL with the
 // form parameters form: the base64 HMAC-SHA1, keyed with the auth token,

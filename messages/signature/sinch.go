@@ -1,6 +1,9 @@
-// Package sinch is the ingest adapter of Sinch Conversation API callbacks:
-// POST /v1/sinch/{service}, one webhook secret per messaging service.
-package sinch
+// Package signature holds the webhook signature schemes of the providers
+// ccrelay takes webhooks from and relays them to Contact Pro for: Sinch
+// (Conversation API and SMS), Twilio and Meta (X-Hub-Signature-256). Ingest
+// verifies with them; the relay signs again with them where a signature
+// binds a time or a URL. It is a leaf of the contract.
+package signature
 
 import (
 	"crypto/hmac"
@@ -9,34 +12,34 @@ import (
 	"hash"
 )
 
-// Callback signature headers.
+// Sinch callback signature headers.
 const (
-	HeaderSignature = "X-Sinch-Webhook-Signature"
-	HeaderNonce     = "X-Sinch-Webhook-Signature-Nonce"
-	HeaderTimestamp = "X-Sinch-Webhook-Signature-Timestamp"
-	HeaderAlgorithm = "X-Sinch-Webhook-Signature-Algorithm"
+	SinchHeaderSignature = "X-Sinch-Webhook-Signature"
+	SinchHeaderNonce     = "X-Sinch-Webhook-Signature-Nonce"
+	SinchHeaderTimestamp = "X-Sinch-Webhook-Signature-Timestamp"
+	SinchHeaderAlgorithm = "X-Sinch-Webhook-Signature-Algorithm"
 )
 
 // strictBase64 is the padded standard alphabet that refuses non-zero
 // unused bits. Immutable, like base64.StdEncoding itself.
 var strictBase64 = base64.StdEncoding.Strict()
 
-// Algorithm is the only signature algorithm Sinch uses.
-const Algorithm = "HmacSHA256"
+// SinchAlgorithm is the only signature algorithm Sinch uses.
+const SinchAlgorithm = "HmacSHA256"
 
-// Sign returns the signature Sinch sends for body: the padded standard
+// SinchSign returns the signature Sinch sends for body: the padded standard
 // base64 of HMAC-SHA256, keyed with the secret's bytes, over
 // body + "." + nonce + "." + timestamp.
-func Sign(secret string, body []byte, nonce, timestamp string) string {
+func SinchSign(secret string, body []byte, nonce, timestamp string) string {
 	mac := hmac.New(sha256.New, []byte(secret))
 	writeSigned(mac, body, nonce, timestamp)
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-// Verify reports whether signature is the signature of body, nonce and
+// SinchVerify reports whether signature is the signature of body, nonce and
 // timestamp under secret. It hashes the raw bytes as received and compares
 // in constant time.
-func Verify(secret string, body []byte, nonce, timestamp, signature string) bool {
+func SinchVerify(secret string, body []byte, nonce, timestamp, signature string) bool {
 	if secret == "" {
 		return false
 	}
