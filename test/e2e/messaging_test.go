@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/test/sinchtest"
 )
 
