@@ -80,14 +80,10 @@ func (s Subjects) Messaging(typ, service, partition string) string {
 	return s.join(SourceMessaging, EscapeToken(typ), EscapeToken(service), partition)
 }
 
-// RelayFilters are the subjects of the events relayed to Contact Pro in
-// the given partition tokens: Sinch callbacks and messaging webhooks.
-func (s Subjects) RelayFilters(tokens []string) []string {
-	out := make([]string, 0, 2*len(tokens))
-	for _, t := range tokens {
-		out = append(out, s.join(SourceSinch, "*", "*", t), s.join(SourceMessaging, "*", "*", t))
-	}
-	return out
+// SinchPartitionFilter matches the Sinch callbacks of every trigger and app
+// in one conversation partition token.
+func (s Subjects) SinchPartitionFilter(token string) string {
+	return s.join(SourceSinch, "*", "*", token)
 }
 
 // MessagingFilter matches every messaging webhook.

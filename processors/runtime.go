@@ -88,7 +88,7 @@ func consumersOf(s messages.Subjects, p Processor) []consumer {
 	}
 	cs := make([]consumer, len(p.Partitions))
 	for i, f := range p.Partitions {
-		cs[i] = consumer{name: fmt.Sprintf("%s_P%d", ConsumerName(s, p.Name), i), filter: f, serial: true}
+		cs[i] = consumer{name: PartitionConsumerName(s, p.Name, i), filter: f, serial: true}
 	}
 	return cs
 }
@@ -99,6 +99,12 @@ func (r *Runtime) backoff(p Processor, n uint64) time.Duration {
 		return backoffOf(p.Backoff, n)
 	}
 	return r.cfg.backoff(n)
+}
+
+// PartitionConsumerName is the durable consumer of partition i of a
+// partitioned processor.
+func PartitionConsumerName(s messages.Subjects, processor string, i int) string {
+	return fmt.Sprintf("%s_P%d", ConsumerName(s, processor), i)
 }
 
 // ConsumerName is the durable consumer of processor.

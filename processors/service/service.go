@@ -19,6 +19,7 @@ import (
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/attachments"
 	"github.com/ccrelay/ccrelay/processors/deliveries"
+	"github.com/ccrelay/ccrelay/processors/forward"
 	"github.com/ccrelay/ccrelay/processors/summaries"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
 	"github.com/ccrelay/ccrelay/sinks/egress"
@@ -32,6 +33,7 @@ type Settings struct {
 	Attachments attachments.Config
 	Summaries   summaries.Config
 	Deliveries  deliveries.Config
+	Forward     forward.Config
 	// SealKeys open credentials sealed into Contact Pro calls.
 	SealKeys seal.KeyRing
 	// Egress bounds where outbound requests go.
@@ -46,7 +48,10 @@ type entry struct {
 	check string
 	// passed says what a passed check found.
 	passed func(Settings) string
-	build  func(Settings, processors.Env) (processors.Unit, error)
+	// enabled, when set, says whether the processor has anything to do;
+	// one that has not is not started (and its consumers not created).
+	enabled func(Settings) bool
+	build   func(Settings, processors.Env) (processors.Unit, error)
 }
 
 // catalogue lists the processors ccrelay ships, in the order they start. It
@@ -71,6 +76,14 @@ func catalogue() []entry {
 			name: deliveries.Name,
 			build: func(st Settings, env processors.Env) (processors.Unit, error) {
 				return deliveries.New(st.Deliveries, env)
+			},
+		},
+		{
+			name: forward.Name, check: "contact pro",
+			passed:  func(st Settings) string { return fmt.Sprintf("%d destination(s) answer", len(st.Forward.URLs)) },
+			enabled: func(st Settings) bool { return st.Forward.Enabled() },
+			build: func(st Settings, env processors.Env) (processors.Unit, error) {
+				return forward.New(st.Forward, env)
 			},
 		},
 	}
@@ -147,6 +160,10 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	var procs []processors.Processor
 	for _, c := range catalogue() {
 		if !slices.Contains(names, c.name) {
+			continue
+		}
+		if c.enabled != nil && !c.enabled(st) {
+			d.Logger.Info("processor not started: nothing configured for it", "processor", c.name)
 			continue
 		}
 		u, err := c.build(st, e)

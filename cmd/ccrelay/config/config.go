@@ -59,7 +59,7 @@ type Config struct {
 func (c *Config) sections() []any {
 	in, pr := &c.Ingest, &c.Processors
 	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.Messaging, &in.OAuth, &c.seal,
-		&pr.Runtime, &pr.C4C, &pr.Attachments, &pr.Summaries, &pr.Deliveries, &pr.Egress}
+		&pr.Runtime, &pr.C4C, &pr.Attachments, &pr.Summaries, &pr.Deliveries, &pr.Forward, &pr.Egress}
 }
 
 // Load reads the configuration from environ (os.Environ() form). readFile
@@ -112,6 +112,9 @@ func Load(environ []string, readFile func(string) ([]byte, error)) (*Config, err
 	cfg.Ingest.SealKeys = cfg.seal.Keys
 	cfg.Processors.Streams = cfg.Ingest.Streams
 	cfg.Processors.SealKeys = cfg.seal.Keys
+	// The relay signs deliveries again with the secrets ingest verifies.
+	cfg.Processors.Forward.SinchSecrets = cfg.Ingest.Sinch.WebhookSecrets
+	cfg.Processors.Forward.MessagingSecrets = cfg.Ingest.Messaging.Secrets
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -164,6 +167,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.Processors.Summaries.Validate(); err != nil {
+		return err
+	}
+	if err := c.Processors.Forward.Validate(); err != nil {
 		return err
 	}
 	if skew := in.Sinch.MaxClockSkew; skew > 0 && in.Streams.DedupWindow < 2*skew {

@@ -1,0 +1,144 @@
+package forward
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/secret"
+)
+
+// SinchType is the type part of the destination keys of Sinch
+// Conversation API callbacks: "sinch/<service>".
+const SinchType = "sinch"
+
+// Config sets the processor. Its env tags are read with the CCRELAY_ prefix.
+type Config struct {
+	// URLs are Contact Pro's endpoints, by "type/service":
+	// "sinch/eu=https://cp.example/...,twilio/us=https://cp.example/...".
+	URLs Destinations `env:"FORWARD_URLS"`
+	// BasicUsers are the external users of Contact Pro's incoming
+	// authentication, by the same keys: "sinch/eu=user:password".
+	BasicUsers secret.Assignments `env:"FORWARD_BASIC_USERS"`
+	// Partitions is how many conversation partitions are delivered side by
+	// side: each holds one message in flight, so a conversation waiting on
+	// a retry holds up only the conversations that share its partition.
+	Partitions int `env:"FORWARD_PARTITIONS" envDefault:"16"`
+	// Timeout bounds one delivery to Contact Pro.
+	Timeout time.Duration `env:"FORWARD_TIMEOUT" envDefault:"15s"`
+	// Backoff spaces the retries of a delivery Contact Pro did not take;
+	// the last value repeats for as long as the stream keeps the event.
+	Backoff []time.Duration `env:"FORWARD_BACKOFF" envDefault:"500ms,1s,2s,5s,10s"`
+
+	// SinchSecrets and MessagingSecrets are ingest's webhook secrets
+	// (CCRELAY_SINCH_WEBHOOK_SECRETS, CCRELAY_MESSAGING_SECRETS), with
+	// which a delivery is signed again where the provider's signature
+	// binds a time or a URL. Set from those at load, not read here.
+	SinchSecrets     secret.Credentials `env:"-"`
+	MessagingSecrets secret.Credentials `env:"-"`
+}
+
+// Destinations maps "type/service" keys to Contact Pro URLs.
+type Destinations map[string]*url.URL
+
+// UnmarshalText parses "key=url,key2=url2".
+func (d *Destinations) UnmarshalText(b []byte) error {
+	*d = Destinations{}
+	if strings.TrimSpace(string(b)) == "" {
+		return nil
+	}
+	for i, part := range strings.Split(string(b), ",") {
+		key, raw, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || key == "" {
+			return fmt.Errorf("entry %d: want type/service=https://...", i+1)
+		}
+		if err := checkKey(key); err != nil {
+			return err
+		}
+		u, err := url.Parse(raw)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s: not a URL", key)
+		case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+			return fmt.Errorf("%s: want an http(s) URL with a host", key)
+		case u.User != nil:
+			// A password in a URL ends up in logs; the external user has
+			// its own secret setting.
+			return fmt.Errorf("%s: no credentials in the URL; set CCRELAY_FORWARD_BASIC_USERS", key)
+		case u.Fragment != "":
+			return fmt.Errorf("%s: no fragment in the URL", key)
+		}
+		if _, dup := (*d)[key]; dup {
+			return fmt.Errorf("%s appears twice", key)
+		}
+		(*d)[key] = u
+	}
+	return nil
+}
+
+// Keys returns the keys, sorted.
+func (d Destinations) Keys() []string {
+	keys := make([]string, 0, len(d))
+	for k := range d {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// checkKey checks "sinch/<service>" or "<messaging type>/<service>".
+func checkKey(key string) error {
+	typ, service, ok := strings.Cut(key, "/")
+	if !ok || service == "" || len(service) > 64 {
+		return fmt.Errorf("%q: want type/service", key)
+	}
+	if typ != SinchType && !messages.IsMessagingType(typ) {
+		return fmt.Errorf("%q: type must be sinch or one of %s", key, strings.Join(messages.MessagingTypes(), ", "))
+	}
+	if typ != SinchType && messages.EscapeToken(service) != service {
+		return fmt.Errorf("%q: the service must be letters, digits, '-' or '_'", key)
+	}
+	return nil
+}
+
+// Validate checks the fields against each other and against the webhook
+// secrets. Errors name the variable.
+func (c Config) Validate() error {
+	p := c.Partitions
+	if p < 1 || p > messages.Partitions || p&(p-1) != 0 {
+		return fmt.Errorf("CCRELAY_FORWARD_PARTITIONS: %d is not a power of two from 1 to %d", p, messages.Partitions)
+	}
+	if c.Timeout <= 0 {
+		return errors.New("CCRELAY_FORWARD_TIMEOUT: must be positive")
+	}
+	if len(c.Backoff) == 0 {
+		return errors.New("CCRELAY_FORWARD_BACKOFF: needs at least one duration")
+	}
+	for _, d := range c.Backoff {
+		if d <= 0 {
+			return errors.New("CCRELAY_FORWARD_BACKOFF: durations must be positive")
+		}
+	}
+	for _, key := range c.BasicUsers.Names() {
+		if _, ok := c.URLs[key]; !ok {
+			return fmt.Errorf("CCRELAY_FORWARD_BASIC_USERS: %q has no URL in CCRELAY_FORWARD_URLS", key)
+		}
+		if _, _, ok := c.BasicUsers.UserPassword(key); !ok {
+			return fmt.Errorf("CCRELAY_FORWARD_BASIC_USERS: %q: want type/service=user:password", key)
+		}
+	}
+	for _, key := range c.URLs.Keys() {
+		typ, service, _ := strings.Cut(key, "/")
+		switch {
+		case typ == SinchType && c.SinchSecrets[service] == "":
+			return fmt.Errorf("CCRELAY_FORWARD_URLS: %q: no CCRELAY_SINCH_WEBHOOK_SECRETS entry for %q, so nothing is received to forward, and nothing could be signed for Contact Pro", key, service)
+		case typ == messages.MessagingTwilio && c.MessagingSecrets[key] == "":
+			return fmt.Errorf("CCRELAY_FORWARD_URLS: %q: no CCRELAY_MESSAGING_SECRETS entry to sign the delivery with", key)
+		}
+	}
+	return nil
+}
