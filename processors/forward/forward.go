@@ -145,8 +145,9 @@ func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 }
 
 // Handle delivers ev to its destination. Contact Pro's 2xx completes it;
-// no answer, 408, 425, 429 and 5xx are retried; any other answer cannot
-// succeed and dead-letters it with the answer.
+// no answer, 408, 425, 429 and 5xx are retried, and so are 401, 403 and 404
+// (see configuration); any other answer cannot succeed and dead-letters it
+// with the answer.
 func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	key, err := p.destination(ev)
 	if err != nil {
@@ -174,12 +175,21 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	case res.StatusCode >= 200 && res.StatusCode < 300:
 		p.metrics.delivered(key, ev)
 		return nil
-	case retry.TransientStatus(res.StatusCode):
+	case retry.TransientStatus(res.StatusCode), configuration(res.StatusCode):
 		p.metrics.outcome(key, "failed")
 		return fmt.Errorf("%s answered %d: %s", key, res.StatusCode, snippet)
 	}
 	p.metrics.outcome(key, "rejected")
 	return processors.Permanentf("%s answered %d: %s", key, res.StatusCode, snippet)
+}
+
+// configuration reports whether an answer says that ccrelay's side is
+// configured wrong (the external user, a signing secret, the URL): every
+// delivery to the destination would get it, and dead-lettering them all
+// would lose their order. They wait, and the alert fires, until an
+// operator fixes the configuration.
+func configuration(status int) bool {
+	return status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound
 }
 
 // request builds the delivery: the stored body byte for byte, its content

@@ -61,3 +61,10 @@ func InboundText(msgID string, at time.Time) []byte {
   "correlation_id": "corr-2b7c5a1e-9d3f-4e8a-b6c2-7f1d0e9a8b3c"
 }`, AppID, ts, ts, msgID, AppID, ts)
 }
+
+// InboundFrom is a short MESSAGE_INBOUND text message of one contact.
+func InboundFrom(msgID, contactID, text string, at time.Time) []byte {
+	ts := at.UTC().Format(time.RFC3339Nano)
+	return fmt.Appendf(nil, `{"app_id":%q,"accepted_time":%q,"event_time":%q,"project_id":"c36f3d3d-1513-4edd-ae42-11995557ff61","message":{"id":%q,"direction":"TO_APP","contact_message":{"text_message":{"text":%q}},"channel_identity":{"channel":"WHATSAPP","identity":"46732000000","app_id":%q},"conversation_id":"01EQ8235TD19N21XQTH12B145D","contact_id":%q,"accept_time":%q,"processing_mode":"CONVERSATION"}}`,
+		AppID, ts, ts, msgID, text, AppID, contactID, ts)
+}
