@@ -49,6 +49,7 @@ type Server struct {
 	services       map[string]Service
 
 	mu       sync.Mutex
+	delay    time.Duration
 	down     int // status answered while down; 0 when up
 	reject   map[string]int
 	received []Received
@@ -75,6 +76,13 @@ func (s *Server) Down(status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.down = status
+}
+
+// SetDelay makes every answer take d, like a loaded SMS Server.
+func (s *Server) SetDelay(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
 }
 
 // SetPassword changes the external user's password.
@@ -142,8 +150,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	down, reject := s.down, s.reject[r.Header.Get("X-Ccrelay-Event-Id")]
+	down, reject, delay := s.down, s.reject[r.Header.Get("X-Ccrelay-Event-Id")], s.delay
 	s.mu.Unlock()
+	if delay > 0 {
+		time.Sleep(delay)
+	}
 	if down != 0 {
 		s.refuse(w, down, "down")
 		return
