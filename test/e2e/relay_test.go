@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -9,7 +10,10 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/signature"
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/replay"
 	"github.com/ccrelay/ccrelay/test/fakes/cpfake"
 	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
@@ -261,4 +265,42 @@ func TestRelayWaitsForAFixedConfiguration(t *testing.T) {
 	if got := cp.Received()[0]; !strings.HasPrefix(got.Header.Get(signature.HeaderHubSignature256), "sha256=") {
 		t.Errorf("delivered without Meta's signature: %v", got.Header)
 	}
+}
+
+// TestRelayReplay: a replay is no second delivery (the ledger knows them);
+// a forced replay for the relay delivers the window again, in order.
+func TestRelayReplay(t *testing.T) {
+	ns := natstest.Embedded(t)
+	cp := cpfake.New(t, cpExtUser, cpExtPassword, relayServices()...)
+	d := relayDeployment(t, ns.ClientURL(), cp)
+	d.startProcessors("forward")
+	since := time.Now().Add(-time.Second)
+	want, total := sendBacklog(t, d, 2, 3)
+	eventually(t, "delivered", func() bool { return len(cp.Received()) == total })
+
+	ledger, err := processors.NewLedger(context.Background(), provision.Waiter{}, d.js, d.subjects.LedgerBucket(), time.Hour, time.Minute, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The window of the original deliveries only: a second replay of the
+	// first replay's copies would deliver them a third time.
+	opts := replay.Options{Subject: d.subjects.Inbound(), Since: since, Until: time.Now()}
+	sum, err := replay.Run(context.Background(), d.js, d.subjects, ledger, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Replayed != uint64(total) {
+		t.Fatalf("replayed %d, want %d", sum.Replayed, total)
+	}
+	eventually(t, "the replay is skipped", func() bool { return d.processed("forward", processors.OutcomeSkipped) == float64(total) })
+	if n := len(cp.Received()); n != total {
+		t.Errorf("a plain replay delivered again: %d deliveries, want %d", n, total)
+	}
+
+	opts.Force, opts.Processors = true, []string{"forward"}
+	if _, err := replay.Run(context.Background(), d.js, d.subjects, ledger, opts); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the forced replay is delivered", func() bool { return len(cp.Received()) == 2*total })
+	checkInOrderOnce(t, cp.Received()[total:], want)
 }
