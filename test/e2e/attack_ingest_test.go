@@ -110,7 +110,7 @@ func TestIngestAttacks(t *testing.T) {
 			}
 			if c.status == 202 {
 				subject := d.stored(r).Subject
-				if !strings.HasSuffix(subject, ".A%2E%3E") {
+				if a, err := d.subjects.Parse(subject); err != nil || a.Name != "A.>" || !strings.Contains(subject, ".A%2E%3E.") {
 					t.Errorf("app id %q escaped to subject %q", "A.>", subject)
 				}
 			}

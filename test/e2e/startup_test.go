@@ -32,7 +32,9 @@ func TestReplicasStartTogether(t *testing.T) {
 	const rounds, replicas = 20, 3
 	for round := range rounds {
 		ns := natstest.Embedded(t)
-		cfg, err := config.Load([]string{"CCRELAY_NATS_URL=" + ns.ClientURL(), "CCRELAY_SINCH_WEBHOOK_SECRETS=svc1:s"}, nil)
+		// Every processor runs, the relay's partition consumers included.
+		cfg, err := config.Load([]string{"CCRELAY_NATS_URL=" + ns.ClientURL(), "CCRELAY_SINCH_WEBHOOK_SECRETS=svc1:s",
+			"CCRELAY_FORWARD_URLS=sinch/svc1=http://127.0.0.1:9/sms"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +116,8 @@ func startReplica(ctx context.Context, url string, cfg *config.Config, logger *s
 func TestStartWhileClusterReforms(t *testing.T) {
 	cluster := natstest.NewCluster(t, 3)
 	cfg, err := config.Load([]string{"CCRELAY_NATS_URL=" + cluster.URLs(t), "CCRELAY_STREAM_REPLICAS=3",
-		"CCRELAY_NATS_CONNECT_TIMEOUT=60s", "CCRELAY_SINCH_WEBHOOK_SECRETS=svc1:s"}, nil)
+		"CCRELAY_NATS_CONNECT_TIMEOUT=60s", "CCRELAY_SINCH_WEBHOOK_SECRETS=svc1:s",
+		"CCRELAY_FORWARD_URLS=sinch/svc1=http://127.0.0.1:9/sms", "CCRELAY_FORWARD_PARTITIONS=2"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
