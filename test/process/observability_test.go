@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
+	"github.com/ccrelay/ccrelay/test/fakes/cpfake"
 	"github.com/ccrelay/ccrelay/test/fakes/cmifake"
 	"github.com/ccrelay/ccrelay/test/fakes/mediafake"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
@@ -97,6 +99,9 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	cmi := cmifake.New(t, "cmi-user", "cmi-pass", "cmi-key")
 	media := mediafake.New(t)
 	s3 := s3fake.New(t, bucket)
+	twilioSvc := cpfake.Service{Type: "twilio", Name: "us", Secret: "twilio-token"}
+	cp := cpfake.New(t, "ext", "ext-password", twilioSvc)
+	cp.Down(http.StatusServiceUnavailable) // for the first seconds: failed, held, then a backlog that drains
 	dir := t.TempDir()
 	p := start(t, dir, []string{
 		"CCRELAY_NATS_URL=" + ns.ClientURL(), "CCRELAY_HTTP_ADDR=127.0.0.1:0", "CCRELAY_METRICS_ADDR=127.0.0.1:0",
@@ -107,6 +112,9 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 		"AWS_ACCESS_KEY_ID=" + s3fake.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3fake.SecretKey,
 		"CCRELAY_PROCESS_BACKOFF=200ms", "CCRELAY_PROCESS_MAX_DELIVER=3",
 		"CCRELAY_SUMMARIES_RECONCILE_EVERY=1s", "CCRELAY_SUMMARIES_RECONCILE_GRACE=0s",
+		"CCRELAY_PUBLIC_URL=https://relay.example.com", "CCRELAY_MESSAGING_SECRETS=twilio/us:twilio-token",
+		"CCRELAY_FORWARD_URLS=twilio/us=" + cp.URLOf(twilioSvc), "CCRELAY_FORWARD_BASIC_USERS=twilio/us=ext:ext-password",
+		"CCRELAY_FORWARD_BACKOFF=200ms",
 	}, "serve")
 	metricsAddr := strings.TrimPrefix(p.addr("metrics"), "http://")
 	ingest := p.addr("http")
@@ -166,6 +174,13 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 			s3.Put(t, bucket, "Analysis/Voice/2026/11/21/"+contact+"_analysis_x.json", analysis("obs"))
 			send("/v1/connect/events", json("x-api-key", "cn-key"), contactLensEvent("obs-ev-"+contact, contact))
 		}
+		form := url.Values{"MessageSid": {fmt.Sprintf("SMOBS%d", i)}, "From": {fmt.Sprintf("+4915100%d", i%7)}, "Body": {"hi"}}
+		fb := []byte(form.Encode())
+		send("/v1/messaging/twilio/us", http.Header{"Content-Type": {"application/x-www-form-urlencoded"},
+			signature.HeaderTwilioSignature: {signature.TwilioSign("twilio-token", "https://relay.example.com/v1/messaging/twilio/us", form)}}, fb)
+		if i == 30 {
+			cp.Up()
+		}
 		if i == 3 { // no call record and no file: retried, then dead-lettered
 			send("/v1/connect/events", json("x-api-key", "cn-key"), contactLensEvent("obs-missing", "nobody"))
 		}
@@ -175,6 +190,7 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 		return strings.Contains(metricsText(t, p), `ccrelay_dlq_messages{processor="summaries"} `) &&
 			!strings.Contains(metricsText(t, p), `ccrelay_dlq_messages{processor="summaries"} 0`)
 	})
+	waitFor(t, "the relay's backlog delivered", func() bool { return len(cp.Received()) > 40 })
 	time.Sleep(3 * time.Second) // a few more scrapes after the last changes
 
 	var dash struct {
@@ -215,8 +231,8 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 			}
 		}
 	}
-	if loaded != 8 {
-		t.Errorf("%d alert rules loaded, want 8\n%s", loaded, promLog.String())
+	if loaded != 9 {
+		t.Errorf("%d alert rules loaded, want 9\n%s", loaded, promLog.String())
 	}
 	t.Logf("%d dashboard expressions returned data; %d alert rules evaluate", exprs, loaded)
 	_ = p.stop(t, syscall.SIGTERM)
