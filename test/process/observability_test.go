@@ -18,8 +18,8 @@ import (
 
 	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
-	"github.com/ccrelay/ccrelay/test/fakes/cpfake"
 	"github.com/ccrelay/ccrelay/test/fakes/cmifake"
+	"github.com/ccrelay/ccrelay/test/fakes/cpfake"
 	"github.com/ccrelay/ccrelay/test/fakes/mediafake"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
 	"github.com/ccrelay/ccrelay/test/natstest"
