@@ -178,7 +178,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 				defer stop()
 			}
 		}
-		r.deps.Logger.Info("processor started", "processor", p.Name, "consumers", len(r.consumers[p.Name]), "subjects", p.Filter, "partitions", len(p.Partitions), "concurrency", r.cfg.Concurrency)
+		if len(p.Partitions) > 0 {
+			r.deps.Logger.Info("processor started", "processor", p.Name, "consumers", len(p.Partitions), "partitioned", true, "subjects_per_consumer", len(p.Partitions[0]))
+		} else {
+			r.deps.Logger.Info("processor started", "processor", p.Name, "consumer", r.consumers[p.Name][0].name, "subjects", p.Filter, "concurrency", r.cfg.Concurrency)
+		}
 	}
 	var bg sync.WaitGroup
 	bctx, bcancel := context.WithCancel(ctx)

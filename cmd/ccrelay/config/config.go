@@ -172,6 +172,15 @@ func (c *Config) validate() error {
 	if err := c.Processors.Forward.Validate(); err != nil {
 		return err
 	}
+	for _, key := range c.Processors.Forward.URLs.Keys() {
+		m := in.Messaging
+		_, s := m.Secrets[key]
+		_, b := m.BasicUsers[key]
+		_, k := m.APIKeys[key]
+		if !strings.HasPrefix(key, "sinch/") && !s && !b && !k {
+			return fmt.Errorf("CCRELAY_FORWARD_URLS: %q: /v1/messaging/%s takes nothing without credentials (CCRELAY_MESSAGING_SECRETS, _BASIC_USERS or _API_KEYS), so there would be nothing to forward", key, key)
+		}
+	}
 	if skew := in.Sinch.MaxClockSkew; skew > 0 && in.Streams.DedupWindow < 2*skew {
 		// A replayed Sinch callback arrives within twice the skew of the
 		// original; only the dedup window makes it a duplicate.

@@ -108,6 +108,19 @@ func TestErrorsNameTheVariable(t *testing.T) {
 		{[]string{"CCRELAY_C4C_URL=my-tenant"}, "CCRELAY_C4C_URL:"},
 		{[]string{"CCRELAY_SEAL_KEYS=a", "CCRELAY_SEAL_KEYS_FILE=/x"}, "CCRELAY_SEAL_KEYS: set either"},
 		{[]string{"CCRELAY_SEAL_KEYS_FILE=/does/not/exist"}, "CCRELAY_SEAL_KEYS_FILE:"},
+		{[]string{"CCRELAY_MESSAGING_SECRETS=twilio/us:XYZZY"}, "CCRELAY_PUBLIC_URL:"},
+		{[]string{"CCRELAY_MESSAGING_SECRETS=twilio/us:XYZZY", "CCRELAY_PUBLIC_URL=https://relay.example.com/"}, "CCRELAY_PUBLIC_URL:"},
+		{[]string{"CCRELAY_MESSAGING_SECRETS=sinchconversation/eu:XYZZY"}, "CCRELAY_MESSAGING_SECRETS:"},
+		{[]string{"CCRELAY_MESSAGING_SECRETS=wavy/a.b:XYZZY"}, "CCRELAY_MESSAGING_SECRETS:"},
+		{[]string{"CCRELAY_MESSAGING_BASIC_USERS=twilio/us=u:XYZZY"}, "CCRELAY_MESSAGING_SECRETS:"},
+		{[]string{"CCRELAY_MESSAGING_BASIC_USERS=wavy/br=XYZZY"}, "CCRELAY_MESSAGING_BASIC_USERS:"},
+		{[]string{"CCRELAY_MESSAGING_VERIFY_TOKENS=twilio/us:XYZZY"}, "CCRELAY_MESSAGING_VERIFY_TOKENS:"},
+		{[]string{"CCRELAY_MESSAGING_MAX_CLOCK_SKEW=6m"}, "CCRELAY_DEDUP_WINDOW: 10m0s is shorter than twice CCRELAY_MESSAGING_MAX_CLOCK_SKEW"},
+		{[]string{"CCRELAY_FORWARD_URLS=sinch/eu=https://u:XYZZY@cp.example/"}, "CCRELAY_FORWARD_URLS:"},
+		{[]string{"CCRELAY_FORWARD_URLS=sinch/eu=https://cp.example/"}, "CCRELAY_FORWARD_URLS:"},
+		{[]string{"CCRELAY_FORWARD_URLS=wavy/br=https://cp.example/"}, "CCRELAY_FORWARD_URLS:"},
+		{[]string{"CCRELAY_SINCH_WEBHOOK_SECRETS=eu:s", "CCRELAY_FORWARD_URLS=sinch/eu=https://cp.example/", "CCRELAY_FORWARD_PARTITIONS=3"}, "CCRELAY_FORWARD_PARTITIONS:"},
+		{[]string{"CCRELAY_SINCH_WEBHOOK_SECRETS=eu:s", "CCRELAY_FORWARD_URLS=sinch/eu=https://cp.example/", "CCRELAY_FORWARD_BASIC_USERS=sinch/other=u:XYZZY"}, "CCRELAY_FORWARD_BASIC_USERS:"},
 	} {
 		_, err := config.Load(c.env, func(string) ([]byte, error) { return nil, os.ErrNotExist })
 		if err == nil {
@@ -140,4 +153,27 @@ func TestVariablesListsEverySetting(t *testing.T) {
 			t.Errorf("%s missing", want)
 		}
 	}
+}
+
+// The relay signs with the secrets ingest verifies: they are read once.
+func TestRelayConfiguration(t *testing.T) {
+	cfg, err := config.Load([]string{
+		"CCRELAY_SINCH_WEBHOOK_SECRETS=eu:sinch-secret",
+		"CCRELAY_PUBLIC_URL=https://relay.example.com",
+		"CCRELAY_MESSAGING_SECRETS=twilio/us:tw-token",
+		"CCRELAY_MESSAGING_BASIC_USERS=wavy/br=wavy:pw",
+		"CCRELAY_FORWARD_URLS=sinch/eu=https://cp.example/sms/sinch,twilio/us=https://cp.example/sms/twilio,wavy/br=http://10.1.2.3/sms",
+		"CCRELAY_FORWARD_BASIC_USERS=sinch/eu=ext:pw:1",
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cfg.Processors.Forward
+	expect.All(t,
+		expect.Check{Name: "destinations", Got: f.URLs.Keys(), Want: []string{"sinch/eu", "twilio/us", "wavy/br"}},
+		expect.Check{Name: "partitions", Got: f.Partitions, Want: 16},
+		expect.Check{Name: "sinch secret shared", Got: f.SinchSecrets["eu"].Reveal(), Want: "sinch-secret"},
+		expect.Check{Name: "twilio token shared", Got: f.MessagingSecrets["twilio/us"].Reveal(), Want: "tw-token"},
+		expect.Check{Name: "enabled", Got: f.Enabled(), Want: true},
+	)
 }
