@@ -7,7 +7,7 @@
 #   ccrelay ingest   ccrelay ingest -> the same nats-server over loopback
 #   ccrelay serve    ccrelay serve with its embedded server and every
 #                    processor, in-process
-#   processors       go test -bench BenchmarkProcessor (test/e2e): the
+#   processors       go test -bench 'BenchmarkProcessor|BenchmarkForward' (test/e2e): the
 #                    runtime against a bare consume -> POST -> ack loop, and
 #                    with SAP answering after 100 ms against Little's law
 #
@@ -98,5 +98,5 @@ serve ""
 if [ "$PROC" = 1 ]; then
 	echo
 	echo "# processors (go test -bench, -count $RUNS): msg/s, %ref = share of the bare loop, %bound = share of Little's law"
-	go test -run '^$' -bench 'BenchmarkProcessor' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | grep -E '^Benchmark'
+	go test -run '^$' -bench 'BenchmarkProcessor|BenchmarkForward' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | grep -E '^Benchmark'
 fi
