@@ -59,7 +59,8 @@ func Partition(conversation string) string {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(conversation))
 	const hex = "0123456789abcdef"
-	b := byte(h.Sum32())
+	sum := h.Sum(nil) // big-endian: the last byte is the low byte
+	b := sum[len(sum)-1]
 	return string([]byte{hex[b>>4], hex[b&0x0f]})
 }
 

@@ -322,5 +322,8 @@ func (a *Adapter) Handshake(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
+	// #nosec G705 -- Meta's handshake needs the challenge echoed; it is
+	// checked to be at most 128 printable ASCII characters without spaces,
+	// and served as text/plain with nosniff, so no browser renders it.
 	_, _ = w.Write([]byte(ch))
 }

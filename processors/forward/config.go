@@ -54,7 +54,7 @@ func (d *Destinations) UnmarshalText(b []byte) error {
 	for i, part := range strings.Split(string(b), ",") {
 		key, raw, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok || key == "" {
-			return fmt.Errorf("entry %d: want type/service=https://...", i+1)
+			return fmt.Errorf("entry %d: want type/service=<http(s) URL>", i+1)
 		}
 		if err := checkKey(key); err != nil {
 			return err
