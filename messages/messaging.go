@@ -87,9 +87,6 @@ func (s Subjects) SinchPartitionFilter(token string) string {
 	return s.join(SourceSinch, "*", "*", token)
 }
 
-// MessagingFilter matches every messaging webhook.
-func (s Subjects) MessagingFilter() string { return s.join(SourceMessaging, ">") }
-
 // Webhook is what ccrelay reads of a messaging webhook: enough to store it
 // once, under its conversation.
 type Webhook struct {

@@ -13,6 +13,7 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -163,10 +164,11 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	}
 	res, err := p.client.Do(req)
 	if err != nil {
-		p.metrics.outcome(key, "failed")
 		if errors.Is(err, egress.ErrRefused) {
+			p.metrics.outcome(key, "rejected")
 			return processors.Permanent(fmt.Errorf("deliver to %s: %w", key, err))
 		}
+		p.metrics.outcome(key, "failed")
 		return fmt.Errorf("deliver to %s: %w", key, err)
 	}
 	defer res.Body.Close()
@@ -196,7 +198,7 @@ func configuration(status int) bool {
 // type, the external user, and the provider's signature, made again where
 // it binds a time or a URL.
 func (p *Processor) request(ctx context.Context, key string, dest *url.URL, ev *processors.Event) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.String(), strings.NewReader(string(ev.Body)))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.String(), bytes.NewReader(ev.Body))
 	if err != nil {
 		return nil, err
 	}
