@@ -44,7 +44,10 @@ func DecodeChatAttachmentsCall(body []byte) (*ChatAttachmentsCall, error) {
 	if err := json.Unmarshal(body, &c); err != nil {
 		return nil, malformed("chat-attachments call", err)
 	}
-	if strings.TrimSpace(c.ContactID) == "" {
+	// The same contact id the call's dedup id names (NewContactProCall
+	// trims it too): " G" is contact G, not a CMI path with a space.
+	c.ContactID = strings.TrimSpace(c.ContactID)
+	if c.ContactID == "" {
 		return nil, missing("contact_id")
 	}
 	if err := checkURL("cmi_url", c.CMIURL); err != nil {
