@@ -12,6 +12,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
 	"github.com/ccrelay/ccrelay/test/fakes/cmifake"
+	"github.com/ccrelay/ccrelay/test/fakes/cpfake"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
@@ -21,6 +22,8 @@ func TestCheckCommand(t *testing.T) {
 	sap := c4cfake.New(t, "v1user", "c4c-pass")
 	cmi := cmifake.New(t, "cmi-user", "cmi-pass", "cmi-key")
 	s3 := s3fake.New(t, bucket)
+	cpSvc := cpfake.Service{Type: "sinch", Name: "eu", Secret: "sinch-secret"}
+	cp := cpfake.New(t, "ext", "ext-password", cpSvc)
 	env := func(over ...string) []string {
 		base := map[string]string{
 			"PATH": os.Getenv("PATH"), "CCRELAY_NATS_URL": ns.ClientURL(),
@@ -28,6 +31,8 @@ func TestCheckCommand(t *testing.T) {
 			"CCRELAY_CMI_URL": cmi.CMIURL(), "CCRELAY_CMI_USER": "cmi-user", "CCRELAY_CMI_PASSWORD": "cmi-pass", "CCRELAY_CMI_API_KEY": "cmi-key",
 			"CCRELAY_CONNECT_BUCKET": bucket, "CCRELAY_S3_ENDPOINT": s3.URL,
 			"AWS_ACCESS_KEY_ID": s3fake.AccessKey, "AWS_SECRET_ACCESS_KEY": s3fake.SecretKey,
+			"CCRELAY_SINCH_WEBHOOK_SECRETS": "eu:sinch-secret",
+			"CCRELAY_FORWARD_URLS": "sinch/eu=" + cp.URLOf(cpSvc), "CCRELAY_FORWARD_BASIC_USERS": "sinch/eu=ext:ext-password",
 		}
 		for _, o := range over {
 			k, v, _ := strings.Cut(o, "=")
@@ -61,7 +66,7 @@ func TestCheckCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("all good: %d\n%s%s", code, out, errOut)
 	}
-	for _, name := range []string{"nats", "streams", "c4c odata", "c4c phone-service", "cmi", "connect bucket"} {
+	for _, name := range []string{"nats", "streams", "c4c odata", "c4c phone-service", "cmi", "connect bucket", "contact pro"} {
 		if !strings.HasPrefix(line(out, name), "ok") {
 			t.Errorf("%s not ok:\n%s", name, out)
 		}
@@ -78,6 +83,8 @@ func TestCheckCommand(t *testing.T) {
 		{[]string{"CCRELAY_CMI_API_KEY=wrong"}, "cmi", "credentials refused"},
 		{[]string{"CCRELAY_CONNECT_BUCKET=no-such-bucket"}, "connect bucket", "NoSuchBucket"},
 		{[]string{"CCRELAY_STREAM_REPLICAS=3"}, "streams", "has 1 replicas"},
+		{[]string{"CCRELAY_FORWARD_BASIC_USERS=sinch/eu=ext:wrong"}, "contact pro", "refused the external user"},
+		{[]string{"CCRELAY_FORWARD_URLS=sinch/eu=http://127.0.0.1:1/sms"}, "contact pro", "connection refused"},
 	} {
 		code, out, _ := runCmd(t, env(c.env...), "check")
 		if l := line(out, c.check); code != 1 || !strings.HasPrefix(l, "FAIL") || !strings.Contains(l, c.want) {
@@ -89,8 +96,8 @@ func TestCheckCommand(t *testing.T) {
 		t.Errorf("missing property: exit %d (want 1), c4c odata line %q (want no property TypeCode)", code, line(out, "c4c odata"))
 	}
 	// Not configured is skipped, not failed.
-	_, out, _ = runCmd(t, env("CCRELAY_CMI_URL=", "CCRELAY_CONNECT_BUCKET="), "check")
-	for _, name := range []string{"cmi", "connect bucket"} {
+	_, out, _ = runCmd(t, env("CCRELAY_CMI_URL=", "CCRELAY_CONNECT_BUCKET=", "CCRELAY_FORWARD_URLS=", "CCRELAY_FORWARD_BASIC_USERS="), "check")
+	for _, name := range []string{"cmi", "connect bucket", "contact pro"} {
 		if l := line(out, name); !strings.HasPrefix(l, "skip") {
 			t.Errorf("unconfigured %s: %q, want skip\n%s", name, l, out)
 		}
@@ -105,6 +112,9 @@ func TestCheckCommand(t *testing.T) {
 	}
 	if err := names.Err(); err != nil {
 		t.Fatal(err)
+	}
+	if n := len(cp.Received()); n != 0 {
+		t.Errorf("the checks delivered %d messages to Contact Pro", n)
 	}
 	slices.Sort(streams)
 	if want := []string{"CCRELAY_DLQ", "CCRELAY_EVENTS"}; !slices.Equal(streams, want) {
