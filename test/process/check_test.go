@@ -32,7 +32,7 @@ func TestCheckCommand(t *testing.T) {
 			"CCRELAY_CONNECT_BUCKET": bucket, "CCRELAY_S3_ENDPOINT": s3.URL,
 			"AWS_ACCESS_KEY_ID": s3fake.AccessKey, "AWS_SECRET_ACCESS_KEY": s3fake.SecretKey,
 			"CCRELAY_SINCH_WEBHOOK_SECRETS": "eu:sinch-secret",
-			"CCRELAY_FORWARD_URLS": "sinch/eu=" + cp.URLOf(cpSvc), "CCRELAY_FORWARD_BASIC_USERS": "sinch/eu=ext:ext-password",
+			"CCRELAY_FORWARD_URLS":          "sinch/eu=" + cp.URLOf(cpSvc), "CCRELAY_FORWARD_BASIC_USERS": "sinch/eu=ext:ext-password",
 		}
 		for _, o := range over {
 			k, v, _ := strings.Cut(o, "=")
