@@ -12,11 +12,11 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/sinch"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/secret"
 	"github.com/ccrelay/ccrelay/messages/signature"
@@ -223,7 +223,9 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 			return nil, ingest.CheckContentType(ct)
 		}
 		if s, ok := a.cfg.Secrets[key]; ok {
-			if err := a.verifySinch(r, s.Reveal(), body, received); err != nil {
+			// Signed the way Sinch signs its webhooks (the Conversation
+			// API's scheme).
+			if err := sinch.VerifyRequest(r.Header, s.Reveal(), body, received, a.cfg.MaxClockSkew); err != nil {
 				return nil, err
 			}
 		}
@@ -255,27 +257,6 @@ func (a *Adapter) requestURL(r *http.Request) string {
 		u += "?" + r.URL.RawQuery
 	}
 	return u
-}
-
-// verifySinch checks a Sinch SMS callback signed the way Sinch signs its
-// webhooks (the Conversation API scheme: HMAC-SHA256 over body, nonce and
-// timestamp).
-func (a *Adapter) verifySinch(r *http.Request, key string, body []byte, received time.Time) error {
-	h := r.Header
-	sig, nonce, ts := h.Get(signature.SinchHeaderSignature), h.Get(signature.SinchHeaderNonce), h.Get(signature.SinchHeaderTimestamp)
-	if !signature.SinchVerify(key, body, nonce, ts, sig) {
-		return ingest.Unauthorized(ingest.CodeInvalidSignature, "the Sinch webhook signature is missing or does not match", nil, nil)
-	}
-	if a.cfg.MaxClockSkew > 0 {
-		sec, err := strconv.ParseInt(ts, 10, 64)
-		if err != nil {
-			return ingest.Unauthorized(ingest.CodeStaleTimestamp, "the timestamp is not Unix seconds", nil, nil)
-		}
-		if skew := received.Sub(time.Unix(sec, 0)); skew > a.cfg.MaxClockSkew || -skew > a.cfg.MaxClockSkew {
-			return ingest.Unauthorized(ingest.CodeStaleTimestamp, fmt.Sprintf("the timestamp is %s away from now; at most %s is accepted", skew.Round(time.Second), a.cfg.MaxClockSkew), nil, nil)
-		}
-	}
-	return nil
 }
 
 // isToken reports whether v is printable ASCII without spaces: safe to

@@ -10,7 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -81,37 +82,38 @@ var ErrCredentialsFormat = errors.New(`want "name:secret,name2:secret2"`)
 // UnmarshalText parses "name:secret,name2:secret2". A secret may hold ':'
 // (everything after the first one is the secret). Errors never quote secrets.
 func (c *Credentials) UnmarshalText(b []byte) error {
-	*c = Credentials{}
+	m, err := parsePairs(b, ":", ErrCredentialsFormat)
+	*c = m
+	return err
+}
+
+// parsePairs parses "name<sep>value,..." into a map; the value is what
+// follows the first sep. Errors wrap format and never quote values.
+func parsePairs(b []byte, sep string, format error) (map[string]Secret, error) {
+	m := map[string]Secret{}
 	if strings.TrimSpace(string(b)) == "" {
-		return nil
+		return m, nil
 	}
 	for i, part := range strings.Split(string(b), ",") {
-		name, secret, ok := strings.Cut(strings.TrimSpace(part), ":")
+		name, value, ok := strings.Cut(strings.TrimSpace(part), sep)
 		switch {
 		case !ok:
-			return fmt.Errorf("entry %d has no ':': %w", i+1, ErrCredentialsFormat)
+			return m, fmt.Errorf("entry %d has no '%s': %w", i+1, sep, format)
 		case name == "":
-			return fmt.Errorf("entry %d has an empty name: %w", i+1, ErrCredentialsFormat)
-		case secret == "":
-			return fmt.Errorf("entry %d (%q) has an empty secret: %w", i+1, name, ErrCredentialsFormat)
+			return m, fmt.Errorf("entry %d has an empty name: %w", i+1, format)
+		case value == "":
+			return m, fmt.Errorf("entry %d (%q) has an empty value: %w", i+1, name, format)
 		}
-		if _, dup := (*c)[name]; dup {
-			return fmt.Errorf("name %q appears twice: %w", name, ErrCredentialsFormat)
+		if _, dup := m[name]; dup {
+			return m, fmt.Errorf("name %q appears twice: %w", name, format)
 		}
-		(*c)[name] = Secret(secret)
+		m[name] = Secret(value)
 	}
-	return nil
+	return m, nil
 }
 
 // Names returns the names, sorted: safe to log.
-func (c Credentials) Names() []string {
-	names := make([]string, 0, len(c))
-	for n := range c {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func (c Credentials) Names() []string { return slices.Sorted(maps.Keys(c)) }
 
 // Check reports whether name is known and secret is its secret. An unknown
 // name costs the same as a wrong secret, so timing does not reveal names.
@@ -134,26 +136,9 @@ var ErrAssignmentsFormat = errors.New(`want "name=value,name2=value2"`)
 // UnmarshalText parses "name=value,...". A value may hold '=' and ':'
 // (everything after the first '=' is the value). Errors never quote values.
 func (a *Assignments) UnmarshalText(b []byte) error {
-	*a = Assignments{}
-	if strings.TrimSpace(string(b)) == "" {
-		return nil
-	}
-	for i, part := range strings.Split(string(b), ",") {
-		name, value, ok := strings.Cut(strings.TrimSpace(part), "=")
-		switch {
-		case !ok:
-			return fmt.Errorf("entry %d has no '=': %w", i+1, ErrAssignmentsFormat)
-		case name == "":
-			return fmt.Errorf("entry %d has an empty name: %w", i+1, ErrAssignmentsFormat)
-		case value == "":
-			return fmt.Errorf("entry %d (%q) has an empty value: %w", i+1, name, ErrAssignmentsFormat)
-		}
-		if _, dup := (*a)[name]; dup {
-			return fmt.Errorf("name %q appears twice: %w", name, ErrAssignmentsFormat)
-		}
-		(*a)[name] = Secret(value)
-	}
-	return nil
+	m, err := parsePairs(b, "=", ErrAssignmentsFormat)
+	*a = m
+	return err
 }
 
 // Names returns the names, sorted: safe to log.

@@ -3,8 +3,9 @@ package forward
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,14 +82,7 @@ func (d *Destinations) UnmarshalText(b []byte) error {
 }
 
 // Keys returns the keys, sorted.
-func (d Destinations) Keys() []string {
-	keys := make([]string, 0, len(d))
-	for k := range d {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+func (d Destinations) Keys() []string { return slices.Sorted(maps.Keys(d)) }
 
 // checkKey checks "sinch/<service>" or "<messaging type>/<service>".
 func checkKey(key string) error {
