@@ -19,19 +19,12 @@ type nakDelay struct{ backoff func(uint64) time.Duration }
 
 func (d nakDelay) WaitTime(delivered uint64) time.Duration { return d.backoff(delivered) }
 
-// handlerFunc wraps p's handler with the runtime's guarantees; it returns
-// the handler of one connection.
-func (r *Runtime) handlerFunc(p Processor) func(nc *nats.Conn) message.NoPublishHandlerFunc {
+// handlerFunc wraps p's handler with the runtime's guarantees, for the
+// deliveries of one connection (its in-progress acks go out on nc).
+func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandlerFunc {
 	m := r.deps.Metrics
 	inFlight := m.InFlight.WithLabelValues(p.Name)
 	duration := m.Duration.WithLabelValues(p.Name)
-	return func(nc *nats.Conn) message.NoPublishHandlerFunc {
-		return r.deliveryFunc(p, nc, inFlight, duration)
-	}
-}
-
-func (r *Runtime) deliveryFunc(p Processor, nc *nats.Conn, inFlight prometheus.Gauge, duration prometheus.Observer) message.NoPublishHandlerFunc {
-	m := r.deps.Metrics
 	return func(msg *message.Message) error {
 		inFlight.Inc()
 		defer inFlight.Dec()

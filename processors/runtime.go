@@ -158,9 +158,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}()
 	g := &gate{}
 	for _, p := range r.procs {
-		h := r.handlerFunc(p)
 		for _, c := range r.consumers[p.Name] {
-			nc, err := r.subscribe(ctx, router, logger, g, p, c, h)
+			nc, err := r.subscribe(ctx, router, logger, g, p, c)
 			if nc != nil {
 				conns = append(conns, nc)
 			}
@@ -223,7 +222,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 // subscribe adds the handlers of one of p's consumers to router, on a
 // connection of their own, which it returns.
-func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger watermill.LoggerAdapter, g *gate, p Processor, c consumer, h func(*nats.Conn) message.NoPublishHandlerFunc) (*nats.Conn, error) {
+func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger watermill.LoggerAdapter, g *gate, p Processor, c consumer) (*nats.Conn, error) {
 	cons, err := r.ensureConsumer(ctx, p, c)
 	if err != nil {
 		return nil, err
@@ -256,7 +255,7 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if c.serial {
 		n = 1 // one message at a time is all the consumer hands out
 	}
-	handler := h(nc)
+	handler := r.handlerFunc(p, nc)
 	for i := 0; i < n; i++ {
 		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.name, i), p.Name, sub, handler)
 	}
