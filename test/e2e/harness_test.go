@@ -49,7 +49,7 @@ const (
 )
 
 func secrets() []string {
-	return []string{twilioToken, fbAppSecret, fbVerifyToken, smsSecret, wavyPassword, social365Key, sinchSecret, cpAPIKey, cpPassword, oauthSecret, connectAPIKey, ebPassword, cmiAPIKey, cmiPassword, sapPassword, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}
+	return []string{twilioToken, fbAppSecret, fbVerifyToken, smsSecret, wavyPassword, social365Key, cpExtPassword, sinchSecret, cpAPIKey, cpPassword, oauthSecret, connectAPIKey, ebPassword, cmiAPIKey, cmiPassword, sapPassword, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}
 }
 
 var prefixSeq atomic.Int64 // distinct subject prefix per deployment in one test binary
