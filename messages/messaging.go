@@ -242,6 +242,10 @@ func decodeMessenger(body []byte) (*Webhook, error) {
 			return nil, err
 		}
 		w.Kind, w.ID = KindInbound, "mid:"+ev.Message.Mid
+		if ev.Message.IsEcho {
+			// The page's own message, echoed: not one a customer sent.
+			w.Kind = KindOther
+		}
 	case ev.Postback != nil && ev.Postback.Mid != "":
 		if err := checkID("entry.messaging.postback.mid", ev.Postback.Mid); err != nil {
 			return nil, err
