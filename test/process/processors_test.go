@@ -55,6 +55,26 @@ func embeddedURL(t *testing.T, dir string, ready map[string]any) string {
 	return "nats://ccrelay:" + strings.TrimSpace(string(pw)) + "@" + strings.TrimPrefix(u, "nats://")
 }
 
+// waitForCount waits until count() reaches want. Bulk work on a shared CI
+// machine takes as long as it takes, so it fails only when the count has
+// not moved for 30 s: work that stalled, not work that is slow.
+func waitForCount(t *testing.T, what string, count func() int, want int) {
+	t.Helper()
+	last, moved := count(), time.Now()
+	for last < want {
+		if time.Since(moved) > 30*time.Second {
+			t.Fatalf("waiting for %s: stuck at %d of %d for 30 s", what, last, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if c := count(); c != last {
+			last, moved = c, time.Now()
+		}
+	}
+	if last > want {
+		t.Fatalf("waiting for %s: %d, more than the %d there are", what, last, want)
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

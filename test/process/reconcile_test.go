@@ -119,7 +119,7 @@ func TestReconcileSurvivesSIGKILL(t *testing.T) {
 	<-a.exited
 
 	b := start(t, t.TempDir(), env, "process", "--processors", "summaries")
-	waitFor(t, "every call written", func() bool { return w.written(ids) == n })
+	waitForCount(t, "every call written", func() int { return w.written(ids) }, n)
 	w.writtenOnce(t, ids)
 	if !strings.Contains(b.log(), `"resumed_after":"Analysis/Voice/`) {
 		t.Errorf("the new replica did not resume the dead one's sweep:\n%s", b.log())

@@ -72,7 +72,7 @@ func TestRelaySurvivesSIGKILL(t *testing.T) {
 	if err := reps[1].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "every message delivered after the kill", func() bool { return distinct(cp.Received()) == total })
+	waitForCount(t, "every message delivered after the kill", func() int { return distinct(cp.Received()) }, total)
 	time.Sleep(500 * time.Millisecond)
 
 	got := map[string][]string{}

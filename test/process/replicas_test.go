@@ -122,7 +122,7 @@ func TestProcessReplicas(t *testing.T) {
 	if err := reps[1].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "all written after the kill", func() bool { return w.written(ids) == n })
+	waitForCount(t, "all written after the kill", func() int { return w.written(ids) }, n)
 	w.writtenOnce(t, ids)
 	for _, i := range []int{0, 2} {
 		if err := reps[i].stop(t, syscall.SIGTERM); err != nil {
