@@ -97,11 +97,11 @@ func (s Subjects) Identify(subject string, body []byte) (Identity, error) {
 	}
 	switch a.Source {
 	case SourceSinch:
-		cb, err := DecodeSinchCallback(body)
+		r, err := RouteSinchCallback(body)
 		if err != nil {
 			return Identity{}, err
 		}
-		return Identity{Source: SourceSinch, Kind: a.Kind, ID: cb.DedupID(body)}, nil
+		return Identity{Source: SourceSinch, Kind: a.Kind, ID: r.ID}, nil
 	case SourceMessaging:
 		w, err := DecodeWebhook(a.Kind, a.Name, body)
 		if err != nil {

@@ -323,13 +323,18 @@ func (c *SinchCallback) SinchConversation() string {
 		r := c.DeliveryReport
 		contact, conv, channel, identity = r.ContactID, r.ConversationID, r.ChannelIdentity.Channel, r.ChannelIdentity.Identity
 	}
+	return sinchConversation(c.AppID, contact, conv, channel, identity)
+}
+
+// sinchConversation is the conversation key made of a callback's ids.
+func sinchConversation(appID, contact, conv, channel, identity string) string {
 	switch {
 	case contact != "":
-		return "sinch/" + c.AppID + "/contact:" + contact
+		return "sinch/" + appID + "/contact:" + contact
 	case conv != "":
-		return "sinch/" + c.AppID + "/conversation:" + conv
+		return "sinch/" + appID + "/conversation:" + conv
 	case identity != "":
-		return "sinch/" + c.AppID + "/" + channel + ":" + identity
+		return "sinch/" + appID + "/" + channel + ":" + identity
 	}
-	return "sinch/" + c.AppID
+	return "sinch/" + appID
 }

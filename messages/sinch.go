@@ -122,12 +122,22 @@ func (c *SinchCallback) Time() time.Time {
 func (c *SinchCallback) DedupID(body []byte) string {
 	switch {
 	case c.Message != nil:
-		return "sinch:inbound:" + c.Message.ID
+		return sinchInboundID(c.Message.ID)
 	case c.DeliveryReport != nil:
 		r := c.DeliveryReport
-		return "sinch:delivery:" + r.MessageID + ":" + string(r.Status) + ":" + r.ChannelIdentity.Channel
+		return sinchDeliveryID(r.MessageID, string(r.Status), r.ChannelIdentity.Channel)
 	}
-	return "sinch:" + strings.ToLower(string(c.Trigger)) + ":" + BodyDigest(body)
+	return sinchDigestID(c.Trigger, body)
+}
+
+func sinchInboundID(messageID string) string { return "sinch:inbound:" + messageID }
+
+func sinchDeliveryID(messageID, status, channel string) string {
+	return "sinch:delivery:" + messageID + ":" + status + ":" + channel
+}
+
+func sinchDigestID(t SinchTrigger, body []byte) string {
+	return "sinch:" + strings.ToLower(string(t)) + ":" + BodyDigest(body)
 }
 
 // MaxIDBytes bounds every id ccrelay takes from a body into a dedup id, a

@@ -109,24 +109,26 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 		return nil, err
 	}
 
-	cb, err := messages.DecodeSinchCallback(body)
+	// Ingest needs the route, not the decoded payload: the processors
+	// decode that.
+	rt, err := messages.RouteSinchCallback(body)
 	if err != nil {
 		return nil, err
 	}
 
 	acc := &ingest.Accepted{
 		Event: messages.Event{
-			Subject: a.subjects.Sinch(string(cb.Trigger), cb.AppID, messages.Partition(cb.SinchConversation())),
-			ID:      cb.DedupID(body),
+			Subject: a.subjects.Sinch(string(rt.Trigger), rt.AppID, messages.Partition(rt.Conversation)),
+			ID:      rt.ID,
 			Source:  "/sinch/" + service,
-			Type:    messages.TypeSinchPrefix + strings.ToLower(string(cb.Trigger)),
-			Time:    cb.Time(),
+			Type:    messages.TypeSinchPrefix + strings.ToLower(string(rt.Trigger)),
+			Time:    rt.Time,
 			Body:    body,
 		},
 		Type: "other",
 	}
-	if cb.Known {
-		acc.Type = strings.ToLower(string(cb.Trigger))
+	if rt.Known {
+		acc.Type = strings.ToLower(string(rt.Trigger))
 	}
 
 	return acc, nil

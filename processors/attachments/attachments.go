@@ -119,7 +119,7 @@ func (p *Processor) Processor() processors.Processor {
 
 // Wants implements processors.Selector: media messages, and chats that
 // ended or closed. Most inbound messages are text: they are told apart
-// with one decode and skip the ledger.
+// with one pass over the body (not a full decode) and skip the ledger.
 func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 	a, err := p.subjects.Parse(ev.Subject)
 	if err != nil {
@@ -127,11 +127,11 @@ func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 	}
 	switch a.Source {
 	case messages.SourceSinch:
-		cb, err := messages.DecodeSinchCallback(ev.Body)
+		r, err := messages.RouteSinchCallback(ev.Body)
 		if err != nil {
 			return true, "" // Handle dead-letters what it cannot decode
 		}
-		if cb.Message.Media() == nil {
+		if !r.Media {
 			return false, "not a media message"
 		}
 	case messages.SourceContactPro:
