@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages/provision"
@@ -29,6 +30,13 @@ type Ledger struct {
 	kv         jetstream.KeyValue
 	staleAfter time.Duration
 	now        func() time.Time
+	// js and subjects write the two entries of every piece of work (the
+	// claim and its completion) straight to the bucket's subjects: the
+	// KeyValue methods check each key against a regular expression, a
+	// third of a claim's client CPU, and ledger keys are made valid by
+	// construction (ledgerKey).
+	js       jetstream.JetStream
+	subjects string
 }
 
 type entry struct {
@@ -50,7 +58,7 @@ func NewLedger(ctx context.Context, w provision.Waiter, js jetstream.JetStream, 
 	if err != nil {
 		return nil, fmt.Errorf("ledger %w", err)
 	}
-	return &Ledger{kv: kv, staleAfter: staleAfter, now: time.Now}, nil
+	return &Ledger{kv: kv, staleAfter: staleAfter, now: time.Now, js: js, subjects: "$KV." + bucket + "."}, nil
 }
 
 // Claim is a hold on one piece of work.
@@ -71,6 +79,12 @@ func ledgerKey(processor, id string) string {
 func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error) {
 	key := ledgerKey(processor, id)
 	val, _ := json.Marshal(entry{State: "working", At: l.now().UnixNano()})
+	// Most work is new: create the key as KeyValue.Create would (the
+	// subject's last sequence must be 0), and take Create's way, which
+	// also reuses a deleted key, only when that fails.
+	if ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.subjects + key, Data: val}, jetstream.WithExpectLastSequencePerSubject(0)); err == nil {
+		return &Claim{l: l, key: key, rev: ack.Sequence}, nil
+	}
 	rev, err := l.kv.Create(ctx, key, val)
 	if err == nil {
 		return &Claim{l: l, key: key, rev: rev}, nil
@@ -117,7 +131,7 @@ func (c *Claim) Refresh(ctx context.Context) error {
 // Done records the work as completed.
 func (c *Claim) Done(ctx context.Context) error {
 	val, _ := json.Marshal(entry{State: "done", At: c.l.now().UnixNano()})
-	if _, err := c.l.kv.Put(ctx, c.key, val); err != nil {
+	if _, err := c.l.js.Publish(ctx, c.l.subjects+c.key, val); err != nil {
 		return fmt.Errorf("record done: %w", err)
 	}
 	return nil
