@@ -63,11 +63,8 @@ func (r *Runtime) handle(ctx context.Context, p Processor, nc *nats.Conn, reply,
 		err := Permanentf("cannot identify the event: %s", idErr)
 		return r.deadLetter(ctx, p, ev, err)
 	}
-	if sel, ok := p.Handler.(Selector); ok {
-		if wants, why := sel.Wants(ev); !wants {
-			return OutcomeIgnored, Ignored(why)
-		}
-	}
+	// Events a Selector does not want never get here: the consumer
+	// acknowledged them (Runtime.ignoreUnwanted).
 	claim, err := r.deps.Ledger.Claim(ctx, p.Name, ev.ID)
 	switch {
 	case errors.Is(err, ErrDone):

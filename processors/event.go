@@ -91,10 +91,34 @@ func eventOf(msg *message.Message) *Event {
 	seq, _ := strconv.ParseUint(md[mdSeq], 10, 64)
 	n, _ := strconv.ParseUint(md[mdDeliveries], 10, 64)
 	ev := &Event{Subject: md[mdSubject], ID: msg.UUID, Header: h, Body: msg.Payload, Seq: seq, Deliveries: n}
-	if t, err := time.Parse(time.RFC3339Nano, md[messages.HeaderTime]); err == nil {
-		ev.Time = t
-	} else if t, err := time.Parse(time.RFC3339Nano, md[mdStored]); err == nil {
-		ev.Time = t
-	}
+	stored, _ := time.Parse(time.RFC3339Nano, md[mdStored])
+	ev.Time = eventTime(md[messages.HeaderTime], stored)
 	return ev
+}
+
+// eventTime is when an event happened: its ce-time, else when it was
+// stored.
+func eventTime(ceTime string, stored time.Time) time.Time {
+	if t, err := time.Parse(time.RFC3339Nano, ceTime); err == nil {
+		return t
+	}
+	return stored
+}
+
+// selectedEvent is the Event of a delivery for a Selector, built from the
+// JetStream message itself, as eventOf would build it; ok is false for a
+// message without an event id, which the runtime dead-letters.
+func (u unmarshaler) selectedEvent(m jetstream.Msg) (ev *Event, ok bool) {
+	h := m.Headers()
+	id, err := u.subjects.EventID(m.Subject(), h, m.Data())
+	if err != nil {
+		return nil, false
+	}
+	ev = &Event{Subject: m.Subject(), ID: id, Header: h, Body: m.Data()}
+	var stored time.Time
+	if meta, err := m.Metadata(); err == nil {
+		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp
+	}
+	ev.Time = eventTime(h.Get(messages.HeaderTime), stored)
+	return ev, true
 }

@@ -14,10 +14,11 @@ import (
 // channel while consume callbacks may still send on it; Run closes the gate
 // first so no callback is left to do so.
 
-// bind hands watermill the consumer ccrelay created, behind the gate.
-func bind(c jetstream.Consumer, g *gate) wmjs.ResourceInitializer {
+// bind hands watermill the consumer ccrelay created, pulling in batches for
+// up to slots concurrent handlers, behind the gate.
+func bind(c batchingConsumer) wmjs.ResourceInitializer {
 	return func(context.Context, jetstream.JetStream, string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-		return gatedConsumer{Consumer: c, gate: g}, nil, nil
+		return c, nil, nil
 	}
 }
 
@@ -54,22 +55,4 @@ func (g *gate) close(grace time.Duration) bool {
 	case <-time.After(grace):
 		return false
 	}
-}
-
-// gatedConsumer runs consume callbacks only while its gate is open.
-type gatedConsumer struct {
-	jetstream.Consumer
-	gate *gate
-}
-
-func (c gatedConsumer) Consume(h jetstream.MessageHandler, opts ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
-	return c.Consumer.Consume(func(m jetstream.Msg) {
-		if !c.gate.enter() {
-			// Shutting down: hand it back at once, for another replica.
-			_ = m.Nak()
-			return
-		}
-		defer c.gate.leave()
-		h(m)
-	}, opts...)
 }

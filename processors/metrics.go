@@ -25,6 +25,11 @@ type Metrics struct {
 	Messages *prometheus.CounterVec
 	Duration *prometheus.HistogramVec
 	InFlight *prometheus.GaugeVec
+	// Pulls and Pulled give the messages per pull request: how well the
+	// runtime batches its pulls (1 under a trickle, up to the concurrency
+	// under a backlog).
+	Pulls  *prometheus.CounterVec
+	Pulled *prometheus.CounterVec
 }
 
 // NewMetrics creates the runtime metrics and registers them with reg.
@@ -43,8 +48,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ccrelay_processor_in_flight",
 			Help: "Deliveries being handled now, by processor.",
 		}, []string{"processor"}),
+		Pulls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_processor_pulls_total",
+			Help: "Pull requests sent to JetStream, by processor and result (ok, error).",
+		}, []string{"processor", "result"}),
+		Pulled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_processor_pulled_messages_total",
+			Help: "Messages the pull requests delivered, by processor.",
+		}, []string{"processor"}),
 	}
-	reg.MustRegister(m.Messages, m.Duration, m.InFlight)
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Pulls, m.Pulled)
 	return m
 }
 

@@ -145,7 +145,7 @@ func (r *Runtime) ensureConsumer(ctx context.Context, p Processor, c consumer) (
 // Run runs every processor until ctx ends, then stops taking messages and
 // waits for the ones in flight (unanswered ones are redelivered elsewhere).
 func (r *Runtime) Run(ctx context.Context) error {
-	logger := routerLogger{watermill.NewSlogLoggerWithLevelMapping(r.deps.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
+	logger := routerLogger{watermill.NewSlogLoggerWithLevelMapping(r.deps.Logger, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}), r.deps.Logger}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: r.cfg.HandlerTimeout}, logger)
 	if err != nil {
 		return err
@@ -231,19 +231,29 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
+	n := r.cfg.Concurrency
+	if c.serial {
+		n = 1 // one message at a time is all the consumer hands out
+	}
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:   nc,
 		Logger: logger,
 		// The subscriber gives up waiting for the handler after this;
 		// the handler itself is bounded by HandlerTimeout.
-		AckWaitTimeout:      r.cfg.HandlerTimeout + time.Minute,
-		ResourceInitializer: bind(cons, g),
-		NakDelay:            nakDelay{func(n uint64) time.Duration { return r.backoff(p, n) }},
-		// One message per subscription: more would wait in the client
-		// while the ack timer runs. Concurrency comes from running
-		// Concurrency subscriptions on the one consumer.
-		ConsumeOptions: []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(1)},
-		Unmarshaler:    unmarshaler{subjects: r.deps.Subjects},
+		AckWaitTimeout: r.cfg.HandlerTimeout + time.Minute,
+		// Concurrency comes from the consumer: it pulls as many messages
+		// as it has free slots and hands each to the one subscription
+		// (the router runs each message in its own goroutine).
+		ResourceInitializer: bind(batchingConsumer{
+			Consumer: cons, gate: g, slots: n,
+			logger:      r.deps.Logger.With("processor", p.Name, "consumer", c.name),
+			pullsOK:     r.deps.Metrics.Pulls.WithLabelValues(p.Name, "ok"),
+			pullsFailed: r.deps.Metrics.Pulls.WithLabelValues(p.Name, "error"),
+			pulled:      r.deps.Metrics.Pulled.WithLabelValues(p.Name),
+			answered:    r.ignoreUnwanted(p),
+		}),
+		NakDelay:    nakDelay{func(n uint64) time.Duration { return r.backoff(p, n) }},
+		Unmarshaler: unmarshaler{subjects: r.deps.Subjects},
 		// A plain ack, not one waiting for confirmation: if it is lost,
 		// the redelivery finds the work done in the ledger and is skipped.
 		AckAsync: true,
@@ -251,15 +261,40 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if err != nil {
 		return nc, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
-	n := r.cfg.Concurrency
-	if c.serial {
-		n = 1 // one message at a time is all the consumer hands out
-	}
-	handler := r.handlerFunc(p, nc)
-	for i := 0; i < n; i++ {
-		router.AddConsumerHandler(fmt.Sprintf("%s-%d", c.name, i), p.Name, sub, handler)
-	}
+	router.AddConsumerHandler(c.name, p.Name, sub, r.handlerFunc(p, nc))
 	return nc, nil
+}
+
+// ignoreUnwanted acknowledges, before watermill sees them, the deliveries
+// p's Selector does not want, as ignored: most inbound messages are text,
+// which the attachments processor only routes and ignores, and turning each
+// into a watermill message and back cost more than the decision. It is the
+// one place a Selector is asked; only events without an id (dead-lettered
+// by the handler path) pass unasked. It is nil for a handler without a
+// Selector.
+func (r *Runtime) ignoreUnwanted(p Processor) func(jetstream.Msg) bool {
+	sel, ok := p.Handler.(Selector)
+	if !ok {
+		return nil
+	}
+	u := unmarshaler{subjects: r.deps.Subjects}
+	ignored := r.deps.Metrics.Messages.WithLabelValues(p.Name, OutcomeIgnored)
+	return func(m jetstream.Msg) bool {
+		ev, ok := u.selectedEvent(m)
+		if !ok {
+			return false
+		}
+		wants, why := sel.Wants(ev)
+		if wants {
+			return false
+		}
+		// A plain ack, as on the handler path: if it is lost, the
+		// redelivery is ignored again.
+		_ = m.Ack()
+		ignored.Inc()
+		r.logDelivery(context.Background(), slog.LevelDebug, "acknowledged", p, ev, "outcome", OutcomeIgnored, "reason", Ignored(why))
+		return true
+	}
 }
 
 // routerLogger is the logger of watermill's router and subscribers. The
@@ -267,9 +302,33 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 // outcome deserves (a retry is a WARN); the router's "Handler returned
 // error" for the same delivery would repeat it at ERROR, so an SAP outage
 // would flood the ERROR level with retries that are going to succeed.
-type routerLogger struct{ watermill.LoggerAdapter }
+//
+// watermill-nats logs every message at Info and Trace; the adapter builds
+// their fields before slog drops them, so those levels are checked first.
+type routerLogger struct {
+	watermill.LoggerAdapter
+	slog *slog.Logger
+}
 
 const routerHandlerError = "Handler returned error"
+
+func (l routerLogger) Info(msg string, fields watermill.LogFields) {
+	if l.slog.Enabled(context.Background(), slog.LevelDebug) { // Info is mapped to Debug
+		l.LoggerAdapter.Info(msg, fields)
+	}
+}
+
+func (l routerLogger) Debug(msg string, fields watermill.LogFields) {
+	if l.slog.Enabled(context.Background(), slog.LevelDebug) {
+		l.LoggerAdapter.Debug(msg, fields)
+	}
+}
+
+func (l routerLogger) Trace(msg string, fields watermill.LogFields) {
+	if l.slog.Enabled(context.Background(), watermill.LevelTrace) {
+		l.LoggerAdapter.Trace(msg, fields)
+	}
+}
 
 func (l routerLogger) Error(msg string, err error, fields watermill.LogFields) {
 	if msg == routerHandlerError {
@@ -280,5 +339,5 @@ func (l routerLogger) Error(msg string, err error, fields watermill.LogFields) {
 }
 
 func (l routerLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
-	return routerLogger{l.LoggerAdapter.With(fields)}
+	return routerLogger{l.LoggerAdapter.With(fields), l.slog}
 }

@@ -26,6 +26,8 @@ import (
 // recorder is a processor whose behaviour is chosen by the event id's
 // prefix, and which counts the side effects it completed.
 type recorder struct {
+	// release ends the handling of "hold" events.
+	release  chan struct{}
 	mu       sync.Mutex
 	done     map[string]int
 	attempts map[string]int
@@ -60,6 +62,12 @@ func (r *recorder) Handle(ctx context.Context, ev *processors.Event) error {
 		panic("boom")
 	case "ignore":
 		return processors.Ignored("nothing to do")
+	case "hold":
+		select {
+		case <-r.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	case "slow":
 		select {
 		case <-time.After(3 * time.Second): // twice the ack wait
@@ -91,6 +99,13 @@ type fixture struct {
 
 func start(t *testing.T, url string, replicas int) *fixture {
 	t.Helper()
+	return startWith(t, url, replicas, func(r *recorder) processors.Handler { return r })
+}
+
+// startWith runs replicas runtimes whose handler handler makes of the
+// fixture's recorder.
+func startWith(t *testing.T, url string, replicas int, handler func(*recorder) processors.Handler) *fixture {
+	t.Helper()
 	_, js := natstest.Connect(t, url)
 	subjects, _ := messages.NewSubjects("ccrelay")
 	ctx := context.Background()
@@ -98,7 +113,7 @@ func start(t *testing.T, url string, replicas int) *fixture {
 	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, sc); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{js: js, subjects: subjects, rec: &recorder{done: map[string]int{}, attempts: map[string]int{}, at: map[string][]time.Time{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
+	f := &fixture{js: js, subjects: subjects, rec: &recorder{release: make(chan struct{}), done: map[string]int{}, attempts: map[string]int{}, at: map[string][]time.Time{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
 	cfg := processors.Config{Concurrency: 4, AckWait: 1500 * time.Millisecond, MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
 		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
 	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, subjects.LedgerBucket(), cfg.LedgerTTL, cfg.AckWait, 1)
@@ -114,7 +129,7 @@ func start(t *testing.T, url string, replicas int) *fixture {
 			JS: js, Subjects: subjects, Ledger: ledger, DLQ: f.dlq, Metrics: m, Registry: prometheus.NewRegistry(),
 			Connect: func() (*nats.Conn, error) { return nats.Connect(url) },
 			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		}, processors.Processor{Name: "recorder", Filter: []string{subjects.ContactLensFilter()}, Handler: f.rec})
+		}, processors.Processor{Name: "recorder", Filter: []string{subjects.ContactLensFilter()}, Handler: handler(f.rec)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -340,5 +355,108 @@ func TestStopWhileStarting(t *testing.T) {
 	cancel()
 	if err := rt.Run(ctx); err != nil {
 		t.Fatalf("stop during start-up reported %v", err)
+	}
+}
+
+// TestRuntimePullsOnlyWhatItCanWorkOn: with every handler busy, the runtime
+// holds no message it is not working on (each would have its ack timer run
+// in the client, and be redelivered to another replica), and once handlers
+// free up it takes the rest, each once.
+func TestRuntimePullsOnlyWhatItCanWorkOn(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := start(t, ns.ClientURL(), 1)
+	const n, concurrency = 12, 4 // start's Concurrency
+	for i := range n {
+		f.publish(t, fmt.Sprintf("hold-%d", i), true)
+	}
+	running := func() int {
+		f.rec.mu.Lock()
+		defer f.rec.mu.Unlock()
+		k := 0
+		for id := range f.rec.attempts {
+			if strings.HasPrefix(id, "hold-") {
+				k++
+			}
+		}
+		return k
+	}
+	eventually(t, "every handler busy", func() bool { return running() == concurrency })
+	cons, err := f.js.Consumer(context.Background(), f.subjects.EventsStream(), processors.ConsumerName(f.subjects, "recorder"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending != concurrency || info.NumPending != n-concurrency {
+			t.Fatalf("handed out %d (want %d, the busy handlers), %d left in the stream (want %d)", info.NumAckPending, concurrency, info.NumPending, n-concurrency)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := running(); got != concurrency {
+		t.Fatalf("%d events started with %d handlers", got, concurrency)
+	}
+	close(f.rec.release)
+	eventually(t, "every event done", func() bool {
+		for i := range n {
+			if d, _ := f.rec.count(fmt.Sprintf("hold-%d", i)); d != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range n {
+		if d, a := f.rec.count(fmt.Sprintf("hold-%d", i)); d != 1 || a != 1 {
+			t.Errorf("hold-%d: done %d, attempts %d", i, d, a)
+		}
+	}
+	pulled := metricstest.Value(t, f.reg, "ccrelay_processor_pulled_messages_total", map[string]string{"processor": "recorder"})
+	pulls := metricstest.Value(t, f.reg, "ccrelay_processor_pulls_total", map[string]string{"processor": "recorder", "result": "ok"})
+	if pulled != n || pulls < 1 {
+		t.Errorf("%v messages in %v pulls; want %d", pulled, pulls, n)
+	}
+}
+
+// choosy is a recorder that says, as a Selector reading the body, that it
+// wants no "skip-" event.
+type choosy struct{ *recorder }
+
+func (c choosy) Wants(ev *processors.Event) (bool, string) {
+	if e, err := messages.DecodeContactLensEvent(ev.Body); err == nil && strings.HasPrefix(e.ID, "skip-") {
+		return false, "not for me"
+	}
+	return true, ""
+}
+
+// TestUnwantedEventsAreAcknowledgedAsIgnored: events a Selector does not
+// want never reach the handler, are acknowledged, and count as ignored;
+// the rest are handled as before, hand-published ones included.
+func TestUnwantedEventsAreAcknowledgedAsIgnored(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := startWith(t, ns.ClientURL(), 1, func(r *recorder) processors.Handler { return choosy{r} })
+	for i := range 5 {
+		f.publish(t, fmt.Sprintf("skip-%d", i), true)
+	}
+	f.publish(t, "skip-by-hand", false) // no ce-id: the id comes from the body
+	f.publish(t, "plain-1", true)
+	eventually(t, "the wanted event done", func() bool { d, _ := f.rec.count("plain-1"); return d == 1 })
+	eventually(t, "six ignored", func() bool { return outcomes(t, f, processors.OutcomeIgnored) == 6 })
+	cons, err := f.js.Consumer(context.Background(), f.subjects.EventsStream(), processors.ConsumerName(f.subjects, "recorder"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "every event acknowledged", func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+	})
+	for _, id := range []string{"skip-0", "skip-4", "skip-by-hand"} {
+		if _, attempts := f.rec.count(id); attempts != 0 {
+			t.Errorf("%s reached the handler %d times", id, attempts)
+		}
+	}
+	if got := outcomes(t, f, processors.OutcomeDone); got != 1 {
+		t.Errorf("%v done, want 1", got)
 	}
 }
