@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,8 +83,9 @@ func (w *benchWorld) publish(b *testing.B, n int, tag string) {
 }
 
 // runRuntime processes n events with replicas runtimes of concurrency each,
-// whose handler POSTs each event to sap, and returns the time it took.
-func (w *benchWorld) runRuntime(b *testing.B, n, replicas, concurrency int, sap string) time.Duration {
+// whose handler POSTs each event to sap, and returns the time and the CPU
+// time it took.
+func (w *benchWorld) runRuntime(b *testing.B, n, replicas, concurrency int, sap string) (took, cpu time.Duration) {
 	var done atomic.Int64
 	finished := make(chan struct{})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: replicas * concurrency}}
@@ -117,21 +119,22 @@ func (w *benchWorld) runRuntime(b *testing.B, n, replicas, concurrency int, sap 
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = rt.Run(ctx) }()
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(b)
 	select {
 	case <-finished:
 	case <-time.After(5 * time.Minute):
 		b.Fatal("not all processed")
 	}
-	took := time.Since(start)
+	took, cpu = time.Since(start), cpuTime(b)-cpu0
 	cancel()
 	wg.Wait()
-	return took
+	return took, cpu
 }
 
 // runReference is the least a processor does: JetStream consume, HTTP
-// POST, ack, with concurrency workers; no watermill, ledger or metrics.
-func (w *benchWorld) runReference(b *testing.B, n, concurrency int, sap string) time.Duration {
+// POST, ack, with concurrency workers; no watermill, ledger or metrics. It
+// returns the time and the CPU time it took.
+func (w *benchWorld) runReference(b *testing.B, n, concurrency int, sap string) (took, cpu time.Duration) {
 	ctx := context.Background()
 	cons, err := w.js.CreateOrUpdateConsumer(ctx, w.subjects.EventsStream(), jetstream.ConsumerConfig{Durable: "REFERENCE", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 10000})
 	if err != nil {
@@ -159,7 +162,7 @@ func (w *benchWorld) runReference(b *testing.B, n, concurrency int, sap string) 
 			}
 		}()
 	}
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime(b)
 	go func() {
 		for {
 			m, err := it.Next()
@@ -171,9 +174,22 @@ func (w *benchWorld) runReference(b *testing.B, n, concurrency int, sap string) 
 		}
 	}()
 	<-finished
-	took := time.Since(start)
+	took, cpu = time.Since(start), cpuTime(b)-cpu0
 	it.Stop()
-	return took
+	return took, cpu
+}
+
+// cpuTime is the CPU time this process has used so far. The runtime and
+// the reference run in the same process as the embedded server and the SAP
+// stub, so the CPU each run adds is what it costs per message, all parts
+// included; on a shared machine that is steadier than throughput, which
+// also measures the neighbours.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkProcessorLittlesLaw: SAP answers after 100 ms, so concurrency C
@@ -187,7 +203,7 @@ func BenchmarkProcessorLittlesLaw(b *testing.B) {
 			n := replicas * concurrency * 25
 			w.publish(b, n, "ll")
 			b.ResetTimer()
-			took := w.runRuntime(b, n, replicas, concurrency, sap)
+			took, _ := w.runRuntime(b, n, replicas, concurrency, sap)
 			rate := float64(n) / took.Seconds()
 			bound := float64(replicas*concurrency) / 0.1
 			b.ReportMetric(rate, "msg/s")
@@ -204,9 +220,12 @@ func BenchmarkProcessorVsReference(b *testing.B) {
 	sap := sapStub(b, 0)
 	w.publish(b, n, "ref")
 	b.ResetTimer()
-	ref := w.runReference(b, n, concurrency, sap)
-	rt := w.runRuntime(b, n, 1, concurrency, sap)
+	ref, refCPU := w.runReference(b, n, concurrency, sap)
+	rt, rtCPU := w.runRuntime(b, n, 1, concurrency, sap)
 	b.ReportMetric(float64(n)/ref.Seconds(), "ref_msg/s")
 	b.ReportMetric(float64(n)/rt.Seconds(), "msg/s")
 	b.ReportMetric(100*ref.Seconds()/rt.Seconds(), "%ref")
+	b.ReportMetric(float64(refCPU.Microseconds())/n, "ref_cpu_µs/msg")
+	b.ReportMetric(float64(rtCPU.Microseconds())/n, "cpu_µs/msg")
+	b.ReportMetric(100*refCPU.Seconds()/rtCPU.Seconds(), "%ref_cpu")
 }
