@@ -252,3 +252,34 @@ func BenchmarkPipeline(b *testing.B) {
 		}
 	})
 }
+
+// TestPublisherStoresOnlyInTheEventsStream: a stream of someone else's that
+// captures the events' subjects (the events stream deleted, an operator's
+// archive on ccrelay.>) refuses the write instead of holding it where no
+// processor reads, and the sender is told to retry.
+func TestPublisherStoresOnlyInTheEventsStream(t *testing.T) {
+	ns := natstest.Embedded(t)
+	nc, js := natstest.Connect(t, ns.ClientURL())
+	ctx := context.Background()
+	subjects := messages.DefaultSubjects()
+	archive, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ARCHIVE", Subjects: []string{"ccrelay.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := ingest.NewPublisher(ingest.Fixed{JS: js, Conn: nc}, subjects, 2*time.Second, ingest.NewMetrics(prometheus.NewRegistry()))
+	ev := &messages.Event{Subject: subjects.ContactLens("inst"), ID: "e-1", Source: "/t", Type: "t", Time: time.Now(), Body: []byte(`{}`)}
+	_, err = pub.Publish(ctx, ev)
+	// 10060: nats-server's JSStreamNotMatchErr, "expected stream does not
+	// match".
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != 10060 {
+		t.Errorf("published into another stream: %v", err)
+	}
+	info, err := archive.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Errorf("ARCHIVE holds %d messages", info.State.Msgs)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/jspub"
 )
 
 // Broker is what ingest stores through: the JetStream context of the
@@ -63,7 +64,9 @@ func (p *Publisher) Publish(ctx context.Context, ev *messages.Event) (*jetstream
 	start := time.Now()
 	// Expecting the stream by name turns a subject that some other stream
 	// captures into an error rather than a silent write elsewhere.
-	ack, err := p.broker.JetStream().PublishMsg(ctx, ev.Msg(), jetstream.WithExpectStream(p.stream))
+	m := ev.Msg()
+	m.Header[jetstream.ExpectedStreamHeader] = []string{p.stream}
+	ack, err := jspub.Publish(ctx, p.broker.JetStream().Conn(), m)
 	p.metrics.PublishDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("publish %s: %w", ev.Subject, err)

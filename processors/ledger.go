@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ccrelay/ccrelay/messages/jspub"
 	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
@@ -31,10 +32,10 @@ type Ledger struct {
 	staleAfter time.Duration
 	now        func() time.Time
 	// js and subjects write the two entries of every piece of work (the
-	// claim and its completion) straight to the bucket's subjects: the
-	// KeyValue methods check each key against a regular expression, a
-	// third of a claim's client CPU, and ledger keys are made valid by
-	// construction (ledgerKey).
+	// claim and its completion) straight to the bucket's subjects, through
+	// jspub: the KeyValue methods check each key against a regular
+	// expression, a third of a claim's client CPU, and ledger keys are
+	// made valid by construction (ledgerKey).
 	js       jetstream.JetStream
 	subjects string
 }
@@ -82,7 +83,8 @@ func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error
 	// Most work is new: create the key as KeyValue.Create would (the
 	// subject's last sequence must be 0), and take Create's way, which
 	// also reuses a deleted key, only when that fails.
-	if ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: l.subjects + key, Data: val}, jetstream.WithExpectLastSequencePerSubject(0)); err == nil {
+	m := &nats.Msg{Subject: l.subjects + key, Data: val, Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{"0"}}}
+	if ack, err := jspub.Publish(ctx, l.js.Conn(), m); err == nil {
 		return &Claim{l: l, key: key, rev: ack.Sequence}, nil
 	}
 	rev, err := l.kv.Create(ctx, key, val)
@@ -131,7 +133,7 @@ func (c *Claim) Refresh(ctx context.Context) error {
 // Done records the work as completed.
 func (c *Claim) Done(ctx context.Context) error {
 	val, _ := json.Marshal(entry{State: "done", At: c.l.now().UnixNano()})
-	if _, err := c.l.js.Publish(ctx, c.l.subjects+c.key, val); err != nil {
+	if _, err := jspub.Publish(ctx, c.l.js.Conn(), &nats.Msg{Subject: c.l.subjects + c.key, Data: val}); err != nil {
 		return fmt.Errorf("record done: %w", err)
 	}
 	return nil
