@@ -97,6 +97,6 @@ serve ""
 
 if [ "$PROC" = 1 ]; then
 	echo
-	echo "# processors (go test -bench, -count $RUNS): msg/s, %ref = share of the bare loop, %bound = share of Little's law"
+	echo "# processors (go test -bench, -count $RUNS): msg/s, %ref = share of the bare loop's throughput, %ref_cpu = its CPU per message over the runtime's (steadier on a shared machine), %bound = share of Little's law"
 	go test -run '^$' -bench 'BenchmarkProcessor|BenchmarkForward' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | grep -E '^Benchmark'
 fi
