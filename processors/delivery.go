@@ -124,29 +124,39 @@ func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause 
 }
 
 // heartbeat tells JetStream the delivery is still being worked on, and keeps
-// the ledger claim fresh, every AckWait/3 until stopped.
+// the ledger claim fresh, every AckWait/3 until stopped. A re-armed timer
+// rather than a goroutine with a ticker: most work ends long before the
+// first beat, and then costs no goroutine at all.
 func (r *Runtime) heartbeat(ctx context.Context, nc *nats.Conn, reply string, claim *Claim) (stop func()) {
+	every := r.cfg.AckWait / 3
 	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(r.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if reply != "" {
-					// "+WPI" is JetStream's in-progress acknowledgement.
-					_ = nc.Publish(reply, []byte("+WPI"))
-				}
-				_ = claim.Refresh(ctx)
-			}
+	var (
+		mu      sync.Mutex // held by a beat; stop waits for it
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	return func() { cancel(); wg.Wait() }
+		if reply != "" {
+			// "+WPI" is JetStream's in-progress acknowledgement.
+			_ = nc.Publish(reply, []byte("+WPI"))
+		}
+		_ = claim.Refresh(ctx)
+		t.Reset(every)
+	})
+	mu.Unlock()
+	return func() {
+		cancel() // ends a refresh under way, so the lock comes free
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // PanicError is a handler panic, turned into a transient error: the message
