@@ -4,6 +4,8 @@
 #
 #   reference        test/refingest (net/http + HMAC + one JetStream publish
 #                    waiting for its ack) -> nats-server over loopback
+#   reference + contract  the same with ccrelay's headers, a dedup id per
+#                    message and its 10-minute duplicate window
 #   ccrelay ingest   ccrelay ingest -> the same nats-server over loopback
 #   ccrelay serve    ccrelay serve with its embedded server and every
 #                    processor, in-process
@@ -54,6 +56,17 @@ ref=$!; pids+=($ref)
 wait_http "http://127.0.0.1:$ref_port/healthz" 2>/dev/null || sleep 0.5
 for _ in $(seq "$RUNS"); do
 	lg -url "http://127.0.0.1:$ref_port/v1/sinch/svc" -c "$CONNS" -label reference -pid "$ref" -cpu "handler=$ref,nats-server=$nats_pid" -json >>"$results"
+done
+kill "$ref"
+
+# The same, paying ccrelay's contract (headers, dedup ids, duplicate
+# window): ccrelay against it measures ccrelay alone.
+ref_port=$(port)
+"$tmp/refingest" -contract -addr "127.0.0.1:$ref_port" -nats "nats://127.0.0.1:$nats_port" -secret "$SECRET" 2>/dev/null &
+ref=$!; pids+=($ref)
+wait_http "http://127.0.0.1:$ref_port/healthz" 2>/dev/null || sleep 0.5
+for _ in $(seq "$RUNS"); do
+	lg -url "http://127.0.0.1:$ref_port/v1/sinch/svc" -c "$CONNS" -label "reference + contract" -pid "$ref" -cpu "handler=$ref,nats-server=$nats_pid" -json >>"$results"
 done
 kill "$ref"
 

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -325,10 +326,28 @@ func summarizeResults(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "| %s | %d | %d | %s | %.2f | %s | %.2f | %.1f | %s | %d / %d |\n", label, len(rs), rs[0].Conns,
 			spread(m, lo, hi, "%.0f"), p50, spread(p99, p99lo, p99hi, "%.2f"), p999, rss, strings.Join(cpu, ", "), errs, non)
 	}
-	ref := order[0]
+	// The first label is the reference; further closed-loop labels named
+	// "reference ..." (the reference paying ccrelay's contract) are
+	// references too, and each other closed-loop label is shown against
+	// all of them.
+	refs := []string{order[0]}
 	for _, label := range order[1:] {
-		if byLabel[label][0].Rate == 0 && rps[ref] > 0 {
-			fmt.Fprintf(out, "%s: %.0f%% of %s throughput (medians)\n", label, 100*rps[label]/rps[ref], ref)
+		if strings.HasPrefix(label, "reference") && byLabel[label][0].Rate == 0 {
+			refs = append(refs, label)
+		}
+	}
+	for _, label := range order[1:] {
+		if byLabel[label][0].Rate != 0 || slices.Contains(refs, label) {
+			continue
+		}
+		var shares []string
+		for _, ref := range refs {
+			if rps[ref] > 0 {
+				shares = append(shares, fmt.Sprintf("%.0f%% of %s", 100*rps[label]/rps[ref], ref))
+			}
+		}
+		if len(shares) > 0 {
+			fmt.Fprintf(out, "%s: %s throughput (medians)\n", label, strings.Join(shares, ", "))
 		}
 	}
 	return nil
