@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages/jspub"
+	"github.com/ccrelay/ccrelay/test/natstest"
 )
 
 // startServer starts a JetStream server in domain (none when empty) with
@@ -32,15 +33,7 @@ func startServer(t *testing.T, domain string) (*nats.Conn, jetstream.JetStream) 
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats server not ready")
 	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Connect(t, ns.ClientURL())
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{"ev.>"}, Duplicates: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
