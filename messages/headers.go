@@ -96,35 +96,46 @@ type Event struct {
 
 // Msg returns the NATS message that stores e.
 func (e *Event) Msg() *nats.Msg {
-	h := make(nats.Header, 10)
+	// Every header holds one value: the values share one backing array
+	// (each slice capped at its own element), so a message costs the map
+	// and one array, not a slice allocation per header. Room for the
+	// publisher's expected-stream header too.
+	n := 14 + len(e.Kept)
+	vals := make([]string, 0, n)
+	h := make(nats.Header, n)
 	// Direct map writes keep the canonical spelling of the contract
 	// (ce-id rather than Ce-Id); nats.Header.Set would canonicalise.
-	h[HeaderMsgID] = []string{e.ID}
-	h[HeaderSpecVersion] = []string{CloudEventsVersion}
-	h[HeaderID] = []string{e.ID}
-	h[HeaderSource] = []string{e.Source}
-	h[HeaderType] = []string{e.Type}
-	h[HeaderTime] = []string{e.Time.UTC().Format(time.RFC3339Nano)}
+	set := func(k, v string) {
+		vals = append(vals, v)
+		i := len(vals)
+		h[k] = vals[i-1 : i : i]
+	}
+	set(HeaderMsgID, e.ID)
+	set(HeaderSpecVersion, CloudEventsVersion)
+	set(HeaderID, e.ID)
+	set(HeaderSource, e.Source)
+	set(HeaderType, e.Type)
+	set(HeaderTime, e.Time.UTC().Format(time.RFC3339Nano))
 	if e.ContentType != "" {
-		h[HeaderContentType] = []string{e.ContentType}
+		set(HeaderContentType, e.ContentType)
 	} else {
-		h[HeaderContentType] = []string{ContentTypeJSON}
+		set(HeaderContentType, ContentTypeJSON)
 	}
 	for k, v := range e.Kept {
-		h[k] = []string{v}
+		set(k, v)
 	}
 	if !e.ReceivedAt.IsZero() {
-		h[HeaderReceivedAt] = []string{e.ReceivedAt.UTC().Format(time.RFC3339Nano)}
+		set(HeaderReceivedAt, e.ReceivedAt.UTC().Format(time.RFC3339Nano))
 	}
 	if e.Traceparent != "" {
-		h[HeaderTraceparent] = []string{e.Traceparent}
+		set(HeaderTraceparent, e.Traceparent)
 	}
 	if e.Sealed != "" {
-		h[HeaderSealed] = []string{e.Sealed}
+		set(HeaderSealed, e.Sealed)
 	}
 	for _, kv := range [...][2]string{{HeaderRequestMethod, e.Request.Method}, {HeaderRequestPath, e.Request.Path}, {HeaderRequestQuery, e.Request.Query}} {
 		if kv[1] != "" {
-			h[kv[0]] = []string{kv[1]}
+			set(kv[0], kv[1])
 		}
 	}
 	return &nats.Msg{Subject: e.Subject, Header: h, Data: e.Body}

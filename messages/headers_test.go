@@ -32,6 +32,17 @@ func TestEventMsg(t *testing.T) {
 	if _, ok := m.Header[messages.HeaderReceivedAt]; ok {
 		t.Error("received-at set without a time")
 	}
+	// The values share one array: adding a value to one header must not
+	// write over the next header's.
+	m.Header.Add("ce-specversion", "2.0")
+	m.Header.Add("Nats-Msg-Id", "other")
+	added := map[string]bool{"ce-specversion": true, "Nats-Msg-Id": true}
+	for k, v := range want {
+		got := m.Header[k]
+		if got[0] != v || !added[k] && len(got) != 1 || added[k] && len(got) != 2 {
+			t.Errorf("after Add: header %s = %q, want %q first", k, got, v)
+		}
+	}
 }
 
 func TestValidTraceparent(t *testing.T) {
