@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,17 +18,26 @@ type nakDelay struct{ backoff func(uint64) time.Duration }
 
 func (d nakDelay) WaitTime(delivered uint64) time.Duration { return d.backoff(delivered) }
 
+// errNoDelivery is a watermill message that did not come through the
+// runtime's unmarshaler; it cannot happen, and is retried if it does.
+var errNoDelivery = errors.New("processors: message without its delivery")
+
 // handlerFunc wraps p's handler with the runtime's guarantees, for the
-// deliveries of one connection (its in-progress acks go out on nc).
-func (r *Runtime) handlerFunc(p Processor, nc *nats.Conn) message.NoPublishHandlerFunc {
+// deliveries of one subscriber, which it takes from handoff.
+func (r *Runtime) handlerFunc(p Processor, handoff *handoff) message.NoPublishHandlerFunc {
 	m := r.deps.Metrics
 	inFlight := m.InFlight.WithLabelValues(p.Name)
 	duration := m.Duration.WithLabelValues(p.Name)
 	return func(msg *message.Message) error {
+		d := handoff.take(msg)
+		if d == nil {
+			r.deps.Logger.Error("watermill message without its delivery; retrying", "processor", p.Name, "uuid", msg.UUID)
+			return errNoDelivery
+		}
 		inFlight.Inc()
 		defer inFlight.Dec()
-		ev := eventOf(msg)
-		outcome, err := r.handle(msg.Context(), p, nc, msg.Metadata[mdReply], msg.Metadata[mdIDError], ev, duration)
+		ev := d.ev
+		outcome, err := r.handle(msg.Context(), p, d, ev, duration)
 		m.Messages.WithLabelValues(p.Name, outcome).Inc()
 		switch outcome {
 		case OutcomeRetried:
@@ -58,9 +66,9 @@ func (r *Runtime) logDelivery(ctx context.Context, level slog.Level, msg string,
 
 // handle runs one delivery and returns its outcome. The error explains
 // every outcome but done.
-func (r *Runtime) handle(ctx context.Context, p Processor, nc *nats.Conn, reply, idErr string, ev *Event, duration prometheus.Observer) (string, error) {
-	if idErr != "" {
-		err := Permanentf("cannot identify the event: %s", idErr)
+func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Event, duration prometheus.Observer) (string, error) {
+	if d.idErr != "" {
+		err := Permanentf("cannot identify the event: %s", d.idErr)
 		return r.deadLetter(ctx, p, ev, err)
 	}
 	// Events a Selector does not want never get here: the consumer
@@ -75,7 +83,7 @@ func (r *Runtime) handle(ctx context.Context, p Processor, nc *nats.Conn, reply,
 
 	hctx, cancel := context.WithTimeout(ctx, r.cfg.HandlerTimeout)
 	defer cancel()
-	stop := r.heartbeat(hctx, nc, reply, claim)
+	stop := r.heartbeat(hctx, d, claim)
 	start := time.Now()
 	err = safeHandle(hctx, p.Handler, ev)
 	duration.Observe(time.Since(start).Seconds())
@@ -127,7 +135,7 @@ func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause 
 // the ledger claim fresh, every AckWait/3 until stopped. A re-armed timer
 // rather than a goroutine with a ticker: most work ends long before the
 // first beat, and then costs no goroutine at all.
-func (r *Runtime) heartbeat(ctx context.Context, nc *nats.Conn, reply string, claim *Claim) (stop func()) {
+func (r *Runtime) heartbeat(ctx context.Context, d *delivery, claim *Claim) (stop func()) {
 	every := r.cfg.AckWait / 3
 	ctx, cancel := context.WithCancel(ctx)
 	var (
@@ -142,10 +150,7 @@ func (r *Runtime) heartbeat(ctx context.Context, nc *nats.Conn, reply string, cl
 		if stopped {
 			return
 		}
-		if reply != "" {
-			// "+WPI" is JetStream's in-progress acknowledgement.
-			_ = nc.Publish(reply, []byte("+WPI"))
-		}
+		_ = d.InProgress()
 		_ = claim.Refresh(ctx)
 		t.Reset(every)
 	})

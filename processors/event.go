@@ -2,6 +2,7 @@ package processors
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -31,69 +32,72 @@ type Event struct {
 	Time time.Time
 }
 
-// Metadata keys that carry the JetStream delivery into the watermill
-// message, beside the message's own headers.
-const (
-	mdSubject    = "_ccrelay_subject"
-	mdSeq        = "_ccrelay_seq"
-	mdDeliveries = "_ccrelay_deliveries"
-	mdReply      = "_ccrelay_reply"
-	mdStored     = "_ccrelay_stored"
-	mdIDError    = "_ccrelay_id_error"
-)
-
-// unmarshaler turns a JetStream message into a watermill message: the body
-// as payload, the dedup id as UUID, the headers and the delivery (subject,
-// sequence, delivery count, ack subject) as metadata. A message without
-// ce-id (published by hand) gets the id ingest would have given it, so it is
-// handled like the original. It never fails: a message it cannot identify
-// is passed on, marked, and dead-lettered by the runtime.
-type unmarshaler struct {
-	subjects messages.Subjects
+// delivery is one JetStream delivery on its way through watermill: the
+// message to answer, the Event its handler gets, and, for a message that
+// cannot be identified, why (the runtime dead-letters it). The batching
+// consumer builds it once, for the Selector and the handler both, and hands
+// it to watermill-nats' subscriber as the jetstream.Msg it answers.
+type delivery struct {
+	jetstream.Msg
+	ev    *Event
+	idErr string
 }
 
-func (u unmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
+// unmarshaler turns a delivery into a watermill message: the body as
+// payload, the dedup id as UUID. The Event itself travels beside it, in
+// handoff, rather than flattened into the message's metadata and parsed
+// back: that round trip cost two maps and four conversions per message. A
+// message without ce-id (published by hand) gets the id ingest would have
+// given it, so it is handled like the original. It never fails: a message
+// it cannot identify is passed on, marked, and dead-lettered by the runtime.
+type unmarshaler struct {
+	subjects messages.Subjects
+	handoff  *handoff
+}
+
+// deliver builds the delivery of m.
+func (u unmarshaler) deliver(m jetstream.Msg) *delivery {
 	h := m.Headers()
-	md := make(message.Metadata, len(h)+6)
-	for k, v := range h {
-		if len(v) > 0 {
-			md[k] = v[0]
-		}
-	}
-	md[mdSubject] = m.Subject()
-	md[mdReply] = m.Reply()
+	ev := &Event{Subject: m.Subject(), Header: h, Body: m.Data()}
+	var stored time.Time
 	if meta, err := m.Metadata(); err == nil {
-		md[mdSeq] = strconv.FormatUint(meta.Sequence.Stream, 10)
-		md[mdDeliveries] = strconv.FormatUint(meta.NumDelivered, 10)
-		md[mdStored] = meta.Timestamp.UTC().Format(time.RFC3339Nano)
+		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp
 	}
+	ev.Time = eventTime(h.Get(messages.HeaderTime), stored)
+	d := &delivery{Msg: m, ev: ev}
 	id, err := u.subjects.EventID(m.Subject(), h, m.Data())
 	if err != nil {
 		// Watermill wants a UUID; the runtime dead-letters this one.
-		md[mdIDError] = err.Error()
-		id = "unidentified:" + md[mdSeq]
+		d.idErr = err.Error()
+		id = "unidentified:" + strconv.FormatUint(ev.Seq, 10)
 	}
-	wm := message.NewMessage(id, m.Data())
-	wm.Metadata = md
+	ev.ID = id
+	return d
+}
+
+func (u unmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
+	d, ok := m.(*delivery)
+	if !ok {
+		d = u.deliver(m)
+	}
+	wm := message.NewMessage(d.ev.ID, d.ev.Body)
+	u.handoff.put(wm, d)
 	return wm, nil
 }
 
-// eventOf rebuilds the Event from a watermill message made by unmarshaler.
-func eventOf(msg *message.Message) *Event {
-	md := msg.Metadata
-	h := make(nats.Header, len(md))
-	for k, v := range md {
-		if len(k) > 9 && k[:9] == "_ccrelay_" {
-			continue
-		}
-		h[k] = []string{v}
+// handoff holds the deliveries of the watermill messages made by an
+// unmarshaler until the runtime's handler takes them.
+type handoff struct{ m sync.Map }
+
+func (h *handoff) put(wm *message.Message, d *delivery) { h.m.Store(wm, d) }
+
+// take returns wm's delivery and forgets it; nil if there is none.
+func (h *handoff) take(wm *message.Message) *delivery {
+	d, ok := h.m.LoadAndDelete(wm)
+	if !ok {
+		return nil
 	}
-	seq, _ := strconv.ParseUint(md[mdSeq], 10, 64)
-	n, _ := strconv.ParseUint(md[mdDeliveries], 10, 64)
-	ev := &Event{Subject: md[mdSubject], ID: msg.UUID, Header: h, Body: msg.Payload, Seq: seq, Deliveries: n}
-	stored, _ := time.Parse(time.RFC3339Nano, md[mdStored])
-	ev.Time = eventTime(md[messages.HeaderTime], stored)
-	return ev
+	return d.(*delivery)
 }
 
 // eventTime is when an event happened: its ce-time, else when it was
@@ -103,22 +107,4 @@ func eventTime(ceTime string, stored time.Time) time.Time {
 		return t
 	}
 	return stored
-}
-
-// selectedEvent is the Event of a delivery for a Selector, built from the
-// JetStream message itself, as eventOf would build it; ok is false for a
-// message without an event id, which the runtime dead-letters.
-func (u unmarshaler) selectedEvent(m jetstream.Msg) (ev *Event, ok bool) {
-	h := m.Headers()
-	id, err := u.subjects.EventID(m.Subject(), h, m.Data())
-	if err != nil {
-		return nil, false
-	}
-	ev = &Event{Subject: m.Subject(), ID: id, Header: h, Body: m.Data()}
-	var stored time.Time
-	if meta, err := m.Metadata(); err == nil {
-		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp
-	}
-	ev.Time = eventTime(h.Get(messages.HeaderTime), stored)
-	return ev, true
 }

@@ -36,9 +36,12 @@ type batchingConsumer struct {
 	// pulls counts pull requests by result; pulled the messages they
 	// delivered.
 	pullsOK, pullsFailed, pulled prometheus.Counter
-	// answered, when set, answers a message before it reaches watermill
+	// deliver builds each message's delivery, once, for answered and for
+	// watermill's subscriber.
+	deliver func(jetstream.Msg) *delivery
+	// answered, when set, answers a delivery before it reaches watermill
 	// and reports whether it did (events the processor does not want).
-	answered func(jetstream.Msg) bool
+	answered func(*delivery) bool
 }
 
 // Consume implements jetstream.Consumer for the subscriber: h is its
@@ -129,10 +132,11 @@ func (f *fetcher) fetch(ctx context.Context, n int) (used int, err error) {
 			defer f.handlers.Done()
 			defer func() { f.free <- struct{}{} }()
 			defer f.c.gate.leave()
-			if f.c.answered != nil && f.c.answered(m) {
+			d := f.c.deliver(m)
+			if f.c.answered != nil && f.c.answered(d) {
 				return
 			}
-			f.h(m)
+			f.h(d)
 		}()
 	}
 	// The request ending at its expiry, or the consumer stopping, is no

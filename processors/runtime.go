@@ -231,6 +231,7 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
+	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}}
 	n := r.cfg.Concurrency
 	if c.serial {
 		n = 1 // one message at a time is all the consumer hands out
@@ -250,10 +251,11 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 			pullsOK:     r.deps.Metrics.Pulls.WithLabelValues(p.Name, "ok"),
 			pullsFailed: r.deps.Metrics.Pulls.WithLabelValues(p.Name, "error"),
 			pulled:      r.deps.Metrics.Pulled.WithLabelValues(p.Name),
+			deliver:     u.deliver,
 			answered:    r.ignoreUnwanted(p),
 		}),
 		NakDelay:    nakDelay{func(n uint64) time.Duration { return r.backoff(p, n) }},
-		Unmarshaler: unmarshaler{subjects: r.deps.Subjects},
+		Unmarshaler: u,
 		// A plain ack, not one waiting for confirmation: if it is lost,
 		// the redelivery finds the work done in the ledger and is skipped.
 		AckAsync: true,
@@ -261,7 +263,7 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if err != nil {
 		return nc, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
-	router.AddConsumerHandler(c.name, p.Name, sub, r.handlerFunc(p, nc))
+	router.AddConsumerHandler(c.name, p.Name, sub, r.handlerFunc(p, u.handoff))
 	return nc, nil
 }
 
@@ -272,25 +274,24 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 // one place a Selector is asked; only events without an id (dead-lettered
 // by the handler path) pass unasked. It is nil for a handler without a
 // Selector.
-func (r *Runtime) ignoreUnwanted(p Processor) func(jetstream.Msg) bool {
+func (r *Runtime) ignoreUnwanted(p Processor) func(*delivery) bool {
 	sel, ok := p.Handler.(Selector)
 	if !ok {
 		return nil
 	}
-	u := unmarshaler{subjects: r.deps.Subjects}
 	ignored := r.deps.Metrics.Messages.WithLabelValues(p.Name, OutcomeIgnored)
-	return func(m jetstream.Msg) bool {
-		ev, ok := u.selectedEvent(m)
-		if !ok {
+	return func(d *delivery) bool {
+		if d.idErr != "" {
 			return false
 		}
+		ev := d.ev
 		wants, why := sel.Wants(ev)
 		if wants {
 			return false
 		}
 		// A plain ack, as on the handler path: if it is lost, the
 		// redelivery is ignored again.
-		_ = m.Ack()
+		_ = d.Ack()
 		ignored.Inc()
 		r.logDelivery(context.Background(), slog.LevelDebug, "acknowledged", p, ev, "outcome", OutcomeIgnored, "reason", Ignored(why))
 		return true
