@@ -246,7 +246,7 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 		p.metrics.Published.WithLabelValues(a.Source(), acc.Type).Inc()
 	}
 	w.Header().Set(HeaderDuplicate, strconv.FormatBool(ack.Duplicate))
-	WriteJSON(w, status, Response{ID: ev.ID, Subject: ev.Subject, Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
+	writeResponse(w, status, Response{ID: ev.ID, Subject: ev.Subject, Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
 	return outcome, attrs
 }
 
