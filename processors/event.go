@@ -86,7 +86,10 @@ func (u unmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 }
 
 // handoff holds the deliveries of the watermill messages made by an
-// unmarshaler until the runtime's handler takes them.
+// unmarshaler until the runtime's handler takes them. Each is taken once:
+// a router middleware that ran the handler twice on one message (watermill's
+// Retry) would find nothing the second time, and the message would be
+// retried through JetStream instead, which is where the runtime retries.
 type handoff struct{ m sync.Map }
 
 func (h *handoff) put(wm *message.Message, d *delivery) { h.m.Store(wm, d) }

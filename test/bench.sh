@@ -10,7 +10,8 @@
 #   ccrelay serve    ccrelay serve with its embedded server and every
 #                    processor, in-process
 #   processors       go test -bench 'BenchmarkProcessor|BenchmarkForward' (test/e2e): the
-#                    runtime against a bare consume -> POST -> ack loop, and
+#                    runtime against a bare consume -> POST -> ack loop (and
+#                    that loop paying the ledger's two writes), and
 #                    with SAP answering after 100 ms against Little's law
 #
 # Each closed-loop figure is the median of RUNS runs with the spread; the
@@ -110,6 +111,6 @@ serve ""
 
 if [ "$PROC" = 1 ]; then
 	echo
-	echo "# processors (go test -bench, -count $RUNS): msg/s, %ref = share of the bare loop's throughput, %ref_cpu = its CPU per message over the runtime's (steadier on a shared machine), %bound = share of Little's law"
+	echo "# processors (go test -bench, -count $RUNS): msg/s, %ref = share of the bare loop's throughput, %ref_cpu = its CPU per message over the runtime's (steadier on a shared machine), %ref_ledger_cpu = the same against the bare loop paying the ledger's two writes, %bound = share of Little's law"
 	go test -run '^$' -bench 'BenchmarkProcessor|BenchmarkForward' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | grep -E '^Benchmark'
 fi
