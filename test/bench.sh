@@ -111,6 +111,6 @@ serve ""
 
 if [ "$PROC" = 1 ]; then
 	echo
-	echo "# processors (go test -bench, -count $RUNS): msg/s, %ref = share of the bare loop's throughput, %ref_cpu = its CPU per message over the runtime's (steadier on a shared machine), %ref_ledger_cpu = the same against the bare loop paying the ledger's two writes, %bound = share of Little's law"
-	go test -run '^$' -bench 'BenchmarkProcessor|BenchmarkForward' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | grep -E '^Benchmark'
+	echo "# processors (go test -bench, -count $RUNS; median and spread of the runs): msg/s, %ref = share of the bare loop's throughput, %ref_cpu = its CPU per message over the runtime's (steadier on a shared machine), %ref_ledger_cpu = the same against the bare loop paying the ledger's two writes, %bound = share of Little's law"
+	go test -run '^$' -bench 'BenchmarkProcessor|BenchmarkForward' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | "$tmp/loadgen" -gobench
 fi

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -61,6 +62,7 @@ func main() {
 	label := flag.String("label", "", "label for the result line")
 	asJSON := flag.Bool("json", false, "print the result as JSON")
 	summarize := flag.Bool("summarize", false, "read JSON results from stdin and print them as a table with throughput ratios")
+	gobench := flag.Bool("gobench", false, "read 'go test -bench' output from stdin and print each benchmark's metrics as medians with their spread")
 	cpu := flag.String("cpu", "", "processes whose CPU per request to report: name=pid,name2=pid2")
 	freePort := flag.Bool("freeport", false, "print a free loopback TCP port and exit")
 	flag.Parse()
@@ -74,8 +76,12 @@ func main() {
 		_ = l.Close()
 		return
 	}
-	if *summarize {
-		if err := summarizeResults(os.Stdin, os.Stdout); err != nil {
+	if *summarize || *gobench {
+		sum := summarizeResults
+		if *gobench {
+			sum = summarizeGoBench
+		}
+		if err := sum(os.Stdin, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "loadgen:", err)
 			os.Exit(1)
 		}
@@ -351,4 +357,87 @@ func summarizeResults(in io.Reader, out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// summarizeGoBench reads 'go test -bench' output (several runs of one
+// benchmark are repeats, as -count gives them) and prints, per benchmark in
+// order of appearance, the median of each metric it reported with the
+// spread of the runs. ns/op is left out: with -benchtime 1x it is the
+// run's length, which the benchmarks report better as a rate.
+func summarizeGoBench(in io.Reader, out io.Writer) error {
+	type bench struct {
+		name  string
+		runs  int
+		units []string
+		vals  map[string][]float64
+	}
+	var order []*bench
+	byName := map[string]*bench{}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		name := f[0]
+		// The -N suffix is GOMAXPROCS, the same for every line.
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			if _, err := strconv.Atoi(name[i+1:]); err == nil {
+				name = name[:i]
+			}
+		}
+		b := byName[name]
+		if b == nil {
+			b = &bench{name: name, vals: map[string][]float64{}}
+			byName[name] = b
+			order = append(order, b)
+		}
+		b.runs++
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			unit := f[i+1]
+			if err != nil || unit == "ns/op" {
+				continue
+			}
+			if _, ok := b.vals[unit]; !ok {
+				b.units = append(b.units, unit)
+			}
+			b.vals[unit] = append(b.vals[unit], v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if len(order) == 0 {
+		return fmt.Errorf("no benchmark results")
+	}
+	fmt.Fprintln(out, "| benchmark | runs | median (spread) of each metric |")
+	fmt.Fprintln(out, "|---|---|---|")
+	for _, b := range order {
+		var ms []string
+		for _, unit := range b.units {
+			v := slices.Clone(b.vals[unit])
+			sort.Float64s(v)
+			m := v[len(v)/2]
+			if len(v)%2 == 0 {
+				m = (v[len(v)/2-1] + v[len(v)/2]) / 2
+			}
+			text := fmt.Sprintf("%s %s", strconv.FormatFloat(m, 'f', -1, 64), unit)
+			if v[0] != v[len(v)-1] {
+				text = fmt.Sprintf("%s %s (%g–%g)", strconv.FormatFloat(round3(m), 'f', -1, 64), unit, v[0], v[len(v)-1])
+			}
+			ms = append(ms, text)
+		}
+		fmt.Fprintf(out, "| %s | %d | %s |\n", strings.TrimPrefix(b.name, "Benchmark"), b.runs, strings.Join(ms, ", "))
+	}
+	return nil
+}
+
+// round3 keeps three significant digits after the point of a median.
+func round3(v float64) float64 {
+	r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'f', 3, 64), 64)
+	return r
 }

@@ -36,3 +36,33 @@ func TestSummarizeSharesOfEachReference(t *testing.T) {
 		}
 	}
 }
+
+// TestSummarizeGoBench: per benchmark, the runs counted, the -N suffix
+// dropped, ns/op left out and each metric's median with its spread (the
+// mean of the middle two for an even count); other lines are ignored.
+func TestSummarizeGoBench(t *testing.T) {
+	in := strings.Join([]string{
+		"goos: linux",
+		"BenchmarkProcessorVsReference-2   	       1	1789773175 ns/op	        39.64 %ref	       237.1 cpu_µs/msg",
+		"BenchmarkProcessorVsReference-2   	       1	1675801575 ns/op	        52.71 %ref	       194.2 cpu_µs/msg",
+		"BenchmarkProcessorVsReference-2   	       1	1499625560 ns/op	        32.63 %ref	       191.6 cpu_µs/msg",
+		"BenchmarkForward/contactpro=50ms/partitions=16/replicas=1-2 	 1	2371507012 ns/op	 85.38 %bound	 273.2 msg/s",
+		"BenchmarkForward/contactpro=50ms/partitions=16/replicas=1-2 	 1	2363208877 ns/op	 86.11 %bound	 275.5 msg/s",
+		"BenchmarkForward/contactpro=0s/partitions=16/replicas=1-2 	 1	1390317601 ns/op	 2984 msg/s",
+		"PASS",
+	}, "\n")
+	var out bytes.Buffer
+	if err := summarizeGoBench(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	want := "| benchmark | runs | median (spread) of each metric |\n|---|---|---|\n" +
+		"| ProcessorVsReference | 3 | 39.64 %ref (32.63–52.71), 194.2 cpu_µs/msg (191.6–237.1) |\n" +
+		"| Forward/contactpro=50ms/partitions=16/replicas=1 | 2 | 85.745 %bound (85.38–86.11), 274.35 msg/s (273.2–275.5) |\n" +
+		"| Forward/contactpro=0s/partitions=16/replicas=1 | 1 | 2984 msg/s |\n"
+	if got := out.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	if err := summarizeGoBench(strings.NewReader("PASS\n"), &out); err == nil {
+		t.Error("no benchmark lines: no error")
+	}
+}
