@@ -14,7 +14,8 @@
 #                    that loop paying the ledger's two writes), and
 #                    with SAP answering after 100 ms against Little's law
 #
-# Each closed-loop figure is the median of RUNS runs with the spread; the
+# Each closed-loop figure is the median of RUNS runs with the spread, the
+# four closed-loop parts taking turns in an order rotated every round; the
 # open-loop latency runs at RATE req/s, by default 60% of the measured
 # closed-loop median of 'ccrelay ingest' (a fixed rate saturates a loaded
 # machine and measures its queue, not ccrelay). Ports are chosen free at run
@@ -51,26 +52,12 @@ for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/"$nats_port") 2>/dev/null &
 echo "# $(date -u +%Y-%m-%d), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), Go $(go env GOVERSION), DUR=$DUR CONNS=$CONNS RUNS=$RUNS"
 results="$tmp/results.jsonl"
 
-ref_port=$(port)
-"$tmp/refingest" -addr "127.0.0.1:$ref_port" -nats "nats://127.0.0.1:$nats_port" -secret "$SECRET" 2>/dev/null &
-ref=$!; pids+=($ref)
-wait_http "http://127.0.0.1:$ref_port/healthz" 2>/dev/null || sleep 0.5
-for _ in $(seq "$RUNS"); do
-	lg -url "http://127.0.0.1:$ref_port/v1/sinch/svc" -c "$CONNS" -label reference -pid "$ref" -cpu "handler=$ref,nats-server=$nats_pid" -json >>"$results"
-done
-kill "$ref"
-
-# The same, paying ccrelay's contract (headers, dedup ids, duplicate
-# window): ccrelay against it measures ccrelay alone.
-ref_port=$(port)
-"$tmp/refingest" -contract -addr "127.0.0.1:$ref_port" -nats "nats://127.0.0.1:$nats_port" -secret "$SECRET" 2>/dev/null &
-ref=$!; pids+=($ref)
-wait_http "http://127.0.0.1:$ref_port/healthz" 2>/dev/null || sleep 0.5
-for _ in $(seq "$RUNS"); do
-	lg -url "http://127.0.0.1:$ref_port/v1/sinch/svc" -c "$CONNS" -label "reference + contract" -pid "$ref" -cpu "handler=$ref,nats-server=$nats_pid" -json >>"$results"
-done
-kill "$ref"
-
+start_ref() { # extra flags... ; sets ref_port, ref_pid
+	ref_port=$(port)
+	"$tmp/refingest" "$@" -addr "127.0.0.1:$ref_port" -nats "nats://127.0.0.1:$nats_port" -secret "$SECRET" >/dev/null 2>&1 &
+	ref_pid=$!; pids+=($ref_pid)
+	wait_http "http://127.0.0.1:$ref_port/healthz" 2>/dev/null || sleep 0.5
+}
 start_ccrelay() { # command, extra env... ; sets http_port, cc_pid
 	local cmd=$1; shift
 	http_port=$(port)
@@ -80,32 +67,52 @@ start_ccrelay() { # command, extra env... ; sets http_port, cc_pid
 	wait_http "http://127.0.0.1:$http_port/readyz"
 }
 
-# Closed loop, RUNS times each.
+# Everything measured closed-loop runs side by side, idle but for its turn.
+# The reference paying ccrelay's contract (headers, dedup ids, duplicate
+# window) measures ccrelay alone.
+start_ref
+ref=$ref_pid plain_port=$ref_port
+start_ref -contract
+con=$ref_pid con_port=$ref_port
 start_ccrelay ingest CCRELAY_NATS_URL="nats://127.0.0.1:$nats_port"
-for _ in $(seq "$RUNS"); do
-	lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c "$CONNS" -label "ccrelay ingest" -pid "$cc_pid" -cpu "handler=$cc_pid,nats-server=$nats_pid" -json >>"$results"
-done
+ing=$cc_pid ing_port=$http_port
+start_ccrelay serve CCRELAY_DATA_DIR="$tmp/serve-data" CCRELAY_NATS_LISTEN=none
+srv=$cc_pid srv_port=$http_port
+
+# Closed loop, RUNS rounds, the order rotated every round: nats-server's
+# cost per request grows as its duplicate window fills, and the machine's
+# neighbours come and go, so a fixed order would favour whichever runs
+# first. The reference leads the first round (the summary's first label is
+# the reference).
+for round in $(seq 0 $((RUNS - 1))); do
+	for k in 0 1 2 3; do
+		case $(((k + round) % 4)) in
+		0) lg -url "http://127.0.0.1:$plain_port/v1/sinch/svc" -c "$CONNS" -label reference -pid "$ref" -cpu "handler=$ref,nats-server=$nats_pid" -json ;;
+		1) lg -url "http://127.0.0.1:$con_port/v1/sinch/svc" -c "$CONNS" -label "reference + contract" -pid "$con" -cpu "handler=$con,nats-server=$nats_pid" -json ;;
+		2) lg -url "http://127.0.0.1:$ing_port/v1/sinch/svc" -c "$CONNS" -label "ccrelay ingest" -pid "$ing" -cpu "handler=$ing,nats-server=$nats_pid" -json ;;
+		3) lg -url "http://127.0.0.1:$srv_port/v1/sinch/svc" -c "$CONNS" -label "ccrelay serve" -pid "$srv" -cpu "serve=$srv" -json ;;
+		esac
+	done
+done >>"$results"
+kill "$ref" "$con"
+kill -TERM "$srv"; wait "$srv" || true
+
 if [ -z "$RATE" ]; then
 	RATE=$("$tmp/loadgen" -summarize <"$results" | awk -F'|' '$2 ~ /ccrelay ingest/ { split($5, a, " "); printf "%d", a[1] * 0.6 }')
 	echo "# RATE=$RATE req/s (60% of the closed-loop median of ccrelay ingest)"
 fi
 for _ in $(seq "$RUNS"); do
-	lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay ingest @${RATE}/s" -pid "$cc_pid" -json >>"$results"
+	lg -url "http://127.0.0.1:$ing_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay ingest @${RATE}/s" -pid "$ing" -json >>"$results"
+done
+kill -TERM "$ing"; wait "$ing" || true
+
+# A serve of its own for the open loop, so that its peak RSS is the one at
+# RATE, not the closed loop's.
+start_ccrelay serve CCRELAY_DATA_DIR="$tmp/serve-data-open" CCRELAY_NATS_LISTEN=none
+for _ in $(seq "$RUNS"); do
+	lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay serve @${RATE}/s" -pid "$cc_pid" -json >>"$results"
 done
 kill -TERM "$cc_pid"; wait "$cc_pid" || true
-
-serve() { # label suffix, extra env...
-	local suffix=$1; shift
-	start_ccrelay serve CCRELAY_DATA_DIR="$tmp/serve-data$suffix" CCRELAY_NATS_LISTEN=none "$@"
-	for _ in $(seq "$RUNS"); do
-		lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c "$CONNS" -label "ccrelay serve$suffix" -pid "$cc_pid" -cpu "serve=$cc_pid" -json >>"$results"
-	done
-	for _ in $(seq "$RUNS"); do
-		lg -url "http://127.0.0.1:$http_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay serve$suffix @${RATE}/s" -pid "$cc_pid" -json >>"$results"
-	done
-	kill -TERM "$cc_pid"; wait "$cc_pid" || true
-}
-serve ""
 
 "$tmp/loadgen" -summarize <"$results"
 
