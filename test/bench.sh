@@ -16,7 +16,8 @@
 #
 # Each closed-loop figure is the median of RUNS runs with the spread, the
 # four closed-loop parts taking turns in an order rotated every round; the
-# open-loop latency runs at RATE req/s, by default 60% of the measured
+# open-loop latency runs at RATE req/s (the reference too, taking turns with
+# ingest), by default 60% of the measured
 # closed-loop median of 'ccrelay ingest' (a fixed rate saturates a loaded
 # machine and measures its queue, not ccrelay). Ports are chosen free at run
 # time. CPU per request is read from /proc for ccrelay and nats-server.
@@ -94,16 +95,25 @@ for round in $(seq 0 $((RUNS - 1))); do
 		esac
 	done
 done >>"$results"
-kill "$ref" "$con"
+kill "$con"
 kill -TERM "$srv"; wait "$srv" || true
 
 if [ -z "$RATE" ]; then
 	RATE=$("$tmp/loadgen" -summarize <"$results" | awk -F'|' '$2 ~ /ccrelay ingest/ { split($5, a, " "); printf "%d", a[1] * 0.6 }')
 	echo "# RATE=$RATE req/s (60% of the closed-loop median of ccrelay ingest)"
 fi
-for _ in $(seq "$RUNS"); do
-	lg -url "http://127.0.0.1:$ing_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay ingest @${RATE}/s" -pid "$ing" -json >>"$results"
-done
+# Open loop: the reference at the same rate, taking turns with ingest, tells
+# the machine's tail latency from ccrelay's.
+for round in $(seq 0 $((RUNS - 1))); do
+	for k in 0 1; do
+		if [ $(((k + round) % 2)) = 0 ]; then
+			lg -url "http://127.0.0.1:$plain_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "reference @${RATE}/s" -pid "$ref" -json
+		else
+			lg -url "http://127.0.0.1:$ing_port/v1/sinch/svc" -c 64 -rate "$RATE" -label "ccrelay ingest @${RATE}/s" -pid "$ing" -json
+		fi
+	done
+done >>"$results"
+kill "$ref"
 kill -TERM "$ing"; wait "$ing" || true
 
 # A serve of its own for the open loop, so that its peak RSS is the one at
