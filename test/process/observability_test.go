@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,6 +136,15 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = pc.Process.Signal(syscall.SIGTERM); _ = pc.Wait() })
 	base := "http://" + promAddr
+	// The load must start after Prometheus scrapes. CI once saw every
+	// expression come back empty, the process's own memory included: no
+	// scrape had succeeded by the end of a ten-second load on a loaded
+	// runner. A Prometheus that scrapes nothing in two minutes fails.
+	for deadline := time.Now().Add(2 * time.Minute); promScrapes(base) < 1; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Prometheus did not scrape ccrelay within 2 minutes\n%s", promLog.String())
+		}
+	}
 
 	// Load through all three adapters and all processors, errors included.
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -194,7 +204,9 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 			!strings.Contains(metricsText(t, p), `ccrelay_dlq_messages{processor="summaries"} 0`)
 	})
 	waitFor(t, "the relay's backlog delivered", func() bool { return len(cp.Received()) > 40 })
-	time.Sleep(3 * time.Second) // a few more scrapes after the last changes
+	// A few more scrapes after the last changes, however slow they come.
+	scraped := promScrapes(base)
+	waitFor(t, "three more scrapes", func() bool { return promScrapes(base) >= scraped+3 })
 
 	var dash struct {
 		Panels []struct {
@@ -242,3 +254,27 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// promScrapes is how many times Prometheus has scraped ccrelay
+// successfully so far; 0 while it cannot tell (not up yet).
+func promScrapes(base string) int {
+	q := url.Values{"query": {`sum_over_time(up{job="ccrelay-serve"}[1h])`}}
+	res, err := http.Get(base + "/api/v1/query?" + q.Encode())
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	var r struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if json.NewDecoder(res.Body).Decode(&r) != nil || len(r.Data.Result) == 0 {
+		return 0
+	}
+	v, _ := r.Data.Result[0].Value[1].(string)
+	n, _ := strconv.ParseFloat(v, 64)
+	return int(n)
+}
