@@ -7,9 +7,9 @@ import (
 )
 
 // AppendJSON appends r as encoding/json marshals it, and a newline. Every
-// stored event is answered with a Response, and encoding/json's reflection
-// was a tenth of the handler's own CPU for it; FuzzResponseJSON holds the
-// two to the same bytes.
+// stored event is answered with a Response: encoding/json took 455 ns and
+// two allocations for it, this 170 ns and none (BenchmarkResponseJSON).
+// FuzzResponseJSON holds the two to the same bytes.
 func (r Response) AppendJSON(b []byte) []byte {
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, r.ID)

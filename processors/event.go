@@ -61,7 +61,7 @@ func (u unmarshaler) deliver(m jetstream.Msg) *delivery {
 	ev := &Event{Subject: m.Subject(), Header: h, Body: m.Data()}
 	var stored time.Time
 	if meta, err := m.Metadata(); err == nil {
-		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp
+		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp.UTC()
 	}
 	ev.Time = eventTime(h.Get(messages.HeaderTime), stored)
 	d := &delivery{Msg: m, ev: ev}
