@@ -84,6 +84,18 @@ type Env struct {
 	SealKeys seal.KeyRing
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
+	// Now is the processors' clock for what depends on the date (day
+	// folders, windows, leases); nil is time.Now. Tests set it to run at
+	// the instants that matter (midnight, month and year end) at any hour.
+	Now func() time.Time
+}
+
+// Clock returns e.Now, or time.Now when it is not set.
+func (e Env) Clock() func() time.Time {
+	if e.Now == nil {
+		return time.Now
+	}
+	return e.Now
 }
 
 // Unit is a built processor, as the catalogue in package service holds it.

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/broker"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/seal"
 	"github.com/ccrelay/ccrelay/processors"
@@ -125,13 +127,18 @@ type Deps struct {
 	Connect  func() (*nats.Conn, error)
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
+	// Now is the processors' clock; nil is time.Now (see processors.Env).
+	Now func() time.Time
+	// Outage is the process's NATS outage (the broker's), which the
+	// processors' pull loops report to.
+	Outage *broker.Outage
 }
 
 // env is the processors' shared environment.
 func env(st Settings, d Deps, sap *c4c.Client) processors.Env {
 	return processors.Env{
 		JS: d.JS, Waiter: d.Waiter, Subjects: st.Streams.Subjects, Replicas: st.Streams.Replicas,
-		C4C: sap, Egress: st.Egress, SealKeys: st.SealKeys, Registry: d.Registry, Logger: d.Logger,
+		C4C: sap, Egress: st.Egress, SealKeys: st.SealKeys, Registry: d.Registry, Logger: d.Logger, Now: d.Now,
 	}
 }
 
@@ -178,7 +185,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	return processors.New(st.Runtime, processors.Deps{
 		JS: d.JS, Waiter: d.Waiter, Subjects: subjects, Connect: d.Connect,
 		Ledger: ledger, DLQ: processors.NewDeadLetters(d.JS, subjects),
-		Metrics: processors.NewMetrics(d.Registry), Registry: d.Registry, Logger: d.Logger,
+		Metrics: processors.NewMetrics(d.Registry), Registry: d.Registry, Logger: d.Logger, Outage: d.Outage,
 	}, procs...)
 }
 

@@ -152,7 +152,7 @@ func (p *Processor) configured() error {
 // order of the days and, within a day, of the contacts: a resumed sweep
 // starts after the last key an interrupted one finished.
 func (p *Processor) Sweep(ctx context.Context, opts SweepOptions) (SweepResult, error) {
-	start := time.Now()
+	start := p.now()
 	res := SweepResult{Since: opts.Since, Until: opts.Until, Pending: map[string]int{}}
 	if err := p.configured(); err != nil {
 		return res, err
@@ -244,7 +244,7 @@ func (p *Processor) Sweep(ctx context.Context, opts SweepOptions) (SweepResult, 
 			return res, fmt.Errorf("clear the sweep's progress: %w", err)
 		}
 	}
-	res.Took = time.Since(start)
+	res.Took = p.now().Sub(start)
 	if !opts.DryRun {
 		p.report(ctx, res)
 	}
@@ -268,7 +268,7 @@ func (p *Processor) settle(ctx context.Context, f messages.AnalysisFile, written
 			}
 		}
 	}
-	res.Pending[ageLabel(time.Since(written))]++
+	res.Pending[ageLabel(p.now().Sub(written))]++
 	return nil
 }
 
@@ -277,7 +277,7 @@ func (p *Processor) settle(ctx context.Context, f messages.AnalysisFile, written
 // the dedup id or the call record's check makes harmless; the other order
 // would leave a call recorded as triggered that never was.
 func (p *Processor) trigger(ctx context.Context, f messages.AnalysisFile, written time.Time) error {
-	now := time.Now().UTC()
+	now := p.now().UTC()
 	body, err := json.Marshal(messages.SummaryTrigger{Bucket: p.cfg.Bucket, Key: f.Key, ContactID: f.ContactID, FileTime: written.UTC(), FoundAt: now})
 	if err != nil {
 		return err
@@ -294,7 +294,7 @@ func (p *Processor) trigger(ctx context.Context, f messages.AnalysisFile, writte
 		return err
 	}
 	p.sweeps.reconciled.Inc()
-	p.logger.Info("analysed call without summary: trigger stored", "contact_id", f.ContactID, "analysis_key", f.Key, "file_age", time.Since(written).Round(time.Second).String())
+	p.logger.Info("analysed call without summary: trigger stored", "contact_id", f.ContactID, "analysis_key", f.Key, "file_age", p.now().Sub(written).Round(time.Second).String())
 	return nil
 }
 
@@ -323,7 +323,7 @@ func variant(redacted bool) string {
 // report keeps the sweep's pending counts where every replica's metrics
 // read them, so the figure does not depend on which replica swept.
 func (p *Processor) report(ctx context.Context, res SweepResult) {
-	b, err := json.Marshal(sweepReport{Pending: res.Pending, At: time.Now().UTC()})
+	b, err := json.Marshal(sweepReport{Pending: res.Pending, At: p.now().UTC()})
 	if err == nil {
 		_, err = p.lease.Put(ctx, reportKey, b)
 	}
@@ -344,7 +344,7 @@ type leaseRecord struct {
 }
 
 func (p *Processor) leaseValue(owner string) []byte {
-	b, _ := json.Marshal(leaseRecord{Owner: owner, Until: time.Now().Add(p.cfg.Reconcile.Lease).UTC()}) // plain fields
+	b, _ := json.Marshal(leaseRecord{Owner: owner, Until: p.now().Add(p.cfg.Reconcile.Lease).UTC()}) // plain fields
 	return b
 }
 
@@ -362,7 +362,7 @@ func (p *Processor) acquire(ctx context.Context, owner string) (uint64, error) {
 		return 0, fmt.Errorf("read the lease: %w", err)
 	}
 	var cur leaseRecord
-	if json.Unmarshal(e.Value(), &cur) == nil && cur.Owner != owner && time.Now().Before(cur.Until) {
+	if json.Unmarshal(e.Value(), &cur) == nil && cur.Owner != owner && p.now().Before(cur.Until) {
 		return 0, fmt.Errorf("%w: %s until %s", ErrLeaseHeld, cur.Owner, cur.Until.Format(time.RFC3339))
 	}
 	rev, err := p.lease.Update(ctx, leaseKey, p.leaseValue(owner), e.Revision())
@@ -406,7 +406,7 @@ func (p *Processor) reconcileLoop(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		until := time.Now().Add(-rc.Grace)
+		until := p.now().Add(-rc.Grace)
 		res, err := p.Reconcile(ctx, owner, SweepOptions{Since: until.Add(-rc.Window), Until: until, Resume: true})
 		switch {
 		case ctx.Err() != nil:

@@ -15,6 +15,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/test/clocktest"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
@@ -22,10 +23,11 @@ import (
 const testBucket = "amazon-connect-bench"
 
 // provisioned is the processor on a real JetStream server and a real S3
-// protocol server, with no C4C: the reconciler does not talk to SAP.
-func provisioned(tb testing.TB) (*Processor, *s3fake.Server) {
+// protocol server, with no C4C: the reconciler does not talk to SAP. Both
+// read clock.
+func provisioned(tb testing.TB, clock func() time.Time) (*Processor, *s3fake.Server) {
 	tb.Helper()
-	s3 := s3fake.New(tb, testBucket)
+	s3 := s3fake.NewAt(tb, clock, testBucket)
 	tb.Setenv("AWS_ACCESS_KEY_ID", s3fake.AccessKey)
 	tb.Setenv("AWS_SECRET_ACCESS_KEY", s3fake.SecretKey)
 	ns := natstest.Embedded(tb)
@@ -37,7 +39,7 @@ func provisioned(tb testing.TB) (*Processor, *s3fake.Server) {
 	}
 	p, err := New(Config{Bucket: testBucket, S3Endpoint: s3.URL, MaxFileBytes: 1 << 20,
 		Reconcile: ReconcileConfig{Window: 24 * time.Hour, Lease: 10 * time.Second, StatusTTL: 72 * time.Hour}},
-		processors.Env{JS: js, Subjects: subjects, Replicas: 1, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		processors.Env{JS: js, Subjects: subjects, Replicas: 1, Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: clock})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -47,10 +49,10 @@ func provisioned(tb testing.TB) (*Processor, *s3fake.Server) {
 	return p, s3
 }
 
-// putFiles stores n analysis files of today, 4 at a time.
-func putFiles(tb testing.TB, s3 *s3fake.Server, n int) []string {
+// putFiles stores n analysis files of the day of at, 4 at a time.
+func putFiles(tb testing.TB, s3 *s3fake.Server, at time.Time, n int) []string {
 	tb.Helper()
-	day := time.Now().UTC().Format("2006/01/02")
+	day := at.UTC().Format("2006/01/02")
 	contacts := make([]string, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 4)
@@ -96,7 +98,7 @@ func TestListPrefixesAreInKeyOrder(t *testing.T) {
 }
 
 func TestLeaseTakesTurns(t *testing.T) {
-	p, _ := provisioned(t)
+	p, _ := provisioned(t, time.Now)
 	ctx := context.Background()
 	rev, err := p.acquire(ctx, "a")
 	if err != nil {
@@ -121,8 +123,8 @@ func TestLeaseTakesTurns(t *testing.T) {
 // summary: each iteration lists them all, reads every status and stores
 // 100 triggers.
 func BenchmarkSweep(b *testing.B) {
-	p, s3 := provisioned(b)
-	contacts := putFiles(b, s3, 10_000)
+	p, s3 := provisioned(b, time.Now)
+	contacts := putFiles(b, s3, time.Now(), 10_000)
 	ctx := context.Background()
 	missing := map[string]bool{}
 	for i, c := range contacts {
@@ -160,7 +162,7 @@ func BenchmarkSweep(b *testing.B) {
 // another bucket than the configured one is dead-lettered at once; the
 // processor's AWS credentials go to its own bucket only.
 func TestEventsOfAnotherBucketAreRefused(t *testing.T) {
-	p, _ := provisioned(t)
+	p, _ := provisioned(t, time.Now)
 	s := p.env.Subjects
 	key := "Analysis/Voice/2026/11/23/6c0f4a8e-2b1d-4e4b-9d57-0f6a2a1c9e11_analysis_2026-11-23T10:00:00Z.json"
 	s3ev := []byte(`{"version":"0","id":"e","detail-type":"Object Created","source":"aws.s3","account":"1","time":"2026-11-23T10:00:05Z",
@@ -180,12 +182,15 @@ func TestEventsOfAnotherBucketAreRefused(t *testing.T) {
 // TestLeaseRenewedDuringLongSweep: a sweep longer than the lease keeps it
 // (renewed every third of it), and releases it when it ends.
 func TestLeaseRenewedDuringLongSweep(t *testing.T) {
-	p, s3 := provisioned(t)
+	// Half a second before midnight: the sweep runs across it.
+	clock := clocktest.At(clocktest.Edges()[0].At)
+	p, s3 := provisioned(t, clock)
 	p.cfg.Reconcile.Lease = time.Second
-	putFiles(t, s3, 6)
+	putFiles(t, s3, clock(), 6)
 	ctx := context.Background()
 	var heldByOther []error
-	opts := SweepOptions{Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour), PageSize: 2, DryRun: false,
+	now := clock()
+	opts := SweepOptions{Since: now.Add(-time.Hour), Until: now.Add(time.Hour), PageSize: 2, DryRun: false,
 		Progress: func(int, int, int) {
 			if len(heldByOther) == 3 {
 				return
@@ -214,11 +219,17 @@ func TestLeaseRenewedDuringLongSweep(t *testing.T) {
 // TestSweepReportsProgress: day folders finished out of all, and files,
 // after every page, ending at all of them.
 func TestSweepReportsProgress(t *testing.T) {
-	p, s3 := provisioned(t)
-	putFiles(t, s3, 5)
+	for _, e := range clocktest.Edges() {
+		t.Run(e.Name, func(t *testing.T) { testSweepReportsProgress(t, clocktest.At(e.At)) })
+	}
+}
+
+func testSweepReportsProgress(t *testing.T, clock func() time.Time) {
+	p, s3 := provisioned(t, clock)
+	putFiles(t, s3, clock(), 5)
 	type call struct{ done, total, files int }
 	var calls []call
-	now := time.Now()
+	now := clock()
 	_, err := p.Sweep(context.Background(), SweepOptions{Since: now.Add(-time.Hour), Until: now.Add(time.Hour), PageSize: 2, DryRun: true,
 		Progress: func(done, total, files int) { calls = append(calls, call{done, total, files}) }})
 	if err != nil {

@@ -39,7 +39,8 @@ func (r statusRecord) settled() bool { return r.Outcome != outcomeTriggered }
 // events (rule events, S3 events, triggers), so it cannot say whether a
 // contact has its summary.
 type statusStore struct {
-	kv jetstream.KeyValue
+	kv  jetstream.KeyValue
+	now func() time.Time
 }
 
 // statusKey is the KV key of a contact id. Amazon Connect contact ids are
@@ -64,14 +65,14 @@ func contactOf(key string) (string, bool) {
 	return key, true
 }
 
-func encode(outcome string) []byte {
-	b, _ := json.Marshal(statusRecord{Outcome: outcome, At: time.Now().UTC()}) // a struct of two plain fields
+func (s *statusStore) encode(outcome string) []byte {
+	b, _ := json.Marshal(statusRecord{Outcome: outcome, At: s.now().UTC()}) // a struct of two plain fields
 	return b
 }
 
 // done records the contact's final outcome.
 func (s *statusStore) done(ctx context.Context, contactID, outcome string) error {
-	if _, err := s.kv.Put(ctx, statusKey(contactID), encode(outcome)); err != nil {
+	if _, err := s.kv.Put(ctx, statusKey(contactID), s.encode(outcome)); err != nil {
 		return fmt.Errorf("record the summary status of %s: %w", contactID, err)
 	}
 	return nil
@@ -81,7 +82,7 @@ func (s *statusStore) done(ctx context.Context, contactID, outcome string) error
 // unless a record exists (the processor may have finished meanwhile): it
 // reports whether it did.
 func (s *statusStore) triggered(ctx context.Context, contactID string) (bool, error) {
-	_, err := s.kv.Create(ctx, statusKey(contactID), encode(outcomeTriggered))
+	_, err := s.kv.Create(ctx, statusKey(contactID), s.encode(outcomeTriggered))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return false, nil
 	}

@@ -92,6 +92,9 @@ type Processor struct {
 	written *prometheus.CounterVec
 	failed  *prometheus.CounterVec
 	sweeps  sweepMetrics
+	// now dates what the sweep looks at and stores (windows, leases,
+	// outcomes): env.Now, so tests pin it.
+	now func() time.Time
 }
 
 // New returns the processor. It loads the AWS configuration now, so a
@@ -121,7 +124,7 @@ func New(cfg Config, env processors.Env) (*Processor, error) {
 			o.UsePathStyle = true
 		}
 	})
-	p := &Processor{cfg: cfg, env: env, s3: s3c, c4c: env.C4C, logger: env.Logger,
+	p := &Processor{cfg: cfg, env: env, s3: s3c, c4c: env.C4C, logger: env.Logger, now: env.Clock(),
 		chars: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ccrelay_summaries_written_characters_total",
 			Help: "Characters of call summaries written to SAP.",
@@ -167,7 +170,7 @@ func (p *Processor) Provision(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reconcile %w", err)
 	}
-	p.status, p.lease = &statusStore{kv: kv}, lease
+	p.status, p.lease = &statusStore{kv: kv, now: p.now}, lease
 	return nil
 }
 

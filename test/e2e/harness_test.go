@@ -70,6 +70,8 @@ type deployment struct {
 	natsURL  string
 	logger   *slog.Logger
 	procRegs []*prometheus.Registry
+	// now is the processors' clock; nil is the machine's.
+	now func() time.Time
 }
 
 // startProcessors runs the named processors on the deployment's NATS
@@ -81,7 +83,7 @@ func (d *deployment) startProcessors(names ...string) {
 	rt, err := service.New(ctx, d.cfg.Processors, names, service.Deps{
 		JS: d.js, Connect: func() (*nats.Conn, error) {
 			return nats.Connect(d.natsURL, nats.IgnoreDiscoveredServers(), nats.MaxReconnects(-1))
-		}, Registry: reg, Logger: d.logger,
+		}, Registry: reg, Logger: d.logger, Now: d.now,
 	})
 	if err != nil {
 		cancel()

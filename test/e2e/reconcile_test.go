@@ -17,6 +17,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/processors/summaries"
+	"github.com/ccrelay/ccrelay/test/clocktest"
 	"github.com/ccrelay/ccrelay/test/expect"
 	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
 	"github.com/ccrelay/ccrelay/test/fakes/s3fake"
@@ -35,9 +36,9 @@ type call struct {
 // analysedCalls puts n analysis files written now: all filed under today's
 // date, but the last under yesterday's (an agent connected before UTC
 // midnight), each with its call record in SAP.
-func analysedCalls(t *testing.T, sap *c4cfake.Server, s3 *s3fake.Server, prefix string, n int) []call {
+func analysedCalls(t *testing.T, sap *c4cfake.Server, s3 *s3fake.Server, clock func() time.Time, prefix string, n int) []call {
 	t.Helper()
-	now := time.Now().UTC()
+	now := clock().UTC()
 	out := make([]call, n)
 	for i := range out {
 		day := now
@@ -85,14 +86,38 @@ func s3Event(t *testing.T, key string) []byte {
 	return []byte(s)
 }
 
-// ruleEvent is the Contact Lens rule event of contact, sent now.
-func ruleEvent(eventID, contact string) []byte {
-	return []byte(strings.Replace(string(contactLens(eventID, contact, "Contact Lens Post Call Rules Matched")), "2026-11-21T09:58:00Z", time.Now().UTC().Format(time.RFC3339), 1))
+// ruleEvent is the Contact Lens rule event of contact, sent at.
+func ruleEvent(eventID, contact string, at time.Time) []byte {
+	return []byte(strings.Replace(string(contactLens(eventID, contact, "Contact Lens Post Call Rules Matched")), "2026-11-21T09:58:00Z", at.UTC().Format(time.RFC3339), 1))
+}
+
+// atEdges runs test at each of the calendar's edges (clocktest.Edges): the
+// reconciler's window, day folders and leases all follow the date, so each
+// of these tests once failed for an hour a night when it read the machine's
+// clock.
+func atEdges(t *testing.T, test func(t *testing.T, clock func() time.Time)) {
+	for _, e := range clocktest.Edges() {
+		t.Run(e.Name, func(t *testing.T) { test(t, clocktest.At(e.At)) })
+	}
+}
+
+// listRequests is what a sweep of [since, until] costs on a bucket whose
+// day folders hold at most one page each: one list per day folder that can
+// hold a file written in the window (from the day before since, for calls
+// across midnight, to until's day), for each variant.
+func listRequests(since, until time.Time) int {
+	first := since.UTC().AddDate(0, 0, -1)
+	first = time.Date(first.Year(), first.Month(), first.Day(), 0, 0, 0, 0, time.UTC)
+	days := 0
+	for d := first; !d.After(until.UTC()); d = d.AddDate(0, 0, 1) {
+		days++
+	}
+	return 2 * days
 }
 
 // reconciler is a replica's reconciler on its own NATS connection, so a
 // test can cut that replica off the way a killed process is.
-func reconciler(t *testing.T, d *deployment) (*summaries.Processor, *nats.Conn) {
+func reconciler(t *testing.T, d *deployment, clock func() time.Time) (*summaries.Processor, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(d.natsURL, nats.IgnoreDiscoveredServers())
 	if err != nil {
@@ -103,17 +128,19 @@ func reconciler(t *testing.T, d *deployment) (*summaries.Processor, *nats.Conn) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := service.Summaries(context.Background(), d.cfg.Processors, service.Deps{JS: js, Waiter: provision.Waiter{Budget: 5 * time.Second}, Registry: prometheus.NewRegistry(), Logger: d.logger})
+	p, err := service.Summaries(context.Background(), d.cfg.Processors, service.Deps{JS: js, Waiter: provision.Waiter{Budget: 5 * time.Second}, Registry: prometheus.NewRegistry(), Logger: d.logger, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p, nc
 }
 
-func TestReconcileSummaries(t *testing.T) {
+func TestReconcileSummaries(t *testing.T) { atEdges(t, testReconcileSummaries) }
+
+func testReconcileSummaries(t *testing.T, clock func() time.Time) {
 	ns := natstest.Embedded(t)
-	d, sap, s3 := summariesDeployment(t, ns.ClientURL(), "CCRELAY_SUMMARIES_RECONCILE_EVERY=0")
-	calls := analysedCalls(t, sap, s3, "aaaaaaaa", 10)
+	d, sap, s3 := summariesDeploymentAt(t, ns.ClientURL(), clock, "CCRELAY_SUMMARIES_RECONCILE_EVERY=0")
+	calls := analysedCalls(t, sap, s3, clock, "aaaaaaaa", 10)
 	h := jsonHeader()
 	h.Set("x-api-key", connectAPIKey)
 
@@ -121,7 +148,7 @@ func TestReconcileSummaries(t *testing.T) {
 	// call 3 comes after its rule event (whichever comes first does the
 	// work). The last four calls, one of them across midnight, get nothing.
 	for i := 0; i < 4; i++ {
-		if r := d.post("/v1/connect/events", h, ruleEvent(fmt.Sprintf("ev-%d", i), calls[i].contact)); r.status != 202 {
+		if r := d.post("/v1/connect/events", h, ruleEvent(fmt.Sprintf("ev-%d", i), calls[i].contact, clock())); r.status != 202 {
 			t.Fatalf("rule event %d: %d %s", i, r.status, r.body)
 		}
 	}
@@ -146,8 +173,8 @@ func TestReconcileSummaries(t *testing.T) {
 	// the last acknowledgement, so the sweep sees them.
 	eventually(t, "events processed", func() bool { return d.processed("summaries", "done") >= 6 })
 
-	r1, _ := reconciler(t, d)
-	now := time.Now()
+	r1, _ := reconciler(t, d, clock)
+	now := clock()
 	dry, err := r1.Reconcile(context.Background(), "replica-1", summaries.SweepOptions{Since: now.Add(-24 * time.Hour), Until: now.Add(time.Minute), DryRun: true})
 	if err != nil {
 		t.Fatal(err)
@@ -190,27 +217,37 @@ func TestReconcileSummaries(t *testing.T) {
 	if v := metricstest.Value(t, d.procRegs[0], "ccrelay_summaries_pending", map[string]string{"age": "under_15m"}); v != 0 {
 		t.Errorf("ccrelay_summaries_pending{age=under_15m} = %v after the second sweep, want 0", v)
 	}
-	// Its cost: one list request per day folder of each variant.
-	if again.ListRequests != 6 {
-		t.Errorf("%d list requests for a 24h window, want 6 (3 days x 2 variants)", again.ListRequests)
+	// Its cost: one list request per day folder of each variant: 3 days
+	// for a 24h window, 4 when until passes midnight.
+	if want := listRequests(now.Add(-24*time.Hour), now.Add(time.Minute)); again.ListRequests != want {
+		t.Errorf("%d list requests for a 24h window, want %d (days x 2 variants)", again.ListRequests, want)
 	}
 }
 
 // TestReconcileReplicaKilledMidSweep cuts a replica off NATS in the middle
 // of its sweep, as a kill does: its lease is left to expire, and the next
 // replica resumes where it stopped. Nothing is lost, nothing written twice.
-func TestReconcileReplicaKilledMidSweep(t *testing.T) {
+func TestReconcileReplicaKilledMidSweep(t *testing.T) { atEdges(t, testReconcileReplicaKilledMidSweep) }
+
+func testReconcileReplicaKilledMidSweep(t *testing.T, clock func() time.Time) {
 	ns := natstest.Embedded(t)
-	d, sap, s3 := summariesDeployment(t, ns.ClientURL(), "CCRELAY_SUMMARIES_RECONCILE_EVERY=0", "CCRELAY_SUMMARIES_RECONCILE_LEASE=2s")
-	calls := analysedCalls(t, sap, s3, "bbbbbbbb", 12)
-	now := time.Now()
+	d, sap, s3 := summariesDeploymentAt(t, ns.ClientURL(), clock, "CCRELAY_SUMMARIES_RECONCILE_EVERY=0", "CCRELAY_SUMMARIES_RECONCILE_LEASE=2s")
+	calls := analysedCalls(t, sap, s3, clock, "bbbbbbbb", 12)
+	now := clock()
 	window := summaries.SweepOptions{Since: now.Add(-time.Hour), Until: now.Add(time.Minute), Resume: true, PageSize: 3}
 
-	a, anc := reconciler(t, d)
-	pages := 0
+	a, anc := reconciler(t, d, clock)
+	// The replica dies on the second page that finds files: the first one
+	// recorded its progress. Counting pages instead would depend on the
+	// hour: near midnight the window's first day folder is empty, and an
+	// empty page records nothing.
+	firstFiles := 0
 	killed := window
-	killed.Progress = func(int, int, int) {
-		if pages++; pages == 2 {
+	killed.Progress = func(_, _, files int) {
+		switch {
+		case firstFiles == 0:
+			firstFiles = files
+		case files > firstFiles:
 			anc.Close() // the replica is gone: no more writes, no release
 		}
 	}
@@ -218,12 +255,12 @@ func TestReconcileReplicaKilledMidSweep(t *testing.T) {
 		t.Fatal("the killed replica's sweep succeeded")
 	}
 
-	b, _ := reconciler(t, d)
+	b, _ := reconciler(t, d, clock)
 	if _, err := b.Reconcile(context.Background(), "replica-b", window); !errors.Is(err, summaries.ErrLeaseHeld) {
 		t.Fatalf("while the dead replica's lease runs: %v, want ErrLeaseHeld", err)
 	}
 	var res summaries.SweepResult
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second) // the machine's clock: a bound of this test's own
 	for {
 		var err error
 		res, err = b.Reconcile(context.Background(), "replica-b", window)
@@ -257,10 +294,12 @@ func TestReconcileReplicaKilledMidSweep(t *testing.T) {
 
 // TestReconcileRunsInTheProcessors leaves the sweep to the processors'
 // own schedule: calls whose events never came get their summary.
-func TestReconcileRunsInTheProcessors(t *testing.T) {
+func TestReconcileRunsInTheProcessors(t *testing.T) { atEdges(t, testReconcileRunsInTheProcessors) }
+
+func testReconcileRunsInTheProcessors(t *testing.T, clock func() time.Time) {
 	ns := natstest.Embedded(t)
-	d, sap, s3 := summariesDeployment(t, ns.ClientURL(), "CCRELAY_SUMMARIES_RECONCILE_EVERY=300ms", "CCRELAY_SUMMARIES_RECONCILE_GRACE=0s")
-	calls := analysedCalls(t, sap, s3, "cccccccc", 3)
+	d, sap, s3 := summariesDeploymentAt(t, ns.ClientURL(), clock, "CCRELAY_SUMMARIES_RECONCILE_EVERY=300ms", "CCRELAY_SUMMARIES_RECONCILE_GRACE=0s")
+	calls := analysedCalls(t, sap, s3, clock, "cccccccc", 3)
 	awaitSummaries(t, sap, calls)
 	eventually(t, "a sweep completed", func() bool {
 		return metricstest.Value(t, d.procRegs[0], "ccrelay_summaries_reconcile_sweeps_total", map[string]string{"outcome": "completed"}) >= 2

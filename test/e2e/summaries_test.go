@@ -31,8 +31,14 @@ func analysisFile(summary string) []byte {
 // summariesDeployment is ingest and the summaries processor against a fake
 // tenant and a fake S3.
 func summariesDeployment(t *testing.T, natsURL string, extra ...string) (*deployment, *c4cfake.Server, *s3fake.Server) {
+	return summariesDeploymentAt(t, natsURL, time.Now, extra...)
+}
+
+// summariesDeploymentAt is summariesDeployment on the clock now, which S3
+// and the processors share, as they share the real one.
+func summariesDeploymentAt(t *testing.T, natsURL string, now func() time.Time, extra ...string) (*deployment, *c4cfake.Server, *s3fake.Server) {
 	sap := c4cfake.New(t, c4cUser, c4cPassword)
-	s3 := s3fake.New(t, bucket)
+	s3 := s3fake.NewAt(t, now, bucket)
 	t.Setenv("AWS_ACCESS_KEY_ID", s3fake.AccessKey)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", s3fake.SecretKey)
 	env := append([]string{
@@ -41,6 +47,7 @@ func summariesDeployment(t *testing.T, natsURL string, extra ...string) (*deploy
 		"CCRELAY_PROCESS_BACKOFF=50ms", "CCRELAY_PROCESS_ACK_WAIT=2s", "CCRELAY_PROCESS_MAX_DELIVER=20",
 	}, extra...)
 	d := deploy(t, natsURL, 1, env...)
+	d.now = now
 	d.startProcessors("summaries")
 	return d, sap, s3
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -32,8 +33,32 @@ type Server struct {
 // New starts the fake with the given buckets; it stops when the test ends.
 func New(t testing.TB, buckets ...string) *Server {
 	t.Helper()
-	backend := s3mem.New()
-	hs := httptest.NewServer(gofakes3.New(backend).Server())
+	return start(t, gofakes3.DefaultTimeSource(), buckets)
+}
+
+// NewAt is New on the clock now: objects are stamped LastModified by it,
+// as S3 stamps them by its own, so a test can put files at any instant
+// (midnight, year end) whatever the hour it runs. The request-time skew
+// check is off: the SDK signs requests with the machine's clock.
+func NewAt(t testing.TB, now func() time.Time, buckets ...string) *Server {
+	t.Helper()
+	return start(t, clock(now), buckets)
+}
+
+// clock is a gofakes3.TimeSource reading now, in S3's GMT.
+type clock func() time.Time
+
+func (c clock) Now() time.Time                  { return c().In(time.FixedZone("GMT", 0)) }
+func (c clock) Since(t time.Time) time.Duration { return c().Sub(t) }
+
+func start(t testing.TB, ts gofakes3.TimeSource, buckets []string) *Server {
+	t.Helper()
+	backend := s3mem.New(s3mem.WithTimeSource(ts))
+	opts := []gofakes3.Option{gofakes3.WithTimeSource(ts)}
+	if _, fixed := ts.(clock); fixed {
+		opts = append(opts, gofakes3.WithTimeSkewLimit(0))
+	}
+	hs := httptest.NewServer(gofakes3.New(backend, opts...).Server())
 	t.Cleanup(hs.Close)
 	c := s3.New(s3.Options{
 		Region:       Region,
