@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccrelay/ccrelay/messages/broker"
 )
 
 // fetchWait is how long one pull request waits for messages. It bounds how
@@ -33,6 +35,9 @@ type batchingConsumer struct {
 	gate   *gate
 	slots  int
 	logger *slog.Logger
+	// nats is told of every pull's result: the outage it is part of is
+	// logged once per process, each failed pull at debug.
+	nats *broker.Part
 	// pulls counts pull requests by result; pulled the messages they
 	// delivered.
 	pullsOK, pullsFailed, pulled prometheus.Counter
@@ -96,8 +101,14 @@ func (f *fetcher) run(ctx context.Context) {
 		for range n - used {
 			f.free <- struct{}{}
 		}
-		if err != nil {
-			f.c.logger.Warn("pulling messages failed; retrying", "error", err, "retry_in", fetchRetry.String())
+		if err == nil {
+			f.c.nats.Succeeded()
+		} else {
+			if ctx.Err() != nil {
+				return // stopped mid-pull: not an outage
+			}
+			f.c.logger.Debug("pulling messages failed; retrying", "error", err, "retry_in", fetchRetry.String())
+			f.c.nats.Failed(err)
 			select {
 			case <-f.draining:
 				return

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/broker"
 	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
@@ -34,6 +35,9 @@ type Deps struct {
 	Metrics  *Metrics
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
+	// Outage is the process's NATS outage, which the pull loops report
+	// to (the broker's); nil gives the runtime one of its own.
+	Outage *broker.Outage
 }
 
 // Runtime runs processors until its context ends.
@@ -56,6 +60,9 @@ type consumer struct {
 func New(cfg Config, deps Deps, procs ...Processor) (*Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if deps.Outage == nil {
+		deps.Outage = broker.NewOutage(deps.Logger)
 	}
 	r := &Runtime{cfg: cfg, deps: deps, procs: procs, consumers: map[string][]consumer{}}
 	names := map[string][]string{}
@@ -248,6 +255,7 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 		ResourceInitializer: bind(batchingConsumer{
 			Consumer: cons, gate: g, slots: n,
 			logger:      r.deps.Logger.With("processor", p.Name, "consumer", c.name),
+			nats:        r.deps.Outage.Part("processor " + p.Name + " (consumer " + c.name + ")"),
 			pullsOK:     r.deps.Metrics.Pulls.WithLabelValues(p.Name, "ok"),
 			pullsFailed: r.deps.Metrics.Pulls.WithLabelValues(p.Name, "error"),
 			pulled:      r.deps.Metrics.Pulled.WithLabelValues(p.Name),

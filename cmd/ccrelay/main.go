@@ -255,7 +255,7 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 		parts = append(parts, func(ctx context.Context) error { return srv.Run(ctx, ln) })
 	}
 	if len(procs) > 0 {
-		rt, err := service.New(ctx, cfg.Processors, procs, service.Deps{JS: b.JS, Waiter: waiter, Connect: b.NewConn, Registry: reg, Logger: logger})
+		rt, err := service.New(ctx, cfg.Processors, procs, service.Deps{JS: b.JS, Waiter: waiter, Connect: b.NewConn, Registry: reg, Logger: logger, Outage: b.Outage()})
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,7 +179,13 @@ type Broker struct {
 	server *server.Server
 	logger *slog.Logger
 	url    string
+	// opts are every connection's options but the handlers, which
+	// options adds for the connection's own Part of the outage.
 	opts   []nats.Option
+	outage *Outage
+	// main is the Part of the connection opened at start and of the ones
+	// reopened in its place.
+	main *Part
 
 	mu      sync.RWMutex
 	cur     *nats.Conn
@@ -194,20 +201,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := &Broker{logger: logger}
+	outage := NewOutage(logger)
+	b := &Broker{logger: logger, outage: outage, main: outage.Part("nats connection")}
 	opts := []nats.Option{
 		nats.Name("ccrelay"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			// A nil error is our own Drain or Close: not worth a warning.
-			if err != nil {
-				logger.Warn("nats disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			logger.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
-		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			logger.Error("nats async error", "error", err)
 		}),
@@ -230,7 +229,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error)
 	}
 
 	b.url, b.opts = url, opts
-	nc, err := connect(ctx, url, cfg.ConnectTimeout, opts)
+	nc, err := connect(ctx, url, cfg.ConnectTimeout, b.options(b.main))
 	if err != nil {
 		b.shutdownServer()
 		return nil, err
@@ -248,6 +247,33 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error)
 	return b, nil
 }
 
+// options are the connection options for a connection reporting to part:
+// its disconnects and failed reconnects are failed attempts, a reconnect a
+// success. Each is logged at debug; the outage is logged once.
+func (b *Broker) options(part *Part) []nats.Option {
+	return append(slices.Clip(b.opts),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			// A nil error is our own Drain or Close: no outage.
+			if err != nil {
+				b.logger.Debug("nats disconnected", "error", err)
+				part.Failed(err)
+			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.logger.Debug("nats reconnect failed", "error", err)
+			part.Failed(err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.logger.Debug("nats reconnected", "server", nc.ConnectedUrlRedacted())
+			part.Succeeded()
+		}),
+	)
+}
+
+// Outage is the process's NATS outage, for the other parts that wait for
+// NATS (the processors' pull loops) to report to.
+func (b *Broker) Outage() *Outage { return b.outage }
+
 // watch reopens nc when it closes without Close being called: nats.go
 // gives up on a connection the server closed for a protocol violation, and
 // in-process connections cannot reconnect at all, and a process whose
@@ -264,7 +290,7 @@ func (b *Broker) reopen() {
 	b.logger.Error("nats connection closed; reopening it")
 	wait := 100 * time.Millisecond
 	for attempt := 1; !b.closing.Load(); attempt++ {
-		nc, err := nats.Connect(b.url, b.opts...)
+		nc, err := nats.Connect(b.url, b.options(b.main)...)
 		if err == nil {
 			js, jerr := jetstream.New(nc)
 			if jerr == nil {
@@ -274,6 +300,7 @@ func (b *Broker) reopen() {
 				b.watch(nc)
 				b.reopens.Add(1)
 				b.logger.Info("nats connection reopened", "attempt", attempt)
+				b.main.Succeeded()
 				if b.closing.Load() {
 					nc.Close()
 				}
@@ -282,7 +309,8 @@ func (b *Broker) reopen() {
 			nc.Close()
 			err = jerr
 		}
-		b.logger.Warn("nats connection not reopened yet", "attempt", attempt, "retry_in", wait.String(), "error", err.Error())
+		b.logger.Debug("nats connection not reopened yet", "attempt", attempt, "retry_in", wait.String(), "error", err.Error())
+		b.main.Failed(err)
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Second)
 	}
@@ -402,7 +430,7 @@ func (b *Broker) Embedded() bool { return b.server != nil }
 // NewConn opens another connection to the same server (in process for the
 // embedded one), for parts that must own their connection.
 func (b *Broker) NewConn() (*nats.Conn, error) {
-	return connect(context.Background(), b.url, 5*time.Second, b.opts)
+	return connect(context.Background(), b.url, 5*time.Second, b.options(b.outage.Part("nats connection")))
 }
 
 // ClientURL is the embedded server's client URL, or "" when it listens
