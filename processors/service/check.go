@@ -67,7 +67,12 @@ func Check(ctx context.Context, st Settings, d Deps) []Result {
 			add(c.check, err, "")
 			continue
 		}
-		add(c.check, u.Check(cctx), c.passed(st))
+		err = u.Check(cctx)
+		detail := ""
+		if err == nil {
+			detail = c.passed(cctx, st, u)
+		}
+		add(c.check, err, detail)
 	}
 	return out
 }

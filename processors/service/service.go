@@ -49,7 +49,7 @@ type entry struct {
 	// 'ccrelay check'; "" for none.
 	check string
 	// passed says what a passed check found.
-	passed func(Settings) string
+	passed func(context.Context, Settings, processors.Unit) string
 	// enabled, when set, says whether the processor has anything to do;
 	// one that has not is not started (and its consumers not created).
 	enabled func(Settings) bool
@@ -62,14 +62,22 @@ func catalogue() []entry {
 	return []entry{
 		{
 			name: attachments.Name, check: "cmi",
-			passed: func(Settings) string { return "CMI answers and accepts the credentials" },
+			passed: func(context.Context, Settings, processors.Unit) string {
+				return "CMI answers and accepts the credentials"
+			},
 			build: func(st Settings, env processors.Env) (processors.Unit, error) {
 				return attachments.New(st.Attachments, env)
 			},
 		},
 		{
 			name: summaries.Name, check: "connect bucket",
-			passed: func(st Settings) string { return st.Summaries.Bucket + " is readable" },
+			passed: func(ctx context.Context, st Settings, u processors.Unit) string {
+				src, err := u.(*summaries.Processor).CredentialSource(ctx)
+				if err != nil {
+					return st.Summaries.Bucket + " is readable (credentials: " + err.Error() + ")"
+				}
+				return st.Summaries.Bucket + " is readable with credentials from " + src
+			},
 			build: func(st Settings, env processors.Env) (processors.Unit, error) {
 				return summaries.New(st.Summaries, env)
 			},
@@ -82,7 +90,9 @@ func catalogue() []entry {
 		},
 		{
 			name: forward.Name, check: "contact pro",
-			passed:  func(st Settings) string { return fmt.Sprintf("%d destination(s) answer", len(st.Forward.URLs)) },
+			passed: func(_ context.Context, st Settings, _ processors.Unit) string {
+				return fmt.Sprintf("%d destination(s) answer", len(st.Forward.URLs))
+			},
 			enabled: func(st Settings) bool { return st.Forward.Enabled() },
 			build: func(st Settings, env processors.Env) (processors.Unit, error) {
 				return forward.New(st.Forward, env)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,20 +25,24 @@ import (
 const Name = "summaries"
 
 // Config sets the processor. Its env tags are read with the CCRELAY_ prefix.
-// AWS credentials and region come from the SDK's usual chain
-// (AWS_ACCESS_KEY_ID, AWS_PROFILE, instance roles, ...).
+// AWS credentials and region come from the SDK's configured sources
+// (AWS_ACCESS_KEY_ID, AWS_WEB_IDENTITY_TOKEN_FILE, AWS_PROFILE); metadata
+// endpoints only as AWSCredentials allows.
 type Config struct {
 	// Bucket is the Amazon Connect instance's bucket.
-	Bucket string `env:"CONNECT_BUCKET"`
+	Bucket string `env:"CONNECT_BUCKET" help:"the Amazon Connect bucket with the Contact Lens analysis files"`
+	// AWSCredentials says which metadata endpoints may give credentials:
+	// see credentials.go.
+	AWSCredentials string `env:"AWS_CREDENTIALS" envDefault:"configured" help:"AWS credentials for S3: 'configured' reads AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, or AWS_PROFILE and never a metadata endpoint; 'container' also the ECS/EKS container endpoint; 'instance' also the EC2 instance role (IMDSv2)"`
 	// S3Endpoint points at an S3-compatible store instead of AWS
 	// (path-style addressing is used then).
-	S3Endpoint string `env:"S3_ENDPOINT"`
+	S3Endpoint string `env:"S3_ENDPOINT" help:"an S3-compatible endpoint instead of AWS (path-style addressing)"`
 	// S3Region overrides the SDK's region (default us-east-1 with an endpoint).
-	S3Region string `env:"S3_REGION"`
+	S3Region string `env:"S3_REGION" help:"region override (default the AWS SDK's; 'us-east-1' with an endpoint)"`
 	// Redacted reads the redacted analysis file instead of the original.
-	Redacted bool `env:"SUMMARIES_REDACTED" envDefault:"false"`
+	Redacted bool `env:"SUMMARIES_REDACTED" envDefault:"false" help:"read the redacted analysis file instead of the original"`
 	// MaxFileBytes bounds the analysis file read.
-	MaxFileBytes int64 `env:"SUMMARIES_MAX_FILE_BYTES" envDefault:"33554432"`
+	MaxFileBytes int64 `env:"SUMMARIES_MAX_FILE_BYTES" envDefault:"33554432" help:"bound of one analysis file"`
 	Reconcile    ReconcileConfig
 }
 
@@ -47,22 +50,25 @@ type Config struct {
 // summary. Its env tags are read with the CCRELAY_ prefix.
 type ReconcileConfig struct {
 	// Every is how often a sweep runs in serve and process (0: never).
-	Every time.Duration `env:"SUMMARIES_RECONCILE_EVERY" envDefault:"15m"`
+	Every time.Duration `env:"SUMMARIES_RECONCILE_EVERY" envDefault:"15m" help:"how often 'serve'/'process' sweep for analysed calls without a summary ('0': never)"`
 	// Window is how far back a sweep looks.
-	Window time.Duration `env:"SUMMARIES_RECONCILE_WINDOW" envDefault:"24h"`
+	Window time.Duration `env:"SUMMARIES_RECONCILE_WINDOW" envDefault:"24h" help:"how far back a sweep looks"`
 	// Grace leaves files younger than this to their own events: a sweep
 	// looks up to now minus Grace.
-	Grace time.Duration `env:"SUMMARIES_RECONCILE_GRACE" envDefault:"10m"`
+	Grace time.Duration `env:"SUMMARIES_RECONCILE_GRACE" envDefault:"10m" help:"files younger than this are left to their own events"`
 	// Lease is how long a replica holds the sweep without renewing it: a
 	// replica that dies mid-sweep holds it this long at most.
-	Lease time.Duration `env:"SUMMARIES_RECONCILE_LEASE" envDefault:"2m"`
+	Lease time.Duration `env:"SUMMARIES_RECONCILE_LEASE" envDefault:"2m" help:"how long a dead replica can hold the sweep"`
 	// StatusTTL is how long a contact's outcome is kept; it must outlast
 	// the window, or a sweep would look at the contact again.
-	StatusTTL time.Duration `env:"SUMMARIES_STATUS_TTL" envDefault:"168h"`
+	StatusTTL time.Duration `env:"SUMMARIES_STATUS_TTL" envDefault:"168h" help:"how long each contact's summary outcome is kept (more than window + grace + a day)"`
 }
 
 // Validate checks the fields. Errors name the environment variable.
 func (c Config) Validate() error {
+	if err := validCredentialsMode(c.AWSCredentials); err != nil {
+		return err
+	}
 	r := c.Reconcile
 	switch {
 	case r.Every < 0:
@@ -102,17 +108,22 @@ type Processor struct {
 // reads the environment and the shared config files, and asks no service
 // (credentials are resolved at the first request), so New creates nothing.
 func New(cfg Config, env processors.Env) (*Processor, error) {
-	var opts []func(*awsconfig.LoadOptions) error
 	region := cfg.S3Region
 	if region == "" && cfg.S3Endpoint != "" {
 		region = "us-east-1"
 	}
-	if region != "" {
-		opts = append(opts, awsconfig.WithRegion(region))
+	mode := cfg.AWSCredentials
+	if mode == "" {
+		mode = CredentialsConfigured
 	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(context.Background(), opts...)
+	awsCfg, err := loadAWS(context.Background(), mode, region)
+	if err != nil && cfg.Bucket != "" {
+		return nil, err
+	}
 	if err != nil {
-		return nil, fmt.Errorf("aws configuration: %w", err)
+		// Nothing will be read: the processor only dead-letters its
+		// events as not configured, and no credential is ever asked for.
+		awsCfg = aws.Config{Region: region}
 	}
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		// The SDK prints a line to stderr, outside ccrelay's logs, for
@@ -191,4 +202,15 @@ func (p *Processor) Check(ctx context.Context) error {
 		return s3Error("list "+p.cfg.Bucket, err)
 	}
 	return nil
+}
+
+// CredentialSource says where the S3 client's credentials come from, in
+// the words of the settings (for 'ccrelay check'). After a passed Check it
+// reads the SDK's cache and calls nothing.
+func (p *Processor) CredentialSource(ctx context.Context) (string, error) {
+	creds, err := p.s3.Options().Credentials.Retrieve(ctx)
+	if err != nil {
+		return "", fmt.Errorf("aws credentials: %w", err)
+	}
+	return credentialSource(creds.Source), nil
 }

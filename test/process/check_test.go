@@ -71,6 +71,10 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("%s not ok:\n%s", name, out)
 		}
 	}
+	// The check says which source gave the AWS credentials.
+	if l := line(out, "connect bucket"); !strings.Contains(l, "credentials from environment (AWS_ACCESS_KEY_ID)") {
+		t.Errorf("connect bucket line %q does not name the credentials' source", l)
+	}
 
 	for _, c := range []struct {
 		env   []string
