@@ -33,7 +33,7 @@ func checkCommand(args, environ []string, stdout, stderr io.Writer) int {
 	ctx := context.Background()
 	b, err := dialOperator(ctx, cfg)
 	if err != nil {
-		fmt.Fprintf(stdout, "FAIL  nats               %v (set CCRELAY_NATS_URL)\n", err)
+		fmt.Fprintf(stdout, "FAIL  nats               %v\n", err)
 		return 1
 	}
 	defer b.Close(ctx)

@@ -20,8 +20,9 @@ const dlqUsage = `Usage:
 
 Lists dead letters, or stores them again under their original subject so the
 processors see them again (the idempotency ledger still skips completed work).
-Connects to CCRELAY_NATS_URL, or to the embedded server of a running
-'ccrelay serve' on nats://127.0.0.1:4222.
+Connects to CCRELAY_NATS_URL or, when it is unset, to the embedded server of a
+running 'ccrelay serve' at its CCRELAY_NATS_LISTEN address, with the password in
+CCRELAY_DATA_DIR.
 `
 
 type seqList []uint64

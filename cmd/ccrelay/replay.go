@@ -25,8 +25,9 @@ and --until again, so the processors see them again. TIME is RFC 3339
 a new Nats-Msg-Id, so JetStream's dedup window does not swallow it, and keeps its
 ce-id, so the idempotency ledger still skips work that completed; --force
 removes the ledger entries first (of --processors, default all), so it is done
-again. Connects to CCRELAY_NATS_URL, or to a running 'ccrelay serve' on
-nats://127.0.0.1:4222.
+again. Connects to CCRELAY_NATS_URL or, when it is unset, to the embedded
+server of a running 'ccrelay serve' at its CCRELAY_NATS_LISTEN address, with
+the password in CCRELAY_DATA_DIR.
 `
 
 // parseWhen reads an RFC 3339 time or a duration ago.
