@@ -17,7 +17,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -116,13 +115,16 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		}
 		var onReady func(httpAddr, natsURL string) error
 		if demo {
+			// Before the embedded server writes its password and events
+			// into it.
+			if err := config.PrivateDir(cfg.Broker.DataDir); err != nil {
+				fmt.Fprintf(stderr, "ccrelay serve: --demo: %v\n", err)
+				return 1
+			}
 			onReady = func(httpAddr, natsURL string) error {
-				envFile := filepath.Join(cfg.Broker.DataDir, "demo.env")
-				if err := os.MkdirAll(cfg.Broker.DataDir, 0o700); err != nil {
-					return fmt.Errorf("--demo: %w", err)
-				}
 				pw, _ := cfg.Broker.ReadEmbeddedPassword()
-				if err := os.WriteFile(envFile, []byte(d.EnvFile(localURL(httpAddr), natsURL, broker.EmbeddedUser, pw)), 0o600); err != nil {
+				envFile, err := d.WriteEnvFile(cfg.Broker.DataDir, localURL(httpAddr), natsURL, broker.EmbeddedUser, pw)
+				if err != nil {
 					return fmt.Errorf("--demo: %w", err)
 				}
 				fmt.Fprint(stdout, d.Instructions(localURL(httpAddr), envFile))

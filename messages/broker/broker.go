@@ -74,9 +74,15 @@ func (c Config) ReadEmbeddedPassword() (string, error) {
 // EmbeddedPassword reads (or, the first time, generates) the password of
 // the embedded server's client port: without one, any process on the host,
 // or any container of the pod, could read every event and publish work.
+//
+// The file is its owner's only (0600), also when it was found wider: a
+// password others can read opens the port to them.
 func (c Config) EmbeddedPassword() (string, error) {
 	b, err := os.ReadFile(c.PasswordFile())
 	if err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		if err := ownerOnly(c.PasswordFile()); err != nil {
+			return "", err
+		}
 		return strings.TrimSpace(string(b)), nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -90,10 +96,48 @@ func (c Config) EmbeddedPassword() (string, error) {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(c.PasswordFile(), []byte(pw+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", c.PasswordFile(), err)
+	if err := writeOwnerOnly(c.PasswordFile(), []byte(pw+"\n")); err != nil {
+		return "", err
 	}
 	return pw, nil
+}
+
+// ownerOnly narrows path to mode 0600 when others may read or write it.
+func ownerOnly(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return nil
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("%s is readable by others and cannot be narrowed: %w", path, err)
+	}
+	return nil
+}
+
+// writeOwnerOnly writes data to path through a new file created 0600 and
+// renamed over path: written in place, a file that existed keeps its mode,
+// and a chmod after the write leaves a moment in which others can read it.
+func writeOwnerOnly(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// Gone after the rename; only a failed write leaves it to remove.
+	defer func() { _ = os.Remove(f.Name()) }()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
 
 // Embedded reports whether the configuration asks for an embedded server.

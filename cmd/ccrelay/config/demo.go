@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -52,7 +55,8 @@ func NewDemo(r io.Reader) (Demo, error) {
 	return d, nil
 }
 
-// Settings are the variables the demo sets.
+// Settings are the variables the demo sets. Its listeners answer this
+// machine only: the credentials they accept are printed to a terminal.
 func (d Demo) Settings() map[string]string {
 	return map[string]string{
 		Prefix + "SINCH_WEBHOOK_SECRETS": d.SinchService + ":" + d.SinchSecret,
@@ -60,7 +64,63 @@ func (d Demo) Settings() map[string]string {
 		Prefix + "CONNECT_API_KEYS":      d.APIKey,
 		Prefix + "OAUTH_CLIENTS":         d.OAuthClient + "@contactpro+connect:" + d.OAuthSecret,
 		Prefix + "SEAL_KEYS":             d.SealKey,
+		Prefix + "HTTP_ADDR":             onLoopback(Prefix + "HTTP_ADDR"),
+		Prefix + "METRICS_ADDR":          onLoopback(Prefix + "METRICS_ADDR"),
 	}
+}
+
+// onLoopback is the default address of the variable name, on 127.0.0.1
+// instead of every interface: the same port as without --demo.
+func onLoopback(name string) string {
+	for _, v := range Variables() {
+		if v.Name != name {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(v.Default); err == nil {
+			return net.JoinHostPort("127.0.0.1", port)
+		}
+	}
+	return "127.0.0.1:0"
+}
+
+// PrivateDir creates dir for the demo, or narrows an existing one, to its
+// owner only (0700): the demo writes its credentials and the embedded
+// server's password into it, and the events the embedded server stores
+// there carry what callers sent.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	return nil
+}
+
+// WriteEnvFile writes EnvFile into dir as demo.env, readable by its owner
+// only, and returns its path. It writes a new file, created 0600, and
+// renames it over the old one: an existing demo.env keeps its mode when
+// written in place, and a chmod after the write would leave a moment in
+// which the credentials are readable by others.
+func (d Demo) WriteEnvFile(dir, base, natsURL, natsUser, natsPassword string) (string, error) {
+	path := filepath.Join(dir, "demo.env")
+	f, err := os.CreateTemp(dir, ".demo.env-*")
+	if err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	// Gone after the rename; only a failed write leaves it to remove.
+	defer func() { _ = os.Remove(f.Name()) }()
+	_, werr := f.WriteString(d.EnvFile(base, natsURL, natsUser, natsPassword))
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), path)
+	}
+	if werr != nil {
+		return "", fmt.Errorf("write %s: %w", path, werr)
+	}
+	return path, nil
 }
 
 // Environ returns environ with the demo's settings added. A setting the
