@@ -16,18 +16,18 @@ import (
 type StreamConfig struct {
 	// Subjects holds the prefix that starts every subject; stream and
 	// bucket names derive from it. Checked when read.
-	Subjects Subjects `env:"SUBJECT_PREFIX" envDefault:"ccrelay"`
+	Subjects Subjects `env:"SUBJECT_PREFIX" envDefault:"ccrelay" help:"first subject token(s); stream and bucket names follow"`
 	// Replicas of every stream and bucket: 1 on a single server, 3 on a cluster.
-	Replicas int `env:"STREAM_REPLICAS" envDefault:"1"`
+	Replicas int `env:"STREAM_REPLICAS" envDefault:"1" help:"replicas of streams and buckets (3 on a cluster)"`
 	// MaxAge is how long events are kept, which is the replay window.
-	MaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h"`
+	MaxAge time.Duration `env:"STREAM_MAX_AGE" envDefault:"168h" help:"how long events are kept: the replay window"`
 	// DedupWindow is how long JetStream remembers dedup ids.
-	DedupWindow time.Duration `env:"DEDUP_WINDOW" envDefault:"10m"`
+	DedupWindow time.Duration `env:"DEDUP_WINDOW" envDefault:"10m" help:"JetStream duplicate window; keep it ≥ 2 × the Sinch clock skew"`
 	// MaxBytes caps the events stream's size (-1: no cap). At the cap the
 	// oldest events are discarded, so keep it well above a day's volume.
-	MaxBytes int64 `env:"STREAM_MAX_BYTES" envDefault:"-1"`
+	MaxBytes int64 `env:"STREAM_MAX_BYTES" envDefault:"-1" help:"cap on the events stream, oldest discarded ('-1': no cap); keep it well above a day's volume"`
 	// DLQMaxAge is how long dead letters are kept.
-	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE" envDefault:"720h"`
+	DLQMaxAge time.Duration `env:"DLQ_MAX_AGE" envDefault:"720h" help:"how long dead letters are kept"`
 }
 
 // Validate checks the rules that span fields or that JetStream would reject

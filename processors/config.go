@@ -10,28 +10,28 @@ import (
 type Config struct {
 	// Concurrency is how many messages one replica handles at once per
 	// processor. SAP calls take 100 ms to seconds, so keep it high.
-	Concurrency int `env:"PROCESS_CONCURRENCY" envDefault:"32"`
+	Concurrency int `env:"PROCESS_CONCURRENCY" envDefault:"32" help:"messages in flight per processor and replica"`
 	// AckWait is how long JetStream waits for an answer before it
 	// redelivers. Handlers report progress every AckWait/3, so long work
 	// is not redelivered; a replica that died is redelivered after it.
-	AckWait time.Duration `env:"PROCESS_ACK_WAIT" envDefault:"30s"`
+	AckWait time.Duration `env:"PROCESS_ACK_WAIT" envDefault:"30s" help:"redelivery after silence (a dead replica); progress is reported every third of it"`
 	// MaxDeliver is how often a message is delivered before it goes to the
 	// dead-letter stream.
-	MaxDeliver int `env:"PROCESS_MAX_DELIVER" envDefault:"10"`
+	MaxDeliver int `env:"PROCESS_MAX_DELIVER" envDefault:"10" help:"deliveries before a message is dead-lettered"`
 	// Backoff is the wait before each redelivery after a transient error,
 	// by delivery count; the last value repeats.
-	Backoff []time.Duration `env:"PROCESS_BACKOFF" envDefault:"1s,5s,30s,2m,5m"`
+	Backoff []time.Duration `env:"PROCESS_BACKOFF" envDefault:"1s,5s,30s,2m,5m" help:"wait before each retry after a transient error; the last repeats"`
 	// MaxAckPending bounds the messages handed out and not yet answered,
 	// across all replicas of a processor.
-	MaxAckPending int `env:"PROCESS_MAX_ACK_PENDING" envDefault:"1000"`
+	MaxAckPending int `env:"PROCESS_MAX_ACK_PENDING" envDefault:"1000" help:"unanswered messages per processor, across replicas"`
 	// HandlerTimeout bounds one handling.
-	HandlerTimeout time.Duration `env:"PROCESS_HANDLER_TIMEOUT" envDefault:"10m"`
+	HandlerTimeout time.Duration `env:"PROCESS_HANDLER_TIMEOUT" envDefault:"10m" help:"bound of one handling"`
 	// LedgerTTL is how long completed work is remembered; keep it above
 	// the replay window (CCRELAY_STREAM_MAX_AGE).
-	LedgerTTL time.Duration `env:"PROCESS_LEDGER_TTL" envDefault:"192h"`
+	LedgerTTL time.Duration `env:"PROCESS_LEDGER_TTL" envDefault:"192h" help:"how long completed work is remembered; at least 'CCRELAY_STREAM_MAX_AGE'"`
 	// ShutdownGrace is how long shutdown waits for deliveries in flight;
 	// the rest is redelivered to other replicas.
-	ShutdownGrace time.Duration `env:"PROCESS_SHUTDOWN_GRACE" envDefault:"20s"`
+	ShutdownGrace time.Duration `env:"PROCESS_SHUTDOWN_GRACE" envDefault:"20s" help:"at shutdown, how long deliveries in flight may take to finish; the rest is redelivered to other replicas"`
 }
 
 // Validate checks the fields. Errors name the environment variable.

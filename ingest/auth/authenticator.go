@@ -33,11 +33,11 @@ type TokenVerifier interface {
 // with an env prefix (CONTACTPRO_, CONNECT_), so each endpoint has its own.
 type Settings struct {
 	// APIKeys are accepted in APIKeyHeader: "key1,key2".
-	APIKeys secret.SecretList `env:"API_KEYS"`
+	APIKeys secret.SecretList `env:"API_KEYS" help:"secret: 'key1,key2', accepted in the API key header"`
 	// APIKeyHeader carries the API key.
-	APIKeyHeader string `env:"API_KEY_HEADER" envDefault:"x-api-key"`
+	APIKeyHeader string `env:"API_KEY_HEADER" envDefault:"x-api-key" help:"header carrying the API key"`
 	// BasicUsers are accepted with HTTP basic: "user:password,...".
-	BasicUsers secret.Credentials `env:"BASIC_USERS"`
+	BasicUsers secret.Credentials `env:"BASIC_USERS" help:"secret: 'user:password,...' accepted with HTTP basic"`
 }
 
 // Authenticator returns an Authenticator for s, accepting bearer tokens

@@ -26,7 +26,7 @@ type Config struct {
 	// DigestUsers are accepted with HTTP digest (RFC 7616, MD5 or SHA-256,
 	// qop=auth), Contact Pro's "digest:<user>" authentication:
 	// "user:password,...".
-	DigestUsers secret.Credentials `env:"CONTACTPRO_DIGEST_USERS"`
+	DigestUsers secret.Credentials `env:"CONTACTPRO_DIGEST_USERS" help:"secret: 'user:password,...' accepted with HTTP digest (RFC 7616)"`
 }
 
 // CredentialHeaders returns the headers in which Contact Pro passes the

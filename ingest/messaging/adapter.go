@@ -28,22 +28,22 @@ import (
 type Config struct {
 	// Secrets are the signing secrets: Twilio's auth token, Messenger's
 	// app secret, Sinch SMS's callback signing secret.
-	Secrets secret.Credentials `env:"MESSAGING_SECRETS"`
+	Secrets secret.Credentials `env:"MESSAGING_SECRETS" help:"secret: 'type/service:secret,...': Twilio's auth token, Messenger's app secret, Sinch SMS's signing secret"`
 	// VerifyTokens answer Messenger's GET verification handshake.
-	VerifyTokens secret.Credentials `env:"MESSAGING_VERIFY_TOKENS"`
+	VerifyTokens secret.Credentials `env:"MESSAGING_VERIFY_TOKENS" help:"secret: 'facebook/service:token,...' for Messenger's handshake"`
 	// BasicUsers are the "user:password" of services called with HTTP
 	// basic: "wavy/br=user:password".
-	BasicUsers secret.Assignments `env:"MESSAGING_BASIC_USERS"`
+	BasicUsers secret.Assignments `env:"MESSAGING_BASIC_USERS" help:"secret: 'type/service=user:password,...' of services that call with HTTP basic"`
 	// APIKeys are the keys of services that send one in APIKeyHeader.
-	APIKeys      secret.Assignments `env:"MESSAGING_API_KEYS"`
-	APIKeyHeader string             `env:"MESSAGING_API_KEY_HEADER" envDefault:"x-api-key"`
+	APIKeys      secret.Assignments `env:"MESSAGING_API_KEYS" help:"secret: 'type/service=key,...' of services that send an API key"`
+	APIKeyHeader string             `env:"MESSAGING_API_KEY_HEADER" envDefault:"x-api-key" help:"header carrying the API key of 'CCRELAY_MESSAGING_API_KEYS'"`
 	// PublicURL is ccrelay's URL as the providers call it
 	// (https://relay.example.com): Twilio signs the URL it called, which a
 	// proxy in front of ccrelay changes, so it is configured, never taken
 	// from the request.
-	PublicURL string `env:"PUBLIC_URL"`
+	PublicURL string `env:"PUBLIC_URL" help:"ccrelay's URL as the providers call it ('https://relay.example.com', plus any path prefix your proxy strips before '/v1/...'): Twilio signs the URL it called, which a proxy changes; required with a Twilio service"`
 	// MaxClockSkew bounds the age of a signed Sinch SMS callback.
-	MaxClockSkew time.Duration `env:"MESSAGING_MAX_CLOCK_SKEW" envDefault:"5m"`
+	MaxClockSkew time.Duration `env:"MESSAGING_MAX_CLOCK_SKEW" envDefault:"5m" help:"accepted timestamp distance of signed Sinch SMS callbacks ('CCRELAY_DEDUP_WINDOW' ≥ twice it)"`
 }
 
 // Validate checks the fields. Errors name the variable.

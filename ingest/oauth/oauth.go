@@ -38,22 +38,22 @@ type Config struct {
 	// endpoints it names: "client_id@contactpro:secret,eb@connect:secret2"
 	// ("@contactpro+connect" for both). A token is accepted only on the
 	// endpoints of its client.
-	Clients secret.Credentials `env:"OAUTH_CLIENTS"`
+	Clients secret.Credentials `env:"OAUTH_CLIENTS" help:"secret: 'client_id@endpoint[+endpoint]:secret,...' allowed at '/oauth/token'; endpoints 'contactpro', 'connect'"`
 	// SigningKey signs ccrelay's own tokens. Empty derives one from Clients
 	// with HKDF, which every replica with the same clients agrees on; set it
 	// to make tokens survive a client secret rotation.
-	SigningKey secret.Secret `env:"OAUTH_SIGNING_KEY"`
+	SigningKey secret.Secret `env:"OAUTH_SIGNING_KEY" help:"secret: ≥ 32 characters signing ccrelay's tokens; empty derives one from the clients (HKDF), so set it to keep tokens valid across a client secret rotation"`
 	// TokenTTL is the lifetime of issued tokens.
-	TokenTTL time.Duration `env:"OAUTH_TOKEN_TTL" envDefault:"15m"`
+	TokenTTL time.Duration `env:"OAUTH_TOKEN_TTL" envDefault:"15m" help:"lifetime of issued tokens ('expires_in')"`
 
 	// JWKSURL accepts tokens of an external issuer, checked against its keys.
-	JWKSURL string `env:"OAUTH_JWKS_URL"`
+	JWKSURL string `env:"OAUTH_JWKS_URL" help:"accept tokens of an external issuer, verified with its JWKS"`
 	// Issuer, when set, is required as the iss claim of external tokens.
-	Issuer string `env:"OAUTH_ISSUER"`
+	Issuer string `env:"OAUTH_ISSUER" help:"required 'iss' of external tokens (required with a JWKS URL)"`
 	// Audience, when set, is required in the aud claim of external tokens.
-	Audience string `env:"OAUTH_AUDIENCE"`
+	Audience string `env:"OAUTH_AUDIENCE" help:"required 'aud' of external tokens (required with a JWKS URL)"`
 	// JWKSRefresh is how often the external key set is re-read.
-	JWKSRefresh time.Duration `env:"OAUTH_JWKS_REFRESH" envDefault:"1h"`
+	JWKSRefresh time.Duration `env:"OAUTH_JWKS_REFRESH" envDefault:"1h" help:"how often the JWKS is re-read"`
 }
 
 // Validate checks the fields. Errors name the environment variable.

@@ -24,21 +24,21 @@ const headerAllowance = 8 << 10
 // CCRELAY_ prefix.
 type Config struct {
 	// Addr is the ingest listener.
-	Addr string `env:"HTTP_ADDR" envDefault:":8080"`
+	Addr string `env:"HTTP_ADDR" envDefault:":8080" help:"ingest listener"`
 	// MaxBodyBytes is the largest request body accepted (413 above). With
 	// headers it must fit the NATS server's max_payload (1 MiB by default).
-	MaxBodyBytes int64 `env:"MAX_BODY_BYTES" envDefault:"524288"`
+	MaxBodyBytes int64 `env:"MAX_BODY_BYTES" envDefault:"524288" help:"largest body (with headers it must fit the NATS 'max_payload', checked at start)"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
-	PublishTimeout time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s"`
+	PublishTimeout time.Duration `env:"PUBLISH_TIMEOUT" envDefault:"5s" help:"wait for the JetStream ack before answering 503"`
 	// RetryAfter is sent with 503 answers.
-	RetryAfter time.Duration `env:"RETRY_AFTER" envDefault:"5s"`
+	RetryAfter time.Duration `env:"RETRY_AFTER" envDefault:"5s" help:"'Retry-After' of 503 answers"`
 	// ReadTimeout bounds reading one request, headers and body.
-	ReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s"`
+	ReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"15s" help:"read timeout of one request, headers and body"`
 	// ShutdownDelay keeps serving, while /readyz already says 503, before
 	// shutting down, so load balancers stop sending first.
-	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
+	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" help:"keep serving (unready) before closing the listener, for load balancers"`
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown.
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" help:"wait for requests in flight at shutdown"`
 }
 
 // Validate checks the fields against each other and against maxPayload, the

@@ -22,13 +22,13 @@ import (
 type Config struct {
 	// WebhookSecrets maps each messaging service, the {service} of the URL,
 	// to its webhook secret: "service:secret,service2:secret2".
-	WebhookSecrets secret.Credentials `env:"SINCH_WEBHOOK_SECRETS"`
+	WebhookSecrets secret.Credentials `env:"SINCH_WEBHOOK_SECRETS" help:"secret: 'service:secret,service2:secret2', one per messaging service (the {service} of '/v1/sinch/{service}')"`
 	// MaxClockSkew is how far a callback's timestamp may be from now. 0
 	// turns off the timestamp check. A replay of a captured callback must
 	// carry its timestamp, so it arrives within twice this of the
 	// original, inside CCRELAY_DEDUP_WINDOW (checked at start): JetStream
 	// answers it as the duplicate it is, and no nonce needs a write.
-	MaxClockSkew time.Duration `env:"SINCH_MAX_CLOCK_SKEW" envDefault:"5m"`
+	MaxClockSkew time.Duration `env:"SINCH_MAX_CLOCK_SKEW" envDefault:"5m" help:"accepted timestamp distance; '0' turns the check off. 'CCRELAY_DEDUP_WINDOW' must be at least twice this (checked at start), so a replayed callback is a duplicate"`
 }
 
 // Validate checks the fields. Errors name the environment variable.

@@ -32,25 +32,25 @@ import (
 type Config struct {
 	// URL of an external NATS server or cluster (comma-separated). Empty
 	// starts an embedded server.
-	URL string `env:"NATS_URL"`
+	URL string `env:"NATS_URL" help:"external NATS server or cluster (comma-separated, 'nats://user:password@host:4222'); empty starts the embedded server"`
 	// CredsFile is a NATS credentials file for the external server.
-	CredsFile string `env:"NATS_CREDS_FILE"`
+	CredsFile string `env:"NATS_CREDS_FILE" help:"NATS credentials file for the external server"`
 	// ConnectTimeout bounds how long start-up waits for NATS.
-	ConnectTimeout time.Duration `env:"NATS_CONNECT_TIMEOUT" envDefault:"15s"`
+	ConnectTimeout time.Duration `env:"NATS_CONNECT_TIMEOUT" envDefault:"15s" help:"how long start-up waits for NATS"`
 
 	// DataDir is where the embedded server stores JetStream data.
-	DataDir string `env:"DATA_DIR" envDefault:"./data"`
+	DataDir string `env:"DATA_DIR" envDefault:"./data" help:"embedded server: JetStream storage, and the password of its client port ('nats-password')"`
 	// Listen is the client address of the embedded server, so operators can
 	// point the NATS CLI at it; "none" listens nowhere. Port 0 picks a free one.
-	Listen string `env:"NATS_LISTEN" envDefault:"127.0.0.1:4222"`
+	Listen string `env:"NATS_LISTEN" envDefault:"127.0.0.1:4222" help:"embedded server: client address for the NATS CLI and the operator commands (user 'ccrelay', password in '<data dir>/nats-password'); 'none' for none; anything but loopback needs TLS"`
 	// Sync is the embedded server's fsync policy: "default" (the server
 	// flushes periodically, every 2 minutes), "always" (fsync every write:
 	// survives power loss, costs throughput) or a duration such as "1s".
-	Sync string `env:"NATS_SYNC" envDefault:"default"`
+	Sync string `env:"NATS_SYNC" envDefault:"default" help:"embedded server: fsync policy, 'default' (flush every 2 minutes), 'always' (survives power loss, costs throughput) or a duration"`
 	// TLSCert and TLSKey put TLS on the embedded server's client port;
 	// required when it listens on anything but loopback.
-	TLSCert string `env:"NATS_TLS_CERT"`
-	TLSKey  string `env:"NATS_TLS_KEY"`
+	TLSCert string `env:"NATS_TLS_CERT" help:"embedded server: TLS certificate (PEM) of the client port; the operator commands trust exactly this certificate"`
+	TLSKey  string `env:"NATS_TLS_KEY" help:"embedded server: private key (PEM) of 'CCRELAY_NATS_TLS_CERT'"`
 }
 
 // EmbeddedUser is the user of the embedded server's client port. Its

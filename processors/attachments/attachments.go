@@ -35,11 +35,11 @@ const Name = "attachments"
 // Config sets the processor. Its env tags are read with the CCRELAY_ prefix.
 type Config struct {
 	// MediaTTL is how long staged media is kept.
-	MediaTTL time.Duration `env:"MEDIA_TTL" envDefault:"168h"`
+	MediaTTL time.Duration `env:"MEDIA_TTL" envDefault:"168h" help:"how long staged Sinch media is kept"`
 	// MediaMaxBytes is the largest media file staged.
-	MediaMaxBytes int64 `env:"MEDIA_MAX_BYTES" envDefault:"104857600"`
+	MediaMaxBytes int64 `env:"MEDIA_MAX_BYTES" envDefault:"104857600" help:"largest Sinch media file staged"`
 	// MediaTimeout bounds one media download.
-	MediaTimeout time.Duration `env:"MEDIA_TIMEOUT" envDefault:"120s"`
+	MediaTimeout time.Duration `env:"MEDIA_TIMEOUT" envDefault:"120s" help:"bound of one Sinch media download"`
 	CMI          CMIConfig
 }
 

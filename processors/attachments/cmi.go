@@ -24,15 +24,15 @@ import (
 // defaults are ccrelay's assumption, which a user confirms against their
 // CMI; {contact_id}, {message_id} and {attachment_id} are replaced.
 type CMIConfig struct {
-	URL            string        `env:"CMI_URL"`
-	User           string        `env:"CMI_USER"`
-	Password       secret.Secret `env:"CMI_PASSWORD"`
-	APIKey         secret.Secret `env:"CMI_API_KEY"`
-	APIKeyHeader   string        `env:"CMI_API_KEY_HEADER" envDefault:"x-api-key"`
-	ChatPath       string        `env:"CMI_CHAT_PATH" envDefault:"/chats/{contact_id}"`
-	MessagesPath   string        `env:"CMI_MESSAGES_PATH" envDefault:"/chatMessages?chatId={contact_id}"`
-	AttachmentPath string        `env:"CMI_ATTACHMENT_PATH" envDefault:"/chatMessages/{message_id}/attachments/{attachment_id}"`
-	Timeout        time.Duration `env:"CMI_TIMEOUT" envDefault:"60s"`
+	URL            string        `env:"CMI_URL" help:"default CMI, read for a Contact Pro chat's attachments; its credentials go to its origin only"`
+	User           string        `env:"CMI_USER" help:"user of the default CMI (HTTP basic)"`
+	Password       secret.Secret `env:"CMI_PASSWORD" help:"secret: password of 'CCRELAY_CMI_USER'"`
+	APIKey         secret.Secret `env:"CMI_API_KEY" help:"secret: API key of the default CMI, sent in 'CCRELAY_CMI_API_KEY_HEADER'"`
+	APIKeyHeader   string        `env:"CMI_API_KEY_HEADER" envDefault:"x-api-key" help:"header of the CMI API key"`
+	ChatPath       string        `env:"CMI_CHAT_PATH" envDefault:"/chats/{contact_id}" help:"CMI resource: a chat; '{contact_id}' is replaced"`
+	MessagesPath   string        `env:"CMI_MESSAGES_PATH" envDefault:"/chatMessages?chatId={contact_id}" help:"CMI resource: a chat's messages with their attachments"`
+	AttachmentPath string        `env:"CMI_ATTACHMENT_PATH" envDefault:"/chatMessages/{message_id}/attachments/{attachment_id}" help:"CMI resource: the bytes of one attachment"`
+	Timeout        time.Duration `env:"CMI_TIMEOUT" envDefault:"60s" help:"one HTTP exchange with CMI"`
 }
 
 // cmiSession is the CMI of one call: where and as whom.

@@ -25,7 +25,7 @@ const Name = "deliveries"
 // Config sets the processor. Its env tags are read with the CCRELAY_ prefix.
 type Config struct {
 	// StatusTTL is how long a message's latest status is kept.
-	StatusTTL time.Duration `env:"DELIVERY_STATUS_TTL" envDefault:"720h"`
+	StatusTTL time.Duration `env:"DELIVERY_STATUS_TTL" envDefault:"720h" help:"how long a message's latest status is kept"`
 }
 
 // Status is the value kept per message id.

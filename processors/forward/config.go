@@ -21,19 +21,19 @@ const SinchType = "sinch"
 type Config struct {
 	// URLs are Contact Pro's endpoints, by "type/service":
 	// "sinch/eu=https://cp.example/...,twilio/us=https://cp.example/...".
-	URLs Destinations `env:"FORWARD_URLS"`
+	URLs Destinations `env:"FORWARD_URLS" help:"Contact Pro's endpoints: 'sinch/<service>=https://...,<type>/<service>=https://...'; empty: no relay"`
 	// BasicUsers are the external users of Contact Pro's incoming
 	// authentication, by the same keys: "sinch/eu=user:password".
-	BasicUsers secret.Assignments `env:"FORWARD_BASIC_USERS"`
+	BasicUsers secret.Assignments `env:"FORWARD_BASIC_USERS" help:"secret: '<key>=<logon name>:<password>', Contact Pro's external user per destination"`
 	// Partitions is how many conversation partitions are delivered side by
 	// side: each holds one message in flight, so a conversation waiting on
 	// a retry holds up only the conversations that share its partition.
-	Partitions int `env:"FORWARD_PARTITIONS" envDefault:"16"`
+	Partitions int `env:"FORWARD_PARTITIONS" envDefault:"16" help:"conversation groups delivered side by side (a power of two up to 256)"`
 	// Timeout bounds one delivery to Contact Pro.
-	Timeout time.Duration `env:"FORWARD_TIMEOUT" envDefault:"15s"`
+	Timeout time.Duration `env:"FORWARD_TIMEOUT" envDefault:"15s" help:"one delivery to Contact Pro"`
 	// Backoff spaces the retries of a delivery Contact Pro did not take;
 	// the last value repeats for as long as the stream keeps the event.
-	Backoff []time.Duration `env:"FORWARD_BACKOFF" envDefault:"500ms,1s,2s,5s,10s"`
+	Backoff []time.Duration `env:"FORWARD_BACKOFF" envDefault:"500ms,1s,2s,5s,10s" help:"wait before each retry of a delivery; the last repeats, with no limit"`
 
 	// SinchSecrets and MessagingSecrets are ingest's webhook secrets
 	// (CCRELAY_SINCH_WEBHOOK_SECRETS, CCRELAY_MESSAGING_SECRETS), with

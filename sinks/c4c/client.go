@@ -30,29 +30,29 @@ import (
 // URL, User and Password are the defaults; a Contact Pro call that names
 // its tenant (sap_v1) and carries a password wins for that call.
 type Config struct {
-	URL      string        `env:"C4C_URL"`
-	User     string        `env:"C4C_USER"`
-	Password secret.Secret `env:"C4C_PASSWORD"`
+	URL      string        `env:"C4C_URL" help:"default SAP tenant ('https://my123456.crm.ondemand.com'); a Contact Pro call's 'sap_v1' wins"`
+	User     string        `env:"C4C_USER" help:"user of the default tenant"`
+	Password secret.Secret `env:"C4C_PASSWORD" help:"secret: password of 'CCRELAY_C4C_USER'"`
 	// Timeout bounds one HTTP exchange (uploads of large files included).
-	Timeout time.Duration `env:"C4C_TIMEOUT" envDefault:"60s"`
+	Timeout time.Duration `env:"C4C_TIMEOUT" envDefault:"60s" help:"one HTTP exchange with SAP (uploads of large files included)"`
 	// MaxConcurrency bounds the requests in flight per tenant and process.
-	MaxConcurrency int `env:"C4C_MAX_CONCURRENCY" envDefault:"16"`
+	MaxConcurrency int `env:"C4C_MAX_CONCURRENCY" envDefault:"16" help:"requests in flight per tenant and process"`
 	// MaxRetryAfter is the longest Retry-After honoured by waiting; a
 	// longer one fails the call (transiently), so the message is retried
 	// later rather than holding a worker.
-	MaxRetryAfter time.Duration `env:"C4C_MAX_RETRY_AFTER" envDefault:"30s"`
+	MaxRetryAfter time.Duration `env:"C4C_MAX_RETRY_AFTER" envDefault:"30s" help:"longest 'Retry-After' (429/503) waited for in place; longer ones retry the message later"`
 
 	// ODataService is the OData v2 service path.
-	ODataService string `env:"C4C_ODATA_SERVICE" envDefault:"/sap/c4c/odata/v1/c4codataapi"`
+	ODataService string `env:"C4C_ODATA_SERVICE" envDefault:"/sap/c4c/odata/v1/c4codataapi" help:"SAP resource: the OData v2 service"`
 	// ChatCollection holds the activities of Contact Pro chats.
-	ChatCollection string `env:"C4C_CHAT_COLLECTION" envDefault:"SocialMediaActivityCollection"`
+	ChatCollection string `env:"C4C_CHAT_COLLECTION" envDefault:"SocialMediaActivityCollection" help:"SAP resource: the collection holding the activities of Contact Pro chats"`
 	// ChatFilter finds a chat's activity; {contact_id} is replaced by the
 	// Contact Pro contact id, quoted for OData.
-	ChatFilter string `env:"C4C_CHAT_FILTER" envDefault:"ExternalID eq {contact_id}"`
+	ChatFilter string `env:"C4C_CHAT_FILTER" envDefault:"ExternalID eq {contact_id}" help:"SAP resource: finds a chat's activity; '{contact_id}' is replaced by the Contact Pro contact id"`
 	// AttachmentCollection receives the chat's attachments.
-	AttachmentCollection string `env:"C4C_ATTACHMENT_COLLECTION" envDefault:"SocialMediaActivityAttachmentFolderCollection"`
+	AttachmentCollection string `env:"C4C_ATTACHMENT_COLLECTION" envDefault:"SocialMediaActivityAttachmentFolderCollection" help:"SAP resource: the collection receiving a chat's attachments"`
 	// PhoneService is the phone-service REST API path.
-	PhoneService string `env:"C4C_PHONE_SERVICE_PATH" envDefault:"/sap/c4c/api/v1/phone-service/"`
+	PhoneService string `env:"C4C_PHONE_SERVICE_PATH" envDefault:"/sap/c4c/api/v1/phone-service/" help:"SAP resource: the phone-service REST API the call summaries are written to"`
 }
 
 // Validate checks the fields. Errors name the environment variable.

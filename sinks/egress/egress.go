@@ -269,18 +269,18 @@ type Settings struct {
 	// AllowPrivate allows dials to loopback, private and link-local
 	// addresses, and http for URLs callers name: for systems on private
 	// networks, and tests against loopback fakes.
-	AllowPrivate bool `env:"ALLOW_PRIVATE_NETWORKS" envDefault:"false"`
+	AllowPrivate bool `env:"ALLOW_PRIVATE_NETWORKS" envDefault:"false" help:"let outbound requests reach loopback, private and link-local addresses (and callers' URLs be http): for systems on private networks and tests with local fakes"`
 	// CMIAllowedHosts may be named by a chat-attachments call's cmi_url
 	// (with the call's own credentials). The host of CCRELAY_CMI_URL is
 	// always allowed.
-	CMIAllowedHosts HostList `env:"CMI_ALLOWED_HOSTS"`
+	CMIAllowedHosts HostList `env:"CMI_ALLOWED_HOSTS" help:"hosts a call's own 'cmi_url' may name ('cmi.example.com,*.example.net'), with the call's own credentials, over https; the host of 'CCRELAY_CMI_URL' always may"`
 	// C4CAllowedHosts may be named by a call's sap_v1.url, e.g.
 	// "*.crm.ondemand.com,*.crm.cloud.sap". CCRELAY_C4C_URL's host is
 	// always allowed.
-	C4CAllowedHosts HostList `env:"C4C_ALLOWED_HOSTS"`
+	C4CAllowedHosts HostList `env:"C4C_ALLOWED_HOSTS" help:"hosts a call's own 'sap_v1.url' may name ('*.crm.ondemand.com,*.crm.cloud.sap'), likewise; the host of 'CCRELAY_C4C_URL' always may"`
 	// MediaAllowedHosts may serve Sinch media (no credentials are sent
 	// there). Every public host by default.
-	MediaAllowedHosts HostList `env:"MEDIA_ALLOWED_HOSTS" envDefault:"*"`
+	MediaAllowedHosts HostList `env:"MEDIA_ALLOWED_HOSTS" envDefault:"*" help:"hosts Sinch media may be downloaded from (https, public addresses; no credentials are sent there)"`
 }
 
 // Guard returns the dial guard, trusting the hosts of the configured URLs.

@@ -29,22 +29,22 @@ const Prefix = "CCRELAY_"
 // Process holds the settings of the process itself.
 type Process struct {
 	// LogLevel is debug, info, warn or error.
-	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	LogLevel slog.Level `env:"LOG_LEVEL" envDefault:"info" help:"'debug', 'info', 'warn' or 'error': 'debug' logs every stored event (ids only), 'info' every refusal"`
 	// MetricsAddr is the Prometheus listener.
-	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090"`
+	MetricsAddr string `env:"METRICS_ADDR" envDefault:":9090" help:"Prometheus listener ('/metrics')"`
 	// Pprof serves Go's profiler under /debug/pprof/ on a listener of its
 	// own, for finding where time goes under load.
-	Pprof bool `env:"PPROF" envDefault:"false"`
+	Pprof bool `env:"PPROF" envDefault:"false" help:"serve Go's profiler under '/debug/pprof/' on a listener of its own, for finding where time goes under load"`
 	// PprofAddr is the profiler's listener: loopback only, as profiles
 	// and traces show what the process holds.
-	PprofAddr string `env:"PPROF_ADDR" envDefault:"127.0.0.1:6060"`
+	PprofAddr string `env:"PPROF_ADDR" envDefault:"127.0.0.1:6060" help:"the profiler's listener: loopback only, as profiles show what the process holds"`
 }
 
 // Seal holds the keys that seal credentials arriving with requests.
 type Seal struct {
 	// Keys: "id:base64key,..."; the first seals, all open. Empty drops
 	// such credentials instead.
-	Keys seal.KeyRing `env:"SEAL_KEYS"`
+	Keys seal.KeyRing `env:"SEAL_KEYS" help:"secret: 'id:base64key,...' (32-byte keys, 'openssl rand -base64 32') sealing credentials that arrive with Contact Pro calls; the first seals, all open, so keys rotate by prepending; empty drops such credentials"`
 }
 
 // Config is the whole configuration.
@@ -56,10 +56,34 @@ type Config struct {
 	seal       Seal
 }
 
-func (c *Config) sections() []any {
+// section is one struct of settings, read alone (see describe), and the
+// heading its settings are listed under in --help and the README.
+type section struct {
+	group string
+	ptr   any
+}
+
+func (c *Config) sections() []section {
 	in, pr := &c.Ingest, &c.Processors
-	return []any{&c.Process, &c.Broker, &in.Streams, &in.HTTP, &in.Sinch, &in.ContactPro, &in.Connect, &in.Messaging, &in.OAuth, &c.seal,
-		&pr.Runtime, &pr.C4C, &pr.Attachments, &pr.Summaries, &pr.Deliveries, &pr.Forward, &pr.Egress}
+	return []section{
+		{"Process", &c.Process},
+		{"NATS", &c.Broker},
+		{"Streams", &in.Streams},
+		{"Ingest HTTP", &in.HTTP},
+		{"Sinch Conversation API", &in.Sinch},
+		{"Contact Pro", &in.ContactPro},
+		{"Amazon Connect", &in.Connect},
+		{"Messaging services", &in.Messaging},
+		{"OAuth", &in.OAuth},
+		{"Sealed credentials", &c.seal},
+		{"Processors", &pr.Runtime},
+		{"SAP C4C", &pr.C4C},
+		{"attachments processor", &pr.Attachments},
+		{"summaries processor", &pr.Summaries},
+		{"deliveries processor", &pr.Deliveries},
+		{"forward processor (the relay to Contact Pro)", &pr.Forward},
+		{"Outbound requests", &pr.Egress},
+	}
 }
 
 // Load reads the configuration from environ (os.Environ() form). readFile
@@ -105,8 +129,8 @@ func Load(environ []string, readFile func(string) ([]byte, error)) (*Config, err
 
 	opts := env.Options{Environment: vars, Prefix: Prefix}
 	for _, sec := range cfg.sections() {
-		if err := env.ParseWithOptions(sec, opts); err != nil {
-			return nil, describe(sec, err)
+		if err := env.ParseWithOptions(sec.ptr, opts); err != nil {
+			return nil, describe(sec.ptr, err)
 		}
 	}
 	cfg.Ingest.SealKeys = cfg.seal.Keys
@@ -224,6 +248,13 @@ func isLoopback(host string) bool {
 type Variable struct {
 	Name    string
 	Default string
+	// Group is the heading the setting is listed under.
+	Group string
+	// Help says what the setting does, in one line, from the help tag
+	// beside its env tag: the one description --help and the README's
+	// table print. 'Quoted' words are literal values or names (the README
+	// sets them as code); a secret's help starts with "secret:".
+	Help string
 }
 
 // Variables lists every setting in the order of the sections.
@@ -231,13 +262,23 @@ func Variables() []Variable {
 	var cfg Config
 	var out []Variable
 	for _, sec := range cfg.sections() {
-		params, err := env.GetFieldParamsWithOptions(sec, env.Options{Prefix: Prefix})
+		params, err := env.GetFieldParamsWithOptions(sec.ptr, env.Options{Prefix: Prefix})
 		if err != nil {
 			// Only a programming error in the tags can get here.
 			panic(err)
 		}
-		for _, p := range params {
-			out = append(out, Variable{Name: p.Key, Default: p.DefaultValue})
+		// env reads any tag as the default: asked for the help tag,
+		// it walks the same fields in the same order and nests the
+		// same prefixes, so the help needs no walk of its own.
+		helps, err := env.GetFieldParamsWithOptions(sec.ptr, env.Options{Prefix: Prefix, DefaultValueTagName: "help"})
+		if err != nil || len(helps) != len(params) {
+			panic(fmt.Sprintf("help tags of %T: %v", sec.ptr, err))
+		}
+		for i, p := range params {
+			if helps[i].Key != p.Key {
+				panic(fmt.Sprintf("help tags of %T: %s is not %s", sec.ptr, helps[i].Key, p.Key))
+			}
+			out = append(out, Variable{Name: p.Key, Default: p.DefaultValue, Group: sec.group, Help: helps[i].DefaultValue})
 		}
 	}
 	return out

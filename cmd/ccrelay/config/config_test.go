@@ -2,7 +2,11 @@ package config_test
 
 import (
 	"errors"
+	"flag"
+	"fmt"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +14,7 @@ import (
 	"github.com/ccrelay/ccrelay/test/expect"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
+	"github.com/ccrelay/ccrelay/messages/seal"
 )
 
 func TestDefaults(t *testing.T) {
@@ -176,4 +181,148 @@ func TestRelayConfiguration(t *testing.T) {
 		expect.Check{Name: "twilio token shared", Got: f.MessagingSecrets["twilio/us"].Reveal(), Want: "tw-token"},
 		expect.Check{Name: "enabled", Got: f.Enabled(), Want: true},
 	)
+}
+
+// secretKeys finds the settings whose Go type keeps a secret, walking t as
+// env does: nested structs without an env tag add their envPrefix.
+func secretKeys(t reflect.Type, prefix string, out map[string]bool) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, tagged := f.Tag.Lookup("env")
+		switch {
+		case tagged && name != "-":
+			ft := f.Type
+			if strings.HasSuffix(ft.PkgPath(), "/messages/secret") || ft == reflect.TypeOf(seal.KeyRing{}) {
+				out[prefix+strings.Split(name, ",")[0]] = true
+			}
+		case !tagged && f.Type.Kind() == reflect.Struct:
+			secretKeys(f.Type, prefix+f.Tag.Get("envPrefix"), out)
+		}
+	}
+}
+
+// Every setting says what it does, in one line, under a heading, and a
+// secret says that it is one.
+func TestEveryVariableHasHelp(t *testing.T) {
+	secrets := map[string]bool{}
+	secretKeys(reflect.TypeOf(config.Config{}), config.Prefix, secrets)
+	if !secrets["CCRELAY_C4C_PASSWORD"] || !secrets["CCRELAY_SEAL_KEYS"] || !secrets["CCRELAY_CONNECT_API_KEYS"] {
+		t.Fatalf("the walk misses secrets: %v", secrets)
+	}
+	vars := config.Variables()
+	seen := map[string]bool{}
+	for _, v := range vars {
+		seen[v.Name] = true
+		switch {
+		case v.Help == "":
+			t.Errorf("%s: no help tag beside its env tag", v.Name)
+		case strings.ContainsAny(v.Help, "\n`"):
+			t.Errorf("%s: help is not one plain line: %q", v.Name, v.Help)
+		case secrets[v.Name] != strings.HasPrefix(v.Help, "secret: "):
+			t.Errorf("%s: secret %v, but its help is %q (a secret's help starts with \"secret: \")", v.Name, secrets[v.Name], v.Help)
+		}
+		if v.Group == "" {
+			t.Errorf("%s: no group", v.Name)
+		}
+	}
+	for k := range secrets {
+		if !seen[k] {
+			t.Errorf("%s: a secret Variables does not list", k)
+		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite README.md's configuration table from Variables")
+
+// The README's configuration table is what Variables renders: run with
+// -update to rewrite it after changing a setting.
+func TestREADMEConfigTable(t *testing.T) {
+	const begin, end = "<!-- config:begin -->\n", "<!-- config:end -->"
+	path := filepath.Join("..", "..", "..", "README.md")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	i, j := strings.Index(readme, begin), strings.Index(readme, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md has no %q ... %q in its Configuration section", strings.TrimSpace(begin), end)
+	}
+	want := configTable(config.Variables())
+	got := readme[i+len(begin) : j]
+	if got == want {
+		return
+	}
+	if *update {
+		if err := os.WriteFile(path, []byte(readme[:i+len(begin)]+want+readme[j:]), 0o644); err != nil { // #nosec G306 -- a README
+			t.Fatal(err)
+		}
+		return
+	}
+	gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
+	for k := 0; k < max(len(gl), len(wl)); k++ {
+		if k >= len(gl) || k >= len(wl) || gl[k] != wl[k] {
+			t.Fatalf("README.md's configuration table differs from the settings' help tags at row %d\nREADME: %s\ntags:   %s\n"+
+				"(run: go test ./cmd/ccrelay/config -run TestREADMEConfigTable -update)", k+1, at(gl, k), at(wl, k))
+		}
+	}
+}
+
+func at(lines []string, k int) string {
+	if k < len(lines) {
+		return lines[k]
+	}
+	return "(none)"
+}
+
+// configTable renders vars as the README's table, a heading row for each
+// group.
+func configTable(vars []config.Variable) string {
+	var b strings.Builder
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	group := ""
+	for _, v := range vars {
+		if v.Group != group {
+			group = v.Group
+			fmt.Fprintf(&b, "| **%s** | | |\n", group)
+		}
+		d := ""
+		if v.Default != "" {
+			d = "`" + v.Default + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", v.Name, d, markdown(v.Help))
+	}
+	return b.String()
+}
+
+// markdown sets a help line's 'quoted' values as code and escapes the
+// table's pipes. A quote opens after a space, '(' or '/' and closes before
+// a space, punctuation or the end, so apostrophes (Go's) stay text.
+func markdown(help string) string {
+	var b strings.Builder
+	for i := 0; i < len(help); i++ {
+		c := help[i]
+		if c == '\'' && (i == 0 || strings.IndexByte(" (/", help[i-1]) >= 0) {
+			if j := closingQuote(help, i+1); j > i+1 {
+				b.WriteString("`" + help[i+1:j] + "`")
+				i = j
+				continue
+			}
+		}
+		if c == '|' {
+			b.WriteString(`\|`)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func closingQuote(s string, from int) int {
+	for j := from; j < len(s); j++ {
+		if s[j] == '\'' && (j+1 == len(s) || strings.IndexByte(" ,.;:)/", s[j+1]) >= 0) {
+			return j
+		}
+	}
+	return -1
 }
