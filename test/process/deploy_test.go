@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,6 +76,104 @@ func TestComposeConfig(t *testing.T) {
 			t.Errorf("resolved compose file lacks %q", want)
 		}
 	}
+	// With the .env compose-env.sh writes, every published port is on
+	// loopback, as compose itself resolves them ("127.0.0.1:8081:8080/tcp";
+	// a port on every interface comes out in compose's long form, a map).
+	var resolved struct {
+		Services map[string]struct {
+			Ports []any `yaml:"ports"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(out, &resolved); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for name, svc := range resolved.Services {
+		for _, p := range svc.Ports {
+			n++
+			if s, _ := p.(string); !strings.HasPrefix(s, "127.0.0.1:") {
+				t.Errorf("%s publishes %v beyond loopback", name, p)
+			}
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d published ports, want 4 (two ingest replicas, Prometheus, Grafana)", n)
+	}
+}
+
+// composeFile is what the tests read of a compose file.
+type composeFile struct {
+	Services map[string]struct {
+		Ports []string `yaml:"ports"`
+	} `yaml:"services"`
+}
+
+// composeVar is a ${NAME} or ${NAME:-default} in a compose file.
+var composeVar = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)(?::-([^}]*))?\}`)
+
+// TestComposePublishesOnLoopback reads docker-compose.yml as compose
+// interpolates it: by default every published port is on 127.0.0.1;
+// INGEST_BIND and INGEST_1_PORT/INGEST_2_PORT move ingest's. The variables
+// compose reads for itself are documented in deploy/compose.env.example and
+// have no CCRELAY_ prefix: .env reaches the ccrelay containers through
+// env_file, and ccrelay refuses a CCRELAY_ setting it does not know.
+func TestComposePublishesOnLoopback(t *testing.T) {
+	raw, err := os.ReadFile(repoFile("docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := func(env map[string]string) map[string][]string {
+		text := composeVar.ReplaceAllStringFunc(string(raw), func(m string) string {
+			sub := composeVar.FindStringSubmatch(m)
+			if v := env[sub[1]]; v != "" {
+				return v
+			}
+			return sub[2]
+		})
+		var f composeFile
+		if err := yaml.Unmarshal([]byte(text), &f); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string][]string{}
+		for name, svc := range f.Services {
+			if len(svc.Ports) > 0 {
+				out[name] = svc.Ports
+			}
+		}
+		return out
+	}
+	def := ports(nil)
+	for name, ps := range def {
+		for _, p := range ps {
+			if parts := strings.Split(p, ":"); len(parts) != 3 || parts[0] != "127.0.0.1" {
+				t.Errorf("%s publishes %q: want 127.0.0.1:<host port>:<container port>", name, p)
+			}
+		}
+	}
+	if !slices.Equal(def["ingest-1"], []string{"127.0.0.1:8081:8080"}) || !slices.Equal(def["ingest-2"], []string{"127.0.0.1:8082:8080"}) {
+		t.Errorf("ingest publishes %v and %v by default", def["ingest-1"], def["ingest-2"])
+	}
+	moved := ports(map[string]string{"INGEST_BIND": "0.0.0.0", "INGEST_1_PORT": "18081", "INGEST_2_PORT": "18082"})
+	if !slices.Equal(moved["ingest-1"], []string{"0.0.0.0:18081:8080"}) || !slices.Equal(moved["ingest-2"], []string{"0.0.0.0:18082:8080"}) {
+		t.Errorf("INGEST_BIND and INGEST_*_PORT publish ingest on %v and %v", moved["ingest-1"], moved["ingest-2"])
+	}
+	if !slices.Equal(moved["prometheus"], def["prometheus"]) {
+		t.Errorf("INGEST_BIND moved Prometheus: %v", moved["prometheus"])
+	}
+
+	example, err := os.ReadFile(repoFile("deploy", "compose.env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range composeVar.FindAllStringSubmatch(string(raw), -1) {
+		name := m[1]
+		if strings.HasPrefix(name, config.Prefix) {
+			t.Errorf("docker-compose.yml reads %s: set in .env, ccrelay would refuse it", name)
+		}
+		if !regexp.MustCompile(`(?m)^#?` + name + `=`).Match(example) {
+			t.Errorf("docker-compose.yml reads %s, which deploy/compose.env.example does not show", name)
+		}
+	}
 }
 
 // TestImagesBuild builds both images with deploy/build-images.sh on this
@@ -111,7 +211,7 @@ func composeUp(t *testing.T, tag string) {
 	run := func(args ...string) (string, error) {
 		cmd := exec.Command(compose, append([]string{"-p", project, "-f", filepath.Join(dir, "docker-compose.yml")}, args...)...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "CCRELAY_TAG="+tag, "CCRELAY_INGEST_1_PORT="+port)
+		cmd.Env = append(os.Environ(), "IMAGE_TAG="+tag, "INGEST_1_PORT="+port[strings.LastIndexByte(port, ':')+1:])
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
