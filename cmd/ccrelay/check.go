@@ -16,13 +16,14 @@ configured; C4C reachable with the configured user, its $metadata holding the
 configured collections and properties, the phone-service answering; CMI
 reachable; the Connect bucket readable. One line per check; the exit code is 0
 when none failed (skipped ones, for what is not configured, do not fail).
-Uses the same settings as 'ccrelay process'.
-`
+Uses the same settings as 'ccrelay serve' or 'ccrelay process'.
+
+` + operatorConnects
 
 func checkCommand(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), checkUsage) }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), checkUsage); printFlags(fs.Output(), fs) }
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
 	}

@@ -13,17 +13,42 @@ import (
 	"github.com/ccrelay/ccrelay/processors"
 )
 
+// operatorConnects says where the operator commands connect.
+const operatorConnects = `Connects to CCRELAY_NATS_URL or, when it is unset, to the embedded server of a
+running 'ccrelay serve' at its CCRELAY_NATS_LISTEN address, with the password in
+CCRELAY_DATA_DIR: run it with the settings serve runs with.
+`
+
 const dlqUsage = `Usage:
   ccrelay dlq list [--processor NAME] [--json]
   ccrelay dlq requeue --seq N [--seq M ...]
   ccrelay dlq requeue --all --processor NAME
 
-Lists dead letters, or stores them again under their original subject so the
-processors see them again (the idempotency ledger still skips completed work).
-Connects to CCRELAY_NATS_URL or, when it is unset, to the embedded server of a
-running 'ccrelay serve' at its CCRELAY_NATS_LISTEN address, with the password in
-CCRELAY_DATA_DIR.
+Commands:
+  list      list the dead letters, with processor, original subject, delivery count and error
+  requeue   store dead letters again under their original subject, so the processors see them
+            again (the idempotency ledger still skips completed work)
+
+` + operatorConnects + `
+Run 'ccrelay dlq <command> --help' for its flags.
 `
+
+const dlqListUsage = `Usage: ccrelay dlq list [--processor NAME] [--json]
+
+Lists the dead letters, oldest first: sequence, processor, when it failed, how
+often it was delivered, its original subject, its ce-id and the error.
+
+` + operatorConnects
+
+const dlqRequeueUsage = `Usage:
+  ccrelay dlq requeue --seq N [--seq M ...]
+  ccrelay dlq requeue --all --processor NAME
+
+Stores dead letters again under their original subject (new Nats-Msg-Id, same
+ce-id), so the processors see them again; the idempotency ledger still skips
+work that completed. Fix the cause first.
+
+` + operatorConnects
 
 type seqList []uint64
 
@@ -38,25 +63,42 @@ func (s *seqList) Set(v string) error {
 }
 
 func dlqCommand(args, environ []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "requeue") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprint(stdout, dlqUsage)
-			return 0
-		}
+	if len(args) == 0 {
 		fmt.Fprint(stderr, dlqUsage)
 		return 2
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), dlqUsage) }
-	processor := fs.String("processor", "", "only this processor's dead letters")
-	asJSON := fs.Bool("json", false, "print JSON lines (list)")
-	all := fs.Bool("all", false, "requeue every dead letter of --processor")
-	var seqs seqList
-	fs.Var(&seqs, "seq", "dead-letter sequence to requeue (repeatable)")
+	var (
+		processor *string
+		asJSON    = new(bool)
+		all       = new(bool)
+		seqs      seqList
+	)
+	switch sub {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, dlqUsage)
+		return 0
+	case "list":
+		fs.Usage = func() { fmt.Fprint(fs.Output(), dlqListUsage); printFlags(fs.Output(), fs) }
+		processor = fs.String("processor", "", "only the dead letters of processor `NAME`")
+		asJSON = fs.Bool("json", false, "print one JSON object per dead letter instead of a table")
+	case "requeue":
+		fs.Usage = func() { fmt.Fprint(fs.Output(), dlqRequeueUsage); printFlags(fs.Output(), fs) }
+		fs.Var(&seqs, "seq", "requeue the dead letter with sequence `N` (the SEQ of 'dlq list'); repeatable")
+		all = fs.Bool("all", false, "requeue every dead letter of --processor")
+		processor = fs.String("processor", "", "with --all: the processor `NAME` whose dead letters to requeue")
+	default:
+		fmt.Fprintf(stderr, "ccrelay dlq: unknown command %q\n\n%s", sub, dlqUsage)
+		return 2
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitCode(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ccrelay dlq %s: unexpected argument %q\n", sub, fs.Arg(0))
+		return 2
 	}
 	if sub == "requeue" && (len(seqs) == 0) == !*all || (*all && *processor == "") {
 		fmt.Fprintln(stderr, "ccrelay dlq requeue: give --seq, or --all with --processor")

@@ -70,6 +70,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		fs.Usage = func() {
 			fmt.Fprintln(fs.Output(), "Usage: ccrelay version\n\nPrints the version and the Go version it was built with.")
+			printFlags(fs.Output(), fs)
 		}
 		if err := fs.Parse(rest); err != nil {
 			return exitCode(err)
@@ -81,7 +82,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(stderr)
 		names := ""
 		if cmd != "ingest" {
-			fs.StringVar(&names, "processors", "", "comma-separated processors to run (default all: "+fmt.Sprint(service.Names())+")")
+			fs.StringVar(&names, "processors", "", "comma-separated `NAMES` of the processors to run; default all: "+strings.Join(service.Names(), ","))
 		}
 		demo := false
 		if cmd == "serve" {
@@ -192,24 +193,14 @@ func commandHelp(fs *flag.FlagSet, cmd string) {
 	w := fs.Output()
 	switch cmd {
 	case "serve":
-		fmt.Fprintln(w, "Usage: ccrelay serve [--processors a,b]\n\nRuns an embedded NATS JetStream server storing under CCRELAY_DATA_DIR (or uses\nCCRELAY_NATS_URL), the ingest HTTP server, the processors and the metrics listener.")
+		fmt.Fprintln(w, "Usage: ccrelay serve [--processors a,b] [--demo]\n\nRuns an embedded NATS JetStream server storing under CCRELAY_DATA_DIR (or uses\nCCRELAY_NATS_URL), the ingest HTTP server, the processors and the metrics listener.")
 	case "ingest":
 		fmt.Fprintln(w, "Usage: ccrelay ingest\n\nRuns the ingest HTTP server and the metrics listener against CCRELAY_NATS_URL.")
 	case "process":
 		fmt.Fprintln(w, "Usage: ccrelay process [--processors a,b]\n\nRuns processors and the metrics listener against CCRELAY_NATS_URL. Any number\nof replicas may run; each message is handled by one of them at a time.")
 	}
-	if cmd != "ingest" {
-		fmt.Fprintln(w, "\nFlags:")
-		fs.PrintDefaults()
-	}
-	fmt.Fprintln(w, "\nSettings (environment; any of them can also be read from a file named by <NAME>_FILE):")
-	for _, v := range config.Variables() {
-		d := v.Default
-		if d == "" {
-			d = "(empty)"
-		}
-		fmt.Fprintf(w, "  %-34s default %s\n", v.Name, d)
-	}
+	printFlags(w, fs)
+	printSettings(w)
 }
 
 // serve runs the parts of cmd until ctx ends, then stops them in reverse

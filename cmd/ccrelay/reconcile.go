@@ -19,32 +19,50 @@ import (
 
 const reconcileUsage = `Usage: ccrelay reconcile summaries --since TIME [--until TIME] [--dry-run]
 
+Commands:
+  summaries   find the calls whose Contact Lens analysis file was written in a window and
+              that have no summary in SAP, and trigger the summaries processor for each
+
+Run 'ccrelay reconcile <command> --help' for its flags.
+`
+
+const reconcileSummariesUsage = `Usage: ccrelay reconcile summaries --since TIME [--until TIME] [--dry-run]
+
 Lists the Contact Lens analysis files written between --since and --until in
 CCRELAY_CONNECT_BUCKET (original and redacted, day by day), finds the calls
 with no summary in SAP yet, and stores a trigger for each, so the summaries
 processor does the work with all its retries. TIME is RFC 3339 or a duration
-meaning that long ago (24h). --dry-run counts and stores nothing. One sweep
-runs at a time across replicas (the same lease as the periodic sweep of
-CCRELAY_SUMMARIES_RECONCILE_EVERY). Connects like 'ccrelay replay'.
-`
+meaning that long ago (24h). One sweep runs at a time across replicas (the same
+lease as the periodic sweep of CCRELAY_SUMMARIES_RECONCILE_EVERY).
+
+` + operatorConnects
 
 func reconcileCommand(args, environ []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "summaries" {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprint(stderr, reconcileUsage)
-			return 0
-		}
-		fmt.Fprint(stderr, "ccrelay reconcile: what? (summaries)\n\n"+reconcileUsage)
+	if len(args) == 0 {
+		fmt.Fprint(stderr, reconcileUsage)
+		return 2
+	}
+	switch args[0] {
+	case "summaries":
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, reconcileUsage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "ccrelay reconcile: unknown command %q\n\n%s", args[0], reconcileUsage)
 		return 2
 	}
 	fs := flag.NewFlagSet("reconcile summaries", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), reconcileUsage); fs.PrintDefaults() }
-	sinceV := fs.String("since", "", "start of the window (RFC 3339 or duration ago)")
-	untilV := fs.String("until", "", "end of the window (default now)")
-	dry := fs.Bool("dry-run", false, "find the calls without a summary; store nothing")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), reconcileSummariesUsage); printFlags(fs.Output(), fs) }
+	sinceV := fs.String("since", "", "start of the window: an RFC 3339 `TIME` or a duration ago (24h); required")
+	untilV := fs.String("until", "", "end of the window, a `TIME` like --since; default now")
+	dry := fs.Bool("dry-run", false, "count the calls without a summary; store nothing")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitCode(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ccrelay reconcile summaries: unexpected argument %q\n", fs.Arg(0))
+		return 2
 	}
 	now := time.Now()
 	if *sinceV == "" {

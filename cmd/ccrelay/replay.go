@@ -17,7 +17,8 @@ import (
 	"github.com/ccrelay/ccrelay/processors/service"
 )
 
-const replayUsage = `Usage: ccrelay replay --subject FILTER --since TIME [--until TIME] [--dry-run] [--force [--processors a,b]]
+const replayUsage = `Usage: ccrelay replay --subject FILTER --since TIME [--until TIME] [--dry-run]
+                      [--force [--processors a,b]]
 
 Stores the events of FILTER (e.g. ccrelay.in.connect.>) stored between --since
 and --until again, so the processors see them again. TIME is RFC 3339
@@ -25,10 +26,9 @@ and --until again, so the processors see them again. TIME is RFC 3339
 a new Nats-Msg-Id, so JetStream's dedup window does not swallow it, and keeps its
 ce-id, so the idempotency ledger still skips work that completed; --force
 removes the ledger entries first (of --processors, default all), so it is done
-again. Connects to CCRELAY_NATS_URL or, when it is unset, to the embedded
-server of a running 'ccrelay serve' at its CCRELAY_NATS_LISTEN address, with
-the password in CCRELAY_DATA_DIR.
-`
+again.
+
+` + operatorConnects
 
 // parseWhen reads an RFC 3339 time or a duration ago.
 func parseWhen(v string, now time.Time) (time.Time, error) {
@@ -44,15 +44,19 @@ func parseWhen(v string, now time.Time) (time.Time, error) {
 func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(fs.Output(), replayUsage); fs.PrintDefaults() }
-	subject := fs.String("subject", "", "subject filter inside the events stream")
-	sinceV := fs.String("since", "", "start of the window (RFC 3339 or duration ago)")
-	untilV := fs.String("until", "", "end of the window (default now)")
+	fs.Usage = func() { fmt.Fprint(fs.Output(), replayUsage); printFlags(fs.Output(), fs) }
+	subject := fs.String("subject", "", "the events to replay: a subject `FILTER` inside the events stream (ccrelay.in.connect.>); required")
+	sinceV := fs.String("since", "", "start of the window: an RFC 3339 `TIME` or a duration ago (2h); required")
+	untilV := fs.String("until", "", "end of the window, a `TIME` like --since; default now")
 	dry := fs.Bool("dry-run", false, "count what would be replayed; change nothing")
 	force := fs.Bool("force", false, "remove ledger entries first, so completed work is done again")
-	names := fs.String("processors", "", "with --force: whose ledger entries (default all)")
+	names := fs.String("processors", "", "with --force: comma-separated `NAMES` of the processors whose ledger entries to remove; default all")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ccrelay replay: unexpected argument %q\n", fs.Arg(0))
+		return 2
 	}
 	now := time.Now()
 	since, err := parseWhen(*sinceV, now)
