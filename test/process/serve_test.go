@@ -274,9 +274,12 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 }
 
 // TestQuickstartScript runs test/quickstart.sh, the README's walk through
-// every source, the NATS CLI and the operator commands, against 'ccrelay
-// serve --demo', with this build of ccrelay and the NATS CLI on PATH (.ci/run
-// installs it: go install github.com/nats-io/natscli/nats@v0.5.1).
+// every source, the NATS CLI and the operator commands, twice against one
+// 'ccrelay serve --demo', as a newcomer does: first with no ccrelay on
+// PATH (the script builds one), then with this build on PATH. Each run
+// stores its own events, so the second finds two dead letters where the
+// first found one. The NATS CLI must be on PATH (.ci/run installs it: go
+// install github.com/nats-io/natscli/nats@v0.5.1).
 func TestQuickstartScript(t *testing.T) {
 	natsCLI, err := exec.LookPath("nats")
 	if err != nil {
@@ -292,14 +295,30 @@ func TestQuickstartScript(t *testing.T) {
 	if fi, _ := os.Stat(envFile); fi.Mode().Perm() != 0o600 {
 		t.Errorf("demo.env is %v, want 0600", fi.Mode().Perm())
 	}
-	cmd := exec.Command("bash", repoFile("test", "quickstart.sh"), envFile)
-	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(binary)+":"+filepath.Dir(natsCLI)+":"+os.Getenv("PATH"), "NO_COLOR=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("quickstart.sh: %v\n%s\nccrelay log:\n%s", err, out, p.log())
+	// PATH as the machine has it, less any directory holding a ccrelay.
+	withoutCcrelay := []string{filepath.Dir(natsCLI)}
+	for _, d := range filepath.SplitList(os.Getenv("PATH")) {
+		if _, err := os.Stat(filepath.Join(d, "ccrelay")); err != nil {
+			withoutCcrelay = append(withoutCcrelay, d)
+		}
 	}
-	if !strings.Contains(string(out), "done: every step answered as the README says") {
-		t.Fatalf("quickstart.sh did not finish:\n%s", out)
+	for i, c := range []struct {
+		path, uses, deadLetters string
+	}{
+		{strings.Join(withoutCcrelay, string(os.PathListSeparator)), "no ccrelay on PATH; building one from", "1 dead letters"},
+		{filepath.Dir(binary) + string(os.PathListSeparator) + strings.Join(withoutCcrelay, string(os.PathListSeparator)), "using " + binary + " (the ccrelay on PATH)", "2 dead letters"},
+	} {
+		cmd := exec.Command("bash", repoFile("test", "quickstart.sh"), envFile)
+		cmd.Env = append(os.Environ(), "PATH="+c.path, "NO_COLOR=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("quickstart.sh, run %d: %v\n%s\nccrelay log:\n%s", i+1, err, out, p.log())
+		}
+		for _, want := range []string{c.uses, "HTTP 202, stored", "HTTP 200, already stored", c.deadLetters, "done: every step answered as the README says"} {
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("quickstart.sh, run %d, did not say %q:\n%s", i+1, want, out)
+			}
+		}
 	}
 	if err := p.stop(t, syscall.SIGTERM); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.log())
