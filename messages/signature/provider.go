@@ -51,7 +51,7 @@ func TwilioSign(authToken, fullURL string, form url.Values) string {
 // request to fullURL with form. Like Twilio's SDKs it accepts the URL with
 // and without the scheme's default port, which proxies add or drop.
 func TwilioVerify(authToken, fullURL string, form url.Values, signature string) bool {
-	if authToken == "" || len(signature) != base64.StdEncoding.EncodedLen(sha1.Size) {
+	if authToken == "" || !TwilioWellFormed(signature) {
 		return false
 	}
 	got, err := strictBase64.DecodeString(signature)
@@ -102,6 +102,9 @@ func HubSign(appSecret string, body []byte) string {
 
 // HubVerify reports whether header is the X-Hub-Signature-256 of body.
 func HubVerify(appSecret string, body []byte, header string) bool {
+	if !HubWellFormed(header) {
+		return false
+	}
 	hexSig, ok := strings.CutPrefix(header, "sha256=")
 	if appSecret == "" || !ok || len(hexSig) != 2*sha256.Size {
 		return false

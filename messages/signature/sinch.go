@@ -40,7 +40,7 @@ func SinchSign(secret string, body []byte, nonce, timestamp string) string {
 // timestamp under secret. It hashes the raw bytes as received and compares
 // in constant time.
 func SinchVerify(secret string, body []byte, nonce, timestamp, signature string) bool {
-	if secret == "" {
+	if secret == "" || !SinchWellFormed(signature) {
 		return false
 	}
 	var want [sha256.Size]byte
