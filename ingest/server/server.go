@@ -91,38 +91,48 @@ type Server struct {
 	ready    ReadyChecker
 	stopping atomic.Bool
 	logger   *slog.Logger
+	// patterns are the routes registered, for the ingest contract's test:
+	// a route no row of it covers fails it.
+	patterns []string
 }
 
 // New returns the server for routes.
 func New(cfg Config, routes Routes, logger *slog.Logger) *Server {
 	s := &Server{cfg: cfg, ready: routes.Ready, logger: logger}
 	mux := http.NewServeMux()
+	handle := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, h)
+		s.patterns = append(s.patterns, pattern)
+	}
 	p := routes.Pipeline
 	// Patterns carry no method so that the pipeline answers a wrong method
 	// with a JSON 405 rather than the mux's plain-text one.
-	mux.Handle("/v1/sinch/{service}", p.Handler(routes.Sinch))
-	mux.Handle("/v1/contactpro/{integration}", p.Handler(routes.ContactPro))
-	mux.Handle("/v1/contactpro/{integration}/{event}", p.Handler(routes.ContactPro))
-	mux.Handle("/v1/contactpro/{integration}/{event}/{rest...}", p.Handler(routes.ContactPro))
-	mux.Handle("/v1/connect/events", p.Handler(routes.Connect))
+	handle("/v1/sinch/{service}", p.Handler(routes.Sinch))
+	handle("/v1/contactpro/{integration}", p.Handler(routes.ContactPro))
+	handle("/v1/contactpro/{integration}/{event}", p.Handler(routes.ContactPro))
+	handle("/v1/contactpro/{integration}/{event}/{rest...}", p.Handler(routes.ContactPro))
+	handle("/v1/connect/events", p.Handler(routes.Connect))
 	if routes.Messaging != nil {
-		mux.Handle("/v1/messaging/{type}/{service}", p.Handler(routes.Messaging))
-		mux.HandleFunc("GET /v1/messaging/{type}/{service}", routes.Messaging.Handshake)
+		handle("/v1/messaging/{type}/{service}", p.Handler(routes.Messaging))
+		handle("GET /v1/messaging/{type}/{service}", http.HandlerFunc(routes.Messaging.Handshake))
 	}
 	if routes.Token != nil {
-		mux.Handle("/oauth/token", routes.Token)
+		handle("/oauth/token", routes.Token)
 	}
-	mux.HandleFunc("/healthz", s.healthz)
-	mux.HandleFunc("/readyz", s.readyz)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	handle("/healthz", http.HandlerFunc(s.healthz))
+	handle("/readyz", http.HandlerFunc(s.readyz))
+	handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ingest.WriteError(w, ingest.Errorf(http.StatusNotFound, ingest.CodeNotFound, "no such endpoint; see the README for the list"))
-	})
+	}))
 	s.handler = mux
 	return s
 }
 
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// Patterns returns the routes the server registered, as registered.
+func (s *Server) Patterns() []string { return append([]string(nil), s.patterns...) }
 
 type status struct {
 	Status string `json:"status"`

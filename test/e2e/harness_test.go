@@ -72,6 +72,8 @@ type deployment struct {
 	procRegs []*prometheus.Registry
 	// now is the processors' clock; nil is the machine's.
 	now func() time.Time
+	// patterns are the routes the ingest server registered.
+	patterns []string
 }
 
 // startProcessors runs the named processors on the deployment's NATS
@@ -176,6 +178,7 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 		d.urls = append(d.urls, hs.URL)
 		d.regs = append(d.regs, reg)
 		d.handlers = append(d.handlers, srv.Handler())
+		d.patterns = srv.Patterns()
 	}
 	t.Cleanup(func() {
 		logs := d.logs.String()
