@@ -26,7 +26,21 @@ const (
 // the values of a repeated name sorted
 // (https://www.twilio.com/docs/usage/security#validating-requests).
 func TwilioSign(authToken, fullURL string, form url.Values) string {
-	mac := hmac.New(sha1.New, []byte(authToken))
+	return TwilioSignWith(TwilioHMACSHA1, authToken, fullURL, form)
+}
+
+// TwilioSignWith is TwilioSign with the algorithm a Webhook Setting names:
+// with a SharedKey only the HMAC changes, the signed string is the same.
+func TwilioSignWith(alg TwilioAlgorithm, key, fullURL string, form url.Values) string {
+	return base64.StdEncoding.EncodeToString(twilioMAC(alg, key, fullURL, form))
+}
+
+func twilioMAC(alg TwilioAlgorithm, key, fullURL string, form url.Values) []byte {
+	h := sha1.New
+	if alg == TwilioHMACSHA256 {
+		h = sha256.New
+	}
+	mac := hmac.New(h, []byte(key))
 	mac.Write([]byte(fullURL))
 	names := make([]string, 0, len(form))
 	for k := range form {
@@ -44,14 +58,25 @@ func TwilioSign(authToken, fullURL string, form url.Values) string {
 			mac.Write([]byte(v))
 		}
 	}
-	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	return mac.Sum(nil)
 }
 
-// TwilioVerify reports whether signature is Twilio's signature of a
-// request to fullURL with form. Like Twilio's SDKs it accepts the URL with
-// and without the scheme's default port, which proxies add or drop.
+// TwilioVerify reports whether signature is Twilio's HMAC-SHA1 signature,
+// under the auth token, of a request to fullURL with form. Like Twilio's
+// SDKs (RequestValidator of twilio-go, twilio-node, twilio-java, ...) it
+// accepts the signature of the URL as given, of the URL with the scheme's
+// standard port added when it has none, and of the URL with its port
+// removed: Twilio's own signing is inconsistent about ports, and proxies
+// add or drop them.
 func TwilioVerify(authToken, fullURL string, form url.Values, signature string) bool {
-	if authToken == "" || !TwilioWellFormed(signature) {
+	return TwilioVerifyWith(TwilioHMACSHA1, authToken, fullURL, form, signature)
+}
+
+// TwilioVerifyWith is TwilioVerify with the algorithm a Webhook Setting
+// names and its SharedKey secret as key.
+func TwilioVerifyWith(alg TwilioAlgorithm, key, fullURL string, form url.Values, signature string) bool {
+	size := alg.size()
+	if key == "" || size == 0 || !strictLen(signature, size) {
 		return false
 	}
 	got, err := strictBase64.DecodeString(signature)
@@ -59,36 +84,48 @@ func TwilioVerify(authToken, fullURL string, form url.Values, signature string) 
 		return false
 	}
 	ok := false
-	for _, u := range urlVariants(fullURL) {
-		want, _ := base64.StdEncoding.DecodeString(TwilioSign(authToken, u, form))
+	for _, u := range TwilioURLVariants(fullURL) {
 		// Every variant is compared, so the time says nothing of which.
-		if hmac.Equal(want, got) {
+		if hmac.Equal(twilioMAC(alg, key, u, form), got) {
 			ok = true
 		}
 	}
 	return ok
 }
 
-// urlVariants returns raw, and raw with its default port added or removed.
-func urlVariants(raw string) []string {
-	u, err := url.Parse(raw)
-	if err != nil {
+// TwilioURLVariants returns the URLs Twilio's SDKs check a signature
+// against: raw, and raw with its port removed when it has one or with the
+// scheme's standard port (443, 80) added when it has none. The variants
+// are cut from raw's text, not re-encoded, so the case of the host, any
+// user info, the path and the query stay exactly as configured.
+func TwilioURLVariants(raw string) []string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
 		return []string{raw}
 	}
-	def := map[string]string{"https": "443", "http": "80"}[u.Scheme]
-	if def == "" {
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	userinfo, hostport := "", authority
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		userinfo, hostport = authority[:at+1], authority[at+1:]
+	}
+	host, port := hostport, ""
+	// The last ':' starts the port unless it is inside an IPv6 literal.
+	if c := strings.LastIndexByte(hostport, ':'); c >= 0 && c > strings.LastIndexByte(hostport, ']') {
+		host, port = hostport[:c], hostport[c+1:]
+	}
+	prefix := scheme + "://" + userinfo + host
+	if port != "" {
+		return []string{raw, prefix + tail}
+	}
+	std := map[string]string{"https": "443", "http": "80"}[strings.ToLower(scheme)]
+	if std == "" {
 		return []string{raw}
 	}
-	alt := *u
-	switch u.Port() {
-	case "":
-		alt.Host = u.Host + ":" + def
-	case def:
-		alt.Host = strings.TrimSuffix(u.Host, ":"+def)
-	default:
-		return []string{raw}
-	}
-	return []string{raw, alt.String()}
+	return []string{raw, prefix + ":" + std + tail}
 }
 
 // HubSign returns the X-Hub-Signature-256 value of body: "sha256=" and the
