@@ -1,25 +1,20 @@
 package signature
 
 import (
-	"crypto/sha1" // #nosec G505 -- only the length of Twilio's HMAC-SHA1
 	"crypto/sha256"
 	"encoding/base64"
 	"strings"
 )
 
-// The WellFormed functions tell whether a header can be a signature of the
-// scheme at all, without the body or the secret. Ingest runs them before
-// it reads a body, so a request that can never verify costs no buffer;
-// each Verify runs its own first, so the two can never disagree on what
-// may verify.
+// The WellFormed functions (and TwilioHeaderWellFormed) tell whether a
+// header can be a signature of the scheme at all, without the body or the
+// secret. Ingest runs them before it reads a body, so a request that can
+// never verify costs no buffer; each Verify runs its own first, so the two
+// can never disagree on what may verify.
 
 // SinchWellFormed reports whether sig is the padded standard base64 of 32
 // bytes, in its one canonical spelling.
 func SinchWellFormed(sig string) bool { return strictLen(sig, sha256.Size) }
-
-// TwilioWellFormed reports whether sig is the padded standard base64 of 20
-// bytes, in its one canonical spelling.
-func TwilioWellFormed(sig string) bool { return strictLen(sig, sha1.Size) }
 
 // HubWellFormed reports whether header is "sha256=" and 64 lower-case hex
 // digits.
