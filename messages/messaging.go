@@ -144,6 +144,18 @@ func decodeTwilio(body []byte) (*Webhook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the body is not form-encoded: %w", ErrInvalidPayload, err)
 	}
+	// The id is made of these: held to their formats, two parameters
+	// merged into one (Twilio's signature concatenates names and values,
+	// so "MessageSid=<sid>NumMedia0" signs as "MessageSid=<sid>&NumMedia=0"
+	// does) cannot mint a new id from a captured webhook.
+	for _, f := range [...]string{"MessageSid", "SmsSid"} {
+		if v := form.Get(f); v != "" && !isTwilioMessageSID(v) {
+			return nil, &FieldError{Field: f, Problem: "is not a Twilio message SID (SM or MM and 32 hexadecimal digits)"}
+		}
+	}
+	if st := form.Get("MessageStatus"); st != "" && !isTwilioStatus(st) {
+		return nil, &FieldError{Field: "MessageStatus", Problem: "is not a Twilio message status (lower-case letters and '_')"}
+	}
 	sid := form.Get("MessageSid")
 	if sid == "" {
 		sid = form.Get("SmsSid")
@@ -161,6 +173,36 @@ func decodeTwilio(body []byte) (*Webhook, error) {
 		return &Webhook{Kind: KindStatus, ID: sid + ":" + st, Conversation: form.Get("To")}, nil
 	}
 	return &Webhook{Kind: KindInbound, ID: sid, Conversation: form.Get("From")}, nil
+}
+
+// isTwilioMessageSID reports whether v is a Message resource's SID: "SM"
+// (or "MM", a legacy MMS) and 32 hexadecimal digits
+// (https://www.twilio.com/docs/messaging/api/message-resource).
+func isTwilioMessageSID(v string) bool {
+	if len(v) != 34 || (v[:2] != "SM" && v[:2] != "MM") {
+		return false
+	}
+	for i := 2; i < len(v); i++ {
+		if c := v[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// isTwilioStatus reports whether v can be a message status: Twilio's are
+// lower-case words joined by '_' (delivered, partially_delivered), and a
+// parameter name merged into one starts with a capital.
+func isTwilioStatus(v string) bool {
+	if len(v) > 32 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; !(c >= 'a' && c <= 'z' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // messengerWire is the part of a Messenger Platform webhook ccrelay reads.

@@ -62,7 +62,7 @@ func BenchmarkForward(b *testing.B) {
 				b.Fatal(err)
 			}
 			for i := 0; i < n; i++ {
-				body := []byte(url.Values{"MessageSid": {fmt.Sprintf("SMB%08d", i)}, "From": {fmt.Sprintf("+49151%07d", i%1000)}, "Body": {"hello"}}.Encode())
+				body := []byte(url.Values{"MessageSid": {fmt.Sprintf("SM%032x", i)}, "From": {fmt.Sprintf("+49151%07d", i%1000)}, "Body": {"hello"}}.Encode())
 				wh, err := messages.DecodeWebhook("twilio", "us", body)
 				if err != nil {
 					b.Fatal(err)

@@ -187,7 +187,7 @@ func TestDashboardAndAlertsAgainstPrometheus(t *testing.T) {
 			s3.Put(t, bucket, "Analysis/Voice/2026/11/21/"+contact+"_analysis_x.json", analysis("obs"))
 			send("/v1/connect/events", json("x-api-key", "cn-key"), contactLensEvent("obs-ev-"+contact, contact))
 		}
-		form := url.Values{"MessageSid": {fmt.Sprintf("SMOBS%d", i)}, "From": {fmt.Sprintf("+4915100%d", i%7)}, "Body": {"hi"}}
+		form := url.Values{"MessageSid": {fmt.Sprintf("SM%032x", i)}, "From": {fmt.Sprintf("+4915100%d", i%7)}, "Body": {"hi"}}
 		fb := []byte(form.Encode())
 		send("/v1/messaging/twilio/us", http.Header{"Content-Type": {"application/x-www-form-urlencoded"},
 			signature.HeaderTwilioSignature: {signature.TwilioSign("twilio-token", "https://relay.example.com/v1/messaging/twilio/us", form)}}, fb)

@@ -53,7 +53,7 @@ func TestRelaySurvivesSIGKILL(t *testing.T) {
 	want := map[string][]string{}
 	for m := 0; m < perConversation; m++ {
 		for c := 0; c < conversations; c++ {
-			body := []byte(url.Values{"MessageSid": {fmt.Sprintf("SM%04d%04d", c, m)}, "From": {fmt.Sprintf("+4915100%04d", c)}, "Body": {fmt.Sprint(m)}}.Encode())
+			body := []byte(url.Values{"MessageSid": {fmt.Sprintf("SM%028d%04d", c, m)}, "From": {fmt.Sprintf("+4915100%04d", c)}, "Body": {fmt.Sprint(m)}}.Encode())
 			w, err := messages.DecodeWebhook("twilio", "us", body)
 			if err != nil {
 				t.Fatal(err)

@@ -1,0 +1,67 @@
+package messages_test
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/signature"
+)
+
+// TestTwilioMergedParameters: Twilio signs the URL and each parameter's
+// name and value run together, so a captured webhook whose MessageSid is
+// merged with the next parameter ("MessageSid=<sid>NumMedia0", NumMedia
+// dropped) keeps its signature. Decoded, it would be a new id, stored and
+// relayed a second time; it is refused as a payload naming the field.
+func TestTwilioMergedParameters(t *testing.T) {
+	const sid = "SMbe794ce78f6b9fdf853d2acb76c080db"
+	const u = "https://relay.example.com/v1/messaging/twilio/us"
+	original := url.Values{"MessageSid": {sid}, "NumMedia": {"0"}, "From": {"+14155550100"}, "Body": {"hi"}}
+	for _, c := range []struct {
+		name, field string
+		merged      url.Values
+	}{
+		{"MessageSid", "MessageSid", url.Values{"MessageSid": {sid + "NumMedia0"}, "From": {"+14155550100"}, "Body": {"hi"}}},
+		{"SmsSid", "SmsSid", url.Values{"SmsSid": {sid + "To+14155550101"}, "From": {"+14155550100"}}},
+		{"MessageStatus", "MessageStatus", url.Values{"MessageSid": {sid}, "MessageStatus": {"deliveredMessagingServiceSidMG1"}}},
+	} {
+		if c.name == "MessageSid" {
+			// The premise: the merged body signs as the original.
+			if signature.TwilioSign("tw-token", u, original) != signature.TwilioSign("tw-token", u, c.merged) {
+				t.Fatal("the merged parameters do not sign as the original; the test's premise is wrong")
+			}
+		}
+		_, err := messages.DecodeWebhook(messages.MessagingTwilio, "us", []byte(c.merged.Encode()))
+		var fe *messages.FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field || !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s merged: %v, want a FieldError naming %s", c.name, err, c.field)
+		}
+	}
+	if w, err := messages.DecodeWebhook(messages.MessagingTwilio, "us", []byte(original.Encode())); err != nil || !strings.Contains(w.ID, sid) {
+		t.Errorf("the original: %+v %v", w, err)
+	}
+}
+
+// TestTwilioSIDFormat: message SIDs are SM or MM and 32 hexadecimal
+// digits, as in Twilio's published webhooks (messages/testdata/messaging).
+func TestTwilioSIDFormat(t *testing.T) {
+	for sid, ok := range map[string]bool{
+		"SMbe794ce78f6b9fdf853d2acb76c080db":    true,
+		"MMc26223853f8c46b4ab7dfaa6abba0a26":    true,
+		"SM0123456789ABCDEF0123456789abcdef":    true,
+		"SM1":                                   false,
+		"SMbe794ce78f6b9fdf853d2acb76c080dbx":   false,
+		"SMbe794ce78f6b9fdf853d2acb76c080d":     false,
+		"CAbe794ce78f6b9fdf853d2acb76c080db":    false,
+		"smbe794ce78f6b9fdf853d2acb76c080db":    false,
+		"SMbe794ce78f6b9fdf853d2acb76c080dg":    false,
+		"SMbe794ce78f6b9fdf853d2acb76c080d\x00": false,
+	} {
+		_, err := messages.DecodeWebhook(messages.MessagingTwilio, "us", []byte(url.Values{"MessageSid": {sid}}.Encode()))
+		if (err == nil) != ok {
+			t.Errorf("%q: %v, want ok=%v", sid, err, ok)
+		}
+	}
+}
