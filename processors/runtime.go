@@ -48,6 +48,16 @@ type Runtime struct {
 	consumers map[string][]consumer // by processor
 }
 
+// Names are the processors the runtime runs: those asked for, less any
+// that had nothing configured.
+func (r *Runtime) Names() []string {
+	out := make([]string, len(r.procs))
+	for i, p := range r.procs {
+		out[i] = p.Name
+	}
+	return out
+}
+
 // consumer is one durable consumer of a processor.
 type consumer struct {
 	name   string

@@ -22,7 +22,7 @@ Uses the same settings as 'ccrelay serve' or 'ccrelay process'.
 
 func checkCommand(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(flagOutput(args, stdout, stderr))
 	fs.Usage = func() { fmt.Fprint(fs.Output(), checkUsage); printFlags(fs.Output(), fs) }
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)

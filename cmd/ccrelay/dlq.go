@@ -69,7 +69,7 @@ func dlqCommand(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(flagOutput(args[1:], stdout, stderr))
 	var (
 		processor *string
 		asJSON    = new(bool)

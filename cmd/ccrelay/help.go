@@ -77,3 +77,18 @@ func writeWrapped(w io.Writer, text string, indent int) {
 		fmt.Fprintln(w, line)
 	}
 }
+
+// flagOutput is where a command's flag set writes: the help a person asked
+// for (-h, --help) goes to stdout, so 'ccrelay serve --help | less' shows
+// it; usage printed because of a mistake goes to stderr with the error.
+func flagOutput(args []string, stdout, stderr io.Writer) io.Writer {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return stderr
+		case "-h", "-help", "--help", "--h":
+			return stdout
+		}
+	}
+	return stderr
+}

@@ -31,9 +31,10 @@ func checkHelpText(t *testing.T, what, text string) {
 // with its default and what it does.
 func TestSettingsHelp(t *testing.T) {
 	for _, cmd := range []string{"serve", "ingest", "process"} {
-		code, out, help := runCLI([]string{cmd, "--help"}, nil)
-		if code != 0 || out != "" {
-			t.Fatalf("%s --help: exit %d, stdout %q", cmd, code, out)
+		// Asked-for help goes to stdout, so it can be paged and grepped.
+		code, help, errOut := runCLI([]string{cmd, "--help"}, nil)
+		if code != 0 || errOut != "" {
+			t.Fatalf("%s --help: exit %d, stderr %q", cmd, code, errOut)
 		}
 		checkHelpText(t, cmd+" --help", help)
 		// What each setting does, rewrapped, follows its name.
@@ -53,7 +54,7 @@ func TestSettingsHelp(t *testing.T) {
 			headed[v.Group] = true
 		}
 	}
-	_, _, help := runCLI([]string{"serve", "--help"}, nil)
+	_, help, _ := runCLI([]string{"serve", "--help"}, nil)
 	for _, want := range []string{"Usage: ccrelay serve", "\n  --processors NAMES\n", "\n  --demo\n"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("serve --help lacks %q", want)
@@ -109,5 +110,13 @@ func TestCommandHelp(t *testing.T) {
 			}
 		}
 		checkHelpText(t, strings.Join(c.args, " "), text)
+		if asked := c.code == 0; asked && (out == "" || errOut != "") {
+			t.Errorf("%v: asked-for help on stderr (%d bytes) instead of stdout (%d bytes)", c.args, len(errOut), len(out))
+		}
+	}
+	// A mistake's usage goes to stderr, with the error.
+	code, out, errOut := runCLI([]string{"dlq", "list", "--bogus"}, nil)
+	if code != 2 || out != "" || !strings.Contains(errOut, "Usage: ccrelay dlq list") {
+		t.Errorf("dlq list --bogus: exit %d, stdout %q, stderr %q; want 2 and the usage on stderr", code, out, errOut)
 	}
 }

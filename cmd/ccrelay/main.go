@@ -67,7 +67,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 0
 	case "version":
 		fs := flag.NewFlagSet("version", flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs.SetOutput(flagOutput(rest, stdout, stderr))
 		fs.Usage = func() {
 			fmt.Fprintln(fs.Output(), "Usage: ccrelay version\n\nPrints the version and the Go version it was built with.")
 			printFlags(fs.Output(), fs)
@@ -79,7 +79,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 0
 	case "serve", "ingest", "process":
 		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-		fs.SetOutput(stderr)
+		fs.SetOutput(flagOutput(rest, stdout, stderr))
 		names := ""
 		if cmd != "ingest" {
 			fs.StringVar(&names, "processors", "", "comma-separated `NAMES` of the processors to run; default all: "+strings.Join(service.Names(), ","))
@@ -232,7 +232,7 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	waiter := provision.Waiter{Budget: cfg.Broker.ConnectTimeout, Logger: logger}
 	var parts []func(context.Context) error
 	httpAddr := ""
-	attrs := []any{"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL(), "processors", procs}
+	attrs := []any{"embedded_nats", b.Embedded(), "nats_client_url", b.ClientURL()}
 	if cmd != "process" {
 		srv, err := server.Assemble(ctx, waiter, cfg.Ingest, b, b.Conn.MaxPayload(), reg, logger)
 		if err != nil {
@@ -253,6 +253,7 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 			return err
 		}
 		parts = append(parts, rt.Run)
+		attrs = append(attrs, "processors", rt.Names())
 	}
 	metricsLn, err := net.Listen("tcp", cfg.Process.MetricsAddr)
 	if err != nil {

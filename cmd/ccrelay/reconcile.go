@@ -52,7 +52,7 @@ func reconcileCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fs := flag.NewFlagSet("reconcile summaries", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(flagOutput(args[1:], stdout, stderr))
 	fs.Usage = func() { fmt.Fprint(fs.Output(), reconcileSummariesUsage); printFlags(fs.Output(), fs) }
 	sinceV := fs.String("since", "", "start of the window: an RFC 3339 `TIME` or a duration ago (24h); required")
 	untilV := fs.String("until", "", "end of the window, a `TIME` like --since; default now")

@@ -43,7 +43,7 @@ func parseWhen(v string, now time.Time) (time.Time, error) {
 
 func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(flagOutput(args, stdout, stderr))
 	fs.Usage = func() { fmt.Fprint(fs.Output(), replayUsage); printFlags(fs.Output(), fs) }
 	subject := fs.String("subject", "", "the events to replay: a subject `FILTER` inside the events stream (ccrelay.in.connect.>); required")
 	sinceV := fs.String("since", "", "start of the window: an RFC 3339 `TIME` or a duration ago (2h); required")
@@ -64,7 +64,7 @@ func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 		if err != nil && *sinceV != "" {
 			fmt.Fprintf(stderr, "ccrelay replay: --since: %v\n", err)
 		} else {
-			fmt.Fprintln(stderr, "ccrelay replay: --subject and --since are required")
+			fmt.Fprintln(stderr, "ccrelay replay: --subject and --since are required, e.g. ccrelay replay --subject 'ccrelay.in.>' --since 1h --dry-run (every source's events of the last hour; 'ccrelay replay --help' for more)")
 		}
 		return 2
 	}

@@ -148,7 +148,8 @@ func (d Demo) Environ(environ []string) []string {
 func (d Demo) Instructions(base, envFile string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `
-ccrelay is running in demo mode with credentials made up for this run (not kept anywhere):
+ccrelay is running in demo mode with credentials made up for this run (also written, with
+the NATS password, to %s, readable by you only; a new run makes new ones):
 
   CCRELAY_SINCH_WEBHOOK_SECRETS=%s:%s
   CCRELAY_CONTACTPRO_API_KEYS=%s
@@ -180,10 +181,12 @@ curl -i '%s/v1/contactpro/lifecycle/Accepted' -H "Authorization: Bearer $token" 
   --data-binary '%s'
 
 # Amazon Connect: a Contact Lens post-call event, as an EventBridge API destination sends it
+# (stored with 202; without CCRELAY_CONNECT_BUCKET the summaries processor then dead-letters
+# it, with an ERROR line saying so: there is no analysis file to read in a demo)
 curl -i %s/v1/connect/events -H 'x-api-key: %s' -H 'Content-Type: application/json' \
   --data-binary '%s'
 
-`, d.SinchService, d.SinchSecret, d.APIKey, d.APIKey, d.OAuthClient, d.OAuthSecret, d.SealKey, envFile,
+`, envFile, d.SinchService, d.SinchSecret, d.APIKey, d.APIKey, d.OAuthClient, d.OAuthSecret, d.SealKey, envFile,
 		d.SinchSecret, DemoSinchInbound, base, d.SinchService,
 		base, d.APIKey, DemoContactProAllocated,
 		base, d.OAuthClient, d.OAuthSecret, base, DemoContactProAccepted,
