@@ -110,8 +110,8 @@ expect stored "the Contact Lens event"
 
 say "NATS CLI: the stream, this run's events, the inbound message (seq $seq) with its headers"
 nats stream info CCRELAY_EVENTS
-# 'nats stream view' pages on a terminal; in a script, subscribe to the stream instead.
-out=$(nats sub 'ccrelay.in.>' --stream CCRELAY_EVENTS --start-sequence "$seq" --count 5); echo "$out"
+# 'nats stream view' pages on a terminal; in a script, read the stream to its end instead.
+out=$(nats sub 'ccrelay.in.>' --stream CCRELAY_EVENTS --start-sequence "$seq" --terminate-at-end --wait 2s); echo "$out"
 has "01QUICKSTART$run" "$out" || fail "this run's inbound message is not in the stream from seq $seq"
 out=$(nats stream get CCRELAY_EVENTS "$seq"); echo "$out"
 has "01QUICKSTART$run" "$out" || fail "seq $seq is not this run's inbound message"
