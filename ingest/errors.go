@@ -62,10 +62,36 @@ func BadPayload(err error) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: CodeInvalidPayload, Message: err.Error(), Err: err}
 }
 
-// Unauthorized answers 401 with the given challenge.
+// RefusedMessage is the message of every 401.
+const RefusedMessage = "the credentials or signature are missing or refused; the ingest log says why under this answer's X-Request-Id"
+
+// Unauthorized answers 401 with the given challenges. Every 401 is the same
+// answer, CodeUnauthorized and RefusedMessage, whatever code and message
+// say: a caller must not tell a configured service from one that is not,
+// nor learn which part of its credentials was wrong. They are kept in Err
+// (a *Refusal), for the log.
 func Unauthorized(code, message string, challenges []string, cause error) *Error {
-	return &Error{Status: http.StatusUnauthorized, Code: code, Message: message, Challenges: challenges, Err: cause}
+	return &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized, Message: RefusedMessage, Challenges: challenges,
+		Err: &Refusal{Code: code, Reason: message, Err: cause}}
 }
+
+// Refusal is why a 401 was answered: logged, never sent.
+type Refusal struct {
+	// Code is the error code the reason would have had
+	// (CodeInvalidSignature, CodeStaleTimestamp, ...).
+	Code   string
+	Reason string
+	Err    error
+}
+
+func (r *Refusal) Error() string {
+	if r.Err != nil {
+		return r.Code + ": " + r.Reason + ": " + r.Err.Error()
+	}
+	return r.Code + ": " + r.Reason
+}
+
+func (r *Refusal) Unwrap() error { return r.Err }
 
 // AsError returns err as an *Error, or an internal error wrapping it.
 func AsError(err error) *Error {

@@ -30,10 +30,12 @@ type Adapter struct {
 	subjects messages.Subjects
 }
 
-// New returns the adapter. bearer may be nil.
-func New(cfg Config, bearer auth.TokenVerifier, subjects messages.Subjects) *Adapter {
+// New returns the adapter. bearer and throttle may be nil.
+func New(cfg Config, bearer auth.TokenVerifier, throttle *auth.Throttle, subjects messages.Subjects) *Adapter {
+	authn := cfg.Auth.Authenticator(bearer)
+	authn.Throttle, authn.Endpoint = throttle, messages.SourceConnect
 	return &Adapter{
-		authn:    cfg.Auth.Authenticator(bearer),
+		authn:    authn,
 		subjects: subjects,
 	}
 }

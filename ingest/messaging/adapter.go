@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/ingest/sinch"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/secret"
@@ -37,6 +38,10 @@ type Config struct {
 	// APIKeys are the keys of services that send one in APIKeyHeader.
 	APIKeys      secret.Assignments `env:"MESSAGING_API_KEYS" help:"secret: 'type/service=key,...' of services that send an API key"`
 	APIKeyHeader string             `env:"MESSAGING_API_KEY_HEADER" envDefault:"x-api-key" help:"header carrying the API key of 'CCRELAY_MESSAGING_API_KEYS'"`
+	// SharedKeys are the secrets of Twilio SharedKeys, for services whose
+	// webhooks a Twilio Webhook Setting signs with one instead of the auth
+	// token (X-Twilio-Webhooks-Signature-Settings): "twilio/us=secret".
+	SharedKeys secret.Assignments `env:"MESSAGING_TWILIO_SHARED_KEYS" help:"secret: 'twilio/service=secret,...': the SharedKey secret of Twilio services whose Webhook Setting signs with a SharedKey (HMAC_SHA256) instead of the auth token, which the service still needs"`
 	// PublicURL is ccrelay's URL as the providers call it
 	// (https://relay.example.com): Twilio signs the URL it called, which a
 	// proxy in front of ccrelay changes, so it is configured, never taken
@@ -56,6 +61,7 @@ func (c Config) Validate() error {
 		{"CCRELAY_MESSAGING_VERIFY_TOKENS", c.VerifyTokens.Names()},
 		{"CCRELAY_MESSAGING_BASIC_USERS", c.BasicUsers.Names()},
 		{"CCRELAY_MESSAGING_API_KEYS", c.APIKeys.Names()},
+		{"CCRELAY_MESSAGING_TWILIO_SHARED_KEYS", c.SharedKeys.Names()},
 	}
 	for _, set := range sets {
 		for _, key := range set.names {
@@ -66,8 +72,14 @@ func (c Config) Validate() error {
 			switch {
 			case set.name == "CCRELAY_MESSAGING_VERIFY_TOKENS" && typ != messages.MessagingFacebook:
 				return fmt.Errorf("%s: %q: only facebook services have a verification handshake", set.name, key)
+			case set.name == "CCRELAY_MESSAGING_TWILIO_SHARED_KEYS" && typ != messages.MessagingTwilio:
+				return fmt.Errorf("%s: %q: only twilio services are signed with SharedKeys", set.name, key)
 			case (typ == messages.MessagingTwilio || typ == messages.MessagingFacebook) && c.Secrets[key] == "":
 				return fmt.Errorf("CCRELAY_MESSAGING_SECRETS: %q has no signing secret; %s webhooks are checked by their signature", key, typ)
+			case !c.guarded(typ, key):
+				// ccrelay never runs open: a secret is no guard where
+				// the provider signs nothing.
+				return fmt.Errorf("%s: %q: %s webhooks carry no signature, so the service needs CCRELAY_MESSAGING_BASIC_USERS or CCRELAY_MESSAGING_API_KEYS, or anyone could post to it", set.name, key, typ)
 			}
 		}
 	}
@@ -95,6 +107,26 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// signed reports whether webhooks of typ carry a signature ccrelay checks
+// with the service's secret.
+func signed(typ string) bool {
+	switch typ {
+	case messages.MessagingTwilio, messages.MessagingFacebook, messages.MessagingSinchSMS:
+		return true
+	}
+	return false
+}
+
+// guarded reports whether something checks the requests of service key of
+// type typ: basic or an API key, or the signature of a signed type made
+// with its secret.
+func (c Config) guarded(typ, key string) bool {
+	_, b := c.BasicUsers[key]
+	_, k := c.APIKeys[key]
+	_, s := c.Secrets[key]
+	return b || k || (s && signed(typ))
+}
+
 // Configured reports whether any service is configured.
 func (c Config) Configured() bool {
 	return len(c.Secrets) > 0 || len(c.BasicUsers) > 0 || len(c.APIKeys) > 0
@@ -120,11 +152,13 @@ type Adapter struct {
 	cfg      Config
 	subjects messages.Subjects
 	metrics  *ingest.Metrics
+	throttle *auth.Throttle
 }
 
-// New returns the adapter.
-func New(cfg Config, subjects messages.Subjects, m *ingest.Metrics) *Adapter {
-	return &Adapter{cfg: cfg, subjects: subjects, metrics: m}
+// New returns the adapter. throttle (nil: none) slows down repeated wrong
+// passwords and API keys from one client address.
+func New(cfg Config, subjects messages.Subjects, m *ingest.Metrics, throttle *auth.Throttle) *Adapter {
+	return &Adapter{cfg: cfg, subjects: subjects, metrics: m, throttle: throttle}
 }
 
 // Source implements ingest.Adapter.
@@ -137,21 +171,97 @@ func (a *Adapter) Rules() ingest.Rules {
 
 var challenge = []string{`Basic realm="ccrelay", charset="UTF-8"`}
 
+// sinchChallenge is what sinch.VerifyRequest refuses signed Sinch SMS
+// callbacks with (TestUnguardedRefusedAsConfigured holds the two alike).
+var sinchChallenge = []string{`Sinch-Signature realm="ccrelay"`}
+
 // key returns the "type/service" of r, or an error for a type ccrelay does
-// not take or a service nothing is configured for.
+// not take or a service nothing guards: one not configured, or one whose
+// only credential is a secret its type does not sign with (Validate
+// refuses that configuration; this refuses it again, whatever built the
+// adapter). Such a service is refused as one of its type that is
+// configured would refuse wrong credentials: the same answer, the same
+// challenge, and the same slowing down.
 func (a *Adapter) key(r *http.Request) (typ, service, key string, err error) {
 	typ, service = r.PathValue("type"), r.PathValue("service")
 	if !messages.IsMessagingType(typ) {
 		return "", "", "", ingest.Errorf(http.StatusNotFound, ingest.CodeNotFound, "no such messaging service type; use one of %s (Sinch Conversation API: /v1/sinch/{service})", strings.Join(messages.MessagingTypes(), ", "))
 	}
 	key = typ + "/" + service
-	_, s := a.cfg.Secrets[key]
-	_, b := a.cfg.BasicUsers[key]
-	_, k := a.cfg.APIKeys[key]
-	if !s && !b && !k {
-		return "", "", "", ingest.Unauthorized(ingest.CodeUnauthorized, "no credentials are configured for this messaging service", challenge, nil)
+	if !a.cfg.guarded(typ, key) {
+		return "", "", "", a.refuseUnguarded(r, typ)
 	}
 	return typ, service, key, nil
+}
+
+// refuseUnguarded is the refusal of a request to a service nothing
+// guards, made like that of a configured service of the type.
+func (a *Adapter) refuseUnguarded(r *http.Request, typ string) error {
+	const reason = "no credentials are configured for this messaging service"
+	switch {
+	case typ == messages.MessagingTwilio, typ == messages.MessagingFacebook:
+		// Signatures are refused without a challenge, and not slowed
+		// down: they cannot be guessed.
+		return ingest.Unauthorized(ingest.CodeUnauthorized, reason, nil, nil)
+	case typ == messages.MessagingSinchSMS && r.Header.Get(signature.SinchHeaderSignature) != "":
+		return ingest.Unauthorized(ingest.CodeUnauthorized, reason, sinchChallenge, nil)
+	}
+	ticket, err := a.throttle.Take(r, messages.SourceMessaging)
+	if err != nil {
+		return throttled(err)
+	}
+	if !a.carriesPassword(r) {
+		ticket.Refund()
+	}
+	return ingest.Unauthorized(ingest.CodeUnauthorized, reason, challenge, nil)
+}
+
+// checkPasswords checks the basic credentials and the API key the service
+// is configured with, all that are, slowing down an address that keeps
+// failing. A request carrying neither costs the address nothing: it is
+// the first of a basic handshake.
+func (a *Adapter) checkPasswords(r *http.Request, key string) error {
+	user, pass, basic := a.cfg.BasicUsers.UserPassword(key)
+	want, apiKey := a.cfg.APIKeys[key]
+	if !basic && !apiKey {
+		return nil
+	}
+	ticket, err := a.throttle.Take(r, messages.SourceMessaging)
+	if err != nil {
+		return throttled(err)
+	}
+	if basic {
+		u, p, given := r.BasicAuth()
+		// Both compared, in constant time, whatever the first says.
+		okUser := secret.Secret(user).Matches(u)
+		okPass := pass.Matches(p)
+		if !given || !okUser || !okPass {
+			if !a.carriesPassword(r) {
+				ticket.Refund()
+			}
+			return ingest.Unauthorized(ingest.CodeUnauthorized, "basic credentials are missing or wrong", challenge, nil)
+		}
+	}
+	if apiKey && !want.Matches(r.Header.Get(a.cfg.APIKeyHeader)) {
+		if !a.carriesPassword(r) {
+			ticket.Refund()
+		}
+		return ingest.Unauthorized(ingest.CodeUnauthorized, "the API key is missing or wrong", challenge, nil)
+	}
+	ticket.Refund()
+	return nil
+}
+
+func (a *Adapter) carriesPassword(r *http.Request) bool {
+	return r.Header.Get("Authorization") != "" || r.Header.Get(a.cfg.APIKeyHeader) != ""
+}
+
+func throttled(err error) error {
+	var te *auth.ThrottledError
+	if errors.As(err, &te) {
+		return ingest.Throttled(te)
+	}
+	return err
 }
 
 // Authorize checks basic and API key credentials before the body is read;
@@ -161,17 +271,8 @@ func (a *Adapter) Authorize(r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if user, pass, ok := a.cfg.BasicUsers.UserPassword(key); ok {
-		u, p, given := r.BasicAuth()
-		// Both compared, in constant time, whatever the first says.
-		okUser := secret.Secret(user).Matches(u)
-		okPass := pass.Matches(p)
-		if !given || !okUser || !okPass {
-			return ingest.Unauthorized(ingest.CodeUnauthorized, "basic credentials are missing or wrong", challenge, nil)
-		}
-	}
-	if want, ok := a.cfg.APIKeys[key]; ok && !want.Matches(r.Header.Get(a.cfg.APIKeyHeader)) {
-		return ingest.Unauthorized(ingest.CodeUnauthorized, "the API key is missing or wrong", challenge, nil)
+	if err := a.checkPasswords(r, key); err != nil {
+		return err
 	}
 	return nil
 }
@@ -200,7 +301,7 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 			return nil, fmt.Errorf("%w: the body is not form-encoded: %w", messages.ErrInvalidPayload, err)
 		}
 		sig := r.Header.Get(signature.HeaderTwilioSignature)
-		if !signature.TwilioVerify(a.cfg.Secrets[key].Reveal(), a.requestURL(r), form, sig) {
+		if !signature.TwilioVerifyRequest(r.Header, a.cfg.Secrets[key].Reveal(), a.cfg.SharedKeys[key].Reveal(), a.requestURL(r), form) {
 			return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the X-Twilio-Signature does not match (it is computed over CCRELAY_PUBLIC_URL and the path Twilio called)", nil, nil)
 		}
 		kept[signature.HeaderTwilioSignature] = sig

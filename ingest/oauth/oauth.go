@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -137,28 +138,31 @@ var asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", 
 
 // Issuer issues and verifies tokens.
 type Issuer struct {
-	cfg     Config
-	clients map[string]client
-	key     []byte
-	jwks    keyfunc.Keyfunc
-	now     func() time.Time
-	logger  *slog.Logger
-	issued  *prometheus.CounterVec
-	parser  *jwt.Parser
-	eparser *jwt.Parser
+	cfg      Config
+	throttle *auth.Throttle
+	clients  map[string]client
+	key      []byte
+	jwks     keyfunc.Keyfunc
+	now      func() time.Time
+	logger   *slog.Logger
+	issued   *prometheus.CounterVec
+	parser   *jwt.Parser
+	eparser  *jwt.Parser
 }
 
 // New returns an Issuer. With a JWKS URL it starts refreshing the key set in
 // the background until ctx ends; the first fetch failing is not fatal
-// (tokens are refused until a fetch succeeds).
-func New(ctx context.Context, cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Issuer, error) {
+// (tokens are refused until a fetch succeeds). throttle (nil: none) slows
+// down repeated wrong client secrets from one address.
+func New(ctx context.Context, cfg Config, throttle *auth.Throttle, reg prometheus.Registerer, logger *slog.Logger) (*Issuer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	is := &Issuer{
-		cfg:    cfg,
-		now:    time.Now,
-		logger: logger,
+		cfg:      cfg,
+		throttle: throttle,
+		now:      time.Now,
+		logger:   logger,
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccrelay_oauth_token_requests_total",
 			Help: "Token endpoint requests by outcome (issued or the RFC 6749 error code).",
@@ -423,11 +427,28 @@ func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnauthorized, "invalid_client", "client authentication is required")
 		return
 	}
+	ticket, err := is.throttle.Take(r, "oauth")
+	var throttled *auth.ThrottledError
+	if errors.As(err, &throttled) {
+		// RFC 8628's slow_down, registered for the token endpoint: the
+		// client is to wait before it asks again.
+		w.Header().Set("Retry-After", strconv.Itoa(int((throttled.RetryAfter+time.Second-1)/time.Second)))
+		is.issued.WithLabelValues("slow_down").Inc()
+		is.logger.Info("token request refused", "error_code", "slow_down", "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusTooManyRequests, tokenError{Error: "slow_down", Description: "too many failed client authentications from this address; retry later"})
+		return
+	}
 	cl, known := is.clients[id]
-	if !known || !cl.secret.Matches(secret) {
+	if !known {
+		// An unknown client costs what a wrong secret does, so the time
+		// does not tell which clients exist.
+		cl.secret = "\x00unknown client"
+	}
+	if ok := cl.secret.Matches(secret); !ok || !known {
 		fail(http.StatusUnauthorized, "invalid_client", "client authentication failed")
 		return
 	}
+	ticket.Refund()
 	tok, ttl, err := is.Issue(id)
 	if err != nil {
 		is.issued.WithLabelValues("server_error").Inc()

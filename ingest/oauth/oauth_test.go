@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +16,10 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/ingest/oauth"
 	"github.com/ccrelay/ccrelay/messages/secret"
+	"github.com/ccrelay/ccrelay/test/metricstest"
 )
 
 func issuer(t *testing.T, clients string, signingKey secret.Secret) *oauth.Issuer {
@@ -23,7 +28,7 @@ func issuer(t *testing.T, clients string, signingKey secret.Secret) *oauth.Issue
 	if err := c.UnmarshalText([]byte(clients)); err != nil {
 		t.Fatal(err)
 	}
-	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, SigningKey: signingKey, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
+	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, SigningKey: signingKey, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour}, nil,
 		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -204,10 +209,75 @@ func FuzzVerify(f *testing.F) {
 func issuerF(f testing.TB) *oauth.Issuer {
 	var c secret.Credentials
 	_ = c.UnmarshalText([]byte("c1@contactpro:s1"))
-	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour},
+	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour}, nil,
 		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		f.Fatal(err)
 	}
 	return is
+}
+
+// TestTokenEndpointSlowsDownGuessing: over real HTTP, an address that
+// sends wrong client secrets is answered 429 slow_down with Retry-After
+// after the burst, without its secrets being checked (the right one
+// included); another address is not slowed, and an unknown client costs a
+// failure like a wrong secret.
+func TestTokenEndpointSlowsDownGuessing(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var proxies auth.Proxies
+	_ = proxies.UnmarshalText([]byte("loopback")) // the test server's peer
+	th, err := auth.NewThrottle(auth.ThrottleConfig{Burst: 5, Interval: time.Minute, TrustedProxies: proxies}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c secret.Credentials
+	_ = c.UnmarshalText([]byte("c1@contactpro:s1"))
+	is, err := oauth.New(context.Background(), oauth.Config{Clients: c, TokenTTL: 15 * time.Minute, JWKSRefresh: time.Hour}, th,
+		reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(is)
+	defer srv.Close()
+	ask := func(from, id, sec string) *http.Response {
+		body := url.Values{"grant_type": {"client_credentials"}, "client_id": {id}, "client_secret": {sec}}.Encode()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Forwarded-For", from)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp
+	}
+	for i := range 5 {
+		id := "c1"
+		if i%2 == 1 {
+			id = "nobody"
+		}
+		if r := ask("198.51.100.1", id, "wrong"); r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d", i+1, r.StatusCode)
+		}
+	}
+	start := time.Now()
+	for i := range 1000 {
+		r := ask("198.51.100.1", "c1", "wrong")
+		if r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("guess %d after the burst: %d (Retry-After %q)", i+6, r.StatusCode, r.Header.Get("Retry-After"))
+		}
+	}
+	t.Logf("1,000 guesses after the burst answered 429 in %s, none checked", time.Since(start))
+	if r := ask("198.51.100.1", "c1", "s1"); r.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the right secret from the throttled address: %d, want 429 (it is not checked)", r.StatusCode)
+	}
+	if r := ask("198.51.100.2", "c1", "s1"); r.StatusCode != http.StatusOK {
+		t.Errorf("the right secret from another address: %d", r.StatusCode)
+	}
+	if got := metricstest.Value(t, reg, "ccrelay_auth_throttled_total", map[string]string{"endpoint": "oauth"}); got != 1001 {
+		t.Errorf("ccrelay_auth_throttled_total{endpoint=oauth} = %v, want 1001", got)
+	}
+	if got := metricstest.Value(t, reg, "ccrelay_oauth_token_requests_total", map[string]string{"outcome": "slow_down"}); got != 1001 {
+		t.Errorf("ccrelay_oauth_token_requests_total{outcome=slow_down} = %v, want 1001", got)
+	}
 }

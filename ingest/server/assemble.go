@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/ingest"
+	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/ingest/connect"
 	"github.com/ccrelay/ccrelay/ingest/contactpro"
 	"github.com/ccrelay/ccrelay/ingest/messaging"
@@ -26,7 +27,9 @@ type Settings struct {
 	Connect    connect.Config
 	Messaging  messaging.Config
 	OAuth      oauth.Config
-	SealKeys   seal.KeyRing
+	// Throttle slows down repeated credential failures per client address.
+	Throttle auth.ThrottleConfig
+	SealKeys seal.KeyRing
 }
 
 // Assemble builds the ingest server on js: it makes sure the streams exist
@@ -42,7 +45,15 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	if err := messages.EnsureStreams(ctx, w, js, st.Streams); err != nil {
 		return nil, err
 	}
-	issuer, err := oauth.New(ctx, st.OAuth, reg, logger)
+	throttle, err := auth.NewThrottle(st.Throttle, reg)
+	if err != nil {
+		return nil, err
+	}
+	issuer, err := oauth.New(ctx, st.OAuth, throttle, reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	digest, err := st.ContactPro.ProvisionDigest(ctx, w, js, st.Streams)
 	if err != nil {
 		return nil, err
 	}
@@ -50,12 +61,19 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	m := ingest.NewMetrics(reg)
 	pub := ingest.NewPublisher(broker, subjects, st.HTTP.PublishTimeout, m)
 	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: st.HTTP.MaxBodyBytes, RetryAfter: st.HTTP.RetryAfter}, pub, m, logger)
+	contactPro, err := contactpro.New(st.ContactPro, contactpro.Deps{
+		Bearer: issuer.For(oauth.EndpointContactPro), Throttle: throttle, Digest: digest,
+		Keys: st.SealKeys, Subjects: subjects, Metrics: m, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	return New(st.HTTP, Routes{
 		Pipeline:   pipeline,
 		Sinch:      sinch.New(st.Sinch, subjects),
-		ContactPro: contactpro.New(st.ContactPro, issuer.For(oauth.EndpointContactPro), st.SealKeys, subjects, m, logger),
-		Connect:    connect.New(st.Connect, issuer.For(oauth.EndpointConnect), subjects),
-		Messaging:  messaging.New(st.Messaging, subjects, m),
+		ContactPro: contactPro,
+		Connect:    connect.New(st.Connect, issuer.For(oauth.EndpointConnect), throttle, subjects),
+		Messaging:  messaging.New(st.Messaging, subjects, m, throttle),
 		Token:      issuer,
 		Ready:      pub,
 	}, logger), nil

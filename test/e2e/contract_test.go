@@ -180,7 +180,9 @@ func contractEndpoints() []contractEndpoint {
 				challenge = c
 			}
 		}
-		return withHeader(jsonHeader(), "Authorization", digestAnswer(t, challenge, http.MethodPost, path, cpDigestUser, cpDigestPassword)), body
+		// qop=auth-int, which covers the body (qop=auth does not: only
+		// its nonce count keeps it from being sent again).
+		return withHeader(jsonHeader(), "Authorization", digestAuthInt(t, challenge, http.MethodPost, path, cpDigestUser, cpDigestPassword, body, 1)), body
 	}
 	const cpPath = "/v1/contactpro/chat-attachments/Ended"
 	return []contractEndpoint{

@@ -187,7 +187,7 @@ func messagingSuite(t *testing.T, natsURL string) {
 		body := messagingFixture(t, "sinchsms_mo_text.json")
 		signer := &sinchtest.Signer{Secret: smsSecret}
 		checkStored(t, d.post("/v1/messaging/sinchsms/eu", signer.Headers(body, time.Now()), body), body, "sinchsms", "eu", messages.ContentTypeJSON, nil)
-		if r := d.post("/v1/messaging/sinchsms/eu", signer.Headers(body, time.Now().Add(-time.Hour)), body); r.status != http.StatusUnauthorized || r.code(t) != "stale_timestamp" {
+		if r := d.post("/v1/messaging/sinchsms/eu", signer.Headers(body, time.Now().Add(-time.Hour)), body); r.status != http.StatusUnauthorized || r.code(t) != "unauthorized" {
 			t.Errorf("stale: status %d %s", r.status, r.body)
 		}
 		dr := messagingFixture(t, "sinchsms_recipient_delivery_report.json")

@@ -75,6 +75,7 @@ func (c *Config) sections() []section {
 		{"Amazon Connect", &in.Connect},
 		{"Messaging services", &in.Messaging},
 		{"OAuth", &in.OAuth},
+		{"Refused credentials", &in.Throttle},
 		{"Sealed credentials", &c.seal},
 		{"Processors", &pr.Runtime},
 		{"SAP C4C", &pr.C4C},
@@ -179,7 +180,7 @@ func envKey(t reflect.Type, field, prefix string) (string, bool) {
 
 func (c *Config) validate() error {
 	in := &c.Ingest
-	for _, v := range []interface{ Validate() error }{c.Broker, in.Streams, in.Sinch, in.Messaging, in.OAuth} {
+	for _, v := range []interface{ Validate() error }{c.Broker, in.Streams, in.Sinch, in.ContactPro, in.Messaging, in.OAuth, in.Throttle} {
 		if err := v.Validate(); err != nil {
 			return err
 		}
