@@ -44,7 +44,7 @@ func TestDecodeSinchInboundKinds(t *testing.T) {
 			t.Errorf("kind %q, want %q", got, c.kind)
 		}
 		expect.All(t,
-			expect.Check{Name: c.kind + ": dedup id", Got: cb.DedupID([]byte(body)), Want: "sinch:inbound:M1"},
+			expect.Check{Name: c.kind + ": dedup id", Got: cb.DedupID("eu", []byte(body)), Want: "sinch:eu:inbound:M1"},
 			expect.Check{Name: c.kind + ": app id", Got: cb.AppID, Want: "APP"},
 			expect.Check{Name: c.kind + ": channel", Got: cb.Message.ChannelIdentity.Channel, Want: "WHATSAPP"},
 		)
@@ -75,8 +75,8 @@ func TestDecodeSinchDelivery(t *testing.T) {
 		expect.Check{Name: "reason code", Got: r.Reason.Code, Want: "RECIPIENT_NOT_OPTED_IN"},
 		expect.Check{Name: "reason sub code", Got: r.Reason.SubCode, Want: "UNSPECIFIED_SUB_CODE"},
 	)
-	if cb.DedupID(body) != "sinch:delivery:M9:FAILED:SMS" {
-		t.Errorf("dedup %q", cb.DedupID(body))
+	if cb.DedupID("eu", body) != "sinch:eu:delivery:M9:FAILED:SMS" {
+		t.Errorf("dedup %q", cb.DedupID("eu", body))
 	}
 	if !cb.Time().Equal(time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)) {
 		t.Errorf("time falls back to accepted_time: %v", cb.Time())
@@ -100,8 +100,8 @@ func TestDecodeSinchOtherTriggers(t *testing.T) {
 		if cb.Trigger != want {
 			t.Errorf("%s: trigger %q, want %q", key, cb.Trigger, want)
 		}
-		if want := "sinch:" + strings.ToLower(string(want)) + ":" + messages.BodyDigest(body); cb.DedupID(body) != want {
-			t.Errorf("%s: dedup id %q, want %q", key, cb.DedupID(body), want)
+		if want := "sinch:eu:" + strings.ToLower(string(want)) + ":" + messages.BodyDigest(body); cb.DedupID("eu", body) != want {
+			t.Errorf("%s: dedup id %q, want %q", key, cb.DedupID("eu", body), want)
 		}
 	}
 	cb, err := messages.DecodeSinchCallback([]byte(`{"app_id":"A","new_a":{},"new_b":{}}`))
@@ -256,17 +256,17 @@ func FuzzDecodeSinchCallback(f *testing.F) {
 			}
 			return
 		}
-		if cb.Trigger == "" || !strings.HasPrefix(cb.DedupID(body), "sinch:") {
+		if cb.Trigger == "" || !strings.HasPrefix(cb.DedupID("eu", body), "sinch:eu:") {
 			t.Fatalf("accepted without trigger or dedup id: %+v", cb)
 		}
 		s, _ := messages.NewSubjects("ccrelay")
-		subj := s.Sinch(string(cb.Trigger), cb.AppID, messages.Partition(cb.SinchConversation()))
+		subj := s.Sinch(string(cb.Trigger), "eu", cb.AppID, messages.Partition(cb.SinchConversation()))
 		for _, tok := range strings.Split(subj, ".") {
 			if len(tok) > messages.MaxTokenBytes || tok == "" {
 				t.Fatalf("subject %q has a token out of bounds", subj)
 			}
 		}
-		id := cb.DedupID(body)
+		id := cb.DedupID("eu", body)
 		for i := 0; i < len(id); i++ {
 			if id[i] < 0x20 || id[i] == 0x7f {
 				t.Fatalf("control character in dedup id %q", id)
@@ -310,7 +310,7 @@ func BenchmarkRouteSinchCallback(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(benchInbound)))
 	for b.Loop() {
-		if _, err := messages.RouteSinchCallback(benchInbound); err != nil {
+		if _, err := messages.RouteSinchCallback("eu", benchInbound); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -23,18 +23,24 @@ type Identity struct {
 	ID string
 }
 
-// Address is a stored event's subject taken apart: its source and its two
+// Address is a stored event's subject taken apart: its source and its
 // tokens, unescaped.
 type Address struct {
 	// Source is SourceSinch, SourceContactPro or SourceConnect.
 	Source string
 	// Kind is the first token after the source: the lower-case Sinch
-	// trigger, the Contact Pro integration or ConnectContactLens.
+	// trigger, the messaging service type, the Contact Pro integration or
+	// the Connect kind (ConnectContactLens, ...).
 	Kind string
-	// Name is the second token: the Sinch app id (SinchProjectApp for
-	// project-level callbacks), the messaging service, the Contact Pro
-	// event or the Connect instance id.
+	// Name is the Sinch app id (SinchProjectApp for project-level
+	// callbacks), the messaging service, the Contact Pro event, the
+	// Connect instance id or bucket.
 	Name string
+	// Service is the service of a source that has services: the Sinch
+	// service (the {service} of /v1/sinch/{service}) or the messaging
+	// service (Name). It is empty for Sinch callbacks stored before
+	// subjects named it.
+	Service string
 	// Partition is the conversation partition token of events relayed to
 	// Contact Pro (Sinch callbacks, messaging webhooks); empty for Sinch
 	// callbacks stored before it existed.
@@ -44,35 +50,49 @@ type Address struct {
 // Parse takes apart a subject of the events stream. It fails with
 // ErrUnknownSubject on a subject outside the contract: another prefix, the
 // dead-letter subjects, a wrong number of tokens or a token EscapeToken
-// cannot have produced.
+// cannot have produced. Sinch subjects come in three shapes:
+// <trigger>.<service>.<app>.<partition>, and, stored by earlier releases,
+// <trigger>.<app>.<partition> and <trigger>.<app>.
 func (s Subjects) Parse(subject string) (Address, error) {
+	unknown := func() error { return fmt.Errorf("%w: %q", ErrUnknownSubject, subject) }
 	rest, ok := strings.CutPrefix(subject, s.Prefix()+".in.")
 	if !ok {
-		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+		return Address{}, unknown()
 	}
-	source, rest, _ := strings.Cut(rest, ".")
-	kind, name, ok := strings.Cut(rest, ".")
-	if !ok || kind == "" || name == "" {
-		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
-	}
-	name, part, parted := strings.Cut(name, ".")
-	switch {
-	case source == SourceMessaging && parted, source == SourceSinch:
-		if parted && !validPartition(part) {
-			return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+	var arr [5]string
+	toks := arr[:0]
+	for tok := range strings.SplitSeq(rest, ".") {
+		if tok == "" || len(toks) == len(arr) {
+			return Address{}, unknown()
 		}
-	case (source == SourceContactPro || source == SourceConnect) && !parted:
+		toks = append(toks, tok)
+	}
+	a := Address{Source: toks[0]}
+	var names []*string // the escaped tokens, in order
+	switch n := len(toks); {
+	case a.Source == SourceSinch && n == 5:
+		names, a.Partition = []*string{&a.Kind, &a.Service, &a.Name}, toks[4]
+	case a.Source == SourceSinch && n == 4, a.Source == SourceMessaging && n == 4:
+		names, a.Partition = []*string{&a.Kind, &a.Name}, toks[3]
+	case a.Source == SourceSinch && n == 3, (a.Source == SourceContactPro || a.Source == SourceConnect) && n == 3:
+		names = []*string{&a.Kind, &a.Name}
 	default:
-		return Address{}, fmt.Errorf("%w: %q", ErrUnknownSubject, subject)
+		return Address{}, unknown()
 	}
-	var err error
-	if kind, err = UnescapeToken(kind); err != nil {
-		return Address{}, fmt.Errorf("%w: %w", ErrUnknownSubject, err)
+	if a.Partition != "" && !validPartition(a.Partition) {
+		return Address{}, unknown()
 	}
-	if name, err = UnescapeToken(name); err != nil {
-		return Address{}, fmt.Errorf("%w: %w", ErrUnknownSubject, err)
+	for i, dst := range names {
+		v, err := UnescapeToken(toks[1+i])
+		if err != nil {
+			return Address{}, fmt.Errorf("%w: %w", ErrUnknownSubject, err)
+		}
+		*dst = v
 	}
-	return Address{Source: source, Kind: kind, Name: name, Partition: part}, nil
+	if a.Source == SourceMessaging {
+		a.Service = a.Name
+	}
+	return a, nil
 }
 
 // validPartition reports whether tok is a token Partition returns.
@@ -97,7 +117,9 @@ func (s Subjects) Identify(subject string, body []byte) (Identity, error) {
 	}
 	switch a.Source {
 	case SourceSinch:
-		r, err := RouteSinchCallback(body)
+		// The service is the subject's; a subject of an earlier release
+		// names none, and derives the id its event was stored under.
+		r, err := RouteSinchCallback(a.Service, body)
 		if err != nil {
 			return Identity{}, err
 		}

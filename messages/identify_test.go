@@ -17,7 +17,11 @@ func TestIdentify(t *testing.T) {
 		body    []byte
 		want    messages.Identity
 	}{
-		{s.Sinch("MESSAGE_DELIVERY", "A.1", "07"), sinch, messages.Identity{Source: "sinch", Kind: "message_delivery", ID: "sinch:delivery:M:READ:"}},
+		{s.Sinch("MESSAGE_DELIVERY", "eu", "A.1", "07"), sinch, messages.Identity{Source: "sinch", Kind: "message_delivery", ID: "sinch:eu:delivery:M:READ:"}},
+		// Stored before subjects named the service: the id it was stored
+		// under.
+		{"ccrelay.in.sinch.message_delivery.A%2E1.07", sinch, messages.Identity{Source: "sinch", Kind: "message_delivery", ID: "sinch:delivery:M:READ:"}},
+		{s.Messaging("social365", "hub", "1f"), cp, messages.Identity{Source: "messaging", Kind: "social365", ID: "messaging:social365:hub:" + messages.BodyDigest(cp)}},
 		{s.ContactPro("chat-attachments", "Ended"), cp, messages.Identity{Source: "contactpro", Kind: "chat-attachments.ended", ID: cpCall(t, "chat-attachments", "ended", cp).DedupID()}},
 		{s.ContactLens("I"), cl, messages.Identity{Source: "connect", Kind: "contactlens", ID: "connect::E"}},
 	} {
@@ -54,12 +58,13 @@ func TestParse(t *testing.T) {
 		subject string
 		want    messages.Address
 	}{
-		{s.Sinch("MESSAGE_INBOUND", "app.1 *", "a0"), messages.Address{Source: "sinch", Kind: "message_inbound", Name: "app.1 *", Partition: "a0"}},
-		{s.Sinch("CONTACT_CREATE_NOTIFICATION", "", "00"), messages.Address{Source: "sinch", Kind: "contact_create_notification", Name: messages.SinchProjectApp, Partition: "00"}},
+		{s.Sinch("MESSAGE_INBOUND", "svc.1", "app.1 *", "a0"), messages.Address{Source: "sinch", Kind: "message_inbound", Name: "app.1 *", Service: "svc.1", Partition: "a0"}},
+		{s.Sinch("CONTACT_CREATE_NOTIFICATION", "eu", "", "00"), messages.Address{Source: "sinch", Kind: "contact_create_notification", Name: messages.SinchProjectApp, Service: "eu", Partition: "00"}},
+		{"acme.cc.in.sinch.message_inbound.A.a0", messages.Address{Source: "sinch", Kind: "message_inbound", Name: "A", Partition: "a0"}}, // stored before services
 		{s.ContactPro("Chat-Attachments", ""), messages.Address{Source: "contactpro", Kind: "chat-attachments", Name: messages.ContactProNoEvent}},
 		{s.ContactLens("b1e4"), messages.Address{Source: "connect", Kind: "contactlens", Name: "b1e4"}},
 		{"acme.cc.in.sinch.message_inbound.A", messages.Address{Source: "sinch", Kind: "message_inbound", Name: "A"}}, // stored before partitions
-		{s.Messaging("twilio", "us-east", "0c"), messages.Address{Source: "messaging", Kind: "twilio", Name: "us-east", Partition: "0c"}},
+		{s.Messaging("twilio", "us-east", "0c"), messages.Address{Source: "messaging", Kind: "twilio", Name: "us-east", Service: "us-east", Partition: "0c"}},
 	} {
 		got, err := s.Parse(c.subject)
 		if err != nil {
@@ -71,18 +76,20 @@ func TestParse(t *testing.T) {
 		}
 	}
 	for _, subj := range []string{
-		"ccrelay.in.sinch.x.y",      // another prefix
-		"acme.cc.dlq.attachments",   // not inbound
-		"acme.cc.in.sinch.x",        // a token short
-		"acme.cc.in.sinch.x.y.z",    // not a partition token
-		"acme.cc.in.sinch.x.y.0A",   // upper-case partition
-		"acme.cc.in.sinch.x.y.00.0", // a token too many
-		"acme.cc.in.messaging.x.y",  // messaging without its partition
-		"acme.cc.in.connect.x.y.00", // partitions are for relayed sources only
-		"acme.cc.in.nope.x.y",       // unknown source
-		"acme.cc.in.sinch.x.%zz",    // bad escape
-		"acme.cc.in.sinch.x%41.y",   // needless escape
-		"acme.cc.in.connect..y",     // empty token
+		"ccrelay.in.sinch.x.y",        // another prefix
+		"acme.cc.dlq.attachments",     // not inbound
+		"acme.cc.in.sinch.x",          // a token short
+		"acme.cc.in.sinch.x.y.z",      // not a partition token
+		"acme.cc.in.sinch.x.y.0A",     // upper-case partition
+		"acme.cc.in.sinch.x.s.y.00.0", // a token too many
+		"acme.cc.in.sinch.x.s.y.0",    // not a partition token
+		"acme.cc.in.sinch.x.s.y.z",    // not a partition token
+		"acme.cc.in.messaging.x.y",    // messaging without its partition
+		"acme.cc.in.connect.x.y.00",   // partitions are for relayed sources only
+		"acme.cc.in.nope.x.y",         // unknown source
+		"acme.cc.in.sinch.x.%zz",      // bad escape
+		"acme.cc.in.sinch.x%41.y",     // needless escape
+		"acme.cc.in.connect..y",       // empty token
 	} {
 		if _, err := s.Parse(subj); !errors.Is(err, messages.ErrUnknownSubject) {
 			t.Errorf("Parse(%q): error %v, want ErrUnknownSubject", subj, err)

@@ -81,9 +81,17 @@ func (s Subjects) Messaging(typ, service, partition string) string {
 	return s.join(SourceMessaging, EscapeToken(typ), EscapeToken(service), partition)
 }
 
-// SinchPartitionFilter matches the Sinch callbacks of every trigger and app
-// in one conversation partition token.
-func (s Subjects) SinchPartitionFilter(token string) string {
+// SinchPartitionFilter matches the Sinch callbacks to service of every
+// trigger and app in one conversation partition token.
+func (s Subjects) SinchPartitionFilter(service, token string) string {
+	return s.join(SourceSinch, "*", EscapeToken(service), "*", token)
+}
+
+// SinchLegacyPartitionFilter matches the Sinch callbacks in one partition
+// token stored before subjects named their service
+// (<prefix>.in.sinch.<trigger>.<app>.<partition>); only their ce-source
+// names the service.
+func (s Subjects) SinchLegacyPartitionFilter(token string) string {
 	return s.join(SourceSinch, "*", "*", token)
 }
 
@@ -101,8 +109,13 @@ type Webhook struct {
 
 // DecodeWebhook reads a messaging webhook body of service type typ. The
 // body is the raw request body: form-encoded for Twilio, JSON for the
-// others. service keys the conversation of payloads that name none. Errors
-// wrap ErrInvalidPayload.
+// others. service is the {service} of the URL, the service's subject
+// token: it is part of the dedup id, so the same body sent to two services
+// is two events, and it keys the conversation of payloads that name none.
+// Errors wrap ErrInvalidPayload.
+//
+// The dedup id is "messaging:<type>:<service>:" and the provider's id (see
+// the decoders).
 func DecodeWebhook(typ, service string, body []byte) (*Webhook, error) {
 	var (
 		w   *Webhook
@@ -127,7 +140,9 @@ func DecodeWebhook(typ, service string, body []byte) (*Webhook, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.ID = "messaging:" + typ + ":" + w.ID
+	// The service as in its subject token: escaped, so no ':' in it can
+	// make one service's ids another's.
+	w.ID = SourceMessaging + ":" + typ + ":" + EscapeToken(service) + ":" + w.ID
 	if w.Conversation == "" {
 		w.Conversation = service
 	}

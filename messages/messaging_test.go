@@ -24,14 +24,14 @@ func TestDecodeWebhookFixtures(t *testing.T) {
 		typ, file string
 		want      messages.Webhook
 	}{
-		{"twilio", "twilio_inbound.form", messages.Webhook{Kind: "inbound", ID: "messaging:twilio:SMbe794ce78f6b9fdf853d2acb76c080db", Conversation: "twilio/us/+16505551199"}},
-		{"twilio", "twilio_status_delivered.form", messages.Webhook{Kind: "status", ID: "messaging:twilio:SM1342fe1b2c904d1ab04f0fc7a58abca9:delivered", Conversation: "twilio/us/+15558675310"}},
-		{"twilio", "twilio_whatsapp_media_empty_body.form", messages.Webhook{Kind: "inbound", ID: "messaging:twilio:MMc26223853f8c46b4ab7dfaa6abba0a26", Conversation: "twilio/us/whatsapp:+15005550006"}},
-		{"facebook", "messenger_message.json", messages.Webhook{Kind: "inbound", ID: "messaging:facebook:mid:mid.1457764197618:41d102a3e1ae206a38", Conversation: "facebook/us/PSID"}},
-		{"facebook", "messenger_echo.json", messages.Webhook{Kind: "other", ID: "messaging:facebook:mid:mid.1457764197618:41d102a3e1ae206a38", Conversation: "facebook/us/PSID"}},
-		{"facebook", "messenger_postback.json", messages.Webhook{Kind: "inbound", ID: "messaging:facebook:mid:m_MESSAGE-ID", Conversation: "facebook/us/PSID"}},
-		{"sinchsms", "sinchsms_mo_text.json", messages.Webhook{Kind: "inbound", ID: "messaging:sinchsms:mo:01FC66621XXXXX119Z8PMV1QPA", Conversation: "sinchsms/us/+11203494390"}},
-		{"sinchsms", "sinchsms_mo_binary.json", messages.Webhook{Kind: "inbound", ID: "messaging:sinchsms:mo:01FC66621XXXXX119Z8PMV1QPA", Conversation: "sinchsms/us/+11203494390"}},
+		{"twilio", "twilio_inbound.form", messages.Webhook{Kind: "inbound", ID: "messaging:twilio:us:SMbe794ce78f6b9fdf853d2acb76c080db", Conversation: "twilio/us/+16505551199"}},
+		{"twilio", "twilio_status_delivered.form", messages.Webhook{Kind: "status", ID: "messaging:twilio:us:SM1342fe1b2c904d1ab04f0fc7a58abca9:delivered", Conversation: "twilio/us/+15558675310"}},
+		{"twilio", "twilio_whatsapp_media_empty_body.form", messages.Webhook{Kind: "inbound", ID: "messaging:twilio:us:MMc26223853f8c46b4ab7dfaa6abba0a26", Conversation: "twilio/us/whatsapp:+15005550006"}},
+		{"facebook", "messenger_message.json", messages.Webhook{Kind: "inbound", ID: "messaging:facebook:us:mid:mid.1457764197618:41d102a3e1ae206a38", Conversation: "facebook/us/PSID"}},
+		{"facebook", "messenger_echo.json", messages.Webhook{Kind: "other", ID: "messaging:facebook:us:mid:mid.1457764197618:41d102a3e1ae206a38", Conversation: "facebook/us/PSID"}},
+		{"facebook", "messenger_postback.json", messages.Webhook{Kind: "inbound", ID: "messaging:facebook:us:mid:m_MESSAGE-ID", Conversation: "facebook/us/PSID"}},
+		{"sinchsms", "sinchsms_mo_text.json", messages.Webhook{Kind: "inbound", ID: "messaging:sinchsms:us:mo:01FC66621XXXXX119Z8PMV1QPA", Conversation: "sinchsms/us/+11203494390"}},
+		{"sinchsms", "sinchsms_mo_binary.json", messages.Webhook{Kind: "inbound", ID: "messaging:sinchsms:us:mo:01FC66621XXXXX119Z8PMV1QPA", Conversation: "sinchsms/us/+11203494390"}},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			got, err := messages.DecodeWebhook(c.typ, "us", fixture(t, c.file))
@@ -59,7 +59,7 @@ func TestDecodeWebhookFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Kind != c.kind || got.Conversation != c.conv || !strings.HasPrefix(got.ID, "messaging:"+c.typ+":") {
+			if got.Kind != c.kind || got.Conversation != c.conv || !strings.HasPrefix(got.ID, "messaging:"+c.typ+":us:") {
 				t.Errorf("got %+v, want kind %s, conversation %s", *got, c.kind, c.conv)
 			}
 			other, _ := messages.DecodeWebhook(c.typ, "us", append(body, ' '))

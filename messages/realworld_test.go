@@ -62,7 +62,7 @@ func TestSinchCallbacksAsSinchSendsThem(t *testing.T) {
 		}
 		if cb.AppID == "" {
 			projectLevel++
-			if subj := s.Sinch(string(cb.Trigger), "", "00"); !strings.HasSuffix(subj, "."+messages.SinchProjectApp+".00") {
+			if subj := s.Sinch(string(cb.Trigger), "eu", "", "00"); !strings.HasSuffix(subj, "."+messages.SinchProjectApp+".00") {
 				t.Errorf("%s: project-level subject %q", fx.name, subj)
 			}
 		}
@@ -71,7 +71,7 @@ func TestSinchCallbacksAsSinchSendsThem(t *testing.T) {
 		}
 		// The SDKs share some bodies byte for byte: the same callback again
 		// is a retry and must have the same id; any other must not.
-		id := cb.DedupID(fx.body)
+		id := cb.DedupID("eu", fx.body)
 		if prev, dup := seen[id]; dup && !bytes.Equal(prev.body, fx.body) {
 			t.Errorf("%s and %s share dedup id %q", fx.name, prev.name, id)
 		}
@@ -120,8 +120,8 @@ func TestSinchDeliveryReportsAsDocumented(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join("testdata", "sinch", "docs", "delivery_sms_reason_empty_string.json"))
 	ca, _ := messages.DecodeSinchCallback(a)
 	cbb, _ := messages.DecodeSinchCallback(b)
-	if ca.DedupID(a) == cbb.DedupID(b) {
-		t.Errorf("one message's DELIVERED on SINCH_PUSH and on SMS share dedup id %q", ca.DedupID(a))
+	if ca.DedupID("eu", a) == cbb.DedupID("eu", b) {
+		t.Errorf("one message's DELIVERED on SINCH_PUSH and on SMS share dedup id %q", ca.DedupID("eu", a))
 	}
 }
 
@@ -210,13 +210,13 @@ func TestDedupIDsNeverCross(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{cl.DedupID(), sc.DedupID(sb)} {
+	for _, id := range []string{cl.DedupID(), sc.DedupID("eu", sb)} {
 		if strings.HasPrefix(id, "contactpro:") {
 			t.Errorf("%q reads as a Contact Pro id", id)
 		}
 	}
-	if !strings.HasPrefix(cl.DedupID(), "connect:1:") || !strings.HasPrefix(sc.DedupID(sb), "sinch:inbound:") {
-		t.Errorf("ids %q %q", cl.DedupID(), sc.DedupID(sb))
+	if !strings.HasPrefix(cl.DedupID(), "connect:1:") || !strings.HasPrefix(sc.DedupID("eu", sb), "sinch:eu:inbound:") {
+		t.Errorf("ids %q %q", cl.DedupID(), sc.DedupID("eu", sb))
 	}
 	// A rule event whose account and id spell a contact's trigger id does
 	// not take it.

@@ -102,42 +102,59 @@ func (c *SinchCallback) Time() time.Time {
 	return c.AcceptedTime.Time
 }
 
-// DedupID is the callback's dedup id. Every one starts with "sinch:" and
-// names what it identifies, so no other source, and no other kind of
-// callback, can produce it:
+// DedupID is the callback's dedup id for service, the {service} of
+// /v1/sinch/{service} (the subject's service token). Every one starts with
+// "sinch:<service>:" and names what it identifies, so no other source, no
+// other service and no other kind of callback can produce it:
 //
-//   - MESSAGE_INBOUND: "sinch:inbound:" + the message id, which Sinch makes
+//   - MESSAGE_INBOUND: "inbound:" + the message id, which Sinch makes
 //     unique (a ULID) and repeats only when it retries the same callback;
-//   - MESSAGE_DELIVERY: "sinch:delivery:" + message id, status and channel,
-//     so each status of a message on each channel is kept once (a message
+//   - MESSAGE_DELIVERY: "delivery:" + message id, status and channel, so
+//     each status of a message on each channel is kept once (a message
 //     that falls back from WhatsApp to SMS is QUEUED_ON_CHANNEL twice, on
 //     two channels);
-//   - every other trigger: "sinch:" + trigger + ":" + the body's SHA-256, as
-//     such callbacks carry no id of their own: a retry is byte-identical,
-//     and two distinct events differ somewhere in the body.
+//   - every other trigger: the trigger + ":" + the body's SHA-256, as such
+//     callbacks carry no id of their own: a retry is byte-identical, and
+//     two distinct events differ somewhere in the body.
 //
-// The service of the URL is not part of it: processors must derive the same
-// id from the subject and body alone when an operator republishes a stored
-// body with the NATS CLI, and the subject does not name the service.
-func (c *SinchCallback) DedupID(body []byte) string {
+// The service is part of it because one body can reach two services (an
+// app's webhooks point at both, or whoever holds one service's secret
+// sends another's callback there first), and each must store it. Processors
+// derive the same id from the subject, which names the service, and the
+// body. An empty service gives the id of callbacks stored before subjects
+// named their service ("sinch:inbound:<message id>", ...), so their bodies
+// still derive the ids they were stored under.
+func (c *SinchCallback) DedupID(service string, body []byte) string {
 	switch {
 	case c.Message != nil:
-		return sinchInboundID(c.Message.ID)
+		return sinchInboundID(service, c.Message.ID)
 	case c.DeliveryReport != nil:
 		r := c.DeliveryReport
-		return sinchDeliveryID(r.MessageID, string(r.Status), r.ChannelIdentity.Channel)
+		return sinchDeliveryID(service, r.MessageID, string(r.Status), r.ChannelIdentity.Channel)
 	}
-	return sinchDigestID(c.Trigger, body)
+	return sinchDigestID(service, c.Trigger, body)
 }
 
-func sinchInboundID(messageID string) string { return "sinch:inbound:" + messageID }
-
-func sinchDeliveryID(messageID, status, channel string) string {
-	return "sinch:delivery:" + messageID + ":" + status + ":" + channel
+// sinchIDPrefix starts the ids of service's callbacks. The service is
+// escaped as in its subject token, so no ':' in it can make one service's
+// ids another's.
+func sinchIDPrefix(service string) string {
+	if service == "" {
+		return "sinch:"
+	}
+	return "sinch:" + EscapeToken(service) + ":"
 }
 
-func sinchDigestID(t SinchTrigger, body []byte) string {
-	return "sinch:" + strings.ToLower(string(t)) + ":" + BodyDigest(body)
+func sinchInboundID(service, messageID string) string {
+	return sinchIDPrefix(service) + "inbound:" + messageID
+}
+
+func sinchDeliveryID(service, messageID, status, channel string) string {
+	return sinchIDPrefix(service) + "delivery:" + messageID + ":" + status + ":" + channel
+}
+
+func sinchDigestID(service string, t SinchTrigger, body []byte) string {
+	return sinchIDPrefix(service) + strings.ToLower(string(t)) + ":" + BodyDigest(body)
 }
 
 // MaxIDBytes bounds every id ccrelay takes from a body into a dedup id, a

@@ -27,13 +27,14 @@ type SinchRoute struct {
 	Media bool
 }
 
-// Route is the callback's SinchRoute; body is the body it was decoded from.
-func (c *SinchCallback) Route(body []byte) SinchRoute {
+// Route is the callback's SinchRoute for service (the {service} of the
+// URL, see DedupID); body is the body it was decoded from.
+func (c *SinchCallback) Route(service string, body []byte) SinchRoute {
 	return SinchRoute{
 		Trigger:      c.Trigger,
 		Known:        c.Known,
 		AppID:        c.AppID,
-		ID:           c.DedupID(body),
+		ID:           c.DedupID(service, body),
 		Conversation: c.SinchConversation(),
 		Time:         c.Time(),
 		Media:        c.Message.Media() != nil,
@@ -41,22 +42,23 @@ func (c *SinchCallback) Route(body []byte) SinchRoute {
 }
 
 // RouteSinchCallback returns what DecodeSinchCallback(body) would give
-// ingest, the same route or the same error, at a fraction of its cost for
-// the callbacks Sinch sends: one pass over the body that reads only the
-// fields a route is made of, where encoding/json decodes every field (a
-// fifth of ingest's CPU). A body the pass is not certain of (escaped or
-// case-folded keys, duplicate keys, values of unexpected types, unknown
-// trigger keys, anything to refuse) goes to DecodeSinchCallback, which
-// decides. FuzzRouteSinchCallback holds the two to the same answers.
-func RouteSinchCallback(body []byte) (SinchRoute, error) {
-	if r, ok := scanSinchRoute(body); ok {
+// ingest for service, the same route or the same error, at a fraction of
+// its cost for the callbacks Sinch sends: one pass over the body that
+// reads only the fields a route is made of, where encoding/json decodes
+// every field (a fifth of ingest's CPU). A body the pass is not certain of
+// (escaped or case-folded keys, duplicate keys, values of unexpected
+// types, unknown trigger keys, anything to refuse) goes to
+// DecodeSinchCallback, which decides. FuzzRouteSinchCallback holds the two
+// to the same answers.
+func RouteSinchCallback(service string, body []byte) (SinchRoute, error) {
+	if r, ok := scanSinchRoute(service, body); ok {
 		return r, nil
 	}
 	cb, err := DecodeSinchCallback(body)
 	if err != nil {
 		return SinchRoute{}, err
 	}
-	return cb.Route(body), nil
+	return cb.Route(service, body), nil
 }
 
 // sinchTopKeys are the top-level keys a route is read from: the envelope,
@@ -115,10 +117,11 @@ type payloadIDs struct {
 	media                                                bool
 }
 
-// scanSinchRoute reads the route of a callback that carries only keys Sinch
-// sends, spelt as Sinch spells them, each once, with values of the
-// documented types, and that DecodeSinchCallback would accept.
-func scanSinchRoute(body []byte) (SinchRoute, bool) {
+// scanSinchRoute reads the route for service of a callback that carries
+// only keys Sinch sends, spelt as Sinch spells them, each once, with
+// values of the documented types, and that DecodeSinchCallback would
+// accept.
+func scanSinchRoute(service string, body []byte) (SinchRoute, bool) {
 	s := routeScan{b: body}
 	var (
 		r               SinchRoute
@@ -187,14 +190,14 @@ func scanSinchRoute(body []byte) (SinchRoute, bool) {
 		if ids.id == "" || checkID("", ids.id) != nil {
 			return SinchRoute{}, false
 		}
-		r.ID = sinchInboundID(ids.id)
+		r.ID = sinchInboundID(service, ids.id)
 	case TriggerMessageDelivery:
 		if ids.id == "" || ids.status == "" || checkID("", ids.id) != nil || checkID("", ids.status) != nil || checkID("", ids.channel) != nil {
 			return SinchRoute{}, false
 		}
-		r.ID = sinchDeliveryID(ids.id, ids.status, ids.channel)
+		r.ID = sinchDeliveryID(service, ids.id, ids.status, ids.channel)
 	default:
-		r.ID = sinchDigestID(r.Trigger, body)
+		r.ID = sinchDigestID(service, r.Trigger, body)
 	}
 	r.Conversation = sinchConversation(appID, ids.contact, ids.conversation, ids.channel, ids.identity)
 	return r, true

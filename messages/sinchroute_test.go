@@ -20,8 +20,8 @@ func TestRouteSinchCallbackTakesRealCallbacks(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", fx.name, err)
 		}
-		want := cb.Route(fx.body)
-		got, ok := messages.ScanSinchRoute(fx.body)
+		want := cb.Route("eu", fx.body)
+		got, ok := messages.ScanSinchRoute("eu", fx.body)
 		switch {
 		case !ok && cb.Known:
 			t.Errorf("%s: a %s callback left to encoding/json", fx.name, cb.Trigger)
@@ -30,7 +30,7 @@ func TestRouteSinchCallbackTakesRealCallbacks(t *testing.T) {
 		case ok:
 			fast++
 		}
-		if r, err := messages.RouteSinchCallback(fx.body); err != nil || r != want {
+		if r, err := messages.RouteSinchCallback("eu", fx.body); err != nil || r != want {
 			t.Errorf("%s: RouteSinchCallback %+v, %v; want %+v", fx.name, r, err, want)
 		}
 	}
@@ -57,7 +57,7 @@ func TestRouteSinchCallbackTellsMediaMessages(t *testing.T) {
 	} {
 		body := []byte(`{"app_id":"APP","message":{"id":"M1","direction":"TO_APP","contact_message":` + c.msg +
 			`,"channel_identity":{"channel":"WHATSAPP","identity":"4670"},"contact_id":"CT"}}`)
-		r, ok := messages.ScanSinchRoute(body)
+		r, ok := messages.ScanSinchRoute("eu", body)
 		if !ok || r.Media != c.media {
 			t.Errorf("%s: media %v (one pass: %v), want %v", c.msg, r.Media, ok, c.media)
 		}
@@ -85,7 +85,7 @@ func TestRouteSinchCallbackLeavesDoubtToEncodingJSON(t *testing.T) {
 		`{"app_id":"A","message":{"id":"M1","contact_message":{"Media_Message":{"url":"https://m.test/a.jpg"}}}}`,
 		`{"app_id":"A","message":{"id":"M1","contact_message":{"media_message":"https://m.test/a.jpg"}}}`,
 	} {
-		if _, ok := messages.ScanSinchRoute([]byte(body)); ok {
+		if _, ok := messages.ScanSinchRoute("eu", []byte(body)); ok {
 			t.Errorf("one pass read %s", body)
 		}
 		checkRouteMatches(t, []byte(body))
@@ -97,15 +97,15 @@ func TestRouteSinchCallbackLeavesDoubtToEncodingJSON(t *testing.T) {
 func checkRouteMatches(t *testing.T, body []byte) {
 	t.Helper()
 	cb, derr := messages.DecodeSinchCallback(body)
-	if r, ok := messages.ScanSinchRoute(body); ok {
+	if r, ok := messages.ScanSinchRoute("eu", body); ok {
 		if derr != nil {
 			t.Fatalf("one pass accepted what encoding/json refuses (%v): %q -> %+v", derr, body, r)
 		}
-		if want := cb.Route(body); r != want {
+		if want := cb.Route("eu", body); r != want {
 			t.Fatalf("%q: one pass %+v, encoding/json %+v", body, r, want)
 		}
 	}
-	r, err := messages.RouteSinchCallback(body)
+	r, err := messages.RouteSinchCallback("eu", body)
 	switch {
 	case derr != nil:
 		if err == nil || err.Error() != derr.Error() || !errors.Is(err, messages.ErrInvalidPayload) {
@@ -113,8 +113,8 @@ func checkRouteMatches(t *testing.T, body []byte) {
 		}
 	case err != nil:
 		t.Fatalf("%q: RouteSinchCallback refused (%v) what DecodeSinchCallback accepts", body, err)
-	case r != cb.Route(body):
-		t.Fatalf("%q: RouteSinchCallback %+v, want %+v", body, r, cb.Route(body))
+	case r != cb.Route("eu", body):
+		t.Fatalf("%q: RouteSinchCallback %+v, want %+v", body, r, cb.Route("eu", body))
 	}
 }
 
@@ -126,14 +126,14 @@ func TestRouteSinchCallbackRefusesControlCharacters(t *testing.T) {
 		for pad := range 17 {
 			text := strings.Repeat("é", pad%3) + strings.Repeat("x", pad) + string(c) + "y"
 			body := []byte(`{"app_id":"A","message":{"id":"M1","contact_message":{"text_message":{"text":"` + text + `"}}}}`)
-			if _, ok := messages.ScanSinchRoute(body); ok {
+			if _, ok := messages.ScanSinchRoute("eu", body); ok {
 				t.Fatalf("one pass read a string with byte %#x at offset %d", c, len(text)-2)
 			}
 			checkRouteMatches(t, body)
 		}
 	}
 	body := []byte(`{"app_id":"A","message":{"id":"M1","contact_message":{"text_message":{"text":"` + strings.Repeat("ä ~\x7f", 9) + `"}}}}`)
-	if _, ok := messages.ScanSinchRoute(body); !ok {
+	if _, ok := messages.ScanSinchRoute("eu", body); !ok {
 		t.Fatal("one pass refused a string without control characters")
 	}
 }
@@ -156,7 +156,7 @@ func FuzzRouteSinchCallback(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkRouteMatches(t, body)
-		if r, err := messages.RouteSinchCallback(body); err == nil && !strings.HasPrefix(r.ID, "sinch:") {
+		if r, err := messages.RouteSinchCallback("eu", body); err == nil && !strings.HasPrefix(r.ID, "sinch:eu:") {
 			t.Fatalf("dedup id %q", r.ID)
 		}
 	})

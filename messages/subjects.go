@@ -132,16 +132,22 @@ const SinchProjectApp = "_project"
 // before it gets near a subject.
 const MaxTokenBytes = 128
 
-// Sinch is the subject of a Sinch Conversation API callback. trigger is the
-// callback's trigger name (e.g. MESSAGE_INBOUND); it is lower-cased. An
-// empty appID is SinchProjectApp. partition is the Partition token of the
-// callback's conversation, which the relay to Contact Pro keeps in order.
-func (s Subjects) Sinch(trigger, appID, partition string) string {
+// Sinch is the subject of a Sinch Conversation API callback to service,
+// the {service} of /v1/sinch/{service}:
+//
+//	<prefix>.in.sinch.<trigger>.<service>.<app>.<partition>
+//
+// trigger is the callback's trigger name (e.g. MESSAGE_INBOUND); it is
+// lower-cased. An empty appID is SinchProjectApp. partition is the
+// Partition token of the callback's conversation, which the relay to
+// Contact Pro keeps in order. The service is in the subject because it is
+// in the dedup id: a body republished on its subject alone derives its id.
+func (s Subjects) Sinch(trigger, service, appID, partition string) string {
 	app := SinchProjectApp
 	if appID != "" {
 		app = EscapeToken(appID)
 	}
-	return s.join(SourceSinch, EscapeToken(strings.ToLower(trigger)), app, partition)
+	return s.join(SourceSinch, EscapeToken(strings.ToLower(trigger)), EscapeToken(service), app, partition)
 }
 
 // CheckToken checks that v, escaped, fits in a subject token. field names v
@@ -314,8 +320,9 @@ func unhex(c byte) int {
 	return -1
 }
 
-// SinchFilter matches the callbacks of one trigger from every app, with
-// their partition token and without (stored before it existed).
+// SinchFilter matches the callbacks of one trigger from every service and
+// app, and those stored before subjects named the service or the
+// partition.
 func (s Subjects) SinchFilter(trigger SinchTrigger) string {
 	return s.join(SourceSinch, EscapeToken(strings.ToLower(string(trigger))), ">")
 }

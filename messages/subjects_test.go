@@ -13,8 +13,10 @@ func TestSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct{ got, want string }{
-		{s.Sinch("MESSAGE_INBOUND", "01EB37HMH1M6SV18ABNS3G135H", "3f"), "ccrelay.in.sinch.message_inbound.01EB37HMH1M6SV18ABNS3G135H.3f"},
-		{s.Sinch("MESSAGE_DELIVERY", "app.with.dots", "00"), "ccrelay.in.sinch.message_delivery.app%2Ewith%2Edots.00"},
+		{s.Sinch("MESSAGE_INBOUND", "eu", "01EB37HMH1M6SV18ABNS3G135H", "3f"), "ccrelay.in.sinch.message_inbound.eu.01EB37HMH1M6SV18ABNS3G135H.3f"},
+		{s.Sinch("MESSAGE_DELIVERY", "svc.1", "app.with.dots", "00"), "ccrelay.in.sinch.message_delivery.svc%2E1.app%2Ewith%2Edots.00"},
+		{s.SinchPartitionFilter("svc.1", "0c"), "ccrelay.in.sinch.*.svc%2E1.*.0c"},
+		{s.SinchLegacyPartitionFilter("0c"), "ccrelay.in.sinch.*.*.0c"},
 		{s.ContactPro("chat-attachments", "Ended"), "ccrelay.in.contactpro.chat-attachments.ended"},
 		{s.ContactPro("Chat-Attachments", ""), "ccrelay.in.contactpro.chat-attachments.any"},
 		{s.ContactLens("b1e4f6a2-3c5d"), "ccrelay.in.connect.contactlens.b1e4f6a2-3c5d"},
@@ -33,8 +35,8 @@ func TestSubjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if acme.EventsStream() != "ACME_CC-RELAY_EVENTS" || acme.Sinch("X", "a", "ff") != "acme.cc-relay.in.sinch.x.a.ff" {
-		t.Errorf("prefixed: %s %s", acme.EventsStream(), acme.Sinch("X", "a", "ff"))
+	if acme.EventsStream() != "ACME_CC-RELAY_EVENTS" || acme.Sinch("X", "s", "a", "ff") != "acme.cc-relay.in.sinch.x.s.a.ff" {
+		t.Errorf("prefixed: %s %s", acme.EventsStream(), acme.Sinch("X", "s", "a", "ff"))
 	}
 }
 

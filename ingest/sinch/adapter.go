@@ -111,14 +111,17 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 
 	// Ingest needs the route, not the decoded payload: the processors
 	// decode that.
-	rt, err := messages.RouteSinchCallback(body)
+	// The service is in the id and the subject both: the same callback
+	// sent to two services is two events, and a body republished on its
+	// subject derives its id.
+	rt, err := messages.RouteSinchCallback(service, body)
 	if err != nil {
 		return nil, err
 	}
 
 	acc := &ingest.Accepted{
 		Event: messages.Event{
-			Subject: a.subjects.Sinch(string(rt.Trigger), rt.AppID, messages.Partition(rt.Conversation)),
+			Subject: a.subjects.Sinch(string(rt.Trigger), service, rt.AppID, messages.Partition(rt.Conversation)),
 			ID:      rt.ID,
 			Source:  "/sinch/" + service,
 			Type:    messages.TypeSinchPrefix + strings.ToLower(string(rt.Trigger)),

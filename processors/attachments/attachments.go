@@ -127,7 +127,7 @@ func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 	}
 	switch a.Source {
 	case messages.SourceSinch:
-		r, err := messages.RouteSinchCallback(ev.Body)
+		r, err := messages.RouteSinchCallback(a.Service, ev.Body)
 		if err != nil {
 			return true, "" // Handle dead-letters what it cannot decode
 		}

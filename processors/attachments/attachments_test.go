@@ -129,9 +129,10 @@ func TestWants(t *testing.T) {
 		body    []byte
 		want    bool
 	}{
-		{"text message", s.Sinch("MESSAGE_INBOUND", "A", "00"), text, false},
-		{"media message", s.Sinch("MESSAGE_INBOUND", "A", "00"), media, true},
-		{"undecodable Sinch body: Handle dead-letters it", s.Sinch("MESSAGE_INBOUND", "A", "00"), []byte(`{`), true},
+		{"text message", s.Sinch("MESSAGE_INBOUND", "eu", "A", "00"), text, false},
+		{"media message", s.Sinch("MESSAGE_INBOUND", "eu", "A", "00"), media, true},
+		{"undecodable Sinch body: Handle dead-letters it", s.Sinch("MESSAGE_INBOUND", "eu", "A", "00"), []byte(`{`), true},
+		{"media message stored before subjects named the service", "ccrelay.in.sinch.message_inbound.A.00", media, true},
 		{"chat ended", s.ContactPro("chat-attachments", "Ended"), nil, true},
 		{"chat closed", s.ContactPro("chat-attachments", "closed"), nil, true},
 		{"chat still running", s.ContactPro("chat-attachments", "Accepted"), nil, false},

@@ -94,26 +94,28 @@ func (p *Processor) filters(tokens []string) []string {
 	var out []string
 	for _, key := range p.cfg.URLs.Keys() {
 		typ, service, _ := strings.Cut(key, "/")
-		if typ == SinchType {
-			sinch = true
-			continue
-		}
 		for _, t := range tokens {
+			if typ == SinchType {
+				sinch = true
+				out = append(out, s.SinchPartitionFilter(service, t))
+				continue
+			}
 			out = append(out, s.Messaging(typ, service, t))
 		}
 	}
 	if sinch {
-		// Sinch subjects name the app, not the service; the service is
-		// read from each event's source.
+		// Callbacks stored before Sinch subjects named the service: only
+		// their source names it.
 		for _, t := range tokens {
-			out = append(out, s.SinchPartitionFilter(t))
+			out = append(out, s.SinchLegacyPartitionFilter(t))
 		}
 	}
 	return out
 }
 
-// destination returns the key of ev's destination: "sinch/<service>" from
-// its source, or "<type>/<service>" from its subject.
+// destination returns the key of ev's destination, "<type>/<service>",
+// from its subject; "sinch/<service>" of a callback stored before Sinch
+// subjects named the service, from its source.
 func (p *Processor) destination(ev *processors.Event) (string, error) {
 	a, err := p.env.Subjects.Parse(ev.Subject)
 	if err != nil {
@@ -121,6 +123,9 @@ func (p *Processor) destination(ev *processors.Event) (string, error) {
 	}
 	switch a.Source {
 	case messages.SourceSinch:
+		if a.Service != "" {
+			return SinchType + "/" + a.Service, nil
+		}
 		src := ev.Header.Get(messages.HeaderSource)
 		service, ok := strings.CutPrefix(src, "/sinch/")
 		if !ok || service == "" {

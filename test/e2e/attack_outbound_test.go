@@ -134,14 +134,14 @@ func TestOutboundAttacks(t *testing.T) {
 					if r := d.post("/v1/sinch/svc1", signed(sinchSecret, b, timeNow()), b); r.status != http.StatusAccepted {
 						t.Fatalf("inbound: %d %s", r.status, r.body)
 					}
-					return d.subjects.Sinch("MESSAGE_INBOUND", appID, "00")
+					return d.subjects.Sinch("MESSAGE_INBOUND", "svc1", appID, "00")
 				}, []string{"must be https", "not a public address"}, true},
 				{"a Sinch media URL at the cloud metadata address", func(t *testing.T) string {
 					b := mediaInboundAt("01ATTACKMEDIA2", "https://169.254.169.254/latest/meta-data/iam/x.jpg")
 					if r := d.post("/v1/sinch/svc1", signed(sinchSecret, b, timeNow()), b); r.status != http.StatusAccepted {
 						t.Fatalf("inbound: %d %s", r.status, r.body)
 					}
-					return d.subjects.Sinch("MESSAGE_INBOUND", appID, "00")
+					return d.subjects.Sinch("MESSAGE_INBOUND", "svc1", appID, "00")
 				}, []string{"not a public address", "not in CCRELAY_MEDIA_ALLOWED_HOSTS"}, true},
 			}
 			for _, a := range attacks {

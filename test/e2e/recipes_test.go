@@ -88,7 +88,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 
 	// A dead letter: a hand-published body the processor cannot identify.
 	bad := []byte(`{"app_id":"A","message_delivery_report":{"status":"READ"}}`)
-	if err := nc.Publish(d.subjects.Sinch("MESSAGE_DELIVERY", "A", "00"), bad); err != nil {
+	if err := nc.Publish(d.subjects.Sinch("MESSAGE_DELIVERY", "svc1", "A", "00"), bad); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "dead-lettered", func() bool { return d.processed("deliveries", "dead_lettered") == 1 })
@@ -112,7 +112,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 		t.Fatal(err)
 	}
 	orig := got.Header.Get("Ccrelay-Original-Subject")
-	if orig != d.subjects.Sinch("MESSAGE_DELIVERY", "A", "00") || got.Header.Get("Ccrelay-Error") == "" || got.Header.Get("Ccrelay-Processor") != "deliveries" {
+	if orig != d.subjects.Sinch("MESSAGE_DELIVERY", "svc1", "A", "00") || got.Header.Get("Ccrelay-Error") == "" || got.Header.Get("Ccrelay-Processor") != "deliveries" {
 		t.Fatalf("dead letter headers %v", got.Header)
 	}
 	// ... | nats pub <original subject> --force-stdin; nats stream rmm CCRELAY_DLQ <seq> -f

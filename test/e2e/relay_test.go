@@ -203,7 +203,7 @@ func TestRelayDeadLettersWhatCannotSucceed(t *testing.T) {
 		msg := conversationMessage(t, "twilio", 1, m)
 		if m == 1 {
 			form, _ := url.ParseQuery(string(msg.body))
-			cp.Reject("messaging:twilio:"+form.Get("MessageSid"), http.StatusUnprocessableEntity)
+			cp.Reject("messaging:twilio:us:"+form.Get("MessageSid"), http.StatusUnprocessableEntity)
 		}
 		r := d.post(msg.path, msg.header, msg.body)
 		if r.status != http.StatusAccepted {

@@ -72,7 +72,7 @@ func sinchSuite(t *testing.T, natsURL string) {
 		t.Errorf("Ccrelay-Duplicate = %q", r.header.Get("Ccrelay-Duplicate"))
 	}
 	msg := d.stored(r)
-	wantSubject := d.subjects.Prefix() + ".in.sinch.message_inbound." + appID + "." + conversationPartition(t, body)
+	wantSubject := d.subjects.Prefix() + ".in.sinch.message_inbound.svc1." + appID + "." + conversationPartition(t, body)
 	if msg.Subject != wantSubject {
 		t.Errorf("subject %q, want %q", msg.Subject, wantSubject)
 	}
@@ -80,8 +80,8 @@ func sinchSuite(t *testing.T, natsURL string) {
 		t.Errorf("stored body differs from the request body")
 	}
 	for k, want := range map[string]string{
-		"Nats-Msg-Id":    "sinch:inbound:01MSGINBOUND000000000000001",
-		"ce-id":          "sinch:inbound:01MSGINBOUND000000000000001",
+		"Nats-Msg-Id":    "sinch:svc1:inbound:01MSGINBOUND000000000000001",
+		"ce-id":          "sinch:svc1:inbound:01MSGINBOUND000000000000001",
 		"ce-specversion": "1.0",
 		"ce-source":      "/sinch/svc1",
 		"ce-type":        "com.sinch.conversation.message_inbound",
@@ -124,10 +124,10 @@ func sinchSuite(t *testing.T, natsURL string) {
 			t.Fatalf("delivery %s: %d %s", st, r.status, r.body)
 		}
 		m := d.stored(r)
-		if got := m.Header.Get("Nats-Msg-Id"); got != "sinch:delivery:01OUTBOUND:"+st+":SINCH_CHAT" {
+		if got := m.Header.Get("Nats-Msg-Id"); got != "sinch:svc1:delivery:01OUTBOUND:"+st+":SINCH_CHAT" {
 			t.Errorf("delivery dedup id %q", got)
 		}
-		if !strings.HasSuffix(m.Subject, ".in.sinch.message_delivery."+appID+"."+conversationPartition(t, b)) {
+		if !strings.HasSuffix(m.Subject, ".in.sinch.message_delivery.svc1."+appID+"."+conversationPartition(t, b)) {
 			t.Errorf("delivery subject %q", m.Subject)
 		}
 	}
@@ -145,11 +145,11 @@ func sinchSuite(t *testing.T, natsURL string) {
 		t.Fatalf("unknown trigger: %d %s", r.status, r.body)
 	}
 	um := d.stored(r)
-	if want := d.subjects.Prefix() + ".in.sinch.brand_new_notification.APP%2E1%20%2A%3E." + messages.Partition("sinch/APP.1 *>"); um.Subject != want {
+	if want := d.subjects.Prefix() + ".in.sinch.brand_new_notification.svc1.APP%2E1%20%2A%3E." + messages.Partition("sinch/APP.1 *>"); um.Subject != want {
 		t.Errorf("unknown trigger subject %q, want %q", um.Subject, want)
 	}
 	sum := sha256.Sum256(ub)
-	if got := um.Header.Get("Nats-Msg-Id"); got != "sinch:brand_new_notification:"+hex.EncodeToString(sum[:]) {
+	if got := um.Header.Get("Nats-Msg-Id"); got != "sinch:svc1:brand_new_notification:"+hex.EncodeToString(sum[:]) {
 		t.Errorf("unknown trigger dedup id %q", got)
 	}
 	if d.metric("ccrelay_ingest_published_total", map[string]string{"source": "sinch", "type": "other"}) != 1 {

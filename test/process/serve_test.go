@@ -209,7 +209,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 					return
 				case status == http.StatusAccepted:
 					mu.Lock()
-					acked = append(acked, "sinch:inbound:"+id)
+					acked = append(acked, "sinch:svc:inbound:"+id)
 					mu.Unlock()
 				default:
 					refused.Add(1)
