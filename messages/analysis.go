@@ -172,6 +172,10 @@ func DecodeConnectEvent(body []byte) (ConnectEvent, error) {
 	if err := json.Unmarshal(body, &h); err != nil {
 		return ConnectEvent{}, malformed("event", err)
 	}
+	// The envelope picks the decoder: it must be the one the decoders read.
+	if err := repeatedKey(body, everyKey); err != nil {
+		return ConnectEvent{}, err
+	}
 	if h.Source == SourceAWSS3 && h.DetailType == DetailTypeObjectCreated {
 		e, err := DecodeS3ObjectCreated(body)
 		return ConnectEvent{Analysis: e}, err
@@ -190,6 +194,9 @@ func DecodeS3ObjectCreated(body []byte) (*S3ObjectCreatedEvent, error) {
 	var e S3ObjectCreatedEvent
 	if err := json.Unmarshal(body, &e); err != nil {
 		return nil, malformed("event", err)
+	}
+	if err := repeatedKey(body, everyKey); err != nil {
+		return nil, err
 	}
 	if e.Source != SourceAWSS3 || e.DetailType != DetailTypeObjectCreated {
 		return nil, fmt.Errorf("%w: %q from %q", ErrUnsupportedDetailType, e.DetailType, e.Source)
@@ -236,6 +243,9 @@ func DecodeSummaryTrigger(body []byte) (*SummaryTrigger, error) {
 	var t SummaryTrigger
 	if err := json.Unmarshal(body, &t); err != nil {
 		return nil, malformed("summary trigger", err)
+	}
+	if err := repeatedKey(body, everyKey); err != nil {
+		return nil, err
 	}
 	if t.Bucket == "" {
 		return nil, missing("bucket")

@@ -90,6 +90,9 @@ func DecodeContactLensEvent(body []byte) (*ContactLensEvent, error) {
 	if err := json.Unmarshal(body, &e); err != nil {
 		return nil, malformed("event", err)
 	}
+	if err := repeatedKey(body, everyKey); err != nil {
+		return nil, err
+	}
 	if e.DetailType == "" {
 		return nil, missing("detail-type")
 	}

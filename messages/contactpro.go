@@ -39,17 +39,26 @@ type ChatAttachmentsCall struct {
 // contact_id is required; cmi_url and sap_v1.url, when given, must be
 // absolute http(s) URLs. They may be left out when the processor has its own
 // configuration, which is what makes a hand-written replay body usable.
+//
+// The contact is the one the call's dedup id names, read by the same rule
+// (NewContactProCall): a body that spells a key twice, in any case, is
+// refused, so encoding/json's case-insensitive, last-wins matching of the
+// other fields cannot read a value ingest did not.
 func DecodeChatAttachmentsCall(body []byte) (*ChatAttachmentsCall, error) {
 	var c ChatAttachmentsCall
 	if err := json.Unmarshal(body, &c); err != nil {
 		return nil, malformed("chat-attachments call", err)
 	}
-	// The same contact id the call's dedup id names (NewContactProCall
-	// trims it too): " G" is contact G, not a CMI path with a space.
-	c.ContactID = strings.TrimSpace(c.ContactID)
-	if c.ContactID == "" {
+	if err := repeatedKey(body, everyKey); err != nil {
+		return nil, err
+	}
+	var top map[string]json.RawMessage
+	_ = json.Unmarshal(body, &top) // an object: c was decoded from it
+	contact, key := bodyContact(top)
+	if key != contactKeys[0] {
 		return nil, missing("contact_id")
 	}
+	c.ContactID = contact
 	if err := checkURL("cmi_url", c.CMIURL); err != nil {
 		return nil, err
 	}
@@ -123,15 +132,26 @@ func NewContactProCall(integration, pathEvent, rest, method string, query url.Va
 		if !json.Valid(body) {
 			return nil, malformed("call body", errors.New("not valid JSON"))
 		}
+		if err := repeatedKey(body, everyKey); err != nil {
+			return nil, err
+		}
 		// A body that is JSON but not an object (an array, a string) is
 		// stored as it is; it just names no event or contact.
 		_ = json.Unmarshal(body, &top)
+	}
+	// A parameter given twice would be read by its first value here and
+	// perhaps its last elsewhere.
+	for _, name := range [...]string{"event", "contact_id", "contact.id", "contactId"} {
+		if len(query[name]) > 1 {
+			return nil, &FieldError{Field: "query parameter " + name, Problem: "appears twice"}
+		}
 	}
 	c.Event = strings.ToLower(firstNonEmpty(pathEvent, query.Get("event"), bodyEvent(top)))
 	if c.Event == "" {
 		c.Event = ContactProNoEvent
 	}
-	c.ContactID = firstNonEmpty(bodyContact(top), pathContact(c.Path), query.Get("contact_id"), query.Get("contact.id"), query.Get("contactId"))
+	contact, _ := bodyContact(top)
+	c.ContactID = firstNonEmpty(contact, pathContact(c.Path), query.Get("contact_id"), query.Get("contact.id"), query.Get("contactId"))
 	switch {
 	case c.Integration == "":
 		return nil, missing("integration")
@@ -224,53 +244,79 @@ func firstNonEmpty(vs ...string) string {
 	return ""
 }
 
-// bodyEvent finds the event in the shapes of Contact Pro's documented
-// lifecycle integration: {"event": "{event}"} (the name, or the event
-// object with its name), or a property the customer named, "Event name"
-// in Contact Pro's example.
-func bodyEvent(top map[string]json.RawMessage) string {
+// The keys the event and the contact are read from, each matched
+// regardless of case, in the order they take precedence: the first that
+// holds a value wins, whatever order the body gives its keys. Keys that
+// fold to one another are refused before (repeatedKey), so each name
+// matches one key at most.
+var (
+	// eventKeys: {"event": "{event}"} (the name, or the event object with
+	// its name) in Contact Pro's documented lifecycle integration, then
+	// the names a customer gives the property, "Event name" in Contact
+	// Pro's example.
+	eventKeys = []string{"event", "event_name", "eventname", "event name"}
+	// contactKeys: contact_id (the chat-attachments call's), then the other
+	// spellings; after them the contact object's guid, then its id
+	// ({"contact": "{contact}"}), then "ID", exactly so spelt, the
+	// property of {contact.id} in Contact Pro's example.
+	contactKeys = []string{"contact_id", "contactid", "contact_guid", "contact id"}
+)
+
+// member is the value of the key of top that folds to name.
+func member(top map[string]json.RawMessage, name string) (json.RawMessage, bool) {
 	for k, raw := range top {
-		switch strings.ToLower(k) {
-		case "event", "event_name", "eventname", "event name":
-			if s := jsonString(raw); s != "" {
-				return s
-			}
-			var obj struct {
-				Name string `json:"name"`
-			}
-			if json.Unmarshal(raw, &obj) == nil && obj.Name != "" {
-				return obj.Name
-			}
+		if strings.EqualFold(k, name) {
+			return raw, true
+		}
+	}
+	return nil, false
+}
+
+// bodyEvent finds the event: the first of eventKeys that names one.
+func bodyEvent(top map[string]json.RawMessage) string {
+	for _, name := range eventKeys {
+		raw, ok := member(top, name)
+		if !ok {
+			continue
+		}
+		if s := strings.TrimSpace(jsonString(raw)); s != "" {
+			return s
+		}
+		var obj struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(raw, &obj) == nil && strings.TrimSpace(obj.Name) != "" {
+			return obj.Name
 		}
 	}
 	return ""
 }
 
-// bodyContact finds the contact: contact_id (the chat-attachments call),
-// contact_guid, the contact object's guid or id ({"contact": "{contact}"}),
-// or "ID", the property of {contact.id} in Contact Pro's example.
-func bodyContact(top map[string]json.RawMessage) string {
-	var found string
-	for k, raw := range top {
-		switch strings.ToLower(k) {
-		case "contact_id", "contactid", "contact_guid", "contact id":
-			if s := jsonString(raw); s != "" {
-				return s
+// bodyContact finds the contact, and the key it was read from (a name of
+// contactKeys, "contact" or "ID"): the first of those that names one.
+func bodyContact(top map[string]json.RawMessage) (contact, key string) {
+	for _, name := range contactKeys {
+		if raw, ok := member(top, name); ok {
+			if s := strings.TrimSpace(jsonString(raw)); s != "" {
+				return s, name
 			}
-		case "contact":
-			var obj struct {
-				ID   string `json:"id"`
-				GUID string `json:"guid"`
-			}
-			if json.Unmarshal(raw, &obj) == nil {
-				found = firstNonEmpty(found, obj.GUID, obj.ID)
-			}
-		}
-		if k == "ID" && found == "" {
-			found = jsonString(raw)
 		}
 	}
-	return found
+	if raw, ok := member(top, "contact"); ok {
+		var obj struct {
+			ID   string `json:"id"`
+			GUID string `json:"guid"`
+		}
+		if json.Unmarshal(raw, &obj) == nil {
+			if s := firstNonEmpty(obj.GUID, obj.ID); s != "" {
+				return s, "contact"
+			}
+		}
+	}
+	if s := strings.TrimSpace(jsonString(top["ID"])); s != "" {
+		return s, "ID"
+	}
+	return "", ""
 }
 
 // pathContact is the last segment of the path after the event: where

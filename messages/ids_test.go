@@ -1,6 +1,11 @@
 package messages_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,4 +84,227 @@ func TestSinchIDsPerService(t *testing.T) {
 			t.Errorf("%s: a subject of before derives %q (%v), want %q", fx.name, ident.ID, err, want)
 		}
 	}
+}
+
+// TestContactProIDsDeterministic: aliases of the event and of the contact
+// are read in a fixed precedence, never Go's map order (20 retries of one
+// call were stored 3 times under 2 subjects), and a key spelt twice, in
+// any case, is refused naming it.
+func TestContactProIDsDeterministic(t *testing.T) {
+	body := []byte(`{"Event name":"Queued","event":"Ended","eventName":"Rejected","ID":"id-e","contact":{"id":"id-d","guid":"id-c"},` +
+		`"Contact ID":"id-b2","contact_guid":"id-b","contactId":"id-a2","contact_id":"id-a","Event date":"2026-11-21T10:00:00Z"}`)
+	first, err := messages.NewContactProCall("lifecycle", "", "", "POST", nil, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Event != "ended" || first.ContactID != "id-a" {
+		t.Fatalf("event %q contact %q, want ended and id-a (the documented precedence)", first.Event, first.ContactID)
+	}
+	for i := range 50 {
+		c, err := messages.NewContactProCall("lifecycle", "", "", "POST", nil, body)
+		if err != nil || c.DedupID() != first.DedupID() || c.Event != first.Event {
+			t.Fatalf("call %d: %s %s %v; the first was %s %s", i, c.Event, c.DedupID(), err, first.Event, first.DedupID())
+		}
+	}
+	// Each alias in turn, when those before it are absent.
+	for _, c := range []struct{ body, event, contact string }{
+		{`{"Event name":"Queued","eventName":"Rejected","contact_guid":"id-b","ID":"id-e"}`, "rejected", "id-b"},
+		{`{"Event name":"Queued","contact":{"id":"id-d","guid":"id-c"},"ID":"id-e"}`, "queued", "id-c"},
+		{`{"EVENT":{"name":"Allocated"},"contact":{"id":"id-d"},"ID":"id-e"}`, "allocated", "id-d"},
+		{`{"event":"","Event name":" ","event_name":"Forwarded","contact_id":" ","ID":"id-e"}`, "forwarded", "id-e"},
+	} {
+		call, err := messages.NewContactProCall("lifecycle", "", "", "POST", nil, []byte(c.body))
+		if err != nil || call.Event != c.event || call.ContactID != c.contact {
+			t.Errorf("%s: event %q contact %q (%v), want %q %q", c.body, call.Event, call.ContactID, err, c.event, c.contact)
+		}
+	}
+	for _, c := range []struct{ body, field string }{
+		{`{"contact_id":"id-a","Contact_ID":"id-b"}`, "contact_id"},
+		{`{"contact_id":"id-a","contact_id":"id-b"}`, "contact_id"},
+		{`{"event":"Ended","EVENT":"Queued"}`, "event"},
+		{`{"contact":{"guid":"id-a","GUID":"id-b"}}`, "contact.guid"},
+		{`{"x":[{"k":1},{"k":1,"K":2}]}`, "x.k"},
+		{`{"contact_\u0069d":"id-a","contact_id":"id-b"}`, "contact_id"},
+	} {
+		_, err := messages.NewContactProCall("lifecycle", "", "", "POST", nil, []byte(c.body))
+		var fe *messages.FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("%s: %v, want a FieldError naming %s", c.body, err, c.field)
+		}
+	}
+	q := map[string][]string{"event": {"ended", "queued"}}
+	if _, err := messages.NewContactProCall("crm", "", "", "PUT", q, nil); !errors.Is(err, messages.ErrInvalidPayload) {
+		t.Errorf("?event twice: %v, want ErrInvalidPayload", err)
+	}
+}
+
+// TestChatAttachmentsReadsTheIDsContact: the attachments processor reads
+// the contact the call's id was built from: the same key, whatever its
+// case, and a body where encoding/json would read another value than
+// ingest (contact_id in two cases: last wins) is refused, never read.
+func TestChatAttachmentsReadsTheIDsContact(t *testing.T) {
+	for _, c := range []struct {
+		body    string
+		contact string // "" refused
+	}{
+		{`{"contact_id":"id-a"}`, "id-a"},
+		{`{"Contact_ID":"id-a"}`, "id-a"},
+		{`{"contact_guid":"id-b","contact_id":"id-a"}`, "id-a"},
+		{`{"contact_id":"id-a","Contact_ID":"id-b"}`, ""},
+		{`{"Contact_ID":"id-b","contact_id":"id-a"}`, ""},
+		{`{"contact_id":" ","contact_guid":"id-b"}`, ""},
+		{`{"contact_guid":"id-b"}`, ""},
+		{`{"ID":"id-b"}`, ""},
+	} {
+		call, cerr := messages.NewContactProCall(messages.IntegrationChatAttachments, "ended", "", "POST", nil, []byte(c.body))
+		att, aerr := messages.DecodeChatAttachmentsCall([]byte(c.body))
+		if c.contact == "" {
+			if aerr == nil {
+				t.Errorf("%s: the processor reads contact %q, want the body refused", c.body, att.ContactID)
+			}
+			continue
+		}
+		if cerr != nil || aerr != nil || call.ContactID != c.contact || att.ContactID != c.contact {
+			t.Errorf("%s: id's contact %v %v, processor's %v %v; want %s", c.body, call, cerr, att, aerr, c.contact)
+		}
+	}
+}
+
+// TestRepeatedKeysRefused: a key spelt twice where it feeds an id, a
+// subject or a partition is refused naming it, in every source; a
+// repeat elsewhere in a Sinch callback is not the route's business.
+func TestRepeatedKeysRefused(t *testing.T) {
+	field := func(err error) string {
+		var fe *messages.FieldError
+		if errors.As(err, &fe) {
+			return fe.Field
+		}
+		return fmt.Sprint(err)
+	}
+	sinch := func(b string) error { _, err := messages.DecodeSinchCallback([]byte(b)); return err }
+	hook := func(typ string) func(string) error {
+		return func(b string) error { _, err := messages.DecodeWebhook(typ, "s", []byte(b)); return err }
+	}
+	connect := func(b string) error { _, err := messages.DecodeConnectEvent([]byte(b)); return err }
+	lens := `{"version":"0","id":"6f1c2b3a-0000-4000-8000-000000000001","detail-type":"Contact Lens Post Call Rules Matched","source":"aws.connect",` +
+		`"account":"123456789012","time":"2026-11-21T09:58:00Z","region":"eu-central-1","resources":[],"detail":{"version":"1.0",` +
+		`"instanceArn":"arn:aws:connect:eu-central-1:123456789012:instance/b1e4f6a2-0000-4000-8000-000000000001",` +
+		`"contactArn":"arn:aws:connect:eu-central-1:123456789012:instance/b1e4f6a2-0000-4000-8000-000000000001/contact/c0ffee00-0000-4000-8000-000000000001"}}`
+	for _, c := range []struct {
+		name   string
+		decode func(string) error
+		body   string
+		field  string
+	}{
+		{"sinch app_id", sinch, `{"app_id":"A","app_id":"B","message":{"id":"M"}}`, "app_id"},
+		{"sinch App_Id", sinch, `{"app_id":"A","App_Id":"B","message":{"id":"M"}}`, "app_id"},
+		{"sinch message.id", sinch, `{"app_id":"A","message":{"id":"M1","ID":"M2"}}`, "message.id"},
+		{"sinch report status", sinch, `{"app_id":"A","message_delivery_report":{"message_id":"M","status":"READ","status":"FAILED"}}`, "message_delivery_report.status"},
+		{"sinch channel", sinch, `{"app_id":"A","message":{"id":"M","channel_identity":{"identity":"1","Identity":"2"}}}`, "message.channel_identity.identity"},
+		{"sinch media", sinch, `{"app_id":"A","message":{"id":"M","contact_message":{"media_message":{},"Media_Message":null}}}`, "message.contact_message.media_message"},
+		{"twilio MessageSid", hook("twilio"), "MessageSid=SM1&MessageSid=SM2", "MessageSid"},
+		{"twilio From", hook("twilio"), "MessageSid=SM1&From=%2B1&From=%2B2", "From"},
+		{"messenger mid", hook("facebook"), `{"object":"page","entry":[{"id":"P","messaging":[{"sender":{"id":"U"},"message":{"mid":"m1","mid":"m2"}}]}]}`, "entry.messaging.message.mid"},
+		{"sinch sms recipient", hook("sinchsms"), `{"type":"recipient_delivery_report_sms","batch_id":"B","recipient":"+1","Recipient":"+2","status":"Delivered"}`, "recipient"},
+		{"connect id", connect, strings.Replace(lens, `"id":`, `"ID":"other","id":`, 1), "ID"},
+	} {
+		if err := c.decode(c.body); !errors.Is(err, messages.ErrInvalidPayload) || field(err) != c.field {
+			t.Errorf("%s: %v, want ErrInvalidPayload naming %s", c.name, err, c.field)
+		}
+	}
+	// A repeat inside a message's text is no route's business: stored.
+	if err := sinch(`{"app_id":"A","message":{"id":"M","contact_message":{"text_message":{"text":"a","text":"b"}}}}`); err != nil {
+		t.Errorf("a repeat inside the text: %v", err)
+	}
+}
+
+// repeatedReference finds the first repeated key the slow way, with
+// encoding/json's tokenizer, for FuzzRepeatedKeys.
+func repeatedReference(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	type frame struct {
+		object bool
+		keys   map[string]bool
+		key    bool // the next string is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF || err != nil {
+			return "", false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				stack = append(stack, &frame{object: true, keys: map[string]bool{}, key: true})
+				continue
+			case '[':
+				stack = append(stack, &frame{})
+				continue
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if top != nil && top.object && top.key {
+				f := strings.ToUpper(v) // enough for the ASCII keys the fuzzer compares on
+				if top.keys[f] {
+					return v, true
+				}
+				top.keys[f] = true
+				top.key = false
+				continue
+			}
+		}
+		if len(stack) > 0 && stack[len(stack)-1].object {
+			stack[len(stack)-1].key = true
+		}
+	}
+}
+
+// FuzzRepeatedKeys holds the one-pass search for repeated keys to
+// encoding/json's tokenizer on valid JSON of ASCII keys, and every decoder
+// that reads ids to refusing what it finds.
+func FuzzRepeatedKeys(f *testing.F) {
+	for _, s := range []string{
+		`{"a":1,"A":2}`, `{"a":{"b":1,"b":2}}`, `[{"a":1},{"a":1}]`, `{"a":[{"b":1}],"c":{"b":2}}`,
+		`{"a\u0041":1,"aa":2}`, `{"x":"{\"a\":1,\"a\":2}"}`, `{}`, `[]`, `"s"`, `{"a":1,"b":{"a":2}}`,
+		`{"contact_id":"A","Contact_ID":"B"}`, `{"event":"x","Event name":"y","event NAME":"z"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) {
+			return
+		}
+		ascii := true
+		for _, c := range body {
+			ascii = ascii && c < 0x80
+		}
+		_, cerr := messages.NewContactProCall("i", "", "", "POST", nil, body)
+		want, found := repeatedReference(body)
+		var fe *messages.FieldError
+		repeated := errors.As(cerr, &fe) && strings.Contains(fe.Problem, "appears twice")
+		if ascii && !strings.Contains(string(body), `\u`) && repeated != found {
+			t.Fatalf("%q: repeat %v (%v), encoding/json's tokenizer finds %v %q", body, repeated, cerr, found, want)
+		}
+		if !repeated {
+			return
+		}
+		// What Contact Pro's reader refuses, every decoder that reads ids
+		// from JSON refuses.
+		for typ, decode := range map[string]func() error{
+			"messenger": func() error { _, err := messages.DecodeWebhook("facebook", "s", body); return err },
+			"sinch sms": func() error { _, err := messages.DecodeWebhook("sinchsms", "s", body); return err },
+			"connect":   func() error { _, err := messages.DecodeConnectEvent(body); return err },
+		} {
+			if err := decode(); err == nil {
+				t.Fatalf("%s accepted %q", typ, body)
+			}
+		}
+	})
 }

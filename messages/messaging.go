@@ -115,7 +115,8 @@ type Webhook struct {
 // Errors wrap ErrInvalidPayload.
 //
 // The dedup id is "messaging:<type>:<service>:" and the provider's id (see
-// the decoders).
+// the decoders); a body that spells a key it is read from twice is
+// refused.
 func DecodeWebhook(typ, service string, body []byte) (*Webhook, error) {
 	var (
 		w   *Webhook
@@ -159,6 +160,16 @@ func decodeTwilio(body []byte) (*Webhook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the body is not form-encoded: %w", ErrInvalidPayload, err)
 	}
+	for _, f := range [...]string{"MessageSid", "SmsSid", "MessageStatus", "From", "To"} {
+		// Read by its first value here, by whatever Contact Pro reads
+		// there.
+		if len(form[f]) > 1 {
+			return nil, &FieldError{Field: f, Problem: "appears twice"}
+		}
+		if err := checkID(f, form.Get(f)); err != nil {
+			return nil, err
+		}
+	}
 	// The id is made of these: held to their formats, two parameters
 	// merged into one (Twilio's signature concatenates names and values,
 	// so "MessageSid=<sid>NumMedia0" signs as "MessageSid=<sid>&NumMedia=0"
@@ -177,11 +188,6 @@ func decodeTwilio(body []byte) (*Webhook, error) {
 	}
 	if sid == "" {
 		return nil, &FieldError{Field: "MessageSid", Problem: "is required"}
-	}
-	for _, f := range [...]string{"MessageSid", "SmsSid", "MessageStatus", "From", "To"} {
-		if err := checkID(f, form.Get(f)); err != nil {
-			return nil, err
-		}
 	}
 	if st := form.Get("MessageStatus"); st != "" {
 		// A status callback: the customer is the recipient.
@@ -262,6 +268,9 @@ func decodeMessenger(body []byte) (*Webhook, error) {
 	if err := json.Unmarshal(body, &wire); err != nil {
 		return nil, explainJSON(err)
 	}
+	if err := repeatedKey(body, everyKey); err != nil {
+		return nil, err
+	}
 	if wire.Object == "" {
 		return nil, &FieldError{Field: "object", Problem: "is required"}
 	}
@@ -333,6 +342,9 @@ func decodeSinchSMS(body []byte) (*Webhook, error) {
 	var wire sinchSMSWire
 	if err := json.Unmarshal(body, &wire); err != nil {
 		return nil, explainJSON(err)
+	}
+	if err := repeatedKey(body, everyKey); err != nil {
+		return nil, err
 	}
 	if wire.Type == "" {
 		return nil, &FieldError{Field: "type", Problem: "is required"}

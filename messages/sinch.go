@@ -369,7 +369,8 @@ type SinchDeliveryReport struct {
 // on what makes a callback impossible to store under the contract: a body
 // that is not a JSON object, one with no trigger payload, or a message or
 // delivery report without the ids its dedup id is made of (or with ids over
-// MaxIDBytes). Keys match as encoding/json matches them
+// MaxIDBytes), or one that spells a key a route is read from twice, in
+// any case (see sinchRouteKeys). Keys match as encoding/json matches them
 // (case-insensitively).
 //
 // A callback of a known trigger is decoded in one pass over the body; only
@@ -389,6 +390,9 @@ func DecodeSinchCallback(body []byte) (*SinchCallback, error) {
 		}
 		// A field of another type than documented: encoding/json decoded
 		// everything else, and a field ccrelay needs is checked below.
+	}
+	if err := repeatedKey(body, sinchRouteKeys); err != nil {
+		return nil, err
 	}
 	cb := &SinchCallback{SinchEnvelope: w.SinchEnvelope, Known: true}
 	found := 0

@@ -61,6 +61,47 @@ func RouteSinchCallback(service string, body []byte) (SinchRoute, error) {
 	return cb.Route(service, body), nil
 }
 
+// sinchRouteKeys are the keys a route is read from, where
+// DecodeSinchCallback refuses one spelt twice: every top-level key, and
+// the known names of the message, the delivery report, their channel
+// identity and the contact message. The one pass leaves any body with
+// such a repeat to DecodeSinchCallback; other repeats (inside a text, an
+// unknown payload) feed no id, subject or partition, and encoding/json
+// reads them the same way in every process.
+var sinchRouteKeys = keyScope{
+	check: func(path [][]byte) ([]string, bool) {
+		switch len(path) {
+		case 0:
+			return nil, true
+		case 1:
+			switch {
+			case foldEqual(path[0], "message"):
+				return inboundFields, false
+			case foldEqual(path[0], "message_delivery_report"):
+				return deliveryFields, false
+			}
+		case 2:
+			switch {
+			case foldEqual(path[1], "channel_identity"):
+				return identityFields, false
+			case foldEqual(path[1], "contact_message"):
+				return contactMessageFields, false
+			}
+		}
+		return nil, false
+	},
+	descend: func(path [][]byte, key []byte) bool {
+		switch len(path) {
+		case 0:
+			return foldEqual(key, "message") || foldEqual(key, "message_delivery_report")
+		case 1:
+			return foldEqual(key, "channel_identity") ||
+				foldEqual(path[0], "message") && foldEqual(key, "contact_message")
+		}
+		return false
+	},
+}
+
 // sinchTopKeys are the top-level keys a route is read from: the envelope,
 // the two typed payloads and the other known triggers, as spelt on the wire.
 var sinchTopKeys = [...]struct {

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,4 +102,60 @@ func TestIDsNamespacedByService(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestContactProIDsDeterministic: a Contact Pro body is identified the
+// same way on every retry, whatever the order Go's maps give its keys; a
+// body that spells one key twice, or in two cases, is refused naming it,
+// as the processors' encoding/json would read another value than ingest.
+func TestContactProIDsDeterministic(t *testing.T) {
+	ns := natstest.Embedded(t)
+	d := deploy(t, ns.ClientURL(), 1)
+	h := jsonHeader()
+	h.Set("x-api-key", cpAPIKey)
+	body := []byte(`{"event":"Ended","Event name":"Queued","Event date":"2026-11-21T10:00:00Z","contact_id":"0a1b-aaaa","contact_guid":"0a1b-bbbb","contact":{"guid":"0a1b-cccc","id":"0a1b-dddd"},"ID":"0a1b-eeee"}`)
+	before := d.count()
+	var first response
+	for i := range 20 {
+		r := d.post("/v1/contactpro/lifecycle", h, body)
+		if r.status != http.StatusAccepted && r.status != http.StatusOK {
+			t.Fatalf("retry %d: %d %s", i, r.status, r.body)
+		}
+		if i == 0 {
+			first = r
+			continue
+		}
+		if r.status != http.StatusOK || r.json(t)["id"] != first.json(t)["id"] || r.json(t)["subject"] != first.json(t)["subject"] {
+			t.Fatalf("retry %d: %d %s; the first was %s", i, r.status, r.body, first.body)
+		}
+	}
+	if n := d.count() - before; n != 1 {
+		t.Errorf("20 retries of one call stored %d times", n)
+	}
+	// The documented precedence: "event" before "Event name", contact_id
+	// before contact_guid, the contact object and ID.
+	if got, want := first.json(t)["subject"], d.subjects.ContactPro("lifecycle", "ended"); got != want {
+		t.Errorf("subject %v, want %v", got, want)
+	}
+	if id, _ := first.json(t)["id"].(string); !strings.HasPrefix(id, "contactpro:lifecycle:ended:0a1b-aaaa:") {
+		t.Errorf("id %q, want the contact of contact_id", id)
+	}
+
+	before = d.count()
+	for _, c := range []struct{ name, path, body, field string }{
+		{"contact_id in two cases", "/v1/contactpro/chat-attachments/ended", `{"contact_id":"0a1b-aaaa","Contact_ID":"0a1b-bbbb"}`, "contact_id"},
+		{"contact_id twice", "/v1/contactpro/chat-attachments/ended", `{"contact_id":"0a1b-aaaa","contact_id":"0a1b-bbbb"}`, "contact_id"},
+		{"event twice", "/v1/contactpro/lifecycle", `{"event":"Ended","event":"Queued","ID":"0a1b-aaaa"}`, "event"},
+		{"Event name in two cases", "/v1/contactpro/lifecycle", `{"Event name":"Ended","event NAME":"Queued"}`, "Event name"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := d.post(c.path, h, []byte(c.body))
+			if r.status != http.StatusBadRequest || r.code(t) != "invalid_payload" || !strings.Contains(r.json(t)["message"].(string), c.field) {
+				t.Errorf("%d %s; want 400 invalid_payload naming %s", r.status, r.body, c.field)
+			}
+		})
+	}
+	if d.count() != before {
+		t.Errorf("refused calls were stored")
+	}
 }
