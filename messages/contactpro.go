@@ -185,8 +185,10 @@ func NewContactProCall(integration, pathEvent, rest, method string, query url.Va
 //
 //	contactpro:<integration>:<event>:<contact id or ->:<digest>
 //
-// where digest is the first 128 bits of the SHA-256 of the method, the
-// path, the query and the body. A retried call repeats all of them; two
+// where a contact id that may be personal data (a phone number, an e-mail
+// address: anything but an opaque id) stands as its PersonalDigest, and
+// digest is the first 128 bits of the SHA-256 of the method, the path, the
+// query and the body. A retried call repeats all of them; two
 // distinct events of one conversation (Allocated after Queued, a second
 // Allocated after a rejection) differ in the event or in the event data the
 // integration sends ({event.datetime}, an id), so they never share an id,
@@ -201,7 +203,7 @@ func (c *ContactProCall) DedupID() string {
 		h.Write([]byte{0})
 	}
 	h.Write(c.Body)
-	contact := c.ContactID
+	contact := opaqueOrDigest(c.ContactID)
 	if contact == "" {
 		contact = "-"
 	}

@@ -170,6 +170,45 @@ func TestChatAttachmentsReadsTheIDsContact(t *testing.T) {
 	}
 }
 
+// TestIDsCarryNoPersonalData: phone numbers and e-mail addresses stand in
+// ids as their digest (a Sinch SMS recipient report's id held the number).
+func TestIDsCarryNoPersonalData(t *testing.T) {
+	const phone = "+4917612345678"
+	dr := strings.Replace(string(fixture(t, "sinchsms_recipient_delivery_report.json")), "+44231235674", phone, 1)
+	w, err := messages.DecodeWebhook("sinchsms", "eu", []byte(dr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(w.ID, "4917612345678") || !strings.Contains(w.ID, messages.PersonalDigest(phone)) {
+		t.Errorf("recipient report id %q, want the number's digest %s", w.ID, messages.PersonalDigest(phone))
+	}
+	for _, c := range []struct {
+		contact string
+		clear   bool
+	}{
+		{"0a1b2c3d-0000-4000-8000-000000000001", true},
+		{"01EB37HMH1M6SV18ABNS3G135H", true},
+		{"contact.guid_1", true},
+		{"12345", true},
+		{phone, false},
+		{"004917612345678", false},
+		{"0176-1234-5678", false},
+		{"030.1234567", false},
+		{"whatsapp:+4917612345678", false},
+		{"jane.doe@example.com", false},
+		{"Jane Doe", false},
+	} {
+		call, err := messages.NewContactProCall("crm", "ended", c.contact, "GET", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := call.DedupID()
+		if strings.Contains(id, ":"+c.contact+":") != c.clear || !c.clear && !strings.Contains(id, ":"+messages.PersonalDigest(c.contact)+":") {
+			t.Errorf("contact %q: id %q (in clear: want %v)", c.contact, id, c.clear)
+		}
+	}
+}
+
 // TestRepeatedKeysRefused: a key spelt twice where it feeds an id, a
 // subject or a partition is refused naming it, in every source; a
 // repeat elsewhere in a Sinch callback is not the route's business.

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -157,5 +158,55 @@ func TestContactProIDsDeterministic(t *testing.T) {
 	}
 	if d.count() != before {
 		t.Errorf("refused calls were stored")
+	}
+}
+
+// TestIDsCarryNoPersonalData: phone numbers and e-mail addresses never
+// reach a dedup id, so they stay out of the logs, the answers, the
+// headers, the dead letters and X-Ccrelay-Event-Id.
+func TestIDsCarryNoPersonalData(t *testing.T) {
+	ns := natstest.Embedded(t)
+	d := deploy(t, ns.ClientURL(), 1, messagingEnv()...)
+	const phone, email = "4917612345678", "jane.doe@example.com"
+	dr := []byte(strings.Replace(string(messagingFixture(t, "sinchsms_recipient_delivery_report.json")), "+44231235674", "+"+phone, 1))
+	cp := jsonHeader()
+	cp.Set("x-api-key", cpAPIKey)
+	for _, c := range []struct {
+		name string
+		send func() response
+	}{
+		{"a Sinch SMS recipient delivery report", func() response {
+			return d.post("/v1/messaging/sinchsms/basic", basicJSON("smsuser", wavyPassword), dr)
+		}},
+		{"a Contact Pro contact in the path", func() response {
+			return d.do(0, http.MethodGet, "/v1/contactpro/crm/ended/%2B"+phone, cp, nil)
+		}},
+		{"a Contact Pro contact in the query", func() response {
+			return d.do(0, http.MethodPut, "/v1/contactpro/crm?event=ended&contact_id=0"+phone, cp, nil)
+		}},
+		{"a Contact Pro contact that is an e-mail address", func() response {
+			return d.post("/v1/contactpro/crm/ended", cp, fmt.Appendf(nil, `{"ID":%q,"Event date":"2026-11-21T10:00:00Z"}`, email))
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.send()
+			if r.status != http.StatusAccepted {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			m := d.stored(r)
+			for _, pii := range []string{phone, email} {
+				if id := m.Header.Get(messages.HeaderID); strings.Contains(id, pii) {
+					t.Errorf("the id %q holds %s", id, pii)
+				}
+				if strings.Contains(string(r.body), pii) {
+					t.Errorf("the answer %s holds %s", r.body, pii)
+				}
+			}
+		})
+	}
+	for _, pii := range []string{phone, email} {
+		if strings.Contains(d.logs.String(), pii) {
+			t.Errorf("the logs hold %s", pii)
+		}
 	}
 }
