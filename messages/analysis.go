@@ -122,18 +122,33 @@ func ParseAnalysisKey(key string) (AnalysisFile, error) {
 	return f, nil
 }
 
-// DedupID is the id of every trigger of a contact's summary that is not a
-// rule event (an S3 event of either file, a reconciler trigger): one per
-// contact, so the dedup window and the ledger keep them to one piece of
-// work.
-func (f AnalysisFile) DedupID() string { return SummaryDedupID(f.ContactID) }
+// SummaryDedupID is the dedup id of every trigger of a contact's summary
+// that is not a rule event (an S3 event of either analysis file, a
+// reconciler trigger), "connect.analysis:<bucket>:<contact>": one per
+// contact and bucket, so the dedup window and the ledger keep them to one
+// piece of work. A rule event's id is "connect:<account>:..." whatever
+// account and id a caller sends, so no rule event can take a contact's
+// trigger id and have its real triggers dropped as duplicates; and an
+// event naming another bucket (ingest refuses those, a hand-published one
+// is not refused there) cannot take the id of the configured bucket's.
+func SummaryDedupID(bucket, contactID string) string {
+	return SourceConnect + "." + ConnectAnalysis + ":" + bucket + ":" + contactID
+}
 
-// SummaryDedupID is the dedup id of the summary triggers of contactID,
-// "connect.analysis:<contact>". A rule event's id is "connect:<account>:..."
-// whatever account and id a caller sends, so no rule event can take a
-// contact's trigger id and have its real triggers dropped as duplicates.
-func SummaryDedupID(contactID string) string {
-	return SourceConnect + "." + ConnectAnalysis + ":" + contactID
+// checkBucket refuses a bucket name with ':', which S3's naming rules
+// never allow: in a dedup id it would let one bucket's contact pass for
+// another bucket's.
+func checkBucket(field, bucket string) error {
+	if strings.ContainsRune(bucket, ':') {
+		return &FieldError{Field: field, Problem: "is not an S3 bucket name (it holds ':')"}
+	}
+	return nil
+}
+
+// DedupID is the event's dedup id: SummaryDedupID of its bucket and the
+// contact of its key.
+func (e *S3ObjectCreatedEvent) DedupID() string {
+	return SummaryDedupID(e.Detail.Bucket.Name, e.File.ContactID)
 }
 
 // S3ObjectCreatedEvent is the EventBridge event S3 sends when an object is
@@ -211,6 +226,9 @@ func DecodeS3ObjectCreated(body []byte) (*S3ObjectCreatedEvent, error) {
 	if err := checkID("detail.bucket.name", e.Detail.Bucket.Name); err != nil {
 		return nil, err
 	}
+	if err := checkBucket("detail.bucket.name", e.Detail.Bucket.Name); err != nil {
+		return nil, err
+	}
 	if err := CheckToken("detail.bucket.name", e.Detail.Bucket.Name); err != nil {
 		return nil, err
 	}
@@ -249,6 +267,9 @@ func DecodeSummaryTrigger(body []byte) (*SummaryTrigger, error) {
 	}
 	if t.Bucket == "" {
 		return nil, missing("bucket")
+	}
+	if err := checkBucket("bucket", t.Bucket); err != nil {
+		return nil, err
 	}
 	f, err := ParseAnalysisKey(t.Key)
 	if err != nil {

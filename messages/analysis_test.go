@@ -59,7 +59,7 @@ func TestDecodeConnectEventFromAWS(t *testing.T) {
 				expect.Check{Name: "day", Got: f.Day, Want: time.Date(2020, 2, 4, 0, 0, 0, 0, time.UTC)},
 				expect.Check{Name: "redacted", Got: f.Redacted, Want: c.redacted},
 				// Both files of a call are one trigger.
-				expect.Check{Name: "dedup id", Got: f.DedupID(), Want: "connect.analysis:" + contact},
+				expect.Check{Name: "dedup id", Got: ev.Analysis.DedupID(), Want: "connect.analysis:amazon-connect-acme:" + contact},
 			)
 		})
 	}
@@ -107,6 +107,8 @@ func TestSummaryTrigger(t *testing.T) {
 		"no bucket":       strings.Replace(good, `"bucket":"b"`, `"bucket":""`, 1),
 		"other key":       strings.Replace(good, "Analysis/Voice/", "CallRecordings/", 1),
 		"another contact": strings.Replace(good, `"contact_id":"`+contact, `"contact_id":"someone-else`, 1),
+		"a bucket with :": strings.Replace(good, `"bucket":"b"`, `"bucket":"b:x"`, 1),
+		"bucket twice":    strings.Replace(good, `"bucket":"b"`, `"bucket":"b","Bucket":"c"`, 1),
 	} {
 		if _, err := messages.DecodeSummaryTrigger([]byte(body)); !errors.Is(err, messages.ErrInvalidPayload) {
 			t.Errorf("%s: %v, want ErrInvalidPayload", name, err)
@@ -114,12 +116,40 @@ func TestSummaryTrigger(t *testing.T) {
 	}
 	s := messages.DefaultSubjects()
 	id, err := s.EventID(s.SummaryTrigger("b"), nil, []byte(good))
-	if err != nil || id != "connect.analysis:"+contact {
+	if err != nil || id != "connect.analysis:b:"+contact {
 		t.Errorf("EventID of a bare trigger: %q, %v", id, err)
 	}
 	id, err = s.EventID(s.AnalysisFile("amazon-connect-acme"), nil, awsFixture(t, "s3_object_created_redacted.json"))
-	if err != nil || id != "connect.analysis:"+contact {
+	if err != nil || id != "connect.analysis:amazon-connect-acme:"+contact {
 		t.Errorf("EventID of a bare S3 event: %q, %v", id, err)
+	}
+}
+
+// TestSummaryIDsNameTheBucket: an S3 event naming another bucket does not
+// take the id of the configured bucket's event of the same call (it did:
+// both were connect.analysis:<contact>), and a bucket name cannot smuggle
+// a contact in.
+func TestSummaryIDsNameTheBucket(t *testing.T) {
+	real := awsFixture(t, "s3_object_created_analysis.json")
+	other := []byte(strings.ReplaceAll(string(real), "amazon-connect-acme", "attacker-bucket"))
+	a, err := messages.DecodeS3ObjectCreated(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := messages.DecodeS3ObjectCreated(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.DedupID() == b.DedupID() {
+		t.Errorf("two buckets, one id %q", a.DedupID())
+	}
+	colon := []byte(strings.ReplaceAll(string(real), "amazon-connect-acme", "amazon:connect"))
+	if _, err := messages.DecodeS3ObjectCreated(colon); !errors.Is(err, messages.ErrInvalidPayload) {
+		t.Errorf("a bucket name with ':': %v, want ErrInvalidPayload", err)
+	}
+	twice := []byte(strings.Replace(string(real), `"bucket": {`, `"bucket": {"name": "attacker-bucket", `, 1))
+	if _, err := messages.DecodeS3ObjectCreated(twice); !errors.Is(err, messages.ErrInvalidPayload) || !strings.Contains(err.Error(), "detail.bucket.name") {
+		t.Errorf("bucket.name twice: %v, want ErrInvalidPayload naming detail.bucket.name", err)
 	}
 }
 
@@ -150,7 +180,7 @@ func FuzzDecodeConnectEvent(f *testing.F) {
 			if err := messages.CheckToken("bucket", a.Detail.Bucket.Name); err != nil {
 				t.Fatalf("bucket %q would not fit a subject token", a.Detail.Bucket.Name)
 			}
-			for _, v := range []string{a.File.DedupID(), a.Detail.Bucket.Name} {
+			for _, v := range []string{a.DedupID(), a.Detail.Bucket.Name} {
 				if strings.ContainsAny(v, "\r\n\x00") {
 					t.Fatalf("control character in a value that becomes a header: %q", v)
 				}

@@ -145,13 +145,13 @@ func (s Subjects) Identify(subject string, body []byte) (Identity, error) {
 			if err != nil {
 				return Identity{}, err
 			}
-			return Identity{Source: SourceConnect, Kind: a.Kind, ID: ev.File.DedupID()}, nil
+			return Identity{Source: SourceConnect, Kind: a.Kind, ID: ev.DedupID()}, nil
 		case ConnectReconcile:
 			t, err := DecodeSummaryTrigger(body)
 			if err != nil {
 				return Identity{}, err
 			}
-			return Identity{Source: SourceConnect, Kind: a.Kind, ID: SummaryDedupID(t.ContactID)}, nil
+			return Identity{Source: SourceConnect, Kind: a.Kind, ID: SummaryDedupID(t.Bucket, t.ContactID)}, nil
 		}
 		ev, err := DecodeContactLensEvent(body)
 		if err != nil {

@@ -224,7 +224,7 @@ func TestDedupIDsNeverCross(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hostile.DedupID() == messages.SummaryDedupID("C") {
+	if hostile.DedupID() == messages.SummaryDedupID("b", "C") {
 		t.Errorf("a rule event took the trigger id %q of contact C", hostile.DedupID())
 	}
 }

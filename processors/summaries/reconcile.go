@@ -283,7 +283,7 @@ func (p *Processor) trigger(ctx context.Context, f messages.AnalysisFile, writte
 		return err
 	}
 	ev := messages.Event{
-		Subject: p.env.Subjects.SummaryTrigger(p.cfg.Bucket), ID: f.DedupID(),
+		Subject: p.env.Subjects.SummaryTrigger(p.cfg.Bucket), ID: messages.SummaryDedupID(p.cfg.Bucket, f.ContactID),
 		Source: "/ccrelay/reconcile/summaries", Type: messages.TypeSummaryTrigger,
 		Time: now, ReceivedAt: now, Body: body,
 	}

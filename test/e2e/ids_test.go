@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +105,37 @@ func TestIDsNamespacedByService(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestS3EventOfAnotherBucket: an S3 event naming another bucket than
+// CCRELAY_CONNECT_BUCKET is refused before it takes an id, so it cannot
+// make the real call's event a duplicate; the id names the bucket anyway.
+func TestS3EventOfAnotherBucket(t *testing.T) {
+	ns := natstest.Embedded(t)
+	d := deploy(t, ns.ClientURL(), 1, "CCRELAY_CONNECT_BUCKET=amazon-connect-acme")
+	h := jsonHeader()
+	h.Set("x-api-key", connectAPIKey)
+	real, err := os.ReadFile(filepath.Join(fixtures, "aws", "s3_object_created_analysis.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bogus := []byte(strings.ReplaceAll(string(real), "amazon-connect-acme", "attacker-bucket"))
+	before := d.count()
+	r := d.post("/v1/connect/events", h, bogus)
+	if r.status != http.StatusUnprocessableEntity || !strings.Contains(r.json(t)["message"].(string), "detail.bucket.name") {
+		t.Fatalf("another bucket: %d %s; want 422 naming detail.bucket.name", r.status, r.body)
+	}
+	if d.count() != before {
+		t.Fatal("the refused event was stored")
+	}
+	r = d.post("/v1/connect/events", h, real)
+	if r.status != http.StatusAccepted || r.header.Get("Ccrelay-Duplicate") != "false" {
+		t.Fatalf("the real call's event: %d %s", r.status, r.body)
+	}
+	const contact = "6c0f4a8e-2b1d-4e4b-9d57-0f6a2a1c9e11"
+	if got, want := d.stored(r).Header.Get(messages.HeaderID), "connect.analysis:amazon-connect-acme:"+contact; got != want {
+		t.Errorf("id %q, want %q", got, want)
+	}
 }
 
 // TestContactProIDsDeterministic: a Contact Pro body is identified the

@@ -215,7 +215,7 @@ func digestAnswer(t *testing.T, challenge, method, uri, user, pass string) strin
 // detail-type) and the redacted audio's event are refused with 422 and
 // change nothing.
 func realS3Events(t *testing.T, natsURL string) {
-	d := deploy(t, natsURL, 1)
+	d := deploy(t, natsURL, 1, "CCRELAY_CONNECT_BUCKET=amazon-connect-acme")
 	h := jsonHeader()
 	h.Set("x-api-key", connectAPIKey)
 	read := func(name string) []byte {
@@ -236,7 +236,7 @@ func realS3Events(t *testing.T, natsURL string) {
 	}
 	const contact = "6c0f4a8e-2b1d-4e4b-9d57-0f6a2a1c9e11"
 	expectHeaders := map[string]string{
-		"ce-id": "connect.analysis:" + contact, "ce-type": messages.TypeS3ObjectCreated,
+		"ce-id": "connect.analysis:amazon-connect-acme:" + contact, "ce-type": messages.TypeS3ObjectCreated,
 		"ce-source": "arn:aws:s3:::amazon-connect-acme", "ce-time": "2020-02-04T21:14:20Z",
 	}
 	for k, want := range expectHeaders {
