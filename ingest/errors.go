@@ -25,6 +25,10 @@ const (
 	CodeNotFound             = "not_found"
 	CodeUnavailable          = "unavailable"
 	CodeInternal             = "internal"
+
+	// CodeOverloaded is a 503 of ccrelay's own bounds, kept apart from
+	// "unavailable" because alerts take that one to mean JetStream.
+	CodeOverloaded = "overloaded"
 )
 
 // Error is an answer to a request that was not stored. It is the only error

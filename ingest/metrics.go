@@ -6,7 +6,7 @@ import (
 
 // Metrics are the ingest metrics. Label values are bounded: source is one of
 // the adapters, outcome is "stored", "duplicate" or an error code, type is a
-// known trigger or event name or "other".
+// known trigger or event name or "other", reason is one of the bounds.
 type Metrics struct {
 	Requests        *prometheus.CounterVec
 	Duration        *prometheus.HistogramVec
@@ -14,6 +14,9 @@ type Metrics struct {
 	Duplicates      *prometheus.CounterVec
 	PublishDuration prometheus.Histogram
 	InFlight        prometheus.Gauge
+	BufferedBytes   prometheus.Gauge
+	Connections     prometheus.Gauge
+	Shed            *prometheus.CounterVec
 	Credentials     *prometheus.CounterVec
 }
 
@@ -45,13 +48,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ccrelay_ingest_in_flight_requests",
-			Help: "Ingest requests being handled now.",
+			Help: "Ingest requests being handled now (bounded by CCRELAY_MAX_IN_FLIGHT).",
 		}),
+		BufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ccrelay_ingest_buffered_bytes",
+			Help: "Body bytes reserved by the requests being handled: each its Content-Length, the body limit when unknown (bounded by CCRELAY_MAX_BUFFERED_BYTES).",
+		}),
+		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ccrelay_ingest_open_connections",
+			Help: "Ingest connections open now (bounded by CCRELAY_MAX_CONNECTIONS).",
+		}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_ingest_shed_requests_total",
+			Help: "Requests answered 503 before their body was read, or connections closed at once, because a bound was reached, by bound (in_flight, buffered_bytes, connections).",
+		}, []string{"reason"}),
 		Credentials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccrelay_ingest_credentials_total",
 			Help: "Requests that carried credentials in headers, by what was done with them (sealed, dropped).",
 		}, []string{"source", "action"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Published, m.Duplicates, m.PublishDuration, m.InFlight, m.Credentials)
+	reg.MustRegister(m.Requests, m.Duration, m.Published, m.Duplicates, m.PublishDuration, m.InFlight, m.BufferedBytes, m.Connections, m.Shed, m.Credentials)
 	return m
 }

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -79,16 +78,26 @@ type PipelineConfig struct {
 	MaxBodyBytes int64
 	// RetryAfter is sent with 503 answers.
 	RetryAfter time.Duration
+	// MaxInFlight bounds the requests handled at once, and
+	// MaxBufferedBytes the body bytes they reserve at once (each its
+	// Content-Length, MaxBodyBytes when unknown). A request beyond either
+	// is answered 503 before its body is read. Values below one request
+	// with one body are raised to that.
+	MaxInFlight      int
+	MaxBufferedBytes int64
 }
 
-// Pipeline runs every adapter's requests through the same steps: method,
-// authorization, content type, body limit, decode, publish, answer.
+// Pipeline runs every adapter's requests through the same steps: bounds,
+// method, authorization, content type, body limit, decode, publish,
+// answer.
 type Pipeline struct {
 	cfg     PipelineConfig
 	pub     *Publisher
 	metrics *Metrics
 	logger  *slog.Logger
-	bufs    sync.Pool
+	gate    *gate
+	// bufs holds *[]byte of at most smallBody capacity.
+	bufs sync.Pool
 }
 
 // NewPipeline returns a Pipeline publishing with pub.
@@ -98,7 +107,8 @@ func NewPipeline(cfg PipelineConfig, pub *Publisher, m *Metrics, logger *slog.Lo
 		pub:     pub,
 		metrics: m,
 		logger:  logger,
-		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		gate:    newGate(cfg.MaxInFlight, cfg.MaxBufferedBytes, cfg.MaxBodyBytes, m),
+		bufs:    sync.Pool{New: func() any { return new([]byte) }},
 	}
 }
 
@@ -116,9 +126,6 @@ func (p *Pipeline) Handler(a Adapter) http.Handler {
 	duration := p.metrics.Duration.WithLabelValues(source)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		p.metrics.InFlight.Inc()
-		defer p.metrics.InFlight.Dec()
-
 		reqID := requestID(r)
 		w.Header().Set("X-Request-Id", reqID)
 		outcome, attrs := p.serve(w, r, a, rules, start)
@@ -149,10 +156,17 @@ func (p *Pipeline) Handler(a Adapter) http.Handler {
 }
 
 // serve handles one request and returns its outcome label and log fields.
+// Nothing before the body is read waits on the sender: a request that
+// fails a check of its headers, or finds a bound reached, is answered at
+// once, without its body.
 func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rules Rules, start time.Time) (string, []slog.Attr) {
+	read := false
 	fail := func(e *Error, attrs ...slog.Attr) (string, []slog.Attr) {
 		if e.Status == http.StatusServiceUnavailable && e.RetryAfter == 0 {
 			e.RetryAfter = p.cfg.RetryAfter
+		}
+		if !read {
+			CloseUnread(w, r)
 		}
 		WriteError(w, e)
 		if e.Err != nil {
@@ -160,6 +174,10 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 		}
 		return e.Code, append(attrs, slog.String("reason", e.Message))
 	}
+	if !p.gate.enter() {
+		return fail(p.shed(shedInFlight))
+	}
+	defer p.gate.leave()
 	if !slices.Contains(rules.Methods, r.Method) {
 		w.Header().Set("Allow", strings.Join(rules.Methods, ", "))
 		return fail(Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use %s", strings.Join(rules.Methods, " or ")))
@@ -176,23 +194,22 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	if r.ContentLength > p.cfg.MaxBodyBytes {
 		return fail(tooLarge(p.cfg.MaxBodyBytes))
 	}
+	reserved := reservation(r, p.cfg.MaxBodyBytes)
+	if !p.gate.reserve(reserved) {
+		return fail(p.shed(shedBytes))
+	}
+	defer p.gate.release(reserved)
 
-	buf := p.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		// Do not let one large body pin its buffer in the pool for ever.
-		if int64(buf.Cap()) <= 64<<10 {
-			p.bufs.Put(buf)
-		}
-	}()
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)); err != nil {
-		var tl *http.MaxBytesError
-		if errors.As(err, &tl) {
+	body, pooled, err := p.readBody(r, p.cfg.MaxBodyBytes)
+	// The publish below has copied the body by the time serve returns.
+	defer p.putBody(pooled, body)
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
 			return fail(tooLarge(p.cfg.MaxBodyBytes))
 		}
 		return fail(&Error{Status: http.StatusBadRequest, Code: CodeInvalidPayload, Message: "could not read the request body", Err: err})
 	}
-	body := buf.Bytes()
+	read = true
 	switch {
 	case len(body) == 0 && !rules.EmptyBody:
 		return fail(Errorf(http.StatusBadRequest, CodeInvalidPayload, "the request body is empty"))

@@ -60,7 +60,12 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	warnUnconfigured(st, issuer, logger)
 	m := ingest.NewMetrics(reg)
 	pub := ingest.NewPublisher(broker, subjects, st.HTTP.PublishTimeout, m)
-	pipeline := ingest.NewPipeline(ingest.PipelineConfig{MaxBodyBytes: st.HTTP.MaxBodyBytes, RetryAfter: st.HTTP.RetryAfter}, pub, m, logger)
+	pipeline := ingest.NewPipeline(ingest.PipelineConfig{
+		MaxBodyBytes:     st.HTTP.MaxBodyBytes,
+		RetryAfter:       st.HTTP.RetryAfter,
+		MaxInFlight:      st.HTTP.MaxInFlight,
+		MaxBufferedBytes: st.HTTP.MaxBufferedBytes,
+	}, pub, m, logger)
 	contactPro, err := contactpro.New(st.ContactPro, contactpro.Deps{
 		Bearer: issuer.For(oauth.EndpointContactPro), Throttle: throttle, Digest: digest,
 		Keys: st.SealKeys, Subjects: subjects, Metrics: m, Logger: logger,

@@ -15,10 +15,15 @@ import (
 
 	"github.com/ccrelay/ccrelay/ingest"
 	"github.com/ccrelay/ccrelay/ingest/messaging"
+	"github.com/ccrelay/ccrelay/messages"
 )
 
 // headerAllowance is what the contract's headers may add to a body.
 const headerAllowance = 8 << 10
+
+// tokenBodyBytes is the most the OAuth token endpoint reads of a body (a
+// client-credentials form is a few hundred bytes).
+const tokenBodyBytes = 16 << 10
 
 // Config sets the ingest HTTP server. Its env tags are read with the
 // CCRELAY_ prefix.
@@ -39,6 +44,17 @@ type Config struct {
 	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" help:"keep serving (unready) before closing the listener, for load balancers"`
 	// ShutdownTimeout bounds the wait for requests in flight at shutdown.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"25s" help:"wait for requests in flight at shutdown"`
+	// MaxInFlight and MaxBufferedBytes bound what requests hold at once,
+	// so that no number of senders, stalled or not, takes the process
+	// past its memory limit. The defaults fit the shipped 256 MiB pod:
+	// 32 MiB of bodies, which 512 requests of up to 64 KiB fill exactly.
+	MaxInFlight      int   `env:"MAX_IN_FLIGHT" envDefault:"512" help:"requests handled at once; more are answered 503 with 'Retry-After' before their body is read"`
+	MaxBufferedBytes int64 `env:"MAX_BUFFERED_BYTES" envDefault:"33554432" help:"body bytes the requests handled at once may reserve (each its Content-Length, 'CCRELAY_MAX_BODY_BYTES' when unknown); more are answered 503 before their body is read; at least 'CCRELAY_MAX_BODY_BYTES'"`
+	// MaxConnections and MaxHeaderBytes bound what connections hold
+	// before any request on them is handled: net/http's own limit is 1 MiB
+	// of head per connection and no limit of connections.
+	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"1024" help:"ingest connections open at once; more are closed as soon as they are accepted; at least 'CCRELAY_MAX_IN_FLIGHT'"`
+	MaxHeaderBytes int `env:"MAX_HEADER_BYTES" envDefault:"32768" help:"largest request head (request line and headers); larger is answered 431"`
 }
 
 // Validate checks the fields against each other and against maxPayload, the
@@ -59,6 +75,14 @@ func (c Config) Validate(maxPayload int64) error {
 		return errors.New("CCRELAY_SHUTDOWN_TIMEOUT: must be positive")
 	case c.ShutdownDelay < 0:
 		return errors.New("CCRELAY_SHUTDOWN_DELAY: must not be negative")
+	case c.MaxInFlight <= 0:
+		return errors.New("CCRELAY_MAX_IN_FLIGHT: must be positive")
+	case c.MaxBufferedBytes < c.MaxBodyBytes:
+		return fmt.Errorf("CCRELAY_MAX_BUFFERED_BYTES: %d is less than CCRELAY_MAX_BODY_BYTES (%d), so the largest body could never be received", c.MaxBufferedBytes, c.MaxBodyBytes)
+	case c.MaxConnections < c.MaxInFlight:
+		return fmt.Errorf("CCRELAY_MAX_CONNECTIONS: %d is less than CCRELAY_MAX_IN_FLIGHT (%d); each request in flight has a connection", c.MaxConnections, c.MaxInFlight)
+	case c.MaxHeaderBytes < 4<<10:
+		return errors.New("CCRELAY_MAX_HEADER_BYTES: must be at least 4096")
 	}
 	return nil
 }
@@ -91,6 +115,7 @@ type Server struct {
 	ready    ReadyChecker
 	stopping atomic.Bool
 	logger   *slog.Logger
+	pipeline *ingest.Pipeline
 	// patterns are the routes registered, for the ingest contract's test:
 	// a route no row of it covers fails it.
 	patterns []string
@@ -98,7 +123,7 @@ type Server struct {
 
 // New returns the server for routes.
 func New(cfg Config, routes Routes, logger *slog.Logger) *Server {
-	s := &Server{cfg: cfg, ready: routes.Ready, logger: logger}
+	s := &Server{cfg: cfg, ready: routes.Ready, logger: logger, pipeline: routes.Pipeline}
 	mux := http.NewServeMux()
 	handle := func(pattern string, h http.Handler) {
 		mux.Handle(pattern, h)
@@ -114,14 +139,16 @@ func New(cfg Config, routes Routes, logger *slog.Logger) *Server {
 	handle("/v1/connect/events", p.Handler(routes.Connect))
 	if routes.Messaging != nil {
 		handle("/v1/messaging/{type}/{service}", p.Handler(routes.Messaging))
-		handle("GET /v1/messaging/{type}/{service}", http.HandlerFunc(routes.Messaging.Handshake))
+		// The handshake reads no body, but counts as in flight.
+		handle("GET /v1/messaging/{type}/{service}", p.Bound(messages.SourceMessaging, 0, http.HandlerFunc(routes.Messaging.Handshake)))
 	}
 	if routes.Token != nil {
-		handle("/oauth/token", routes.Token)
+		handle("/oauth/token", p.Bound("oauth", tokenBodyBytes, routes.Token))
 	}
 	handle("/healthz", http.HandlerFunc(s.healthz))
 	handle("/readyz", http.HandlerFunc(s.readyz))
 	handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ingest.CloseUnread(w, r)
 		ingest.WriteError(w, ingest.Errorf(http.StatusNotFound, ingest.CodeNotFound, "no such endpoint; see the README for the list"))
 	}))
 	s.handler = mux
@@ -174,9 +201,10 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.ReadTimeout + s.cfg.PublishTimeout + 5*time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
-	return Serve(ctx, srv, ln, func() {
+	return Serve(ctx, srv, s.pipeline.LimitConnections(ln, s.cfg.MaxConnections), func() {
 		s.stopping.Store(true)
 		if s.cfg.ShutdownDelay > 0 {
 			s.logger.Info("shutdown: unready, waiting before closing the listener", "delay", s.cfg.ShutdownDelay)

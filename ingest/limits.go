@@ -1,0 +1,318 @@
+package ingest
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// smallBody is the largest body that counts as small: every webhook the
+// providers send is, and its buffer may go back to the pool.
+const smallBody = 64 << 10
+
+// Refusal reasons of ccrelay_ingest_shed_requests_total: one per bound.
+const (
+	shedInFlight    = "in_flight"
+	shedBytes       = "buffered_bytes"
+	shedConnections = "connections"
+)
+
+// gate admits requests within the process's bounds, without waiting: a
+// request beyond either bound is refused at once, so senders that stall
+// cannot make requests queue, and memory stays within what the bounds
+// allow however many of them there are.
+type gate struct {
+	maxInFlight int64
+	maxBytes    int64
+	// largeBytes is what requests with a body over smallBody may hold
+	// together. The rest of maxBytes is kept for small bodies, so stalled
+	// uploads declaring large bodies cannot shut out ordinary webhooks.
+	largeBytes int64
+	metrics    *Metrics
+
+	mu       sync.Mutex
+	inFlight int64
+	bytes    int64
+}
+
+func newGate(maxInFlight int, maxBytes, maxBody int64, m *Metrics) *gate {
+	// A bound below its least workable value is raised to it: one request
+	// with one body. A Pipeline is never unbounded.
+	maxInFlight = max(maxInFlight, 1)
+	maxBytes = max(maxBytes, maxBody)
+	return &gate{
+		maxInFlight: int64(maxInFlight),
+		maxBytes:    maxBytes,
+		largeBytes:  max(maxBytes-maxBytes/4, maxBody),
+		metrics:     m,
+	}
+}
+
+// enter takes an in-flight slot; false when none is free.
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	ok := g.inFlight < g.maxInFlight
+	if ok {
+		g.inFlight++
+	}
+	g.mu.Unlock()
+	if ok {
+		g.metrics.InFlight.Inc()
+	}
+	return ok
+}
+
+func (g *gate) leave() {
+	g.mu.Lock()
+	g.inFlight--
+	g.mu.Unlock()
+	g.metrics.InFlight.Dec()
+}
+
+// reserve takes n bytes of the buffered-bytes bound; false when they do
+// not fit.
+func (g *gate) reserve(n int64) bool {
+	if n == 0 {
+		return true
+	}
+	limit := g.maxBytes
+	if n > smallBody {
+		limit = g.largeBytes
+	}
+	g.mu.Lock()
+	ok := g.bytes+n <= limit
+	if ok {
+		g.bytes += n
+	}
+	g.mu.Unlock()
+	if ok {
+		g.metrics.BufferedBytes.Add(float64(n))
+	}
+	return ok
+}
+
+func (g *gate) release(n int64) {
+	if n == 0 {
+		return
+	}
+	g.mu.Lock()
+	g.bytes -= n
+	g.mu.Unlock()
+	g.metrics.BufferedBytes.Sub(float64(n))
+}
+
+// reservation is what a request's body may take: its Content-Length, or
+// limit when the length is not known (chunked).
+func reservation(r *http.Request, limit int64) int64 {
+	if r.ContentLength >= 0 {
+		return r.ContentLength
+	}
+	return limit
+}
+
+// shed is the 503 of a request refused at a bound, before its body is read.
+func (p *Pipeline) shed(reason string) *Error {
+	p.metrics.Shed.WithLabelValues(reason).Inc()
+	msg := "too many requests are being handled; retry later"
+	if reason == shedBytes {
+		msg = "too many request bodies are being received; retry later"
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Code: CodeOverloaded, Message: msg, RetryAfter: p.cfg.RetryAfter}
+}
+
+// unreadLinger is how long a connection answered without its body being
+// read is still read from (by net/http, up to 256 KiB, discarded) before
+// it is closed: as net/http itself lingers before closing a connection it
+// stopped reading, so that a sender already sending gets the answer rather
+// than a reset.
+const unreadLinger = 500 * time.Millisecond
+
+// CloseUnread makes the answer to a request whose body was not read the
+// last on its connection, and closes that connection at most unreadLinger
+// after the answer. Otherwise net/http reads up to 256 KiB of the unread
+// body, before answering or after, and a sender that stalls holds its
+// connection until the read timeout.
+func CloseUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	// Not supported by test recorders, which hold no connection.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(unreadLinger))
+}
+
+// Bound returns h behind the pipeline's bounds, for handlers that do not
+// go through Handler (the OAuth token endpoint, Messenger's handshake).
+// Each request takes an in-flight slot and reserves the body h may read,
+// which is cut at maxBody; a request beyond either bound, or declaring a
+// larger body, is answered without its body being read. source names h in
+// the log.
+func (p *Pipeline) Bound(source string, maxBody int64, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := reservation(r, maxBody)
+		var e *Error
+		switch {
+		case !p.gate.enter():
+			e = p.shed(shedInFlight)
+		case n > maxBody || (maxBody == 0 && r.ContentLength != 0):
+			p.gate.leave()
+			e = tooLarge(maxBody)
+		case !p.gate.reserve(n):
+			p.gate.leave()
+			e = p.shed(shedBytes)
+		}
+		if e != nil {
+			CloseUnread(w, r)
+			WriteError(w, e)
+			p.logger.LogAttrs(r.Context(), slog.LevelInfo, "ingest request",
+				slog.String("source", source), slog.String("outcome", e.Code), slog.String("reason", e.Message),
+				slog.String("remote", r.RemoteAddr))
+			return
+		}
+		defer func() {
+			p.gate.release(n)
+			p.gate.leave()
+		}()
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		h.ServeHTTP(w, r)
+	})
+}
+
+var errTooLarge = errors.New("the body is larger than the limit")
+
+// readBody reads the body of r into a buffer of what it reserved: exactly
+// its Content-Length when known, else grown up to limit+1 bytes (the byte
+// over the limit tells a body that is too large). A small buffer comes
+// from the pool (pooled), and goes back with putBody once the body is no
+// longer used; a large one is nil there.
+func (p *Pipeline) readBody(r *http.Request, limit int64) (body []byte, pooled *[]byte, err error) {
+	n := r.ContentLength
+	if n > smallBody {
+		// Allocated at its size and left to the collector: a large buffer
+		// never stays pinned in the pool after the request.
+		body = make([]byte, n)
+		_, err = io.ReadFull(r.Body, body)
+		return body, nil, err
+	}
+	pooled = p.bufs.Get().(*[]byte)
+	if n >= 0 {
+		if int64(cap(*pooled)) < n {
+			*pooled = make([]byte, 0, roundUp(n))
+		}
+		body = (*pooled)[:n]
+		_, err = io.ReadFull(r.Body, body)
+		return body, pooled, err
+	}
+	body, err = readAtMost(r.Body, (*pooled)[:0], limit)
+	return body, pooled, err
+}
+
+// putBody returns the buffer of readBody to the pool, keeping the one body
+// grew into when that is small.
+func (p *Pipeline) putBody(pooled *[]byte, body []byte) {
+	if pooled == nil {
+		return
+	}
+	if cap(body) <= smallBody {
+		*pooled = body[:0]
+	}
+	p.bufs.Put(pooled)
+}
+
+// readAtMost reads rd to its end into b, growing b by doubling but never
+// beyond limit+1 bytes, so a body of unknown length costs at most what it
+// reserved.
+func readAtMost(rd io.Reader, b []byte, limit int64) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			nb := make([]byte, len(b), min(max(2*cap(b), 4<<10), int(limit)+1))
+			copy(nb, b)
+			b = nb
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		switch {
+		case int64(len(b)) > limit:
+			return b, errTooLarge
+		case errors.Is(err, io.EOF):
+			return b, nil
+		case err != nil:
+			return b, err
+		}
+	}
+}
+
+// roundUp is n rounded up to a power of two of at least 4 KiB, so pooled
+// buffers settle at a few sizes.
+func roundUp(n int64) int64 {
+	c := int64(4 << 10)
+	for c < n {
+		c <<= 1
+	}
+	return c
+}
+
+// LimitConnections returns ln closing the connections beyond max open at
+// once as soon as they are accepted. A connection costs buffers and a
+// goroutine from its first byte, and its request head up to the header
+// limit, before any request on it is seen, let alone authenticated; the
+// bounds of requests cannot count it. The sender sees the connection
+// closed, and retries.
+func (p *Pipeline) LimitConnections(ln net.Listener, max int) net.Listener {
+	return &connLimit{Listener: ln, max: int64(max), metrics: p.metrics}
+}
+
+type connLimit struct {
+	net.Listener
+	max     int64
+	open    atomic.Int64
+	metrics *Metrics
+}
+
+func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			l.metrics.Shed.WithLabelValues(shedConnections).Inc()
+			_ = c.Close()
+			continue
+		}
+		l.metrics.Connections.Inc()
+		return &limitedConn{Conn: c, l: l}, nil
+	}
+}
+
+// limitedConn gives its place back when closed, once.
+type limitedConn struct {
+	net.Conn
+	l      *connLimit
+	closed sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.closed.Do(func() {
+		c.l.open.Add(-1)
+		c.l.metrics.Connections.Dec()
+	})
+	return err
+}
+
+// CloseWrite lets net/http half-close before it closes a connection whose
+// request it did not read to the end, as it does with a bare TCP
+// connection, so the sender reads the answer rather than a reset.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
