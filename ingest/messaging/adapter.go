@@ -264,17 +264,18 @@ func throttled(err error) error {
 	return err
 }
 
-// Authorize checks basic and API key credentials before the body is read;
-// signatures are checked in Event.
+// Authorize checks basic and API key credentials, and that a signed
+// service's signature headers can verify at all, before the body is read;
+// the signatures themselves are checked in Event.
 func (a *Adapter) Authorize(r *http.Request) error {
-	_, _, key, err := a.key(r)
+	typ, _, key, err := a.key(r)
 	if err != nil {
 		return err
 	}
 	if err := a.checkPasswords(r, key); err != nil {
 		return err
 	}
-	return nil
+	return a.checkSignatureHeaders(r, typ, key, time.Now())
 }
 
 // maxKeptHeader bounds a kept signature header: the longest is Messenger's

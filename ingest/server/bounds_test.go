@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/ccrelay/ccrelay/ingest"
 	"github.com/ccrelay/ccrelay/ingest/server"
 	"github.com/ccrelay/ccrelay/messages/provision"
+	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/test/logtest"
 	"github.com/ccrelay/ccrelay/test/metricstest"
 	"github.com/ccrelay/ccrelay/test/natstest"
@@ -93,6 +95,16 @@ func start(t *testing.T, extra ...string) running {
 	return running{addr: ln.Addr().String(), reg: reg, logs: logs}
 }
 
+// logged returns the log line of the request with X-Request-Id id.
+func (s running) logged(id string) string {
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		if strings.Contains(line, `"request_id":"`+id+`"`) {
+			return line
+		}
+	}
+	return ""
+}
+
 func (s running) gauge(t *testing.T, name string) float64 {
 	t.Helper()
 	return metricstest.Value(t, s.reg, name, nil)
@@ -155,6 +167,92 @@ func answered(t *testing.T, name string, st *stalltest.Stall, status int, code s
 // another body, which only the body can tell.
 func sinchHeaders(at time.Time) http.Header {
 	return (&sinchtest.Signer{Secret: sinchSecret}).Headers([]byte("another body"), at)
+}
+
+// TestUnauthenticatedUploadsAreNotRead: a request whose credentials can be
+// refused from its headers is refused from them, before its body is sent,
+// on every endpoint and however many come at once; none of them reserves
+// a byte. Every 401 may look alike to the caller; the log says which check
+// refused it.
+func TestUnauthenticatedUploadsAreNotRead(t *testing.T) {
+	s := start(t)
+	sinchWith := func(f func(h http.Header)) http.Header {
+		h := sinchHeaders(time.Now())
+		f(h)
+		return h
+	}
+	smsStale := (&sinchtest.Signer{Secret: smsSecret}).Headers([]byte("x"), time.Now().Add(-time.Hour))
+	twilio := func(sig string) http.Header {
+		return http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, signature.HeaderTwilioSignature: {sig}}
+	}
+	hub := func(sig string) http.Header {
+		return http.Header{"Content-Type": {"application/json"}, signature.HeaderHubSignature256: {sig}}
+	}
+	cases := []struct {
+		name, path string
+		h          http.Header
+		code       string
+	}{
+		{"sinch: no signature headers", "/v1/sinch/svc1", http.Header{"Content-Type": {"application/json"}}, ingest.CodeInvalidSignature},
+		{"sinch: no nonce", "/v1/sinch/svc1", sinchWith(func(h http.Header) { h.Del(signature.SinchHeaderNonce) }), ingest.CodeInvalidSignature},
+		{"sinch: signature not base64 of 32 bytes", "/v1/sinch/svc1", sinchWith(func(h http.Header) { h.Set(signature.SinchHeaderSignature, "c2lnbmF0dXJl") }), ingest.CodeInvalidSignature},
+		{"sinch: other algorithm", "/v1/sinch/svc1", sinchWith(func(h http.Header) { h.Set(signature.SinchHeaderAlgorithm, "HmacSHA1") }), ingest.CodeUnsupportedAlgorithm},
+		{"sinch: stale timestamp", "/v1/sinch/svc1", sinchHeaders(time.Now().Add(-time.Hour)), ingest.CodeStaleTimestamp},
+		{"sinch: unknown service", "/v1/sinch/nosuch", sinchHeaders(time.Now()), ingest.CodeUnauthorized},
+		{"twilio: no signature", "/v1/messaging/twilio/us", twilio(""), ingest.CodeInvalidSignature},
+		{"twilio: signature of a wrong length", "/v1/messaging/twilio/us", twilio("c2lnbmF0dXJl"), ingest.CodeInvalidSignature},
+		{"messenger: no signature", "/v1/messaging/facebook/page1", hub(""), ingest.CodeInvalidSignature},
+		{"messenger: upper-case hex", "/v1/messaging/facebook/page1", hub("sha256=" + strings.Repeat("A", 64)), ingest.CodeInvalidSignature},
+		{"messenger: sha1", "/v1/messaging/facebook/page1", hub("sha1=" + strings.Repeat("a", 40)), ingest.CodeInvalidSignature},
+		{"sinch sms: stale timestamp", "/v1/messaging/sinchsms/eu", smsStale, ingest.CodeStaleTimestamp},
+		{"contact pro: no credentials", "/v1/contactpro/chat-attachments/Ended", http.Header{"Content-Type": {"application/json"}}, ingest.CodeUnauthorized},
+		{"connect: wrong api key", "/v1/connect/events", http.Header{"Content-Type": {"application/json"}, "X-Api-Key": {"nope"}}, ingest.CodeUnauthorized},
+	}
+	// Many at once, all open before the first answer is read. Each
+	// announces the largest body, or one net/http would wait for before
+	// answering if it were not told the connection ends (under 256 KiB).
+	const each = 10
+	type open struct {
+		name, code, id string
+		st             *stalltest.Stall
+	}
+	var all []open
+	for _, c := range cases {
+		for i := 0; i < each; i++ {
+			for _, length := range []int64{maxBody, 100 << 10} {
+				o := open{name: fmt.Sprintf("%s (%d KiB)", c.name, length>>10), code: c.code, id: fmt.Sprintf("unauth-%d", len(all))}
+				h := c.h.Clone()
+				h.Set("X-Request-Id", o.id)
+				o.st = stall(t, s, c.path, h, length)
+				all = append(all, o)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, o := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp := answered(t, o.name, o.st, http.StatusUnauthorized, ""); resp != nil && !o.st.Closed(wait) {
+				t.Errorf("%s: the server kept the connection open", o.name)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, o := range all {
+		if line := s.logged(o.id); !strings.Contains(line, o.code) {
+			t.Errorf("%s: refused, but not for %s: %s", o.name, o.code, line)
+		}
+	}
+	if got := s.gauge(t, "ccrelay_ingest_buffered_bytes"); got != 0 {
+		t.Errorf("buffered bytes %v after refusing every request from its headers", got)
+	}
+	if got := s.gauge(t, "ccrelay_ingest_in_flight_requests"); got != 0 {
+		t.Errorf("%v requests in flight after all were answered", got)
+	}
+	if got := s.shed(t, "in_flight") + s.shed(t, "buffered_bytes"); got != 0 {
+		t.Errorf("%v requests shed: none should reach a bound", got)
+	}
 }
 
 // TestStalledUploadsAreBounded: uploads that pass every header check and

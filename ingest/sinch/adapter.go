@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -61,38 +60,26 @@ func (a *Adapter) Source() string { return messages.SourceSinch }
 // challenge is the WWW-Authenticate value of refused callbacks.
 var challenge = []string{`Sinch-Signature realm="ccrelay"`}
 
-// Authorize refuses services with no secret before the body is read.
+// Authorize refuses, before the body is read, services with no secret and
+// requests whose signature headers could never verify (CheckHeaders).
 func (a *Adapter) Authorize(r *http.Request) error {
 	service := r.PathValue("service")
 	if _, ok := a.cfg.WebhookSecrets[service]; !ok {
-		return ingest.Unauthorized(ingest.CodeUnauthorized, "no webhook secret is configured for this service", challenge, nil)
+		return ingest.Unauthorized(ingest.CodeUnauthorized, msgNoMatch, challenge, nil)
 	}
-	return nil
+	return CheckHeaders(r.Header, time.Now(), a.cfg.MaxClockSkew)
 }
 
 // VerifyRequest checks a request signed the way Sinch signs its webhooks
 // (the algorithm, the HMAC over body, nonce and timestamp, and a timestamp
 // within maxSkew of received; 0 skips that check). Errors are 401 answers.
 func VerifyRequest(h http.Header, key string, body []byte, received time.Time, maxSkew time.Duration) error {
-	if alg := h.Get(signature.SinchHeaderAlgorithm); alg != "" && !strings.EqualFold(alg, signature.SinchAlgorithm) {
-		return ingest.Unauthorized(ingest.CodeUnsupportedAlgorithm, "signature algorithm must be "+signature.SinchAlgorithm, challenge, nil)
+	if err := CheckHeaders(h, received, maxSkew); err != nil {
+		return err
 	}
 	sig, nonce, ts := h.Get(signature.SinchHeaderSignature), h.Get(signature.SinchHeaderNonce), h.Get(signature.SinchHeaderTimestamp)
-	if sig == "" || nonce == "" || ts == "" {
-		return ingest.Unauthorized(ingest.CodeInvalidSignature, "the signature, nonce and timestamp headers are required", challenge, nil)
-	}
 	if !signature.SinchVerify(key, body, nonce, ts, sig) {
-		return ingest.Unauthorized(ingest.CodeInvalidSignature, "the signature does not match", challenge, nil)
-	}
-	if maxSkew > 0 {
-		sec, err := strconv.ParseInt(ts, 10, 64)
-		if err != nil {
-			return ingest.Unauthorized(ingest.CodeStaleTimestamp, "the timestamp is not Unix seconds", challenge, nil)
-		}
-		if skew := received.Sub(time.Unix(sec, 0)); skew > maxSkew || -skew > maxSkew {
-			return ingest.Unauthorized(ingest.CodeStaleTimestamp,
-				fmt.Sprintf("the timestamp is %s away from now; at most %s is accepted", skew.Round(time.Second), maxSkew), challenge, nil)
-		}
+		return ingest.Unauthorized(ingest.CodeInvalidSignature, msgNoMatch, challenge, nil)
 	}
 	return nil
 }
