@@ -343,12 +343,12 @@ func jsonString(raw json.RawMessage) string {
 }
 
 // CredentialContext is what credentials sealed into a Contact Pro call are
-// bound to: the call's dedup id (which covers its whole body and request
-// line) and, spelled out, the URLs and users of a chat-attachments body.
-// Sealed credentials copied onto another event, or an edited body naming
-// another host, do not open.
+// bound to: the call's dedup id and the SHA-256 of the whole body as
+// stored. The id alone does not bind the body: a processor reads it from
+// ce-id, which whoever can publish copies onto an edited body (another
+// chat, another host) as easily as the sealed header. Values sealed under
+// the v1 context (the id, URLs and users only) do not open.
 func CredentialContext(dedupID string, body []byte) []byte {
-	var c ChatAttachmentsCall
-	_ = json.Unmarshal(body, &c)
-	return []byte(strings.Join([]string{"ccrelay-credentials-v1", dedupID, c.CMIURL, c.CMIUser, c.SAP.URL, c.SAP.User}, "\x00"))
+	sum := sha256.Sum256(body)
+	return []byte("ccrelay-credentials-v2\x00" + dedupID + "\x00" + hex.EncodeToString(sum[:]))
 }

@@ -1,6 +1,9 @@
 package attachments
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -8,9 +11,11 @@ import (
 	"testing"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/seal"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
 	"github.com/ccrelay/ccrelay/sinks/egress"
@@ -146,6 +151,46 @@ func TestWants(t *testing.T) {
 			}
 			if !got && why == "" {
 				t.Error("skipped without a reason")
+			}
+		})
+	}
+}
+
+// TestSealedCredentialsOpenForTheirBodyOnly: credentials sealed into a
+// Contact Pro call open for that call's id and body only. The same ce-id on
+// an edited body (another chat of the same CMI, tenant and users; one more
+// space) or the same body under another id does not open them: the event
+// is dead-lettered before anything is fetched.
+func TestSealedCredentialsOpenForTheirBodyOnly(t *testing.T) {
+	p := newProcessor(t, egress.Settings{})
+	keys, err := seal.ParseKeyRing("k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.keys = keys
+	const id = "contactpro:chat-attachments:ended:chat-1:00112233445566778899aabbccddeeff"
+	body := []byte(`{"cmi_url":"https://cmi.example.com/cmi","cmi_user":"agent","sap_v1":{"url":"https://my1.crm.ondemand.com","user":"U"},"contact_id":"chat-1"}`)
+	sealed, err := keys.Seal(map[string]string{"x-cmi-password": "call-cmi", "x-sap-v1-password": "call-sap"}, messages.CredentialContext(id, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	event := func(id string, body []byte) *processors.Event {
+		return &processors.Event{Subject: messages.DefaultSubjects().ContactPro(messages.IntegrationChatAttachments, "Ended"), ID: id,
+			Header: nats.Header{messages.HeaderSealed: {sealed}}, Body: body}
+	}
+	fields, err := p.openSealed(event(id, body))
+	if err != nil || fields["x-cmi-password"] != "call-cmi" {
+		t.Fatalf("the call's own credentials: %v %v", fields, err)
+	}
+	for name, ev := range map[string]*processors.Event{
+		"another chat under the same ce-id":   event(id, bytes.Replace(body, []byte(`"chat-1"`), []byte(`"chat-2"`), 1)),
+		"one more space under the same ce-id": event(id, bytes.Replace(body, []byte(`,"contact_id"`), []byte(`, "contact_id"`), 1)),
+		"the same body under another id":      event(strings.Replace(id, "chat-1", "chat-2", 1), body),
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := p.Handle(context.Background(), ev)
+			if !errors.Is(err, processors.ErrPermanent) || !errors.Is(err, seal.ErrTampered) {
+				t.Fatalf("Handle = %v, want a permanent refusal to open the sealed credentials", err)
 			}
 		})
 	}

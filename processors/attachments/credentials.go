@@ -44,10 +44,11 @@ func (p *Processor) credentials(call *messages.ChatAttachmentsCall, fields map[s
 }
 
 // openSealed opens the credentials sealed into the event, bound to its
-// dedup id and the URLs and users of its body: a sealed header copied onto
-// another event, or a body edited to name another host, does not open, and
-// the event is dead-lettered.
-func (p *Processor) openSealed(ev *processors.Event, call *messages.ChatAttachmentsCall) (map[string]string, error) {
+// dedup id and the digest of its whole body: a sealed header copied onto
+// another event, or any edit of the body under the same ce-id (another
+// chat, another host), does not open, and the event is dead-lettered.
+// Retrying cannot open it, and neither can a requeue.
+func (p *Processor) openSealed(ev *processors.Event) (map[string]string, error) {
 	sealed := ev.Header.Get(messages.HeaderSealed)
 	if sealed == "" {
 		return nil, nil
@@ -55,7 +56,8 @@ func (p *Processor) openSealed(ev *processors.Event, call *messages.ChatAttachme
 	fields, err := p.keys.Open(sealed, messages.CredentialContext(ev.ID, ev.Body))
 	if err != nil {
 		p.files.WithLabelValues("transfer", "refused").Inc()
-		return nil, processors.Permanentf("open sealed credentials (sealed for another event, or the body was changed): %v", err)
+		return nil, processors.Permanent(fmt.Errorf("open sealed credentials (sealed for another event, the body was changed, "+
+			"or sealed by a release before credentials were bound to the whole body: Contact Pro must send the call again): %w", err))
 	}
 	return fields, nil
 }

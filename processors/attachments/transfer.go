@@ -20,7 +20,7 @@ func (p *Processor) transfer(ctx context.Context, ev *processors.Event) error {
 	if err != nil {
 		return processors.Permanent(err)
 	}
-	fields, err := p.openSealed(ev, call)
+	fields, err := p.openSealed(ev)
 	if err != nil {
 		return err
 	}

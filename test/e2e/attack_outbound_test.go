@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -127,6 +128,39 @@ func TestOutboundAttacks(t *testing.T) {
 					if _, err := d.js.PublishMsg(context.Background(), msg); err != nil {
 						t.Fatal(err)
 					}
+					return subject
+				}, []string{"open sealed credentials"}, false},
+				{"sealed credentials and ce-id of a genuine call on its body edited to name another chat", func(t *testing.T) string {
+					// A genuine call with the customer's own credentials for
+					// the configured CMI and C4C...
+					real := fmt.Appendf(nil, `{"cmi_url":%q,"cmi_user":%q,"sap_v1":{"url":%q,"user":%q},"contact_id":"atk-6"}`, cmi.CMIURL(), cmiUser, sap.URL, c4cUser)
+					h := jsonHeader()
+					h.Set("x-api-key", cpAPIKey)
+					h.Set("x-cmi-password", cmiPassword)
+					h.Set("x-cmi-api-key", cmiAPIKey)
+					h.Set("x-sap-v1-password", c4cPassword)
+					r := d.post("/v1/contactpro/chat-attachments/Received", h, real)
+					if r.status != http.StatusAccepted {
+						t.Fatalf("genuine call: %d %s", r.status, r.body)
+					}
+					stored := d.stored(r)
+					// ...its ce-id and sealed header on the same body naming
+					// another customer's chat: same URLs, same users.
+					forged := bytes.Replace(real, []byte(`"atk-6"`), []byte(`"victim-6"`), 1)
+					subject := d.subjects.ContactPro("chat-attachments", "ended")
+					msg := &nats.Msg{Subject: subject, Data: forged, Header: nats.Header{}}
+					msg.Header.Set(messages.HeaderSealed, stored.Header.Get(messages.HeaderSealed))
+					msg.Header.Set(messages.HeaderID, stored.Header.Get(messages.HeaderID))
+					if _, err := d.js.PublishMsg(context.Background(), msg); err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() {
+						for _, req := range cmi.Requests() {
+							if strings.Contains(req.Path+"?"+req.Query, "victim-6") {
+								t.Errorf("CMI was asked for the other chat with the call's credentials: %s?%s", req.Path, req.Query)
+							}
+						}
+					})
 					return subject
 				}, []string{"open sealed credentials"}, false},
 				{"a Sinch media URL on a private address", func(t *testing.T) string {
