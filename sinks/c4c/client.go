@@ -8,6 +8,9 @@ package c4c
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -175,13 +178,33 @@ type Client struct {
 	http    *http.Client
 	metrics *metrics
 
-	mu      sync.Mutex
-	tenants map[string]*tenantState
+	mu sync.Mutex
+	// limits bound the requests in flight per tenant URL, whoever logs in.
+	limits map[string]chan struct{}
+	// sessions are per credential: a session cookie and its CSRF token
+	// stand for the login that obtained them, and a request carrying them
+	// may be served as that login whatever its own password. Keyed by
+	// credential, a call with a wrong password never rides another call's
+	// session: it gets its own 401.
+	sessions map[sessionKey]*tenantState
+	// passwordKey keys the passwords' digests in sessionKey, so that no
+	// password, nor a digest that could be tried against guesses, sits in
+	// a map key a dump or a debugger prints.
+	passwordKey []byte
 }
 
-// tenantState is per tenant: the concurrency limit, the cookie jar and the
-// CSRF token of the OData session (bound to the session cookies).
+// sessionKey names one credential: tenant URL, user and a keyed digest of
+// the password.
+type sessionKey struct {
+	url, user string
+	password  [sha256.Size]byte
+}
+
+// tenantState is per credential: its tenant's concurrency limit (shared
+// with the tenant's other credentials), and the cookie jar and CSRF token
+// of the credential's OData session (bound to the session cookies).
 type tenantState struct {
+	key   sessionKey
 	sem   chan struct{}
 	jar   http.CookieJar
 	mu    sync.Mutex
@@ -219,23 +242,48 @@ func New(cfg Config, guard egress.Guard, transport http.RoundTripper, reg promet
 	// A redirect to another origin would take the tenant's credentials
 	// with it: such a redirect is an answer, not a new destination.
 	hc := &http.Client{Transport: transport, Timeout: cfg.Timeout, CheckRedirect: egress.SameOriginRedirects}
-	return &Client{cfg: cfg, http: hc, metrics: m, tenants: map[string]*tenantState{}}, nil
+	passwordKey := make([]byte, 32)
+	if _, err := rand.Read(passwordKey); err != nil {
+		return nil, fmt.Errorf("c4c: session key: %w", err)
+	}
+	return &Client{cfg: cfg, http: hc, metrics: m, limits: map[string]chan struct{}{},
+		sessions: map[sessionKey]*tenantState{}, passwordKey: passwordKey}, nil
 }
 
 // Config returns the client's configuration.
 func (c *Client) Config() Config { return c.cfg }
 
+// state is the session of t's credential, new if it has none.
 func (c *Client) state(t Tenant) *tenantState {
+	mac := hmac.New(sha256.New, c.passwordKey)
+	mac.Write([]byte(t.Password.Reveal()))
+	key := sessionKey{url: t.URL, user: t.User}
+	mac.Sum(key.password[:0])
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	key := t.URL + "\x00" + t.User
-	s, ok := c.tenants[key]
+	s, ok := c.sessions[key]
 	if !ok {
+		sem, ok := c.limits[t.URL]
+		if !ok {
+			sem = make(chan struct{}, c.cfg.MaxConcurrency)
+			c.limits[t.URL] = sem
+		}
 		jar, _ := cookiejar.New(nil)
-		s = &tenantState{sem: make(chan struct{}, c.cfg.MaxConcurrency), jar: jar}
-		c.tenants[key] = s
+		s = &tenantState{key: key, sem: sem, jar: jar}
+		c.sessions[key] = s
 	}
 	return s
+}
+
+// forget drops st's session after the tenant refused its credential: it
+// holds nothing worth keeping, and a credential refused for good (a
+// mistyped password sealed into calls) would otherwise keep one each.
+func (c *Client) forget(st *tenantState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sessions[st.key] == st {
+		delete(c.sessions, st.key)
+	}
 }
 
 // request is one call to make.
@@ -318,6 +366,10 @@ func (c *Client) once(ctx context.Context, t Tenant, st *tenantState, req reques
 		return nil, &Error{Op: req.op, Err: scrub(err)}
 	}
 	c.metrics.requests.WithLabelValues("c4c", req.op, strconv.Itoa(res.StatusCode/100)+"xx").Inc()
+	if res.StatusCode == http.StatusUnauthorized {
+		c.forget(st)
+		return res, nil
+	}
 	if cks := res.Cookies(); len(cks) > 0 {
 		st.jar.SetCookies(hr.URL, cks)
 	}

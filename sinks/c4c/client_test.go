@@ -3,6 +3,7 @@ package c4c
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ccrelay/ccrelay/sinks/egress"
 	"github.com/ccrelay/ccrelay/test/expect"
+	"github.com/ccrelay/ccrelay/test/fakes/c4cfake"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -92,5 +94,54 @@ func TestRetryAfterHonoured(t *testing.T) {
 	var e *Error
 	if !errors.As(err, &e) || e.Status != 503 || !e.Transient() {
 		t.Fatalf("long Retry-After: %v", err)
+	}
+}
+
+// TestSessionsPerCredential: an OData session (its cookie and CSRF token)
+// belongs to the login that obtained it. A call for the same tenant and
+// user with a wrong password never carries another call's session: it
+// fetches a token of its own, gets its 401, and the right password's
+// session goes on working.
+func TestSessionsPerCredential(t *testing.T) {
+	sap := c4cfake.New(t, "TECH", "right-password")
+	parent := sap.AddChatActivity("chat-1")
+	c, err := New(Config{URL: sap.URL, User: "TECH", Password: "right-password", Timeout: 5 * time.Second, MaxConcurrency: 2,
+		ChatFilter: "ExternalID eq {contact_id}", ChatCollection: "SocialMediaActivityCollection", AttachmentCollection: "SocialMediaActivityAttachmentFolderCollection",
+		ODataService: "/sap/c4c/odata/v1/c4codataapi", PhoneService: "/sap/c4c/api/v1/phone-service/"}, egress.Guard{AllowPrivate: true}, nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := func(name string) Attachment {
+		return Attachment{Name: name, MimeType: "text/plain", Size: 2, Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("hi")), nil }}
+	}
+	ctx := context.Background()
+	good := c.Config().DefaultTenant()
+	if _, err := c.CreateAttachment(ctx, good, parent, file("a.txt")); err != nil {
+		t.Fatalf("the right password: %v", err)
+	}
+	before := len(sap.Requests())
+	bad := Tenant{URL: good.URL, User: good.User, Password: "wrong-password"}
+	for name, call := range map[string]func() error{
+		"upload": func() error { _, err := c.CreateAttachment(ctx, bad, parent, file("b.txt")); return err },
+		"query":  func() error { _, err := c.FindChatActivity(ctx, bad, "chat-1"); return err },
+	} {
+		var e *Error
+		if err := call(); !errors.As(err, &e) || e.Status != http.StatusUnauthorized {
+			t.Errorf("%s with the wrong password: %v, want its own 401", name, err)
+		}
+	}
+	for _, r := range sap.Requests()[before:] {
+		if ck := r.Header.Get("Cookie"); ck != "" {
+			t.Errorf("%s %s with the wrong password carried cookies %q", r.Method, r.Path, ck)
+		}
+		if tok := r.Header.Get("X-Csrf-Token"); tok != "" && !strings.EqualFold(tok, "fetch") {
+			t.Errorf("%s %s with the wrong password carried CSRF token %q", r.Method, r.Path, tok)
+		}
+	}
+	if got := len(sap.Attachments(parent)); got != 1 {
+		t.Errorf("%d attachments, want the right password's one", got)
+	}
+	if _, err := c.CreateAttachment(ctx, good, parent, file("c.txt")); err != nil {
+		t.Fatalf("the right password after the wrong one: %v", err)
 	}
 }
