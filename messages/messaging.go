@@ -14,9 +14,9 @@ import (
 // its own source, SourceSinch).
 const SourceMessaging = "messaging"
 
-// Messaging service types of Contact Pro
-// (seeds/contactpro-messaging-services.txt) that ccrelay takes webhooks
-// for. sinchconversation is not one of them: its callbacks arrive on
+// Messaging service types of Contact Pro's SMS Server (its documentation
+// of messaging service authentication lists them) that ccrelay takes
+// webhooks for. sinchconversation is not one of them: its callbacks arrive on
 // /v1/sinch/{service}.
 const (
 	MessagingTwilio    = "twilio"

@@ -1,6 +1,6 @@
 // Package messaging is the ingest adapter of the inbound webhooks of
 // Contact Pro's messaging services (Twilio, Messenger, Sinch SMS and the
-// others of seeds/contactpro-messaging-services.txt):
+// other service types of Contact Pro's SMS Server, messages.MessagingTypes):
 // POST /v1/messaging/{type}/{service}, each checked the way its provider
 // signs, and Messenger's GET verification handshake.
 package messaging
