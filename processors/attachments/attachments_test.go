@@ -5,9 +5,14 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/caarlos0/env/v11"
@@ -19,6 +24,7 @@ import (
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/sinks/c4c"
 	"github.com/ccrelay/ccrelay/sinks/egress"
+	"github.com/ccrelay/ccrelay/test/natstest"
 )
 
 // newProcessor builds the processor from configuration as ccrelay reads it
@@ -193,5 +199,55 @@ func TestSealedCredentialsOpenForTheirBodyOnly(t *testing.T) {
 				t.Fatalf("Handle = %v, want a permanent refusal to open the sealed credentials", err)
 			}
 		})
+	}
+}
+
+// TestEgressRefusalsArePermanent: a download egress refuses at the dial (a
+// name on the allow-list that resolves to a loopback address) is refused
+// the same way on every attempt: the event is dead-lettered at once, for
+// CMI as for a Sinch media host, and nothing reaches the address.
+func TestEgressRefusalsArePermanent(t *testing.T) {
+	var hits atomic.Int32
+	inside := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	t.Cleanup(inside.Close)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(inside.URL, "https://"))
+	at := "https://localhost:" + port
+	p := newProcessor(t, egress.Settings{CMIAllowedHosts: hosts(t, "localhost"), MediaAllowedHosts: hosts(t, "*")})
+	keys, err := seal.ParseKeyRing("k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.keys = keys
+	s := messages.DefaultSubjects()
+
+	t.Run("cmi", func(t *testing.T) {
+		const id = "contactpro:chat-attachments:ended:chat-1:00112233445566778899aabbccddeeff"
+		body := fmt.Appendf(nil, `{"cmi_url":%q,"cmi_user":"agent","contact_id":"chat-1"}`, at+"/cmi")
+		sealed, err := keys.Seal(map[string]string{"x-cmi-password": "call-cmi"}, messages.CredentialContext(id, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = p.Handle(context.Background(), &processors.Event{Subject: s.ContactPro(messages.IntegrationChatAttachments, "Ended"), ID: id,
+			Header: nats.Header{messages.HeaderSealed: {sealed}}, Body: body})
+		if !errors.Is(err, egress.ErrRefused) || !errors.Is(err, processors.ErrPermanent) {
+			t.Errorf("Handle = %v, want a permanent egress refusal", err)
+		}
+	})
+	t.Run("media", func(t *testing.T) {
+		ns := natstest.Embedded(t)
+		_, js := natstest.Connect(t, ns.ClientURL())
+		p.env.JS, p.env.Replicas = js, 1
+		if err := p.Provision(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		body := fmt.Appendf(nil, `{"app_id":"APP","project_id":"p","event_time":"2026-11-21T10:00:00Z","message":{"id":"01MEDIA","direction":"TO_APP",
+"contact_message":{"media_message":{"url":%q}},"channel_identity":{"channel":"WHATSAPP","identity":"46732000000","app_id":"APP"}}}`, at+"/x.jpg")
+		err := p.Handle(context.Background(), &processors.Event{Subject: s.Sinch("MESSAGE_INBOUND", "eu", "APP", "00"), Body: body})
+		if !errors.Is(err, egress.ErrRefused) || !errors.Is(err, processors.ErrPermanent) {
+			t.Errorf("Handle = %v, want a permanent egress refusal", err)
+		}
+	})
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the refused address received %d requests", n)
 	}
 }

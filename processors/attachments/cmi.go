@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/sinks/egress"
 	"github.com/ccrelay/ccrelay/sinks/retry"
 
 	"github.com/ccrelay/ccrelay/messages/secret"
@@ -93,7 +94,12 @@ func (e *cmiError) Error() string {
 
 func (e *cmiError) Unwrap() error { return e.Err }
 
-func (e *cmiError) transient() bool { return retry.TransientStatus(e.Status) }
+// transient reports whether retrying can help: what retry says of the
+// answer, except for a request egress refused (a private address, too many
+// redirects), which has no answer and is refused the same way every time.
+func (e *cmiError) transient() bool {
+	return !errors.Is(e.Err, egress.ErrRefused) && retry.TransientStatus(e.Status)
+}
 
 func (s *cmiSession) resolve(path string, vars map[string]string) string {
 	for k, v := range vars {

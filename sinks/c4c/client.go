@@ -157,19 +157,25 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Transient reports whether retrying later can succeed: what retry says of
 // every HTTP answer, and C4C's own 409 and 412 (the record changed under
-// the request: read it again and retry).
+// the request: read it again and retry). A request egress refused (a
+// private address, too many redirects) has no answer, yet is refused the
+// same way every time.
 func (e *Error) Transient() bool {
+	if errors.Is(e.Err, egress.ErrRefused) {
+		return false
+	}
 	return retry.TransientStatus(e.Status) || e.Status == 409 || e.Status == 412
 }
 
 // IsTransient reports whether err is worth retrying: true for transient
-// *Error values and for anything that is not an *Error (contexts, I/O).
+// *Error values and for anything that is not an *Error (contexts, I/O),
+// unless it is missing configuration or an egress refusal.
 func IsTransient(err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Transient()
 	}
-	return !errors.Is(err, ErrNoTenant)
+	return !errors.Is(err, ErrNoTenant) && !errors.Is(err, egress.ErrRefused)
 }
 
 // Client calls C4C tenants.

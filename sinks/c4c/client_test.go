@@ -145,3 +145,38 @@ func TestSessionsPerCredential(t *testing.T) {
 		t.Fatalf("the right password after the wrong one: %v", err)
 	}
 }
+
+// TestEgressRefusalIsPermanent: a tenant whose address egress refuses (a
+// loopback address that is neither configured nor allowed) is refused the
+// same way on every attempt, so the call fails for good, and nothing
+// reaches the address.
+func TestEgressRefusalIsPermanent(t *testing.T) {
+	sap := c4cfake.New(t, "TECH", "pw")
+	sap.AddPhoneCall("c1")
+	c, err := New(Config{URL: "https://my1.crm.ondemand.com", User: "TECH", Password: "pw", Timeout: 5 * time.Second, MaxConcurrency: 2,
+		ChatFilter: "ExternalID eq {contact_id}", ChatCollection: "C", AttachmentCollection: "A", ODataService: "/o", PhoneService: "/sap/c4c/api/v1/phone-service/"},
+		egress.Settings{}.Guard("https://my1.crm.ondemand.com"), nil, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant := Tenant{URL: sap.URL, User: "TECH", Password: "pw"}
+	for name, call := range map[string]func() error{
+		"phone-service read": func() error { _, err := c.FindPhoneCall(context.Background(), tenant, "c1"); return err },
+		"OData query":        func() error { _, err := c.FindChatActivity(context.Background(), tenant, "chat-1"); return err },
+	} {
+		err := call()
+		if !errors.Is(err, egress.ErrRefused) {
+			t.Fatalf("%s: %v, want an egress refusal", name, err)
+		}
+		var e *Error
+		if IsTransient(err) || !errors.As(err, &e) || e.Transient() {
+			t.Errorf("%s: %v is transient, want permanent", name, err)
+		}
+	}
+	if IsTransient(egress.ErrRefused) {
+		t.Error("a bare egress refusal is transient")
+	}
+	if got := sap.Requests(); len(got) != 0 {
+		t.Errorf("the refused address received %d requests", len(got))
+	}
+}
