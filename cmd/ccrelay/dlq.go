@@ -6,8 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/processors"
@@ -122,7 +127,7 @@ func dlqCommand(args, environ []string, stdout, stderr io.Writer) int {
 	if sub == "list" || *all {
 		list, err := dlq.List(ctx, *processor)
 		if err != nil {
-			fmt.Fprintf(stderr, "ccrelay dlq: %v\n", err)
+			fmt.Fprintf(stderr, "ccrelay dlq: %s\n", printable(err.Error()))
 			return 1
 		}
 		if sub == "list" {
@@ -137,11 +142,11 @@ func dlqCommand(args, environ []string, stdout, stderr io.Writer) int {
 	for _, seq := range seqs {
 		dl, err := dlq.Requeue(ctx, seq)
 		if err != nil {
-			fmt.Fprintf(stderr, "seq %d: %v\n", seq, err)
+			fmt.Fprintf(stderr, "seq %d: %s\n", seq, printable(err.Error()))
 			failed++
 			continue
 		}
-		fmt.Fprintf(stdout, "requeued seq %d (%s) to %s\n", seq, dl.Processor, dl.Subject)
+		fmt.Fprintf(stdout, "requeued seq %d (%s) to %s\n", seq, printable(dl.Processor), printable(dl.Subject))
 	}
 	fmt.Fprintf(stdout, "%d requeued, %d failed\n", len(seqs)-failed, failed)
 	if failed > 0 {
@@ -150,22 +155,90 @@ func dlqCommand(args, environ []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// printDeadLetters prints the dead letters as a table or as JSON lines.
+// Their fields hold what upstream systems answered and callers sent, which
+// reach an operator's terminal here: escape sequences in them would be
+// acted on (retitle the window, rewrite lines already printed), and tabs
+// or newlines would shift the table. So neither form prints a control
+// character, or any other character that is not graphic, as it is.
 func printDeadLetters(w io.Writer, list []processors.DeadLetter, asJSON bool) {
 	if asJSON {
-		enc := json.NewEncoder(w)
 		for _, dl := range list {
-			_ = enc.Encode(map[string]any{
+			b, err := json.Marshal(map[string]any{
 				"seq": dl.Seq, "processor": dl.Processor, "subject": dl.Subject, "original_seq": dl.OrigSeq,
 				"id": dl.Header.Get(messages.HeaderID), "deliveries": dl.Deliveries, "failed_at": dl.FailedAt, "error": dl.Error,
 			})
+			if err != nil {
+				continue // strings, numbers and a time: cannot fail
+			}
+			_, _ = w.Write(append(jsonPrintable(b), '\n'))
 		}
 		return
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tPROCESSOR\tFAILED AT\tDELIVERIES\tSUBJECT\tID\tERROR")
 	for _, dl := range list {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", dl.Seq, dl.Processor, dl.FailedAt.Format(time.RFC3339), dl.Deliveries, dl.Subject, dl.Header.Get(messages.HeaderID), dl.Error)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", dl.Seq, printable(dl.Processor), dl.FailedAt.Format(time.RFC3339), dl.Deliveries,
+			printable(dl.Subject), printable(dl.Header.Get(messages.HeaderID)), printable(dl.Error))
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "%d dead letters\n", len(list))
+}
+
+// printable is s with every rune that is not graphic (control characters
+// C0, DEL and C1, tabs and newlines, format characters such as bidi
+// overrides and zero-width spaces) written as its Go escape (\x1b, \t,
+// \u202e), and every byte that is not UTF-8 as \xHH. A backslash already
+// in s stays as it is.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteString(s[i : i+n])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// jsonPrintable writes the runes of encoding/json's output that are not
+// graphic as JSON escapes (\u007f, \u009b, \u202e; surrogate pairs above
+// U+FFFF). encoding/json escapes C0 controls itself, but not DEL, C1
+// controls or format characters. Outside strings its output is graphic
+// ASCII, so every such rune is inside a string, and the escape decodes to
+// the same value.
+func jsonPrintable(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if unicode.IsPrint(r) {
+			out = append(out, b[i:i+n]...)
+			i += n
+			continue
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != unicode.ReplacementChar {
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += n
+	}
+	return out
 }

@@ -41,8 +41,8 @@ func freeAddr(t *testing.T) string {
 }
 
 // startEmbedded runs the embedded server 'ccrelay serve' runs for environ,
-// with its streams, until the test ends.
-func startEmbedded(t *testing.T, environ []string) {
+// with its streams, until the test ends, and returns serve's connection.
+func startEmbedded(t *testing.T, environ []string) *broker.Broker {
 	t.Helper()
 	cfg, err := config.Load(environ, nil)
 	if err != nil {
@@ -57,6 +57,7 @@ func startEmbedded(t *testing.T, environ []string) {
 	if err := messages.EnsureStreams(ctx, provision.Waiter{Budget: 10 * time.Second}, b.JS, cfg.Ingest.Streams); err != nil {
 		t.Fatal(err)
 	}
+	return b
 }
 
 func runCLI(args, environ []string) (code int, stdout, stderr string) {
