@@ -111,7 +111,10 @@ func ParseAnalysisKey(key string) (AnalysisFile, error) {
 		return f, fmt.Errorf("%w: %q", ErrNotAnalysisFile, key)
 	}
 	name := rest[11:]
-	i := strings.Index(name, marker)
+	// The last marker: the time after it never holds one, the contact id
+	// before it may, and the first would make "c_analysis_x"'s file pass
+	// for one of contact "c".
+	i := strings.LastIndex(name, marker)
 	if i <= 0 || !strings.HasSuffix(name, ".json") || strings.Contains(name, "/") {
 		return f, fmt.Errorf("%w: %q", ErrNotAnalysisFile, key)
 	}

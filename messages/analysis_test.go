@@ -86,6 +86,14 @@ func TestParseAnalysisKey(t *testing.T) {
 	if _, err := messages.ParseAnalysisKey(long); !errors.Is(err, messages.ErrInvalidPayload) {
 		t.Errorf("a 200-byte contact id: %v, want ErrInvalidPayload", err)
 	}
+	for key, want := range map[string]string{
+		"Analysis/Voice/2020/02/04/c1_analysis_x_analysis_2020-02-04T21:14:16Z.json":                            "c1_analysis_x",
+		"Analysis/Voice/Redacted/2020/02/04/c1_analysis_redacted_x_analysis_redacted_2020-02-04T21:14:16Z.json": "c1_analysis_redacted_x",
+	} {
+		if f, err := messages.ParseAnalysisKey(key); err != nil || f.ContactID != want {
+			t.Errorf("ParseAnalysisKey(%q) = %q, %v; want contact %q (a contact id may hold the marker, the time never does)", key, f.ContactID, err, want)
+		}
+	}
 	ctl := "Analysis/Voice/2020/02/04/c\r\nx_analysis_x.json"
 	if _, err := messages.ParseAnalysisKey(ctl); !errors.Is(err, messages.ErrInvalidPayload) {
 		t.Errorf("a contact id with CR LF: %v, want ErrInvalidPayload", err)

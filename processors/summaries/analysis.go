@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -26,23 +25,38 @@ func (p *Processor) analysisPrefix(contactID string, day time.Time) string {
 
 // findAnalysis looks on the event's date and the day before: the file is
 // filed under the date the agent connected, which for a call across
-// midnight is the day before the event.
+// midnight is the day before the event. Of the keys listed it takes only
+// the contact's own analysis files of that day and variant: a listing is
+// not trusted to hold only keys under its prefix, and the prefix of
+// contact "c" is also the start of the files of contact "c_analysis_x".
 func (p *Processor) findAnalysis(ctx context.Context, contactID string, at time.Time) (string, error) {
 	for _, day := range []time.Time{at, at.AddDate(0, 0, -1)} {
-		out, err := p.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String(p.analysisPrefix(contactID, day))})
-		if err != nil {
-			return "", s3Error("list analysis files", err)
-		}
-		var keys []string
-		for _, o := range out.Contents {
-			if k := aws.ToString(o.Key); strings.HasSuffix(k, ".json") {
-				keys = append(keys, k)
+		prefix := p.analysisPrefix(contactID, day)
+		newest := ""
+		in := &s3.ListObjectsV2Input{Bucket: aws.String(p.cfg.Bucket), Prefix: aws.String(prefix)}
+		for {
+			out, err := p.s3.ListObjectsV2(ctx, in)
+			if err != nil {
+				return "", s3Error("list analysis files", err)
 			}
+			for _, o := range out.Contents {
+				k := aws.ToString(o.Key)
+				if !strings.HasPrefix(k, prefix) {
+					continue
+				}
+				// Keys of one contact, day and variant differ only in the
+				// analysis time that ends them: the greatest is the newest.
+				if f, err := messages.ParseAnalysisKey(k); err == nil && f.ContactID == contactID && k > newest {
+					newest = k
+				}
+			}
+			if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
+				break
+			}
+			in.ContinuationToken = out.NextContinuationToken
 		}
-		if len(keys) > 0 {
-			// Keys end in the analysis timestamp: the last is the newest.
-			sort.Strings(keys)
-			return keys[len(keys)-1], nil
+		if newest != "" {
+			return newest, nil
 		}
 	}
 	return "", fmt.Errorf("analysis file of contact %s: %w", contactID, errNotYet)

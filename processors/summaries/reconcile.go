@@ -204,8 +204,15 @@ func (p *Processor) Sweep(ctx context.Context, opts SweepOptions) (SweepResult, 
 			}
 			last := ""
 			for _, o := range out.Contents {
-				last = aws.ToString(o.Key)
-				f, err := messages.ParseAnalysisKey(last)
+				key := aws.ToString(o.Key)
+				if !strings.HasPrefix(key, prefix) {
+					// Not what was asked for (a store that does not filter
+					// by prefix): not a file of this day folder, and not a
+					// place to resume from.
+					continue
+				}
+				last = key
+				f, err := messages.ParseAnalysisKey(key)
 				if err != nil {
 					continue // the redacted audio, or a key ccrelay cannot name
 				}

@@ -5,7 +5,9 @@ package s3fake
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +30,15 @@ const (
 type Server struct {
 	URL    string
 	Client *s3.Client
+
+	ignorePrefix atomic.Bool
 }
+
+// IgnorePrefix makes listings answer every key of the bucket, whatever
+// prefix they ask for, as a broken S3-compatible store (or one that is not
+// what it claims) does: code reading a listing must not trust that every
+// key in it is under the prefix it asked for.
+func (s *Server) IgnorePrefix(on bool) { s.ignorePrefix.Store(on) }
 
 // New starts the fake with the given buckets; it stops when the test ends.
 func New(t testing.TB, buckets ...string) *Server {
@@ -58,7 +68,16 @@ func start(t testing.TB, ts gofakes3.TimeSource, buckets []string) *Server {
 	if _, fixed := ts.(clock); fixed {
 		opts = append(opts, gofakes3.WithTimeSkewLimit(0))
 	}
-	hs := httptest.NewServer(gofakes3.New(backend, opts...).Server())
+	srv := &Server{}
+	fake := gofakes3.New(backend, opts...).Server()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if srv.ignorePrefix.Load() && r.Method == http.MethodGet && r.URL.Query().Has("prefix") {
+			q := r.URL.Query()
+			q.Del("prefix")
+			r.URL.RawQuery = q.Encode()
+		}
+		fake.ServeHTTP(w, r)
+	}))
 	t.Cleanup(hs.Close)
 	c := s3.New(s3.Options{
 		Region:       Region,
@@ -71,7 +90,8 @@ func start(t testing.TB, ts gofakes3.TimeSource, buckets []string) *Server {
 			t.Fatalf("create bucket %s: %v", b, err)
 		}
 	}
-	return &Server{URL: hs.URL, Client: c}
+	srv.URL, srv.Client = hs.URL, c
+	return srv
 }
 
 // Put stores an object.
