@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -149,6 +150,9 @@ func (c Config) Validate() error {
 		return errors.New("CCRELAY_NATS_CONNECT_TIMEOUT: must be positive")
 	}
 	if !c.Embedded() {
+		if err := checkURLs(c.URL); err != nil {
+			return fmt.Errorf("CCRELAY_NATS_URL: %w", err)
+		}
 		return nil
 	}
 	if c.DataDir == "" {
@@ -395,23 +399,114 @@ func connect(ctx context.Context, url string, timeout time.Duration, opts []nats
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to nats %s: %w", redact(url), err)
+			return nil, fmt.Errorf("connect to nats %s: %w", redact(url), withoutUserInfo(err, url))
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// userInfo returns where the user info of one NATS URL (as nats.Connect
+// takes it: with or without a scheme) starts and ends; end < 0 when it has
+// none. It ends at the last '@', as url.Parse reads an authority, so a
+// password with an unescaped '@' is covered whole.
+func userInfo(u string) (start, end int) {
+	end = strings.LastIndex(u, "@")
+	if end < 0 {
+		return 0, -1
+	}
+	if s := strings.Index(u, "://"); s >= 0 && s < end {
+		return s + 3, end
+	}
+	return len(u) - len(strings.TrimLeft(u, " \t")), end
 }
 
 // redact drops user info from NATS URLs before they reach an error or log.
 func redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if s := strings.Index(p, "://"); s >= 0 && s < at {
-				parts[i] = p[:s+3] + "[redacted]@" + p[at+1:]
-			}
+		if start, end := userInfo(p); end >= 0 {
+			parts[i] = p[:start] + "[redacted]@" + p[end+1:]
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// withoutUserInfo is err, unless its text holds the user info of urls or
+// a piece of it (url.Parse's errors quote the URL, and an invalid escape
+// in a password): then the text with them redacted, and without err's
+// chain, whose errors would still print them.
+func withoutUserInfo(err error, urls string) error {
+	text := err.Error()
+	leaks := false
+	for _, p := range strings.Split(urls, ",") {
+		start, end := userInfo(p)
+		if end < 0 {
+			continue
+		}
+		info := p[start:end]
+		_, pass, _ := strings.Cut(info, ":")
+		for _, secret := range []string{info, pass} {
+			if secret != "" && strings.Contains(text, secret) {
+				text, leaks = strings.ReplaceAll(text, secret, "[redacted]"), true
+			}
+		}
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// The reason may quote a piece of the password ("%zz").
+		return fmt.Errorf("%s: not a valid URL (user info not shown)", redact(ue.URL))
+	}
+	if leaks {
+		return errors.New(text)
+	}
+	return err
+}
+
+// checkURLs checks NATS URLs as nats.Connect reads them (comma-separated,
+// with or without a scheme), so that it never fails on one with an error
+// quoting it. Its errors show the URL with its user info redacted, and
+// for invalid user info no reason: url.Parse's would quote a piece of it.
+func checkURLs(urls string) error {
+	n := 0
+	for _, p := range strings.Split(urls, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		n++
+		full := p
+		if !strings.Contains(full, "://") {
+			full = "nats://" + full
+		}
+		start, end := userInfo(full)
+		if end < 0 {
+			if _, err := url.Parse(full); err != nil {
+				return fmt.Errorf("URL %d (%s): %w", n, full, unwrapURLError(err))
+			}
+			continue
+		}
+		// The URL with stand-in user info fails for reasons of its own
+		// (host, port), which may be told; else the user info is at fault.
+		if _, err := url.Parse(full[:start] + "user@" + full[end+1:]); err != nil {
+			return fmt.Errorf("URL %d (%s): %w", n, redact(full), unwrapURLError(err))
+		}
+		if _, err := url.Parse(full); err != nil {
+			return fmt.Errorf("URL %d (%s): the user or password is not valid in a URL: percent-encode '%%', '@', ':', '/', '?', '#' and spaces in them", n, redact(full))
+		}
+	}
+	if n == 0 {
+		return errors.New("names no server")
+	}
+	return nil
+}
+
+// unwrapURLError is url.Parse's reason without the URL it quotes.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 func startEmbedded(cfg Config, password string, logger *slog.Logger) (*server.Server, error) {

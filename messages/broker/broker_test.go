@@ -17,6 +17,9 @@ func TestRedact(t *testing.T) {
 		"nats://user:pa55@a:4222,nats://b:4222": "nats://[redacted]@a:4222,nats://b:4222",
 		"nats://tok@a:4222":                     "nats://[redacted]@a:4222",
 		"nats://a:4222":                         "nats://a:4222",
+		"user:pa55@a:4222, nats://b:4222":       "[redacted]@a:4222, nats://b:4222",
+		" user:pa55@a:4222":                     " [redacted]@a:4222",
+		"nats://u:p@55@a:4222":                  "nats://[redacted]@a:4222",
 		"":                                      "",
 	} {
 		if got := redact(in); got != want || strings.Contains(got, "pa55") {
@@ -114,5 +117,41 @@ func TestEmbeddedClosedByDefault(t *testing.T) {
 		if err := (Config{DataDir: dir, Listen: listen, ConnectTimeout: time.Second}).Validate(); err != nil {
 			t.Errorf("%s: %v", listen, err)
 		}
+	}
+}
+
+// TestNATSURLErrorsHideThePassword: a CCRELAY_NATS_URL with a password
+// that does not parse, or names nothing that answers, fails with an error
+// (and logs) naming the URL with its user info redacted: never the
+// password, nor a piece of it.
+func TestNATSURLErrorsHideThePassword(t *testing.T) {
+	for _, u := range []string{
+		"nats://ccrelay:XYZZY%zzSECRET@127.0.0.1:1",  // an invalid escape: url.Parse quotes "%zz"
+		"nats://ccrelay:XYZZY SECRET@127.0.0.1:1",    // a space in the password
+		"nats://ccrelay:XYZZY/SECRET@127.0.0.1:1",    // a slash: the rest reads as a path
+		"nats://ccrelay:XYZZY#SECRET@127.0.0.1:1",    // a fragment
+		"nats://ccrelay:XYZZYSECRET@bad host:1",      // the host fails, the URL is quoted
+		"nats://ccrelay:XYZZYSECRET@[::1:4222",       // likewise
+		"nats://ccrelay:XYZZYSECRET@127.0.0.1:99999", // a port that does not exist
+		"ccrelay:XYZZYSECRET@127.0.0.1:1",            // no scheme: nats.Connect adds one
+		"nats://127.0.0.1:1, nats://ccrelay:XYZZYSECRET@127.0.0.1:1\x7f",
+		"nats://ccrelay:XYZZYSECRET@127.0.0.1:1", // valid, nothing answers
+	} {
+		t.Run(u, func(t *testing.T) {
+			var logs strings.Builder
+			cfg := Config{URL: u, ConnectTimeout: 300 * time.Millisecond}
+			_, err := Open(context.Background(), cfg, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+			if err == nil {
+				t.Fatal("connected")
+			}
+			for _, piece := range []string{"XYZZY", "SECRET", "%zz"} {
+				if strings.Contains(err.Error(), piece) || strings.Contains(logs.String(), piece) {
+					t.Errorf("%q shows %q:\nerror: %v\nlog: %s", u, piece, err, logs.String())
+				}
+			}
+			if !strings.Contains(err.Error(), "[redacted]@") {
+				t.Errorf("the error does not name the URL: %v", err)
+			}
+		})
 	}
 }
