@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
@@ -108,8 +110,26 @@ type composeFile struct {
 	} `yaml:"services"`
 }
 
-// composeVar is a ${NAME} or ${NAME:-default} in a compose file.
-var composeVar = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)(?::-([^}]*))?\}`)
+// composeVar is a ${NAME}, ${NAME:-default} or ${NAME:?error} in a
+// compose file: the name, the operator and the default or error.
+var composeVar = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)(?::([-?])([^}]*))?\}`)
+
+// interpolate replaces the variables of a compose file as compose does
+// with env: a set value, else the default; a required one left unset
+// fails the test.
+func interpolate(t *testing.T, text string, env map[string]string) string {
+	t.Helper()
+	return composeVar.ReplaceAllStringFunc(text, func(m string) string {
+		sub := composeVar.FindStringSubmatch(m)
+		if v := env[sub[1]]; v != "" {
+			return v
+		}
+		if sub[2] == "?" {
+			t.Fatalf("compose refuses to start without %s: %s", sub[1], sub[3])
+		}
+		return sub[3]
+	})
+}
 
 // TestComposePublishesOnLoopback reads docker-compose.yml as compose
 // interpolates it: by default every published port is on 127.0.0.1;
@@ -122,14 +142,22 @@ func TestComposePublishesOnLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	example, err := os.ReadFile(repoFile("deploy", "compose.env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ports := func(env map[string]string) map[string][]string {
-		text := composeVar.ReplaceAllStringFunc(string(raw), func(m string) string {
-			sub := composeVar.FindStringSubmatch(m)
-			if v := env[sub[1]]; v != "" {
-				return v
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		// Required settings (which compose-env.sh writes) are set.
+		for _, m := range composeVar.FindAllStringSubmatch(string(raw), -1) {
+			if m[2] == "?" && env[m[1]] == "" {
+				env[m[1]] = "x"
 			}
-			return sub[2]
-		})
+		}
+		text := interpolate(t, string(raw), env)
 		var f composeFile
 		if err := yaml.Unmarshal([]byte(text), &f); err != nil {
 			t.Fatal(err)
@@ -161,10 +189,6 @@ func TestComposePublishesOnLoopback(t *testing.T) {
 		t.Errorf("INGEST_BIND moved Prometheus: %v", moved["prometheus"])
 	}
 
-	example, err := os.ReadFile(repoFile("deploy", "compose.env.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, m := range composeVar.FindAllStringSubmatch(string(raw), -1) {
 		name := m[1]
 		if strings.HasPrefix(name, config.Prefix) {
@@ -173,6 +197,84 @@ func TestComposePublishesOnLoopback(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^#?` + name + `=`).Match(example) {
 			t.Errorf("docker-compose.yml reads %s, which deploy/compose.env.example does not show", name)
 		}
+	}
+}
+
+// TestComposeNATSCluster reads deploy/nats/nats.conf as each NATS node of
+// docker-compose.yml does, with the environment compose gives it from the
+// .env deploy/compose-env.sh writes: a route must log in (cluster
+// authorization with the generated route password), every route URL
+// carries that login, and monitoring listens on the node's loopback only,
+// so another container of the compose network can neither join the
+// cluster nor read its connections.
+func TestComposeNATSCluster(t *testing.T) {
+	dir := composeDir(t)
+	env := map[string]string{}
+	dotenv, err := os.ReadFile(filepath.Join(dir, ".env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(dotenv), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(k, "#") {
+			env[k] = v
+		}
+	}
+	password := env["NATS_ROUTE_PASSWORD"]
+	if len(password) < 32 {
+		t.Fatalf(".env sets NATS_ROUTE_PASSWORD to %q, want a generated secret", password)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Services map[string]struct {
+			Environment map[string]string `yaml:"environment"`
+			Ports       []string          `yaml:"ports"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal([]byte(interpolate(t, string(raw), env)), &f); err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []string{"nats-1", "nats-2", "nats-3"} {
+		t.Run(node, func(t *testing.T) {
+			svc, ok := f.Services[node]
+			if !ok {
+				t.Fatalf("no service %s", node)
+			}
+			if len(svc.Ports) > 0 {
+				t.Errorf("%s publishes %v", node, svc.Ports)
+			}
+			// The container's environment: env_file .env, then the
+			// service's own.
+			for k, v := range env {
+				t.Setenv(k, v)
+			}
+			for k, v := range svc.Environment {
+				t.Setenv(k, v)
+			}
+			opts, err := server.ProcessConfigFile(filepath.Join(dir, "deploy", "nats", "nats.conf"))
+			if err != nil {
+				t.Fatalf("nats.conf as %s reads it: %v", node, err)
+			}
+			if opts.Cluster.Username == "" || opts.Cluster.Password != password {
+				t.Errorf("cluster authorization: user %q, password set %v; want a user with NATS_ROUTE_PASSWORD", opts.Cluster.Username, opts.Cluster.Password != "")
+			}
+			var hosts []string
+			for _, r := range opts.Routes {
+				pw, _ := r.User.Password()
+				if r.User.Username() != opts.Cluster.Username || pw != password {
+					t.Errorf("route to %s logs in as %q (password right: %v), want the cluster's user and password", r.Host, r.User.Username(), pw == password)
+				}
+				hosts = append(hosts, r.Host)
+			}
+			if want := []string{"nats-1:6222", "nats-2:6222", "nats-3:6222"}; !slices.Equal(hosts, want) {
+				t.Errorf("routes to %v, want %v", hosts, want)
+			}
+			if opts.HTTPPort != 0 && opts.HTTPHost != "127.0.0.1" && opts.HTTPHost != "::1" && opts.HTTPHost != "localhost" {
+				t.Errorf("monitoring listens on %s:%d, want the container's loopback", opts.HTTPHost, opts.HTTPPort)
+			}
+		})
 	}
 }
 
