@@ -8,7 +8,7 @@ import "time"
 // leases still expire and timeouts still pass, but every date the code
 // under test derives is the one the test chose.
 func At(instant time.Time) func() time.Time {
-	offset := instant.Sub(time.Now())
+	offset := time.Until(instant)
 	return func() time.Time { return time.Now().Add(offset) }
 }
 
