@@ -115,7 +115,7 @@ func run() error {
 						return
 					}
 					outcomes.add(kind + ": " + strconv.Itoa(resp.StatusCode))
-					resp.Body.Close()
+					_ = resp.Body.Close()
 				}()
 			}
 		}()
@@ -185,7 +185,7 @@ func send(target, secret string, every time.Duration, stop <-chan struct{}, lat 
 			continue
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		lat.add(time.Since(t0), strconv.Itoa(resp.StatusCode))
 	}
 }

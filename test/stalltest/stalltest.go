@@ -47,7 +47,7 @@ func Open(addr, method, path string, h http.Header, length int64, sent int) (*St
 	}
 	req.Write(bytes.Repeat([]byte{' '}, sent))
 	if _, err := c.Write(req.Bytes()); err != nil {
-		c.Close()
+		_ = c.Close()
 		return nil, fmt.Errorf("write to %s: %w", addr, err)
 	}
 	return &Stall{conn: c, br: bufio.NewReader(c)}, nil
