@@ -182,6 +182,9 @@ func decodeTwilio(body []byte) (*Webhook, error) {
 	if st := form.Get("MessageStatus"); st != "" && !isTwilioStatus(st) {
 		return nil, &FieldError{Field: "MessageStatus", Problem: "is not a Twilio message status (lower-case letters and '_')"}
 	}
+	if err := twilioConsistent(form); err != nil {
+		return nil, err
+	}
 	sid := form.Get("MessageSid")
 	if sid == "" {
 		sid = form.Get("SmsSid")
@@ -194,6 +197,41 @@ func decodeTwilio(body []byte) (*Webhook, error) {
 		return &Webhook{Kind: KindStatus, ID: sid + ":" + st, Conversation: form.Get("To")}, nil
 	}
 	return &Webhook{Kind: KindInbound, ID: sid, Conversation: form.Get("From")}, nil
+}
+
+// twilioIDParams are the parameters a webhook's id and kind are read from.
+var twilioIDParams = [...]string{"MessageSid", "SmsSid", "SmsMessageSid", "MessageStatus", "SmsStatus"}
+
+// twilioConsistent refuses what a captured webhook re-split into other
+// parameters looks like. Twilio signs names and values run together, so
+// "MessageStatus=delivered&SmsSid=SM..." can be resent as one parameter
+// "MessageStatusdeliveredSmsSid=SM..." under the same signature: the
+// status is gone and the callback reads as an inbound message with a new
+// id. Twilio itself never sends a parameter named like an id parameter
+// but longer, SIDs that differ, or an SmsStatus other than received
+// without MessageStatus, so none of that can be a real webhook.
+func twilioConsistent(form url.Values) error {
+	for name := range form {
+		for _, p := range twilioIDParams {
+			if len(name) > len(p) && strings.HasPrefix(name, p) {
+				return &FieldError{Field: p, Problem: "is run together with another parameter (a parameter name starts with it)"}
+			}
+		}
+	}
+	sid := ""
+	for _, f := range [...]string{"MessageSid", "SmsSid", "SmsMessageSid"} {
+		switch v := form.Get(f); {
+		case v == "":
+		case sid == "":
+			sid = v
+		case v != sid:
+			return &FieldError{Field: f, Problem: "differs from the message's other SID parameters"}
+		}
+	}
+	if sms := form.Get("SmsStatus"); form.Get("MessageStatus") == "" && sms != "" && sms != "received" {
+		return &FieldError{Field: "MessageStatus", Problem: "is missing from a status callback (SmsStatus is not received)"}
+	}
+	return nil
 }
 
 // isTwilioMessageSID reports whether v is a Message resource's SID: "SM"

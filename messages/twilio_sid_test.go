@@ -65,3 +65,32 @@ func TestTwilioSIDFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestTwilioResplitCallback: a captured status callback whose
+// "MessageStatus=delivered&SmsSid=<sid>" is resent as one parameter
+// "MessageStatusdeliveredSmsSid=<sid>" signs as the original but would read
+// as an inbound message with a new id. Found by attacking the binary.
+func TestTwilioResplitCallback(t *testing.T) {
+	const sid = "SM1342fe1b2c904d1ab04f0fc7a58abca9"
+	const u = "https://relay.example.com/v1/messaging/twilio/us"
+	original := url.Values{"AccountSid": {"AC" + strings.Repeat("0", 32)}, "From": {"+15017250604"}, "MessageSid": {sid},
+		"MessageStatus": {"delivered"}, "SmsSid": {sid}, "SmsStatus": {"delivered"}, "To": {"+15558675310"}}
+	resplit := url.Values{"AccountSid": original["AccountSid"], "From": original["From"], "MessageSid": {sid},
+		"MessageStatusdeliveredSmsSid": {sid}, "SmsStatus": {"delivered"}, "To": original["To"]}
+	if signature.TwilioSign("tw-token", u, original) != signature.TwilioSign("tw-token", u, resplit) {
+		t.Fatal("the re-split parameters do not sign as the original; the test's premise is wrong")
+	}
+	for name, body := range map[string]url.Values{
+		"re-split":            resplit,
+		"status without it":   {"MessageSid": {sid}, "SmsStatus": {"delivered"}},
+		"SIDs that differ":    {"MessageSid": {sid}, "SmsSid": {"SM" + strings.Repeat("0", 32)}, "SmsStatus": {"received"}},
+		"SmsMessageSid stuck": {"MessageSid": {sid}, "SmsMessageSidX": {"1"}},
+	} {
+		if _, err := messages.DecodeWebhook(messages.MessagingTwilio, "us", []byte(body.Encode())); !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s: %v, want invalid payload", name, err)
+		}
+	}
+	if w, err := messages.DecodeWebhook(messages.MessagingTwilio, "us", []byte(original.Encode())); err != nil || w.Kind != messages.KindStatus {
+		t.Errorf("the original: %+v %v, want a status callback", w, err)
+	}
+}
