@@ -174,6 +174,11 @@ func NewContactProCall(integration, pathEvent, rest, method string, query url.Va
 		if len(f.v) > 64 {
 			return nil, &FieldError{Field: f.name, Problem: "is longer than 64 bytes"}
 		}
+		// They name the subject and stand in the id in clear: a name,
+		// never a phone number or an address.
+		if mayBePersonal(f.v) {
+			return nil, &FieldError{Field: f.name, Problem: "is not a name (it holds '@', '+' or a run of 6 or more digits, as a phone number or an address does)"}
+		}
 	}
 	if err := checkID("contact id", c.ContactID); err != nil {
 		return nil, err
@@ -207,11 +212,13 @@ func (c *ContactProCall) DedupID() string {
 	if contact == "" {
 		contact = "-"
 	}
-	return SourceContactPro + ":" + c.Integration + ":" + c.Event + ":" + contact + ":" + hex.EncodeToString(h.Sum(nil)[:16])
+	// Escaped as in the subject: a ':' in the integration or the event
+	// would otherwise let "a:b"/"c" and "a"/"b:c" share an id.
+	return SourceContactPro + ":" + EscapeToken(c.Integration) + ":" + EscapeToken(c.Event) + ":" + contact + ":" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // RedactedQuery is the query to store: parameters whose names suggest a
-// secret (key, token, secret, password, signature, auth) have their values
+// secret (key, token, secret, pass, pwd, cred, signature, auth) have their values
 // replaced, as a customer may put {authentications.x} in a query parameter.
 func (c *ContactProCall) RedactedQuery() string {
 	if len(c.Query) == 0 {
@@ -229,7 +236,7 @@ func (c *ContactProCall) RedactedQuery() string {
 
 func secretName(k string) bool {
 	k = strings.ToLower(k)
-	for _, s := range [...]string{"key", "token", "secret", "password", "passwd", "sig", "auth"} {
+	for _, s := range [...]string{"key", "token", "secret", "pass", "pwd", "cred", "sig", "auth"} {
 		if strings.Contains(k, s) {
 			return true
 		}

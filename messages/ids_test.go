@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,7 +189,15 @@ func TestIDsCarryNoPersonalData(t *testing.T) {
 	}{
 		{"0a1b2c3d-0000-4000-8000-000000000001", true},
 		{"01EB37HMH1M6SV18ABNS3G135H", true},
-		{"contact.guid_1", true},
+		{"contact-guid_1", true},
+		{"5d3b0a4e-7b7c-11ee-9c2a-0242ac120002", true}, // a UUID, whatever digits it holds
+		{"contact.guid_1", false},
+		// Found by attacking the binary: a number or an address with
+		// letters around it.
+		{"tel4917612345678", false},
+		{"4917612345678x", false},
+		{"max.mustermann_at_example.com", false},
+		{"john.doe", false},
 		{"12345", true},
 		{phone, false},
 		{"004917612345678", false},
@@ -346,4 +355,40 @@ func FuzzRepeatedKeys(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestContactProIDsAttacked: what an attack on the binary found. An
+// integration or event holding ':' made two distinct calls share an id; an
+// event name holding a phone number went into the subject and the id in
+// clear; query parameters named pwd, pass or credential were stored.
+func TestContactProIDsAttacked(t *testing.T) {
+	body := []byte(`{"contact_id":"0a1b2c3d-4e5f-4071-8899-aabbccddeeff","Event date":"2026-11-21T10:00:00Z"}`)
+	a, err := messages.NewContactProCall("lifecycle:allocated", "x", "", "POST", nil, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := messages.NewContactProCall("lifecycle", "allocated:x", "", "POST", nil, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.DedupID() == b.DedupID() {
+		t.Errorf("lifecycle:allocated/x and lifecycle/allocated:x share id %q", a.DedupID())
+	}
+	for _, ev := range []string{"+4917612345678", "tel4917612345678", "jane@example.com"} {
+		_, err := messages.NewContactProCall("lifecycle", ev, "", "POST", nil, body)
+		var fe *messages.FieldError
+		if !errors.As(err, &fe) || fe.Field != "event" {
+			t.Errorf("event %q: %v, want a FieldError naming the event", ev, err)
+		}
+	}
+	q := url.Values{"pwd": {"p1"}, "pass": {"p2"}, "credential": {"p3"}, "contact_id": {"c1"}}
+	c, err := messages.NewContactProCall("crm", "ended", "", "GET", q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"p1", "p2", "p3"} {
+		if strings.Contains(c.RedactedQuery(), secret) {
+			t.Errorf("stored query %q holds %q", c.RedactedQuery(), secret)
+		}
+	}
 }

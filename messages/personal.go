@@ -32,28 +32,55 @@ func PersonalDigest(v string) string {
 }
 
 // opaqueOrDigest is v when it has the shape of an opaque id (a GUID, a
-// ULID, a name of letters, digits, '-', '_' and '.'), else its
-// PersonalDigest: anything with '@', '+', a space or other punctuation,
-// and any run of 6 or more digits without letters (a phone number with or
-// without separators), may be an address, a number or a name.
+// ULID, a token of letters, digits, '-' and '_' without a run of 6 digits
+// and with a letter if it has 6 digits),
+// else its PersonalDigest: anything with '@', '+', '.', a space or other
+// punctuation, and any run of 6 or more digits (a phone number, with or
+// without separators or letters around it: "tel4917612345678") may be an
+// address, a number or a name. A canonical UUID stays in clear whatever
+// digits it holds: it is what Contact Pro's contact ids are.
 func opaqueOrDigest(v string) string {
-	if v == "" {
+	if v == "" || isUUID(v) {
 		return v
 	}
-	digits, letters := 0, 0
+	run, digits, letters := 0, 0, 0
 	for i := 0; i < len(v); i++ {
 		switch c := v[i]; {
 		case c >= '0' && c <= '9':
 			digits++
+			if run++; run >= 6 {
+				return PersonalDigest(v)
+			}
 		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z':
 			letters++
-		case c == '-' || c == '_' || c == '.':
+			run = 0
+		case c == '-' || c == '_':
+			run = 0
 		default:
 			return PersonalDigest(v)
 		}
 	}
 	if letters == 0 && digits >= 6 {
-		return PersonalDigest(v)
+		return PersonalDigest(v) // "0176-1234-5678"
 	}
 	return v
+}
+
+// mayBePersonal reports whether v holds what a phone number or an address
+// has: '@', '+', or a run of 6 or more digits.
+func mayBePersonal(v string) bool {
+	run := 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '@' || c == '+':
+			return true
+		case c >= '0' && c <= '9':
+			if run++; run >= 6 {
+				return true
+			}
+		default:
+			run = 0
+		}
+	}
+	return false
 }
