@@ -18,13 +18,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
 	"github.com/ccrelay/ccrelay/messages"
@@ -113,39 +116,128 @@ func (p *Processor) filters(tokens []string) []string {
 	return out
 }
 
-// destination returns the key of ev's destination, "<type>/<service>",
-// from its subject; "sinch/<service>" of a callback stored before Sinch
-// subjects named the service, from its source.
-func (p *Processor) destination(ev *processors.Event) (string, error) {
+// ErrDisagrees is wrapped by the refusal of an event whose headers
+// disagree with its subject, or hold a value no outgoing header may carry.
+// Ingest verified the subject (the route and the provider's signature):
+// a header that says otherwise was written by someone else, typically a
+// republish by hand, and would pick another destination, secret or
+// content type than the one verified. No retry can change it, so it is
+// permanent.
+var ErrDisagrees = errors.New("the event's headers disagree with its subject")
+
+// maxEventID bounds the ce-id the relay passes on. Every id ingest derives
+// for the relay is far shorter (the longest, a Sinch delivery report, is
+// three ids of at most messages.MaxIDBytes and the service); a longer one
+// was not written by ingest, and Contact Pro's header limits would refuse
+// it on every attempt.
+const maxEventID = 1024
+
+// route is where an event goes and how, derived from its subject: the
+// only values the delivery is built from, and what its headers must agree
+// with.
+type route struct {
+	key         string // "<type>/<service>"
+	contentType string
+	source      string // ce-source
+	typ         string // ce-type, or its prefix for messaging webhooks
+	typPrefix   bool
+	idPrefix    string // ce-id's
+}
+
+// destination derives ev's route from its subject: destination
+// "<type>/<service>" and the content type ingest accepted for that type
+// (Twilio's form, JSON for the others); a Sinch callback stored before
+// Sinch subjects named the service goes by its ce-source.
+func (p *Processor) destination(ev *processors.Event) (route, error) {
 	a, err := p.env.Subjects.Parse(ev.Subject)
 	if err != nil {
-		return "", err
+		return route{}, err
 	}
 	switch a.Source {
 	case messages.SourceSinch:
-		if a.Service != "" {
-			return SinchType + "/" + a.Service, nil
+		service := a.Service
+		if service == "" {
+			src := ev.Header.Get(messages.HeaderSource)
+			s, ok := strings.CutPrefix(src, "/sinch/")
+			if !ok || s == "" {
+				return route{}, fmt.Errorf("the event's %s %q names no Sinch service (/sinch/<service>)", messages.HeaderSource, src)
+			}
+			service = s
 		}
-		src := ev.Header.Get(messages.HeaderSource)
-		service, ok := strings.CutPrefix(src, "/sinch/")
-		if !ok || service == "" {
-			return "", fmt.Errorf("the event's %s %q names no Sinch service (/sinch/<service>)", messages.HeaderSource, src)
-		}
-		return SinchType + "/" + service, nil
+		return route{key: SinchType + "/" + service, contentType: messages.ContentTypeJSON,
+			source: "/sinch/" + service, typ: messages.TypeSinchPrefix + a.Kind, idPrefix: "sinch:"}, nil
 	case messages.SourceMessaging:
-		return a.Kind + "/" + a.Name, nil
+		r := route{key: a.Kind + "/" + a.Name, contentType: messages.ContentTypeJSON,
+			source: "/messaging/" + a.Kind + "/" + a.Name, typ: messages.TypeMessagingPrefix + a.Kind + ".", typPrefix: true,
+			idPrefix: messages.SourceMessaging + ":" + a.Kind + ":"}
+		if a.Kind == messages.MessagingTwilio {
+			r.contentType = messages.ContentTypeForm
+		}
+		return r, nil
 	}
-	return "", fmt.Errorf("%s events are not relayed", a.Source)
+	return route{}, fmt.Errorf("%s events are not relayed", a.Source)
+}
+
+// check refuses (wrapping ErrDisagrees) an event whose ce-source, ce-type,
+// ce-id or Content-Type say otherwise than its route, so a body republished
+// bare is delivered exactly as the original and no header can redirect or
+// re-sign it.
+func (r route) check(ev *processors.Event) error {
+	h := ev.Header
+	if v, ok := header(h, messages.HeaderSource); ok && v != r.source {
+		return fmt.Errorf("%w: %s %q, the subject's service is %s", ErrDisagrees, messages.HeaderSource, v, r.source)
+	}
+	if v, ok := header(h, messages.HeaderType); ok && v != r.typ && !(r.typPrefix && strings.HasPrefix(v, r.typ)) {
+		return fmt.Errorf("%w: %s %q, the subject's is %s", ErrDisagrees, messages.HeaderType, v, r.typ)
+	}
+	if v, ok := header(h, messages.HeaderContentType); ok {
+		if mt, _, err := mime.ParseMediaType(v); err != nil || mt != r.contentType {
+			typ, _, _ := strings.Cut(r.key, "/")
+			return fmt.Errorf("%w: Content-Type %q, %s events are %s", ErrDisagrees, v, typ, r.contentType)
+		}
+	}
+	return checkEventID(ev.ID, r.idPrefix)
+}
+
+// header returns h's only value of key. A key given twice is returned as
+// its values joined, which no check accepts: two values would leave it to
+// chance which one a reader takes.
+func header(h nats.Header, key string) (string, bool) {
+	vs := h.Values(key)
+	switch len(vs) {
+	case 0:
+		return "", false
+	case 1:
+		return vs[0], true
+	}
+	return strings.Join(vs, ", "), true
+}
+
+// checkEventID refuses an id ingest cannot have written for the subject:
+// another source's prefix, control characters or invalid UTF-8 (net/http
+// refuses such a header value on every attempt), or over maxEventID bytes.
+func checkEventID(id, prefix string) error {
+	switch {
+	case len(id) > maxEventID:
+		return fmt.Errorf("%w: %s is %d bytes long, more than %d", ErrDisagrees, messages.HeaderID, len(id), maxEventID)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrDisagrees, messages.HeaderID)
+	case strings.ContainsFunc(id, func(c rune) bool { return c < 0x20 || c == 0x7f }):
+		return fmt.Errorf("%w: %s %q holds a control character", ErrDisagrees, messages.HeaderID, id)
+	case !strings.HasPrefix(id, prefix):
+		return fmt.Errorf("%w: %s %q, the subject's ids start %q", ErrDisagrees, messages.HeaderID, id, prefix)
+	}
+	return nil
 }
 
 // Wants implements processors.Selector: events with a destination.
 func (p *Processor) Wants(ev *processors.Event) (bool, string) {
-	key, err := p.destination(ev)
+	r, err := p.destination(ev)
 	if err != nil {
 		return true, "" // Handle dead-letters it, saying why
 	}
-	if _, ok := p.cfg.URLs[key]; !ok {
-		return false, "no forward destination for " + key
+	if _, ok := p.cfg.URLs[r.key]; !ok {
+		return false, "no forward destination for " + r.key
 	}
 	return true, ""
 }
@@ -155,15 +247,19 @@ func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 // (see configuration); any other answer cannot succeed and dead-letters it
 // with the answer.
 func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
-	key, err := p.destination(ev)
+	r, err := p.destination(ev)
+	if err == nil {
+		err = r.check(ev)
+	}
 	if err != nil {
 		return processors.Permanent(err)
 	}
+	key := r.key
 	dest, ok := p.cfg.URLs[key]
 	if !ok {
 		return processors.Ignored("no forward destination for " + key)
 	}
-	req, err := p.request(ctx, key, dest, ev)
+	req, err := p.request(ctx, r, dest, ev)
 	if err != nil {
 		return processors.Permanent(err)
 	}
@@ -199,20 +295,18 @@ func configuration(status int) bool {
 	return status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound
 }
 
-// request builds the delivery: the stored body byte for byte, its content
-// type, the external user, and the provider's signature, made again where
-// it binds a time or a URL.
-func (p *Processor) request(ctx context.Context, key string, dest *url.URL, ev *processors.Event) (*http.Request, error) {
+// request builds the delivery: the stored body byte for byte, the content
+// type of its route, the external user, and the provider's signature, made
+// again where it binds a time or a URL. Every header is built from the
+// route or checked here: none is copied from the stored message unchecked.
+func (p *Processor) request(ctx context.Context, r route, dest *url.URL, ev *processors.Event) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dest.String(), bytes.NewReader(ev.Body))
 	if err != nil {
 		return nil, err
 	}
-	ct := ev.Header.Get(messages.HeaderContentType)
-	if ct == "" {
-		ct = messages.ContentTypeJSON
-	}
-	req.Header.Set("Content-Type", ct)
-	req.Header.Set(HeaderEventID, ev.ID)
+	key := r.key
+	req.Header.Set("Content-Type", r.contentType)
+	req.Header.Set(HeaderEventID, ev.ID) // checked
 	if user, pass, ok := p.cfg.BasicUsers.UserPassword(key); ok {
 		req.SetBasicAuth(user, pass.Reveal())
 	}
@@ -232,14 +326,57 @@ func (p *Processor) request(ctx context.Context, key string, dest *url.URL, ev *
 		// Twilio signs the URL it calls: this delivery's is Contact Pro's.
 		req.Header.Set(signature.HeaderTwilioSignature, signature.TwilioSign(p.cfg.MessagingSecrets[key].Reveal(), dest.String(), form))
 	case messages.MessagingFacebook:
-		// Meta signs the body only: the original signature still holds.
-		for _, h := range []string{signature.HeaderHubSignature256, signature.HeaderHubSignature} {
-			if v := ev.Header.Get(h); v != "" {
-				req.Header.Set(h, v)
-			}
+		if err := p.signHub(req, key, ev); err != nil {
+			return nil, err
 		}
 	}
 	return req, nil
+}
+
+// signHub sets Meta's signatures. Meta signs the body only, with the app
+// secret ingest verified it with: with that secret the relay signs the body
+// again, which gives Meta's own X-Hub-Signature-256, so a body republished
+// bare is signed as the original was. The stored signatures are passed on
+// only in their one well-formed spelling, and a stored X-Hub-Signature-256
+// that does not match the body with the secret is refused: the body is not
+// the one Meta sent.
+func (p *Processor) signHub(req *http.Request, key string, ev *processors.Event) error {
+	stored, hasStored := header(ev.Header, signature.HeaderHubSignature256)
+	if hasStored && !signature.HubWellFormed(stored) {
+		return fmt.Errorf("%w: %s is not sha256= and 64 hex digits", ErrDisagrees, signature.HeaderHubSignature256)
+	}
+	if old, ok := header(ev.Header, signature.HeaderHubSignature); ok {
+		if !hubSHA1WellFormed(old) {
+			return fmt.Errorf("%w: %s is not sha1= and 40 hex digits", ErrDisagrees, signature.HeaderHubSignature)
+		}
+		req.Header.Set(signature.HeaderHubSignature, old)
+	}
+	if s, ok := p.cfg.MessagingSecrets[key]; ok {
+		if hasStored && !signature.HubVerify(s.Reveal(), ev.Body, stored) {
+			return fmt.Errorf("%w: the stored %s does not match the body", ErrDisagrees, signature.HeaderHubSignature256)
+		}
+		req.Header.Set(signature.HeaderHubSignature256, signature.HubSign(s.Reveal(), ev.Body))
+		return nil
+	}
+	if hasStored {
+		req.Header.Set(signature.HeaderHubSignature256, stored)
+	}
+	return nil
+}
+
+// hubSHA1WellFormed reports whether v is "sha1=" and 40 lower-case hex
+// digits, Meta's older signature.
+func hubSHA1WellFormed(v string) bool {
+	h, ok := strings.CutPrefix(v, "sha1=")
+	if !ok || len(h) != 40 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // signSinch signs body for this delivery: a fresh nonce and timestamp, as

@@ -1,7 +1,12 @@
 package forward_test
 
 import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -10,6 +15,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/forward"
+	"github.com/ccrelay/ccrelay/sinks/egress"
 )
 
 // TestSinchDestinationFromSubject: a Sinch callback's destination is the
@@ -50,5 +56,70 @@ func TestSinchDestinationFromSubject(t *testing.T) {
 	}
 	if slices.Contains(filters, s.SinchPartitionFilter("us", "0c")) {
 		t.Error("a Sinch service without a destination is consumed")
+	}
+}
+
+// TestHeadersThatDisagreeWithTheSubject: an event whose headers contradict
+// the subject ingest verified, or hold what no outgoing header may carry,
+// is refused as permanent before anything is sent; a bare body is sent
+// with the content type of its subject's service type.
+func TestHeadersThatDisagreeWithTheSubject(t *testing.T) {
+	var got []http.Header
+	cp := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = append(got, r.Header.Clone()) }))
+	t.Cleanup(cp.Close)
+	s := messages.DefaultSubjects()
+	c := config(t, "sinch/eu="+cp.URL+"/s,twilio/us="+cp.URL+"/t,wavy/br="+cp.URL+"/w", "")
+	p, err := forward.New(c, processors.Env{Subjects: s, Registry: prometheus.NewRegistry(), Egress: egress.Settings{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twilio := s.Messaging("twilio", "us", "0c")
+	form := []byte("MessageSid=SM0123456789abcdef0123456789abcdef&From=%2B1&To=%2B2&Body=hi")
+	const tid = "messaging:twilio:us:SM0123456789abcdef0123456789abcdef"
+	sinch := s.Sinch("MESSAGE_INBOUND", "eu", "A", "0c")
+	for _, ev := range []struct {
+		name    string
+		subject string
+		id      string
+		header  nats.Header
+	}{
+		{"another service's ce-source", twilio, tid, nats.Header{messages.HeaderSource: {"/messaging/twilio/other"}}},
+		{"another type's ce-source", twilio, tid, nats.Header{messages.HeaderSource: {"/messaging/wavy/us"}}},
+		{"two ce-sources", twilio, tid, nats.Header{messages.HeaderSource: {"/messaging/twilio/us", "/messaging/twilio/other"}}},
+		{"a Sinch ce-source of another service", sinch, "sinch:eu:inbound:M", nats.Header{messages.HeaderSource: {"/sinch/us"}}},
+		{"a Sinch ce-type of another trigger", sinch, "sinch:eu:inbound:M", nats.Header{messages.HeaderType: {"com.sinch.conversation.message_delivery"}}},
+		{"another type's ce-type", twilio, tid, nats.Header{messages.HeaderType: {"com.sinch.contactpro.messaging.wavy.other"}}},
+		{"JSON on a Twilio subject", twilio, tid, nats.Header{messages.HeaderContentType: {messages.ContentTypeJSON}}},
+		{"a form on a JSON service", s.Messaging("wavy", "br", "00"), "messaging:wavy:br:x", nats.Header{messages.HeaderContentType: {messages.ContentTypeForm}}},
+		{"a malformed Content-Type", twilio, tid, nats.Header{messages.HeaderContentType: {"application/x-www-form-urlencoded; ="}}},
+		{"a ce-id with CR LF", twilio, tid + "\r\nX-Injected: 1", nil},
+		{"a ce-id with DEL", twilio, tid + "\x7f", nil},
+		{"a ce-id that is not UTF-8", twilio, tid + "\xff", nil},
+		{"an over-long ce-id", twilio, tid + strings.Repeat("0", 1024), nil},
+		{"another source's ce-id", twilio, "sinch:eu:inbound:M", nil},
+	} {
+		err := p.Handle(context.Background(), &processors.Event{Subject: ev.subject, ID: ev.id, Header: ev.header, Body: form})
+		if !errors.Is(err, forward.ErrDisagrees) || !errors.Is(err, processors.ErrPermanent) {
+			t.Errorf("%s: Handle = %v, want a permanent ErrDisagrees", ev.name, err)
+		}
+	}
+	if len(got) != 0 {
+		t.Fatalf("%d refused events were sent", len(got))
+	}
+	for _, ev := range []struct {
+		name   string
+		header nats.Header
+	}{
+		{"bare", nil},
+		{"as ingest stored it", nats.Header{messages.HeaderSource: {"/messaging/twilio/us"}, messages.HeaderType: {"com.sinch.contactpro.messaging.twilio.inbound"}, messages.HeaderContentType: {messages.ContentTypeForm}}},
+		{"with a charset", nats.Header{messages.HeaderContentType: {messages.ContentTypeForm + "; charset=utf-8"}}},
+	} {
+		got = nil
+		if err := p.Handle(context.Background(), &processors.Event{Subject: twilio, ID: tid, Header: ev.header, Body: form}); err != nil {
+			t.Fatalf("%s: %v", ev.name, err)
+		}
+		if len(got) != 1 || got[0].Get("Content-Type") != messages.ContentTypeForm || got[0].Get(forward.HeaderEventID) != tid {
+			t.Errorf("%s: sent %v, want one form with the event id", ev.name, got)
+		}
 	}
 }

@@ -104,7 +104,8 @@ func (m *metrics) partition(ctx context.Context, st jetstream.Stream, i int, now
 	if err != nil {
 		return
 	}
-	key, err := p.destination(&processors.Event{Subject: raw.Subject, Header: raw.Header})
+	r, err := p.destination(&processors.Event{Subject: raw.Subject, Header: raw.Header})
+	key := r.key
 	if _, ok := oldest[key]; err != nil || !ok {
 		return
 	}
