@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
 // maxErrorHeader bounds the error text kept with a dead letter.
@@ -71,41 +73,35 @@ type DeadLetter struct {
 	Body       []byte
 }
 
-// List returns the dead letters of processor ("" for all), oldest first.
+// List returns the dead letters of processor ("" for all), oldest first:
+// those stored when it started. It reads them one by one from the stream
+// leader (see Scan), so it needs no consumer and waits out a cluster's
+// leader election.
 func (d *DeadLetters) List(ctx context.Context, processor string) ([]DeadLetter, error) {
 	filter := d.subjects.DeadLetters()
 	if processor != "" {
 		filter = d.subjects.DeadLetter(processor)
 	}
-	st, err := d.js.Stream(ctx, d.subjects.DeadLetterStream())
+	sc, err := Scan{Stream: d.subjects.DeadLetterStream(), Filter: filter}.Open(ctx, d.js)
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter stream: %w", err)
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
-	if err != nil {
-		return nil, err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []DeadLetter
-	for pending := info.NumPending; pending > 0; pending-- {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	for {
+		m, err := sc.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
 		if err != nil {
 			return out, fmt.Errorf("read dead letters: %w", err)
 		}
 		out = append(out, deadLetterOf(m))
 	}
-	return out, nil
 }
 
-func deadLetterOf(m jetstream.Msg) DeadLetter {
-	h := m.Headers()
-	dl := DeadLetter{Processor: h.Get(messages.HeaderDLQProcessor), Subject: h.Get(messages.HeaderDLQSubject), Error: h.Get(messages.HeaderDLQError), Header: h, Body: m.Data()}
-	if meta, err := m.Metadata(); err == nil {
-		dl.Seq = meta.Sequence.Stream
-	}
+func deadLetterOf(m *jetstream.RawStreamMsg) DeadLetter {
+	h := m.Header
+	dl := DeadLetter{Seq: m.Sequence, Processor: h.Get(messages.HeaderDLQProcessor), Subject: h.Get(messages.HeaderDLQSubject), Error: h.Get(messages.HeaderDLQError), Header: h, Body: m.Data}
 	dl.OrigSeq, _ = strconv.ParseUint(h.Get(messages.HeaderDLQSeq), 10, 64)
 	dl.Deliveries, _ = strconv.ParseUint(h.Get(messages.HeaderDLQDeliveries), 10, 64)
 	dl.FailedAt, _ = time.Parse(time.RFC3339Nano, h.Get(messages.HeaderDLQFailedAt))
@@ -121,19 +117,18 @@ var ErrNotDeadLetter = errors.New("no such dead letter")
 // not swallow it), then removes it from the dead-letter stream. The event
 // keeps its ce-id, so the ledger still protects work that completed.
 func (d *DeadLetters) Requeue(ctx context.Context, seq uint64) (DeadLetter, error) {
-	st, err := d.js.Stream(ctx, d.subjects.DeadLetterStream())
-	if err != nil {
-		return DeadLetter{}, fmt.Errorf("dead-letter stream: %w", err)
-	}
-	raw, err := st.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+	var w provision.Waiter
+	sc := Scan{Stream: d.subjects.DeadLetterStream(), Wait: w}
+	s := sc.scanner(d.js)
+	raw, err := s.get(ctx, msgGetRequest{Seq: seq})
+	if notFound(err) {
 		return DeadLetter{}, fmt.Errorf("%w: seq %d", ErrNotDeadLetter, seq)
 	}
 	if err != nil {
 		return DeadLetter{}, err
 	}
+	dl := deadLetterOf(raw)
 	h := raw.Header
-	dl := DeadLetter{Seq: seq, Processor: h.Get(messages.HeaderDLQProcessor), Subject: h.Get(messages.HeaderDLQSubject), Error: h.Get(messages.HeaderDLQError), Header: h, Body: raw.Data}
 	if dl.Subject == "" {
 		return dl, fmt.Errorf("%w: seq %d has no original subject", ErrNotDeadLetter, seq)
 	}
@@ -146,12 +141,33 @@ func (d *DeadLetters) Requeue(ctx context.Context, seq uint64) (DeadLetter, erro
 		}
 		out[k] = v
 	}
+	// One Nats-Msg-Id for every attempt: a retry after a lost ack is a
+	// duplicate JetStream drops, not a second copy.
 	out[nats.MsgIdHdr] = []string{"requeue:" + strconv.FormatUint(seq, 10) + ":" + strconv.FormatInt(time.Now().UnixNano(), 36)}
 	msg := &nats.Msg{Subject: dl.Subject, Header: out, Data: raw.Data}
-	if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.EventsStream())); err != nil {
+	err = w.Do(ctx, "requeue seq "+strconv.FormatUint(seq, 10), func(ctx context.Context) error {
+		_, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.EventsStream()))
+		return err
+	})
+	if err != nil {
 		return dl, fmt.Errorf("requeue seq %d: %w", seq, err)
 	}
-	if err := st.DeleteMsg(ctx, seq); err != nil {
+	err = w.Do(ctx, "remove dead letter seq "+strconv.FormatUint(seq, 10), func(ctx context.Context) error {
+		st, err := d.js.Stream(ctx, sc.Stream)
+		if err != nil {
+			return err
+		}
+		err = st.DeleteMsg(ctx, seq)
+		if err != nil {
+			// An attempt whose answer was lost removed it already; the
+			// server answers a second removal with a 500.
+			if _, gerr := s.get(ctx, msgGetRequest{Seq: seq}); notFound(gerr) {
+				return nil
+			}
+		}
+		return err
+	})
+	if err != nil {
 		return dl, fmt.Errorf("requeued seq %d but could not remove it from the dead letters: %w", seq, err)
 	}
 	return dl, nil

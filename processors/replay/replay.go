@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 )
 
@@ -30,9 +32,12 @@ type Options struct {
 	// the replayed events are removed first (for Processors).
 	Force      bool
 	Processors []string
-	// Progress, when set, is called after each event with the count done
-	// and the total.
+	// Progress, when set, is called after each event with how far the read
+	// is through the window, in stream sequences, and the window's length.
 	Progress func(done, total uint64)
+	// Wait retries each read and publish while JetStream has no leader or
+	// no responders; its zero value waits up to 15 s for each.
+	Wait provision.Waiter
 }
 
 // Summary says what a replay did.
@@ -58,6 +63,11 @@ var ErrNothingToDo = errors.New("no stored event matches")
 // subject with its body and headers, but a new Nats-Msg-Id, so JetStream's
 // dedup window does not swallow it; its ce-id stays, so the idempotency
 // ledger keeps completed work from being repeated unless Force is set.
+//
+// The window is the events stored when Run starts (the copies it stores
+// come after it), read one by one from the stream leader (see
+// processors.Scan): no consumer, and a leader election on a cluster is
+// waited out rather than ending the replay half-way.
 func Run(ctx context.Context, js jetstream.JetStream, subjects messages.Subjects, ledger *processors.Ledger, opts Options) (Summary, error) {
 	if opts.Until.IsZero() {
 		opts.Until = time.Now()
@@ -66,35 +76,33 @@ func Run(ctx context.Context, js jetstream.JetStream, subjects messages.Subjects
 	if !opts.Until.After(opts.Since) {
 		return sum, fmt.Errorf("--until %s is not after --since %s", opts.Until.Format(time.RFC3339), opts.Since.Format(time.RFC3339))
 	}
-	st, err := js.Stream(ctx, subjects.EventsStream())
+	sc, err := processors.Scan{Stream: subjects.EventsStream(), Filter: opts.Subject, Since: opts.Since, Until: opts.Until, Wait: opts.Wait}.Open(ctx, js)
 	if err != nil {
 		return sum, fmt.Errorf("events stream: %w", err)
 	}
-	cons, total, err := window(ctx, st, opts)
-	if err != nil {
-		return sum, err
+	if sc.First == 0 {
+		return sum, ErrNothingToDo
 	}
+	// Progress goes by stream sequence: how far through the window the
+	// read is. A count of the matching events would take a consumer.
+	total := sc.Last - sc.First + 1
 	r := replayer{js: js, subjects: subjects, ledger: ledger, opts: opts, runID: strconv.FormatInt(time.Now().UnixNano(), 36)}
-	for i := uint64(0); i < total; i++ {
-		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			return sum, fmt.Errorf("read event %d of %d: %w", i+1, total, err)
+	for {
+		m, err := sc.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		meta, err := m.Metadata()
 		if err != nil {
-			return sum, err
-		}
-		if meta.Timestamp.After(opts.Until) {
-			break // stored after the window (between the two counts)
+			return sum, fmt.Errorf("read the event after %d of %d: %w", sum.Matched, total, err)
 		}
 		sum.Matched++
 		if sum.FirstSeq == 0 {
-			sum.FirstSeq = meta.Sequence.Stream
+			sum.FirstSeq = m.Sequence
 		}
-		sum.LastSeq = meta.Sequence.Stream
-		sum.BySubject[m.Subject()]++
+		sum.LastSeq = m.Sequence
+		sum.BySubject[m.Subject]++
 		if !opts.DryRun {
-			forgotten, err := r.replay(ctx, m, meta.Sequence.Stream)
+			forgotten, err := r.replay(ctx, m)
 			if err != nil {
 				return sum, err
 			}
@@ -104,51 +112,17 @@ func Run(ctx context.Context, js jetstream.JetStream, subjects messages.Subjects
 			sum.Replayed++
 		}
 		if opts.Progress != nil {
-			opts.Progress(i+1, total)
+			opts.Progress(m.Sequence-sc.First+1, total)
 		}
+	}
+	if opts.Progress != nil && sum.LastSeq != sc.Last {
+		opts.Progress(total, total)
 	}
 	sum.FinishedAt = time.Now()
 	if sum.Matched == 0 {
 		return sum, ErrNothingToDo
 	}
 	return sum, nil
-}
-
-// window opens an ordered consumer at opts.Since and counts what was stored
-// up to opts.Until. The count is taken before anything is published, so
-// neither later events nor the replayed copies count.
-func window(ctx context.Context, st jetstream.Stream, opts Options) (jetstream.Consumer, uint64, error) {
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{opts.Subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &opts.Since,
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("read %s: %w", opts.Subject, err)
-	}
-	total, err := pending(ctx, cons)
-	if err != nil {
-		return nil, 0, err
-	}
-	after, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{opts.Subject},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &opts.Until,
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	later, err := pending(ctx, after)
-	if err != nil {
-		return nil, 0, err
-	}
-	if later <= total {
-		total -= later
-	}
-	if total == 0 {
-		return nil, 0, ErrNothingToDo
-	}
-	return cons, total, nil
 }
 
 // replayer stores events again.
@@ -162,44 +136,45 @@ type replayer struct {
 }
 
 // replay stores m again, first forgetting its ledger entries when the run
-// is forced. It reports whether entries were forgotten.
-func (r replayer) replay(ctx context.Context, m jetstream.Msg, seq uint64) (forgotten bool, err error) {
+// is forced. It reports whether entries were forgotten. The publish is
+// retried within opts.Wait with one Nats-Msg-Id, so a retry after a lost
+// ack is dropped as a duplicate, not stored twice.
+func (r replayer) replay(ctx context.Context, m *jetstream.RawStreamMsg) (forgotten bool, err error) {
 	if r.opts.Force {
 		if forgotten, err = r.forget(ctx, m); err != nil {
 			return false, err
 		}
 	}
-	h := make(nats.Header, len(m.Headers())+1)
-	for k, v := range m.Headers() {
+	h := make(nats.Header, len(m.Header)+1)
+	for k, v := range m.Header {
 		h[k] = v
 	}
-	h[nats.MsgIdHdr] = []string{"replay:" + r.runID + ":" + strconv.FormatUint(seq, 10)}
-	if _, err := r.js.PublishMsg(ctx, &nats.Msg{Subject: m.Subject(), Header: h, Data: m.Data()}, jetstream.WithExpectStream(r.subjects.EventsStream())); err != nil {
-		return forgotten, fmt.Errorf("republish seq %d: %w", seq, err)
+	seq := strconv.FormatUint(m.Sequence, 10)
+	h[nats.MsgIdHdr] = []string{"replay:" + r.runID + ":" + seq}
+	msg := &nats.Msg{Subject: m.Subject, Header: h, Data: m.Data}
+	err = r.opts.Wait.Do(ctx, "republish seq "+seq, func(ctx context.Context) error {
+		_, err := r.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(r.subjects.EventsStream()))
+		return err
+	})
+	if err != nil {
+		return forgotten, fmt.Errorf("republish seq %s: %w", seq, err)
 	}
 	return forgotten, nil
 }
 
 // forget removes m's ledger entries of the processors of the run. An event
 // with no id has none.
-func (r replayer) forget(ctx context.Context, m jetstream.Msg) (bool, error) {
-	id, err := r.subjects.EventID(m.Subject(), m.Headers(), m.Data())
+func (r replayer) forget(ctx context.Context, m *jetstream.RawStreamMsg) (bool, error) {
+	id, err := r.subjects.EventID(m.Subject, m.Header, m.Data)
 	if err != nil {
 		return false, nil
 	}
 	for _, p := range r.opts.Processors {
-		if err := r.ledger.Forget(ctx, p, id); err != nil {
+		// A purge again is the same purge: safe to retry.
+		err := r.opts.Wait.Do(ctx, "forget "+id+" of "+p, func(ctx context.Context) error { return r.ledger.Forget(ctx, p, id) })
+		if err != nil {
 			return false, fmt.Errorf("forget %s of %s: %w", id, p, err)
 		}
 	}
 	return true, nil
-}
-
-// pending is how many messages c has yet to deliver.
-func pending(ctx context.Context, c jetstream.Consumer) (uint64, error) {
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.NumPending, nil
 }
