@@ -176,7 +176,7 @@ func TestReplayCommand(t *testing.T) {
 	env := []string{"PATH=" + os.Getenv("PATH"), "CCRELAY_NATS_URL=" + embeddedURL(t, dir, ready)}
 
 	code, out, errOut := runCmd(t, env, "replay", "--subject", "ccrelay.in.sinch.>", "--since", "1h", "--dry-run")
-	if code != 0 || !strings.Contains(out, "would replay 1 events") || !strings.Contains(out, "ccrelay.in.sinch.message_delivery.APP") {
+	if code != 0 || !strings.Contains(out, "would replay 1 events") || !strings.Contains(out, "ccrelay.in.sinch.message_delivery.svc.APP") {
 		t.Fatalf("dry run: %d %s %s", code, out, errOut)
 	}
 	code, out, _ = runCmd(t, env, "replay", "--subject", "ccrelay.in.sinch.>", "--since", "1h")
