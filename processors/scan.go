@@ -103,7 +103,7 @@ func (sc Scan) Open(ctx context.Context, js jetstream.JetStream) (*Scanner, erro
 		case notFound(err):
 		case err != nil:
 			return nil, err
-		case m.Sequence <= last:
+		case m.Sequence <= last && m.Time.After(sc.Until):
 			last = m.Sequence - 1
 		}
 	}
@@ -113,16 +113,28 @@ func (sc Scan) Open(ctx context.Context, js jetstream.JetStream) (*Scanner, erro
 		first = msgGetRequest{NextFor: sc.Filter, StartTime: &since}
 	}
 	m, err := s.get(ctx, first)
+	// A server before 2.11 ignores start_time and answers from the
+	// stream's start: step over what precedes the window rather than read
+	// it as part of it.
+	for err == nil && m.Time.Before(sc.Since) && m.Sequence < last {
+		m, err = s.get(ctx, msgGetRequest{Seq: m.Sequence + 1, NextFor: sc.Filter})
+	}
 	switch {
 	case notFound(err):
 		return s, nil
 	case err != nil:
 		return nil, err
-	case m.Sequence > last:
+	case m.Sequence > last, m.Time.Before(sc.Since), s.after(m):
 		return s, nil
 	}
 	s.First, s.Last, s.pending = m.Sequence, last, m
 	return s, nil
+}
+
+// after reports whether m was stored after the window: what ends a scan
+// on a server that ignored the start time Open found its end with.
+func (s *Scanner) after(m *jetstream.RawStreamMsg) bool {
+	return !s.sc.Until.IsZero() && m.Time.After(s.sc.Until)
 }
 
 // scanner is a Scanner of sc before Open: it gets messages, and has no
@@ -147,7 +159,7 @@ func (s *Scanner) Next(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return nil, io.EOF
 	case err != nil:
 		return nil, err
-	case m.Sequence > s.Last:
+	case m.Sequence > s.Last, s.after(m):
 		s.next = s.Last + 1
 		return nil, io.EOF
 	}
