@@ -338,17 +338,17 @@ func (p *Processor) request(ctx context.Context, r route, dest *url.URL, ev *pro
 // again, which gives Meta's own X-Hub-Signature-256, so a body republished
 // bare is signed as the original was. The stored signatures are passed on
 // only in their one well-formed spelling, and a stored X-Hub-Signature-256
-// that does not match the body with the secret is refused: the body is not
-// the one Meta sent.
+// that is malformed, or does not match the body with the secret, is
+// refused: ingest verified it, so the body or the header is not Meta's.
 func (p *Processor) signHub(req *http.Request, key string, ev *processors.Event) error {
 	stored, hasStored := header(ev.Header, signature.HeaderHubSignature256)
 	if hasStored && !signature.HubWellFormed(stored) {
 		return fmt.Errorf("%w: %s is not sha256= and 64 hex digits", ErrDisagrees, signature.HeaderHubSignature256)
 	}
-	if old, ok := header(ev.Header, signature.HeaderHubSignature); ok {
-		if !hubSHA1WellFormed(old) {
-			return fmt.Errorf("%w: %s is not sha1= and 40 hex digits", ErrDisagrees, signature.HeaderHubSignature)
-		}
+	// Ingest keeps Meta's older SHA-1 signature unverified (it has no
+	// part in ingest's check): one in another shape is left out, not
+	// refused.
+	if old, ok := header(ev.Header, signature.HeaderHubSignature); ok && hubSHA1WellFormed(old) {
 		req.Header.Set(signature.HeaderHubSignature, old)
 	}
 	if s, ok := p.cfg.MessagingSecrets[key]; ok {

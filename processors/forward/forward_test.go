@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/forward"
 	"github.com/ccrelay/ccrelay/sinks/egress"
@@ -120,6 +121,44 @@ func TestHeadersThatDisagreeWithTheSubject(t *testing.T) {
 		}
 		if len(got) != 1 || got[0].Get("Content-Type") != messages.ContentTypeForm || got[0].Get(forward.HeaderEventID) != tid {
 			t.Errorf("%s: sent %v, want one form with the event id", ev.name, got)
+		}
+	}
+}
+
+// TestMessengerSignedAgain: a Messenger body is sent with Meta's signature
+// made again from the app secret (a bare body too); a stored signature
+// that does not match the body is refused; a malformed SHA-1 signature,
+// which ingest does not verify, is left out.
+func TestMessengerSignedAgain(t *testing.T) {
+	var got []http.Header
+	cp := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { got = append(got, r.Header.Clone()) }))
+	t.Cleanup(cp.Close)
+	s := messages.DefaultSubjects()
+	c := config(t, "facebook/page1="+cp.URL+"/f", "")
+	c.MessagingSecrets["facebook/page1"] = "app-secret"
+	p, err := forward.New(c, processors.Env{Subjects: s, Registry: prometheus.NewRegistry(), Egress: egress.Settings{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"object":"page","entry":[]}`)
+	ev := func(h nats.Header) *processors.Event {
+		return &processors.Event{Subject: s.Messaging("facebook", "page1", "00"), ID: "messaging:facebook:page1:x", Header: h, Body: body}
+	}
+	sig := signature.HubSign("app-secret", body)
+	for _, h := range []nats.Header{nil, {signature.HeaderHubSignature256: {sig}, signature.HeaderHubSignature: {"not-sha1"}}} {
+		got = nil
+		if err := p.Handle(context.Background(), ev(h)); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0].Get(signature.HeaderHubSignature256) != sig || got[0].Get(signature.HeaderHubSignature) != "" {
+			t.Errorf("headers %v: sent %v, want Meta's signature alone", h, got)
+		}
+	}
+	other := signature.HubSign("another-secret", body)
+	for _, bad := range []string{other, "sha256=" + strings.ToUpper(sig[7:]), sig + "\r\nX: 1"} {
+		err := p.Handle(context.Background(), ev(nats.Header{signature.HeaderHubSignature256: {bad}}))
+		if !errors.Is(err, forward.ErrDisagrees) || !errors.Is(err, processors.ErrPermanent) {
+			t.Errorf("stored signature %q: Handle = %v, want a permanent ErrDisagrees", bad, err)
 		}
 	}
 }
