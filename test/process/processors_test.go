@@ -146,9 +146,10 @@ func TestProcessCommandChecks(t *testing.T) {
 			t.Errorf("%v: %d %q", c.args, code, out+errOut)
 		}
 	}
-	code, _, errOut := runCmd(t, nil, "process", "--help")
-	if code != 0 || !strings.Contains(errOut, "-processors") || !strings.Contains(errOut, "CCRELAY_PROCESS_CONCURRENCY") {
-		t.Errorf("process --help: %d %s", code, errOut)
+	// Asked-for help goes to stdout.
+	code, out, _ := runCmd(t, nil, "process", "--help")
+	if code != 0 || !strings.Contains(out, "--processors") || !strings.Contains(out, "CCRELAY_PROCESS_CONCURRENCY") {
+		t.Errorf("process --help: %d %s", code, out)
 	}
 }
 
