@@ -19,6 +19,7 @@ const (
 	CodeStaleTimestamp       = "stale_timestamp"
 	CodeUnsupportedAlgorithm = "unsupported_algorithm"
 	CodePayloadTooLarge      = "payload_too_large"
+	CodeRequestTimeout       = "request_timeout"
 	CodeUnsupportedMediaType = "unsupported_media_type"
 	CodeUnsupportedEvent     = "unsupported_event"
 	CodeMethodNotAllowed     = "method_not_allowed"

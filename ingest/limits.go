@@ -2,13 +2,18 @@ package ingest
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ccrelay/ccrelay/ingest/auth"
 )
 
 // smallBody is the largest body that counts as small: every webhook the
@@ -17,9 +22,11 @@ const smallBody = 64 << 10
 
 // Refusal reasons of ccrelay_ingest_shed_requests_total: one per bound.
 const (
-	shedInFlight    = "in_flight"
-	shedBytes       = "buffered_bytes"
-	shedConnections = "connections"
+	shedInFlight              = "in_flight"
+	shedPerAddress            = "per_address"
+	shedBytes                 = "buffered_bytes"
+	shedConnections           = "connections"
+	shedConnectionsPerAddress = "connections_per_address"
 )
 
 // gate admits requests within the process's bounds, without waiting: a
@@ -28,7 +35,10 @@ const (
 // allow however many of them there are.
 type gate struct {
 	maxInFlight int64
-	maxBytes    int64
+	// maxPerAddress bounds the requests of one client address, so that
+	// one address cannot take every slot and shut out all other senders.
+	maxPerAddress int64
+	maxBytes      int64
 	// largeBytes is what requests with a body over smallBody may hold
 	// together. The rest of maxBytes is kept for small bodies, so stalled
 	// uploads declaring large bodies cannot shut out ordinary webhooks.
@@ -37,39 +47,60 @@ type gate struct {
 
 	mu       sync.Mutex
 	inFlight int64
-	bytes    int64
+	// byAddress counts the requests in flight of each client address
+	// with any; an address leaves it at zero, so it never holds more
+	// entries than there are requests in flight.
+	byAddress map[netip.Prefix]int64
+	bytes     int64
 }
 
-func newGate(maxInFlight int, maxBytes, maxBody int64, m *Metrics) *gate {
+func newGate(maxInFlight, maxPerAddress int, maxBytes, maxBody int64, m *Metrics) *gate {
 	// A bound below its least workable value is raised to it: one request
 	// with one body. A Pipeline is never unbounded.
 	maxInFlight = max(maxInFlight, 1)
+	if maxPerAddress <= 0 || maxPerAddress > maxInFlight {
+		maxPerAddress = maxInFlight
+	}
 	maxBytes = max(maxBytes, maxBody)
 	return &gate{
-		maxInFlight: int64(maxInFlight),
-		maxBytes:    maxBytes,
-		largeBytes:  max(maxBytes-maxBytes/4, maxBody),
-		metrics:     m,
+		maxInFlight:   int64(maxInFlight),
+		maxPerAddress: int64(maxPerAddress),
+		maxBytes:      maxBytes,
+		largeBytes:    max(maxBytes-maxBytes/4, maxBody),
+		metrics:       m,
+		byAddress:     map[netip.Prefix]int64{},
 	}
 }
 
-// enter takes an in-flight slot; false when none is free.
-func (g *gate) enter() bool {
+// enter takes an in-flight slot for a request of client; it returns the
+// shed reason when none is free for it, "" when it took one.
+func (g *gate) enter(client netip.Prefix) string {
 	g.mu.Lock()
-	ok := g.inFlight < g.maxInFlight
-	if ok {
+	reason := ""
+	switch {
+	case g.inFlight >= g.maxInFlight:
+		reason = shedInFlight
+	case g.byAddress[client] >= g.maxPerAddress:
+		reason = shedPerAddress
+	default:
 		g.inFlight++
+		g.byAddress[client]++
 	}
 	g.mu.Unlock()
-	if ok {
+	if reason == "" {
 		g.metrics.InFlight.Inc()
 	}
-	return ok
+	return reason
 }
 
-func (g *gate) leave() {
+func (g *gate) leave(client netip.Prefix) {
 	g.mu.Lock()
 	g.inFlight--
+	if n := g.byAddress[client] - 1; n > 0 {
+		g.byAddress[client] = n
+	} else {
+		delete(g.byAddress, client)
+	}
 	g.mu.Unlock()
 	g.metrics.InFlight.Dec()
 }
@@ -119,10 +150,45 @@ func reservation(r *http.Request, limit int64) int64 {
 func (p *Pipeline) shed(reason string) *Error {
 	p.metrics.Shed.WithLabelValues(reason).Inc()
 	msg := "too many requests are being handled; retry later"
-	if reason == shedBytes {
+	switch reason {
+	case shedBytes:
 		msg = "too many request bodies are being received; retry later"
+	case shedPerAddress:
+		msg = "too many requests from this address are being handled; retry later"
 	}
 	return &Error{Status: http.StatusServiceUnavailable, Code: CodeOverloaded, Message: msg, RetryAfter: p.cfg.RetryAfter}
+}
+
+// bodyTimeout is the 408 of a request whose body did not arrive within
+// BodyReadTimeout.
+func (p *Pipeline) bodyTimeout(err error) *Error {
+	return &Error{Status: http.StatusRequestTimeout, Code: CodeRequestTimeout,
+		Message: fmt.Sprintf("the body did not arrive within %s of the request's headers", p.cfg.BodyReadTimeout), Err: err}
+}
+
+// IsTimeout reports whether err is a read that hit its deadline: the body
+// deadline set by a Pipeline (Bound, Handler), or net/http's.
+func IsTimeout(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// startBody gives the body of the request w answers BodyReadTimeout from
+// now to arrive, and returns what to call once it has: net/http's
+// ReadTimeout bounds the head and the body together, so a sender that
+// stalls after its headers would hold its slot for all of it. Once the
+// body is in, the deadline is lifted, as nothing else of the request is
+// read: left, it would end the background read net/http runs after the
+// body, and that cancels the request's context.
+func (p *Pipeline) startBody(w http.ResponseWriter) (done func()) {
+	if p.cfg.BodyReadTimeout <= 0 {
+		return func() {}
+	}
+	rc := http.NewResponseController(w)
+	if err := rc.SetReadDeadline(time.Now().Add(p.cfg.BodyReadTimeout)); err != nil {
+		// Test recorders hold no connection to set it on.
+		return func() {}
+	}
+	return func() { _ = rc.SetReadDeadline(time.Time{}) }
 }
 
 // unreadLinger is how long a connection answered without its body being
@@ -152,19 +218,25 @@ func CloseUnread(w http.ResponseWriter, r *http.Request) {
 // which is cut at maxBody; a request beyond either bound, or declaring a
 // larger body, is answered without its body being read. source names h in
 // the log.
+//
+// Its body has BodyReadTimeout to arrive once h starts: h answers a read
+// that failed with a deadline (IsTimeout) with 408.
 func (p *Pipeline) Bound(source string, maxBody int64, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := reservation(r, maxBody)
+		client := p.cfg.TrustedProxies.Client(r)
 		var e *Error
-		switch {
-		case !p.gate.enter():
-			e = p.shed(shedInFlight)
-		case n > maxBody || (maxBody == 0 && r.ContentLength != 0):
-			p.gate.leave()
-			e = tooLarge(maxBody)
-		case !p.gate.reserve(n):
-			p.gate.leave()
-			e = p.shed(shedBytes)
+		if reason := p.gate.enter(client); reason != "" {
+			e = p.shed(reason)
+		} else {
+			switch {
+			case n > maxBody || (maxBody == 0 && r.ContentLength != 0):
+				p.gate.leave(client)
+				e = tooLarge(maxBody)
+			case !p.gate.reserve(n):
+				p.gate.leave(client)
+				e = p.shed(shedBytes)
+			}
 		}
 		if e != nil {
 			CloseUnread(w, r)
@@ -176,8 +248,14 @@ func (p *Pipeline) Bound(source string, maxBody int64, h http.Handler) http.Hand
 		}
 		defer func() {
 			p.gate.release(n)
-			p.gate.leave()
+			p.gate.leave(client)
 		}()
+		if r.ContentLength != 0 {
+			// Not lifted when h is done: what h left unread of the
+			// body, net/http reads (up to 256 KiB) after it, and a
+			// sender stalling there is held by this deadline.
+			p.startBody(w)
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		h.ServeHTTP(w, r)
 	})
@@ -258,20 +336,34 @@ func roundUp(n int64) int64 {
 }
 
 // LimitConnections returns ln closing the connections beyond max open at
-// once as soon as they are accepted. A connection costs buffers and a
+// once, or beyond perAddress open at once from one peer address (IPv6 per
+// /64), as soon as they are accepted. A connection costs buffers and a
 // goroutine from its first byte, and its request head up to the header
 // limit, before any request on it is seen, let alone authenticated; the
 // bounds of requests cannot count it. The sender sees the connection
-// closed, and retries.
-func (p *Pipeline) LimitConnections(ln net.Listener, max int) net.Listener {
-	return &connLimit{Listener: ln, max: int64(max), metrics: p.metrics}
+// closed, and retries. Trusted proxies (PipelineConfig.TrustedProxies),
+// whose connections carry many clients, are bounded by max alone.
+func (p *Pipeline) LimitConnections(ln net.Listener, max, perAddress int) net.Listener {
+	if perAddress <= 0 || perAddress > max {
+		perAddress = max
+	}
+	return &connLimit{Listener: ln, max: int64(max), perAddress: perAddress, trusted: p.cfg.TrustedProxies,
+		metrics: p.metrics, byAddress: map[netip.Prefix]int{}}
 }
 
 type connLimit struct {
 	net.Listener
-	max     int64
-	open    atomic.Int64
-	metrics *Metrics
+	max        int64
+	perAddress int
+	trusted    auth.Proxies
+	open       atomic.Int64
+	metrics    *Metrics
+
+	mu sync.Mutex
+	// byAddress counts the open connections of each peer address with
+	// any (trusted proxies aside); an address leaves it at zero, so it
+	// holds at most max entries.
+	byAddress map[netip.Prefix]int
 }
 
 func (l *connLimit) Accept() (net.Conn, error) {
@@ -286,21 +378,67 @@ func (l *connLimit) Accept() (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
+		key, counted := l.peer(c)
+		if counted && !l.take(key) {
+			l.open.Add(-1)
+			l.metrics.Shed.WithLabelValues(shedConnectionsPerAddress).Inc()
+			_ = c.Close()
+			continue
+		}
 		l.metrics.Connections.Inc()
-		return &limitedConn{Conn: c, l: l}, nil
+		return &limitedConn{Conn: c, l: l, key: key, counted: counted}, nil
+	}
+}
+
+// peer is the key c counts against per address, and whether it counts:
+// a trusted proxy's does not, nor one whose address is not an IP's.
+func (l *connLimit) peer(c net.Conn) (netip.Prefix, bool) {
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a := ta.AddrPort().Addr().Unmap()
+	if l.trusted.Contains(a) {
+		return netip.Prefix{}, false
+	}
+	return auth.AddressKey(a), true
+}
+
+func (l *connLimit) take(key netip.Prefix) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byAddress[key] >= l.perAddress {
+		return false
+	}
+	l.byAddress[key]++
+	return true
+}
+
+func (l *connLimit) give(key netip.Prefix) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.byAddress[key] - 1; n > 0 {
+		l.byAddress[key] = n
+	} else {
+		delete(l.byAddress, key)
 	}
 }
 
 // limitedConn gives its place back when closed, once.
 type limitedConn struct {
 	net.Conn
-	l      *connLimit
-	closed sync.Once
+	l       *connLimit
+	key     netip.Prefix
+	counted bool
+	closed  sync.Once
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.closed.Do(func() {
+		if c.counted {
+			c.l.give(c.key)
+		}
 		c.l.open.Add(-1)
 		c.l.metrics.Connections.Dec()
 	})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nuid"
 
+	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/messages"
 )
 
@@ -85,6 +86,19 @@ type PipelineConfig struct {
 	// with one body are raised to that.
 	MaxInFlight      int
 	MaxBufferedBytes int64
+	// MaxInFlightPerAddress bounds the requests of one client address
+	// (TrustedProxies.Client) among MaxInFlight, so that one address
+	// cannot take them all; beyond it, 503 before the body is read. 0, or
+	// more than MaxInFlight, is MaxInFlight.
+	MaxInFlightPerAddress int
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// address, as for the failure throttle.
+	TrustedProxies auth.Proxies
+	// BodyReadTimeout is how long a request's body may take to arrive
+	// once its headers passed every check; a body that has not, is
+	// answered 408 and its slot freed. 0 leaves it to net/http's
+	// ReadTimeout, which counts from the request's first byte.
+	BodyReadTimeout time.Duration
 }
 
 // Pipeline runs every adapter's requests through the same steps: bounds,
@@ -107,7 +121,7 @@ func NewPipeline(cfg PipelineConfig, pub *Publisher, m *Metrics, logger *slog.Lo
 		pub:     pub,
 		metrics: m,
 		logger:  logger,
-		gate:    newGate(cfg.MaxInFlight, cfg.MaxBufferedBytes, cfg.MaxBodyBytes, m),
+		gate:    newGate(cfg.MaxInFlight, cfg.MaxInFlightPerAddress, cfg.MaxBufferedBytes, cfg.MaxBodyBytes, m),
 		bufs:    sync.Pool{New: func() any { return new([]byte) }},
 	}
 }
@@ -174,10 +188,11 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 		}
 		return e.Code, append(attrs, slog.String("reason", e.Message))
 	}
-	if !p.gate.enter() {
-		return fail(p.shed(shedInFlight))
+	client := p.cfg.TrustedProxies.Client(r)
+	if reason := p.gate.enter(client); reason != "" {
+		return fail(p.shed(reason))
 	}
-	defer p.gate.leave()
+	defer p.gate.leave(client)
 	if !slices.Contains(rules.Methods, r.Method) {
 		w.Header().Set("Allow", strings.Join(rules.Methods, ", "))
 		return fail(Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use %s", strings.Join(rules.Methods, " or ")))
@@ -200,15 +215,20 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	}
 	defer p.gate.release(reserved)
 
+	bodyIn := p.startBody(w)
 	body, pooled, err := p.readBody(r, p.cfg.MaxBodyBytes)
 	// The publish below has copied the body by the time serve returns.
 	defer p.putBody(pooled, body)
 	if err != nil {
-		if errors.Is(err, errTooLarge) {
+		switch {
+		case errors.Is(err, errTooLarge):
 			return fail(tooLarge(p.cfg.MaxBodyBytes))
+		case IsTimeout(err):
+			return fail(p.bodyTimeout(err))
 		}
 		return fail(&Error{Status: http.StatusBadRequest, Code: CodeInvalidPayload, Message: "could not read the request body", Err: err})
 	}
+	bodyIn()
 	read = true
 	switch {
 	case len(body) == 0 && !rules.EmptyBody:

@@ -59,11 +59,14 @@ start_ref() { # extra flags... ; sets ref_port, ref_pid
 	ref_pid=$!; pids+=($ref_pid)
 	wait_http "http://127.0.0.1:$ref_port/healthz" 2>/dev/null || sleep 0.5
 }
+# The load generator stands for many senders from one address: the
+# per-address bounds are the process's, as the reference has none.
 start_ccrelay() { # command, extra env... ; sets http_port, cc_pid
 	local cmd=$1; shift
 	http_port=$(port)
 	env -i PATH="$PATH" HOME="$HOME" CCRELAY_HTTP_ADDR="127.0.0.1:$http_port" CCRELAY_METRICS_ADDR="127.0.0.1:$(port)" \
-		CCRELAY_PPROF_ADDR="127.0.0.1:$(port)" CCRELAY_SINCH_WEBHOOK_SECRETS="svc:$SECRET" CCRELAY_LOG_LEVEL=warn "$@" "$tmp/ccrelay" "$cmd" 2>"$tmp/$cmd.log" &
+		CCRELAY_PPROF_ADDR="127.0.0.1:$(port)" CCRELAY_SINCH_WEBHOOK_SECRETS="svc:$SECRET" CCRELAY_LOG_LEVEL=warn \
+		CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS=512 CCRELAY_MAX_CONNECTIONS_PER_ADDRESS=1024 "$@" "$tmp/ccrelay" "$cmd" 2>"$tmp/$cmd.log" &
 	cc_pid=$!; pids+=($cc_pid)
 	wait_http "http://127.0.0.1:$http_port/readyz"
 }

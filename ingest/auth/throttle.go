@@ -22,7 +22,11 @@ type ThrottleConfig struct {
 	// Interval is how often an address earns one more failed check.
 	Interval time.Duration `env:"AUTH_FAILURE_INTERVAL" envDefault:"6s" help:"after the burst, one more failed check per client address every this long; a success costs nothing and other addresses are not slowed"`
 	// TrustedProxies are the peers whose X-Forwarded-For names the client.
-	TrustedProxies Proxies `env:"AUTH_TRUSTED_PROXIES" envDefault:"loopback,private" help:"peers whose 'X-Forwarded-For' names the client address the slowing down counts by (CIDRs, 'loopback', 'private' or 'none'); behind a load balancer keep its addresses here, or all senders share its address"`
+	// None by default: a peer trusted by mistake lets every client that
+	// reaches ingest through it, or past it, name itself anyone, and so
+	// dodge the slowing down and the per-address bounds or blame a genuine
+	// sender; a proxy not trusted only makes its clients share one address.
+	TrustedProxies Proxies `env:"AUTH_TRUSTED_PROXIES" envDefault:"none" help:"peers whose 'X-Forwarded-For' names the client address that the slowing down of refused credentials and the per-address bounds count by (CIDRs, 'loopback', 'private' or 'none'): the right-most address of it that is not one of these; behind a load balancer, ingress or local proxy set exactly its addresses, or all senders share its address"`
 }
 
 // Validate checks the fields. Errors name the variable.
@@ -67,7 +71,8 @@ func (p *Proxies) UnmarshalText(b []byte) error {
 	return nil
 }
 
-func (p Proxies) contains(a netip.Addr) bool {
+// Contains reports whether a is one of the proxies.
+func (p Proxies) Contains(a netip.Addr) bool {
 	for _, pfx := range p {
 		if pfx.Contains(a) {
 			return true
@@ -161,7 +166,7 @@ func (t *Throttle) Take(r *http.Request, endpoint string) (Ticket, error) {
 	if t == nil {
 		return Ticket{}, nil
 	}
-	key := t.clientKey(r)
+	key := t.cfg.TrustedProxies.Client(r)
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -219,14 +224,15 @@ func (t *Throttle) bucket(key netip.Prefix, now time.Time) *bucket {
 	return b
 }
 
-// clientKey is the address a request's failures count against: the peer,
-// or, when the peer is a trusted proxy, the last address of
-// X-Forwarded-For that is not one (the proxies append what they saw, so
-// everything left of it may be forged). IPv6 clients count by /64, the
-// least a single subscriber is given.
-func (t *Throttle) clientKey(r *http.Request) netip.Prefix {
+// Client is the address a request counts against, in the failure
+// throttle and in ingest's per-address bounds: the peer, or, when the peer
+// is one of p, the right-most address of X-Forwarded-For that is not one
+// (each proxy appends the address it saw, so everything left of that may
+// be forged by the client). IPv6 clients count by /64, the least a single
+// subscriber is given.
+func (p Proxies) Client(r *http.Request) netip.Prefix {
 	addr := parseAddr(r.RemoteAddr)
-	if addr.IsValid() && t.cfg.TrustedProxies.contains(addr) {
+	if addr.IsValid() && p.Contains(addr) {
 		hops := r.Header.Values("X-Forwarded-For")
 		var list []string
 		for _, h := range hops {
@@ -238,11 +244,18 @@ func (t *Throttle) clientKey(r *http.Request) netip.Prefix {
 				break // a hop that is no address: stop at the last good one
 			}
 			addr = a
-			if !t.cfg.TrustedProxies.contains(a) {
+			if !p.Contains(a) {
 				break
 			}
 		}
 	}
+	return AddressKey(addr)
+}
+
+// AddressKey is what a client address counts as: the address itself, or
+// its /64 for IPv6 (IPv4-mapped addresses as IPv4). An invalid address is
+// the zero Prefix, one key for all of them.
+func AddressKey(addr netip.Addr) netip.Prefix {
 	if !addr.IsValid() {
 		return netip.Prefix{}
 	}

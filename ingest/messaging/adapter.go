@@ -169,43 +169,80 @@ func (a *Adapter) Rules() ingest.Rules {
 	return ingest.Rules{Methods: []string{http.MethodPost}, ContentTypes: []string{messages.ContentTypeJSON, messages.ContentTypeForm}}
 }
 
-var challenge = []string{`Basic realm="ccrelay", charset="UTF-8"`}
+// basicChallenge and sinchChallenge are the WWW-Authenticate values of
+// refusals: sinchChallenge is what sinch.VerifyRequest refuses signed
+// Sinch SMS callbacks with.
+var (
+	basicChallenge = `Basic realm="ccrelay", charset="UTF-8"`
+	sinchChallenge = `Sinch-Signature realm="ccrelay"`
+)
 
-// sinchChallenge is what sinch.VerifyRequest refuses signed Sinch SMS
-// callbacks with (TestUnguardedRefusedAsConfigured holds the two alike).
-var sinchChallenge = []string{`Sinch-Signature realm="ccrelay"`}
-
-// key returns the "type/service" of r, or an error for a type ccrelay does
-// not take or a service nothing guards: one not configured, or one whose
-// only credential is a secret its type does not sign with (Validate
-// refuses that configuration; this refuses it again, whatever built the
-// adapter). Such a service is refused as one of its type that is
-// configured would refuse wrong credentials: the same answer, the same
-// challenge, and the same slowing down.
-func (a *Adapter) key(r *http.Request) (typ, service, key string, err error) {
-	typ, service = r.PathValue("type"), r.PathValue("service")
-	if !messages.IsMessagingType(typ) {
-		return "", "", "", ingest.Errorf(http.StatusNotFound, ingest.CodeNotFound, "no such messaging service type; use one of %s (Sinch Conversation API: /v1/sinch/{service})", strings.Join(messages.MessagingTypes(), ", "))
+// challenges are the WWW-Authenticate values of every 401 to a service of
+// type typ. They depend on the type alone, never on whether the service
+// exists or which credentials it is configured with, so that they tell a
+// caller nothing about it (the log says which check refused). Every type
+// may be configured with basic credentials, and Twilio sends its basic
+// credentials only when challenged; a Sinch SMS service may instead sign
+// its callbacks.
+func challenges(typ string) []string {
+	if typ == messages.MessagingSinchSMS {
+		return []string{sinchChallenge, basicChallenge}
 	}
-	key = typ + "/" + service
-	if !a.cfg.guarded(typ, key) {
-		return "", "", "", a.refuseUnguarded(r, typ)
-	}
-	return typ, service, key, nil
+	return []string{basicChallenge}
 }
 
-// refuseUnguarded is the refusal of a request to a service nothing
-// guards, made like that of a configured service of the type.
-func (a *Adapter) refuseUnguarded(r *http.Request, typ string) error {
-	const reason = "no credentials are configured for this messaging service"
-	switch {
-	case typ == messages.MessagingTwilio, typ == messages.MessagingFacebook:
-		// Signatures are refused without a challenge, and not slowed
-		// down: they cannot be guessed.
-		return ingest.Unauthorized(ingest.CodeUnauthorized, reason, nil, nil)
-	case typ == messages.MessagingSinchSMS && r.Header.Get(signature.SinchHeaderSignature) != "":
-		return ingest.Unauthorized(ingest.CodeUnauthorized, reason, sinchChallenge, nil)
+// challenged gives a 401 among err the challenges of typ.
+func challenged(err error, typ string) error {
+	var e *ingest.Error
+	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
+		e.Challenges = challenges(typ)
 	}
+	return err
+}
+
+// unguardedReason is the logged reason of refusing a service nothing
+// guards.
+const unguardedReason = "no credentials are configured for this messaging service"
+
+// route returns the type, the service and the "type/service" of r, and
+// whether something guards the service: basic or an API key, or the
+// secret of a signed type. A service not configured, or whose only
+// credential is a secret its type does not sign with (Validate refuses
+// that configuration; this refuses it again, whatever built the adapter),
+// is refused as one of its type that is configured would refuse wrong
+// credentials: the same answer, the same challenge, the same slowing down,
+// and, for a signature, after reading the body as that one does. The
+// error is for a type ccrelay does not take.
+func (a *Adapter) route(r *http.Request) (typ, service, key string, guarded bool, err error) {
+	typ, service = r.PathValue("type"), r.PathValue("service")
+	if !messages.IsMessagingType(typ) {
+		return "", "", "", false, ingest.Errorf(http.StatusNotFound, ingest.CodeNotFound, "no such messaging service type; use one of %s (Sinch Conversation API: /v1/sinch/{service})", strings.Join(messages.MessagingTypes(), ", "))
+	}
+	key = typ + "/" + service
+	return typ, service, key, a.cfg.guarded(typ, key), nil
+}
+
+// signedLike reports whether a request to a service nothing guards is to
+// be taken as one a service of its type checks by signature: Twilio and
+// Messenger always, Sinch SMS when it carries a Sinch signature. Such a
+// request is refused only after its body, as a configured service refuses
+// a well-formed signature that does not match; other requests are refused
+// from their headers, as a configured service refuses missing or wrong
+// basic credentials and API keys.
+func signedLike(r *http.Request, typ string) bool {
+	switch typ {
+	case messages.MessagingTwilio, messages.MessagingFacebook:
+		return true
+	case messages.MessagingSinchSMS:
+		return r.Header.Get(signature.SinchHeaderSignature) != ""
+	}
+	return false
+}
+
+// refuseUnguarded is the refusal, from the headers, of a request to a
+// service nothing guards, made like a configured service's refusal of
+// wrong or missing basic credentials or API key, slowing down included.
+func (a *Adapter) refuseUnguarded(r *http.Request) error {
 	ticket, err := a.throttle.Take(r, messages.SourceMessaging)
 	if err != nil {
 		return throttled(err)
@@ -213,7 +250,7 @@ func (a *Adapter) refuseUnguarded(r *http.Request, typ string) error {
 	if !a.carriesPassword(r) {
 		ticket.Refund()
 	}
-	return ingest.Unauthorized(ingest.CodeUnauthorized, reason, challenge, nil)
+	return ingest.Unauthorized(ingest.CodeUnauthorized, unguardedReason, nil, nil)
 }
 
 // checkPasswords checks the basic credentials and the API key the service
@@ -239,14 +276,14 @@ func (a *Adapter) checkPasswords(r *http.Request, key string) error {
 			if !a.carriesPassword(r) {
 				ticket.Refund()
 			}
-			return ingest.Unauthorized(ingest.CodeUnauthorized, "basic credentials are missing or wrong", challenge, nil)
+			return ingest.Unauthorized(ingest.CodeUnauthorized, "basic credentials are missing or wrong", nil, nil)
 		}
 	}
 	if apiKey && !want.Matches(r.Header.Get(a.cfg.APIKeyHeader)) {
 		if !a.carriesPassword(r) {
 			ticket.Refund()
 		}
-		return ingest.Unauthorized(ingest.CodeUnauthorized, "the API key is missing or wrong", challenge, nil)
+		return ingest.Unauthorized(ingest.CodeUnauthorized, "the API key is missing or wrong", nil, nil)
 	}
 	ticket.Refund()
 	return nil
@@ -266,16 +303,24 @@ func throttled(err error) error {
 
 // Authorize checks basic and API key credentials, and that a signed
 // service's signature headers can verify at all, before the body is read;
-// the signatures themselves are checked in Event.
+// the signatures themselves are checked in Event. A service nothing guards
+// is refused here, or, for a signature of the right shape, in Event.
 func (a *Adapter) Authorize(r *http.Request) error {
-	typ, _, key, err := a.key(r)
-	if err != nil {
+	typ, _, key, guarded, err := a.route(r)
+	switch {
+	case err != nil:
 		return err
+	case !guarded && !signedLike(r, typ):
+		return challenged(a.refuseUnguarded(r), typ)
+	case !guarded:
+		// Checked as a configured service's would be; refused in Event.
+		return challenged(a.checkSignatureHeaders(r, typ, true, time.Now()), typ)
 	}
 	if err := a.checkPasswords(r, key); err != nil {
-		return err
+		return challenged(err, typ)
 	}
-	return a.checkSignatureHeaders(r, typ, key, time.Now())
+	_, sinchSigned := a.cfg.Secrets[key]
+	return challenged(a.checkSignatureHeaders(r, typ, sinchSigned, time.Now()), typ)
 }
 
 // maxKeptHeader bounds a kept signature header: the longest is Messenger's
@@ -285,9 +330,38 @@ const maxKeptHeader = 128
 // Event verifies the provider's signature and stores the webhook under its
 // conversation.
 func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, received time.Time) (*ingest.Accepted, error) {
-	typ, service, key, err := a.key(r)
+	typ, service, key, guarded, err := a.route(r)
 	if err != nil {
 		return nil, err
+	}
+	acc, err := a.event(r, typ, service, key, guarded, body, received)
+	return acc, challenged(err, typ)
+}
+
+// standInKey stands for the secret of a service nothing guards, so that
+// its signature costs what a configured service's does and the time does
+// not tell them apart; what it verifies is refused all the same.
+const standInKey = "\x00none is configured for this service"
+
+func (a *Adapter) event(r *http.Request, typ, service, key string, guarded bool, body []byte, received time.Time) (*ingest.Accepted, error) {
+	if !guarded && !signedLike(r, typ) {
+		// Authorize refused it already; so is anything that skips it.
+		return nil, ingest.Unauthorized(ingest.CodeUnauthorized, unguardedReason, nil, nil)
+	}
+	// refuse is the refusal of a signature that does not match: the
+	// same answer for a service nothing guards, whose reason the log
+	// says.
+	refuse := func(code, reason string) error {
+		if !guarded {
+			reason = unguardedReason
+		}
+		return ingest.Unauthorized(code, reason, nil, nil)
+	}
+	secretOf := func(m secret.Credentials) string {
+		if !guarded {
+			return standInKey
+		}
+		return m[key].Reveal()
 	}
 	ct := r.Header.Get("Content-Type")
 	mt, _, _ := mime.ParseMediaType(ct)
@@ -302,8 +376,8 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 			return nil, fmt.Errorf("%w: the body is not form-encoded: %w", messages.ErrInvalidPayload, err)
 		}
 		sig := r.Header.Get(signature.HeaderTwilioSignature)
-		if !signature.TwilioVerifyRequest(r.Header, a.cfg.Secrets[key].Reveal(), a.cfg.SharedKeys[key].Reveal(), a.requestURL(r), form) {
-			return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the X-Twilio-Signature does not match (it is computed over CCRELAY_PUBLIC_URL and the path Twilio called)", nil, nil)
+		if !signature.TwilioVerifyRequest(r.Header, secretOf(a.cfg.Secrets), a.cfg.SharedKeys[key].Reveal(), a.requestURL(r), form) || !guarded {
+			return nil, refuse(ingest.CodeInvalidSignature, "the X-Twilio-Signature does not match (it is computed over CCRELAY_PUBLIC_URL and the path Twilio called)")
 		}
 		kept[signature.HeaderTwilioSignature] = sig
 	case messages.MessagingFacebook:
@@ -311,8 +385,8 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 			return nil, ingest.CheckContentType(ct)
 		}
 		sig := r.Header.Get(signature.HeaderHubSignature256)
-		if !signature.HubVerify(a.cfg.Secrets[key].Reveal(), body, sig) {
-			return nil, ingest.Unauthorized(ingest.CodeInvalidSignature, "the X-Hub-Signature-256 does not match", nil, nil)
+		if !signature.HubVerify(secretOf(a.cfg.Secrets), body, sig) || !guarded {
+			return nil, refuse(ingest.CodeInvalidSignature, "the X-Hub-Signature-256 does not match")
 		}
 		// Messenger signs the body only: Contact Pro can check these
 		// however late the relay delivers it.
@@ -324,11 +398,14 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 		if mt != messages.ContentTypeJSON {
 			return nil, ingest.CheckContentType(ct)
 		}
-		if s, ok := a.cfg.Secrets[key]; ok {
+		if _, ok := a.cfg.Secrets[key]; ok || !guarded {
 			// Signed the way Sinch signs its webhooks (the Conversation
 			// API's scheme).
-			if err := sinch.VerifyRequest(r.Header, s.Reveal(), body, received, a.cfg.MaxClockSkew); err != nil {
+			if err := sinch.VerifyRequest(r.Header, secretOf(a.cfg.Secrets), body, received, a.cfg.MaxClockSkew); err != nil {
 				return nil, err
+			}
+			if !guarded {
+				return nil, refuse(ingest.CodeInvalidSignature, unguardedReason)
 			}
 		}
 	}
@@ -377,7 +454,10 @@ const maxChallenge = 128
 
 // Handshake answers Messenger's webhook verification: GET with
 // hub.mode=subscribe, the configured hub.verify_token, and hub.challenge,
-// which is echoed back. Anything else is refused and changes nothing.
+// which is echoed back. Anything else is refused and changes nothing: a
+// wrong token, or a service without one, with one answer, so that a caller
+// cannot tell which services exist; wrong tokens count as failed
+// credentials, so guessing them is slowed down like guessing passwords.
 func (a *Adapter) Handshake(w http.ResponseWriter, r *http.Request) {
 	outcome := "handshake_refused"
 	defer func() { a.metrics.Requests.WithLabelValues(messages.SourceMessaging, outcome).Inc() }()
@@ -388,14 +468,27 @@ func (a *Adapter) Handshake(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
+	given := q.Get("hub.verify_token")
+	ticket, err := a.throttle.Take(r, messages.SourceMessaging)
+	if err != nil {
+		outcome = ingest.CodeTooManyFailures
+		ingest.WriteError(w, ingest.AsError(throttled(err)))
+		return
+	}
 	token, ok := a.cfg.VerifyTokens[typ+"/"+service]
+	if !ok {
+		// Compared all the same, so the time does not tell either.
+		token = standInKey
+	}
+	matches := token.Matches(given) && ok
+	if given == "" || matches {
+		// Nothing was guessed.
+		ticket.Refund()
+	}
 	ch := q.Get("hub.challenge")
 	switch {
-	case !ok:
-		ingest.WriteError(w, ingest.Errorf(http.StatusForbidden, ingest.CodeUnauthorized, "no verify token is configured for this service (CCRELAY_MESSAGING_VERIFY_TOKENS)"))
-		return
-	case q.Get("hub.mode") != "subscribe" || !token.Matches(q.Get("hub.verify_token")):
-		ingest.WriteError(w, ingest.Errorf(http.StatusForbidden, ingest.CodeUnauthorized, "hub.mode must be subscribe and hub.verify_token the configured one"))
+	case q.Get("hub.mode") != "subscribe" || !matches:
+		ingest.WriteError(w, ingest.Errorf(http.StatusForbidden, ingest.CodeUnauthorized, "hub.mode must be subscribe and hub.verify_token the one configured for this service (CCRELAY_MESSAGING_VERIFY_TOKENS)"))
 		return
 	case ch == "" || len(ch) > maxChallenge || !isToken(ch):
 		ingest.WriteError(w, ingest.Errorf(http.StatusBadRequest, ingest.CodeInvalidPayload, "hub.challenge must be 1 to %d printable characters", maxChallenge))

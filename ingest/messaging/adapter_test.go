@@ -311,3 +311,115 @@ func TestPasswordsSlowedDown(t *testing.T) {
 		t.Errorf("another address: %d %s", a.status, a.msg)
 	}
 }
+
+// TestChallengeByTypeOnly: the WWW-Authenticate of a 401 depends on the
+// service type alone (and the request), never on whether the service
+// exists or which credentials it is configured with: every service of a
+// type, configured each way or not at all, challenges the same request
+// alike.
+func TestChallengeByTypeOnly(t *testing.T) {
+	r := serve(t, messaging.Config{
+		PublicURL:  "https://relay.example.com",
+		Secrets:    creds(t, "sinchsms/signed:sms-secret,sinchsms/both:sms-secret,twilio/us:tw-token,twilio/b:tw-token,facebook/page:fb-secret"),
+		BasicUsers: assign(t, "sinchsms/basic=user:password,sinchsms/both=user:password,twilio/b=user:password,wavy/br=user:password"),
+		APIKeys:    assign(t, "sinchsms/key=key,wavy/k=key"),
+	}, nil)
+	services := map[string][]string{
+		messages.MessagingSinchSMS: {"signed", "basic", "both", "key", "nosuch"},
+		messages.MessagingTwilio:   {"us", "b", "nosuch"},
+		messages.MessagingFacebook: {"page", "nosuch"},
+		messages.MessagingWavy:     {"br", "k", "nosuch"},
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	requests := map[string]http.Header{
+		"no credentials": {"Content-Type": {"application/json"}},
+		"a sinch signature": {"Content-Type": {"application/json"},
+			signature.SinchHeaderSignature: {signature.SinchSign("wrong", []byte(`{}`), "n", ts)},
+			signature.SinchHeaderNonce:     {"n"}, signature.SinchHeaderTimestamp: {ts}},
+		"a sinch signature without its nonce": {"Content-Type": {"application/json"},
+			signature.SinchHeaderSignature: {signature.SinchSign("wrong", []byte(`{}`), "n", ts)}, signature.SinchHeaderTimestamp: {ts}},
+		"wrong basic":        {"Content-Type": {"application/json"}, "Authorization": {"Basic dXNlcjp3cm9uZw=="}},
+		"a wrong API key":    {"Content-Type": {"application/json"}, "X-Api-Key": {"wrong"}},
+		"a hub signature":    {"Content-Type": {"application/json"}, "X-Hub-Signature-256": {signature.HubSign("wrong", []byte(`{}`))}},
+		"a twilio signature": {"Content-Type": {"application/x-www-form-urlencoded"}, "X-Twilio-Signature": {signature.TwilioSign("wrong", "https://relay.example.com/x", nil)}},
+	}
+	for typ, names := range services {
+		for what, h := range requests {
+			body := `{}`
+			if h.Get("Content-Type") != "application/json" {
+				body = "MessageSid=SM0123456789abcdef0123456789abcdef&From=%2B14155550100"
+			}
+			var first []string
+			firstName := ""
+			for _, name := range names {
+				a := r.post(t, "/v1/messaging/"+typ+"/"+name, h, body)
+				if a.status != http.StatusUnauthorized {
+					continue
+				}
+				if len(a.challenge) == 0 {
+					t.Errorf("%s/%s with %s: a 401 without a challenge", typ, name, what)
+				}
+				if firstName == "" {
+					first, firstName = a.challenge, name
+					continue
+				}
+				if !slices.Equal(a.challenge, first) {
+					t.Errorf("%s with %s: %s/%s challenges %q, %s/%s %q", typ, what, typ, firstName, first, typ, name, a.challenge)
+				}
+			}
+		}
+	}
+}
+
+// TestHandshakeOneAnswer: Messenger's handshake answers a wrong verify
+// token, a service without one and a service that does not exist alike,
+// and slows down an address that keeps guessing (429 with Retry-After,
+// the right token unchecked); other addresses are not slowed down.
+func TestHandshakeOneAnswer(t *testing.T) {
+	var proxies auth.Proxies
+	_ = proxies.UnmarshalText([]byte("loopback")) // the test client's peer
+	th, err := auth.NewThrottle(auth.ThrottleConfig{Burst: 3, Interval: time.Hour, TrustedProxies: proxies}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := messaging.New(messaging.Config{
+		Secrets:      creds(t, "facebook/page1:fb-secret,facebook/page2:fb-secret"),
+		VerifyTokens: creds(t, "facebook/page1:verify-me"),
+	}, messages.DefaultSubjects(), ingest.NewMetrics(prometheus.NewRegistry()), th)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/messaging/{type}/{service}", a.Handshake)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	get := func(addr, service, token string) (int, string, http.Header) {
+		t.Helper()
+		q := url.Values{"hub.mode": {"subscribe"}, "hub.verify_token": {token}, "hub.challenge": {"1158201444"}}
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/v1/messaging/facebook/"+service+"?"+q.Encode(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Forwarded-For", addr)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	ws, wb, _ := get("198.51.100.1", "page1", "wrong")
+	for _, service := range []string{"page2", "nosuch"} {
+		if s, b, _ := get("198.51.100.1", service, "wrong"); s != ws || b != wb {
+			t.Errorf("a wrong token answers %d %s, %s %d %s", ws, wb, service, s, b)
+		}
+	}
+	if ws != http.StatusForbidden {
+		t.Errorf("a wrong token: %d, want 403", ws)
+	}
+	s, _, h := get("198.51.100.1", "page1", "verify-me")
+	if s != http.StatusTooManyRequests || h.Get("Retry-After") == "" {
+		t.Errorf("the right token after 3 wrong ones from the address: %d (Retry-After %q), want 429 unchecked", s, h.Get("Retry-After"))
+	}
+	if s, b, _ := get("198.51.100.2", "page1", "verify-me"); s != http.StatusOK || b != "1158201444" {
+		t.Errorf("the right token from another address: %d %s", s, b)
+	}
+}

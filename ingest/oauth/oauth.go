@@ -28,6 +28,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ccrelay/ccrelay/ingest"
 	"github.com/ccrelay/ccrelay/ingest/auth"
 	"github.com/ccrelay/ccrelay/messages/secret"
 )
@@ -366,89 +367,102 @@ type tokenResponse struct {
 // ServeHTTP is the token endpoint: the client-credentials grant of RFC 6749
 // §4.4, client authentication by HTTP basic or by client_id and
 // client_secret form fields (§2.3.1), never both.
+//
+// What the headers say is checked before the body is read: the method, the
+// content type, and client credentials in an Authorization header (as
+// EventBridge sends them). A request refused there is answered at once,
+// without its body, on a connection then closed, so that senders without
+// credentials cannot hold the endpoint's slots by stalling their bodies.
+// Only a client authenticating with form fields has its body read before
+// it is authenticated, within the bounds ingest.Pipeline.Bound sets: a
+// body of at most 16 KiB that must arrive within the body timeout.
 func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Token answers must never be cached (§5.1).
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
-	fail := func(status int, code, desc string) {
+	read := false
+	answer := func(status int, code, desc string) {
+		if !read {
+			ingest.CloseUnread(w, r)
+		}
 		is.issued.WithLabelValues(code).Inc()
 		if status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Basic realm="ccrelay"`)
 		}
-		is.logger.Info("token request refused", "error_code", code, "remote", r.RemoteAddr)
+		if status != http.StatusMethodNotAllowed {
+			is.logger.Info("token request refused", "error_code", code, "reason", desc, "remote", r.RemoteAddr)
+		}
 		writeJSON(w, status, tokenError{Error: code, Description: desc})
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		is.issued.WithLabelValues("invalid_request").Inc()
-		writeJSON(w, http.StatusMethodNotAllowed, tokenError{Error: "invalid_request", Description: "use POST"})
+		answer(http.StatusMethodNotAllowed, "invalid_request", "use POST")
 		return
 	}
+	if !isForm(r) {
+		answer(http.StatusBadRequest, "invalid_request", "send an application/x-www-form-urlencoded body")
+		return
+	}
+	var id, secret string
+	basic := r.Header.Get("Authorization") != ""
+	if basic {
+		// An Authorization header is client authentication (basic is
+		// the one scheme of §2.3.1): it is checked before the body.
+		var ok bool
+		id, secret, ok = r.BasicAuth()
+		var err1, err2 error
+		if ok {
+			// §2.3.1: id and secret are form-urlencoded before basic encoding.
+			id, err1 = url.QueryUnescape(id)
+			secret, err2 = url.QueryUnescape(secret)
+		}
+		if !ok || err1 != nil || err2 != nil {
+			answer(http.StatusUnauthorized, "invalid_client", "malformed client credentials")
+			return
+		}
+		if !is.authenticate(w, r, id, secret, answer) {
+			return
+		}
+	}
+
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	if err := r.ParseForm(); err != nil || !isForm(r) {
-		fail(http.StatusBadRequest, "invalid_request", "send an application/x-www-form-urlencoded body")
+	err := r.ParseForm()
+	read = err == nil
+	switch {
+	case ingest.IsTimeout(err):
+		answer(http.StatusRequestTimeout, "invalid_request", "the body did not arrive in time")
+		return
+	case err != nil:
+		answer(http.StatusBadRequest, "invalid_request", "send an application/x-www-form-urlencoded body")
 		return
 	}
 	form := r.PostForm
 	for _, p := range []string{"grant_type", "client_id", "client_secret", "scope"} {
 		if len(form[p]) > 1 {
-			fail(http.StatusBadRequest, "invalid_request", p+" is repeated")
+			answer(http.StatusBadRequest, "invalid_request", p+" is repeated")
 			return
 		}
 	}
 	gt := form.Get("grant_type")
 	switch {
 	case gt == "":
-		fail(http.StatusBadRequest, "invalid_request", "grant_type is required")
+		answer(http.StatusBadRequest, "invalid_request", "grant_type is required")
 		return
 	case gt != "client_credentials":
-		fail(http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported")
+		answer(http.StatusBadRequest, "unsupported_grant_type", "only client_credentials is supported")
 		return
 	}
-
-	id, secret, basic := r.BasicAuth()
 	if basic {
-		// §2.3.1: id and secret are form-urlencoded before basic encoding.
-		var err1, err2 error
-		id, err1 = url.QueryUnescape(id)
-		secret, err2 = url.QueryUnescape(secret)
-		if err1 != nil || err2 != nil {
-			fail(http.StatusUnauthorized, "invalid_client", "malformed client credentials")
-			return
-		}
 		if form.Has("client_secret") {
-			fail(http.StatusBadRequest, "invalid_request", "use one client authentication method, not two")
+			answer(http.StatusBadRequest, "invalid_request", "use one client authentication method, not two")
 			return
 		}
 	} else {
 		id, secret = form.Get("client_id"), form.Get("client_secret")
+		if !is.authenticate(w, r, id, secret, answer) {
+			return
+		}
 	}
-	if id == "" || secret == "" {
-		fail(http.StatusUnauthorized, "invalid_client", "client authentication is required")
-		return
-	}
-	ticket, err := is.throttle.Take(r, "oauth")
-	var throttled *auth.ThrottledError
-	if errors.As(err, &throttled) {
-		// RFC 8628's slow_down, registered for the token endpoint: the
-		// client is to wait before it asks again.
-		w.Header().Set("Retry-After", strconv.Itoa(int((throttled.RetryAfter+time.Second-1)/time.Second)))
-		is.issued.WithLabelValues("slow_down").Inc()
-		is.logger.Info("token request refused", "error_code", "slow_down", "remote", r.RemoteAddr)
-		writeJSON(w, http.StatusTooManyRequests, tokenError{Error: "slow_down", Description: "too many failed client authentications from this address; retry later"})
-		return
-	}
-	cl, known := is.clients[id]
-	if !known {
-		// An unknown client costs what a wrong secret does, so the time
-		// does not tell which clients exist.
-		cl.secret = "\x00unknown client"
-	}
-	if ok := cl.secret.Matches(secret); !ok || !known {
-		fail(http.StatusUnauthorized, "invalid_client", "client authentication failed")
-		return
-	}
-	ticket.Refund()
 	tok, ttl, err := is.Issue(id)
 	if err != nil {
 		is.issued.WithLabelValues("server_error").Inc()
@@ -459,6 +473,37 @@ func (is *Issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	is.issued.WithLabelValues("issued").Inc()
 	is.logger.Debug("token issued", "client_id", id)
 	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int(ttl / time.Second)})
+}
+
+// authenticate checks a client's id and secret, slowing down an address
+// that keeps failing, and answers (with answer, or 429 slow_down) when it
+// refuses them.
+func (is *Issuer) authenticate(w http.ResponseWriter, r *http.Request, id, secret string, answer func(status int, code, desc string)) bool {
+	if id == "" || secret == "" {
+		answer(http.StatusUnauthorized, "invalid_client", "client authentication is required")
+		return false
+	}
+	ticket, err := is.throttle.Take(r, "oauth")
+	var throttled *auth.ThrottledError
+	if errors.As(err, &throttled) {
+		// RFC 8628's slow_down, registered for the token endpoint: the
+		// client is to wait before it asks again.
+		w.Header().Set("Retry-After", strconv.Itoa(int((throttled.RetryAfter+time.Second-1)/time.Second)))
+		answer(http.StatusTooManyRequests, "slow_down", "too many failed client authentications from this address; retry later")
+		return false
+	}
+	cl, known := is.clients[id]
+	if !known {
+		// An unknown client costs what a wrong secret does, so the time
+		// does not tell which clients exist.
+		cl.secret = "\x00unknown client"
+	}
+	if ok := cl.secret.Matches(secret); !ok || !known {
+		answer(http.StatusUnauthorized, "invalid_client", "client authentication failed")
+		return false
+	}
+	ticket.Refund()
+	return true
 }
 
 func isForm(r *http.Request) bool {

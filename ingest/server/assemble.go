@@ -61,10 +61,13 @@ func Assemble(ctx context.Context, w provision.Waiter, st Settings, broker inges
 	m := ingest.NewMetrics(reg)
 	pub := ingest.NewPublisher(broker, subjects, st.HTTP.PublishTimeout, m)
 	pipeline := ingest.NewPipeline(ingest.PipelineConfig{
-		MaxBodyBytes:     st.HTTP.MaxBodyBytes,
-		RetryAfter:       st.HTTP.RetryAfter,
-		MaxInFlight:      st.HTTP.MaxInFlight,
-		MaxBufferedBytes: st.HTTP.MaxBufferedBytes,
+		MaxBodyBytes:          st.HTTP.MaxBodyBytes,
+		RetryAfter:            st.HTTP.RetryAfter,
+		MaxInFlight:           st.HTTP.MaxInFlight,
+		MaxBufferedBytes:      st.HTTP.MaxBufferedBytes,
+		MaxInFlightPerAddress: st.HTTP.MaxInFlightPerAddress,
+		TrustedProxies:        st.Throttle.TrustedProxies,
+		BodyReadTimeout:       st.HTTP.bodyReadTimeout(),
 	}, pub, m, logger)
 	contactPro, err := contactpro.New(st.ContactPro, contactpro.Deps{
 		Bearer: issuer.For(oauth.EndpointContactPro), Throttle: throttle, Digest: digest,

@@ -67,6 +67,13 @@ func start(t *testing.T, extra ...string) running {
 		// Refusals by the hundred from one address are the test here,
 		// not their slowing down (ingest/auth's tests).
 		"CCRELAY_AUTH_FAILURE_BURST=1000000",
+		// The tests of the process's bounds come from one address, so
+		// the per-address bounds are the process's, and stalled bodies
+		// are held as long as the test needs them; address_test.go
+		// lowers each.
+		"CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS=1000000",
+		"CCRELAY_MAX_CONNECTIONS_PER_ADDRESS=1000000",
+		"CCRELAY_BODY_READ_TIMEOUT=5m",
 	}, extra...)
 	cfg, err := config.Load(env, nil)
 	if err != nil {
@@ -198,7 +205,7 @@ func TestUnauthenticatedUploadsAreNotRead(t *testing.T) {
 		{"sinch: signature not base64 of 32 bytes", "/v1/sinch/svc1", sinchWith(func(h http.Header) { h.Set(signature.SinchHeaderSignature, "c2lnbmF0dXJl") }), ingest.CodeInvalidSignature},
 		{"sinch: other algorithm", "/v1/sinch/svc1", sinchWith(func(h http.Header) { h.Set(signature.SinchHeaderAlgorithm, "HmacSHA1") }), ingest.CodeUnsupportedAlgorithm},
 		{"sinch: stale timestamp", "/v1/sinch/svc1", sinchHeaders(time.Now().Add(-time.Hour)), ingest.CodeStaleTimestamp},
-		{"sinch: unknown service", "/v1/sinch/nosuch", sinchHeaders(time.Now()), ingest.CodeUnauthorized},
+		{"sinch: unknown service, no nonce", "/v1/sinch/nosuch", sinchWith(func(h http.Header) { h.Del(signature.SinchHeaderNonce) }), ingest.CodeInvalidSignature},
 		{"twilio: no signature", "/v1/messaging/twilio/us", twilio(""), ingest.CodeInvalidSignature},
 		{"twilio: signature of a wrong length", "/v1/messaging/twilio/us", twilio("c2lnbmF0dXJl"), ingest.CodeInvalidSignature},
 		{"messenger: no signature", "/v1/messaging/facebook/page1", hub(""), ingest.CodeInvalidSignature},
@@ -372,6 +379,9 @@ func TestBoundsValidated(t *testing.T) {
 		{"CCRELAY_MAX_IN_FLIGHT=0", "CCRELAY_MAX_IN_FLIGHT: must be positive"},
 		{"CCRELAY_MAX_CONNECTIONS=100", "CCRELAY_MAX_CONNECTIONS: 100 is less than CCRELAY_MAX_IN_FLIGHT"},
 		{"CCRELAY_MAX_HEADER_BYTES=100", "CCRELAY_MAX_HEADER_BYTES: must be at least 4096"},
+		{"CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS=0", "CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS: must be positive"},
+		{"CCRELAY_MAX_CONNECTIONS_PER_ADDRESS=8", "CCRELAY_MAX_CONNECTIONS_PER_ADDRESS: 8 is less than CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS"},
+		{"CCRELAY_BODY_READ_TIMEOUT=0s", "CCRELAY_BODY_READ_TIMEOUT: must be positive"},
 	} {
 		_, err := config.Load([]string{"CCRELAY_NATS_URL=nats://127.0.0.1:1", c.env}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -55,6 +55,17 @@ type Config struct {
 	// of head per connection and no limit of connections.
 	MaxConnections int `env:"MAX_CONNECTIONS" envDefault:"1024" help:"ingest connections open at once; more are closed as soon as they are accepted; at least 'CCRELAY_MAX_IN_FLIGHT'"`
 	MaxHeaderBytes int `env:"MAX_HEADER_BYTES" envDefault:"32768" help:"largest request head (request line and headers); larger is answered 431"`
+	// MaxInFlightPerAddress and MaxConnectionsPerAddress keep one client
+	// address from taking every request slot or connection, which would
+	// shut out every other sender without a single credential. The
+	// defaults are a sixteenth of the process's bounds: a sender needs a
+	// handful at a time, and 16 addresses are needed to fill them.
+	MaxInFlightPerAddress    int `env:"MAX_IN_FLIGHT_PER_ADDRESS" envDefault:"32" help:"requests of one client address handled at once (the address the slowing down of refused credentials counts: IPv6 per /64, 'X-Forwarded-For' only from 'CCRELAY_AUTH_TRUSTED_PROXIES'); more are answered 503 with 'Retry-After' before their body is read; above 'CCRELAY_MAX_IN_FLIGHT' it is that"`
+	MaxConnectionsPerAddress int `env:"MAX_CONNECTIONS_PER_ADDRESS" envDefault:"64" help:"connections open at once from one peer address (IPv6 per /64; peers in 'CCRELAY_AUTH_TRUSTED_PROXIES' are bounded by 'CCRELAY_MAX_CONNECTIONS' alone); more are closed as soon as they are accepted; at least 'CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS'"`
+	// BodyReadTimeout bounds the body alone: ReadTimeout counts from the
+	// request's first byte, so a request that passed every check of its
+	// headers and then stalled held its slot for all of it.
+	BodyReadTimeout time.Duration `env:"BODY_READ_TIMEOUT" envDefault:"5s" help:"time a request's body has to arrive once its headers passed every check; a body not in by then is answered 408 and its slot freed (at most 'CCRELAY_HTTP_READ_TIMEOUT')"`
 }
 
 // Validate checks the fields against each other and against maxPayload, the
@@ -83,9 +94,21 @@ func (c Config) Validate(maxPayload int64) error {
 		return fmt.Errorf("CCRELAY_MAX_CONNECTIONS: %d is less than CCRELAY_MAX_IN_FLIGHT (%d); each request in flight has a connection", c.MaxConnections, c.MaxInFlight)
 	case c.MaxHeaderBytes < 4<<10:
 		return errors.New("CCRELAY_MAX_HEADER_BYTES: must be at least 4096")
+	case c.MaxInFlightPerAddress <= 0:
+		return errors.New("CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS: must be positive")
+	case c.MaxConnectionsPerAddress <= 0:
+		return errors.New("CCRELAY_MAX_CONNECTIONS_PER_ADDRESS: must be positive")
+	case min(c.MaxConnectionsPerAddress, c.MaxConnections) < min(c.MaxInFlightPerAddress, c.MaxInFlight):
+		return fmt.Errorf("CCRELAY_MAX_CONNECTIONS_PER_ADDRESS: %d is less than CCRELAY_MAX_IN_FLIGHT_PER_ADDRESS (%d); each request in flight has a connection", c.MaxConnectionsPerAddress, c.MaxInFlightPerAddress)
+	case c.BodyReadTimeout <= 0:
+		return errors.New("CCRELAY_BODY_READ_TIMEOUT: must be positive")
 	}
 	return nil
 }
+
+// bodyReadTimeout is BodyReadTimeout within ReadTimeout, which bounds the
+// whole request anyway.
+func (c Config) bodyReadTimeout() time.Duration { return min(c.BodyReadTimeout, c.ReadTimeout) }
 
 // ReadyChecker tells whether JetStream answers, and whether the process
 // has a NATS connection at all (its liveness).
@@ -204,7 +227,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
 	}
-	return Serve(ctx, srv, s.pipeline.LimitConnections(ln, s.cfg.MaxConnections), func() {
+	return Serve(ctx, srv, s.pipeline.LimitConnections(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerAddress), func() {
 		s.stopping.Store(true)
 		if s.cfg.ShutdownDelay > 0 {
 			s.logger.Info("shutdown: unready, waiting before closing the listener", "delay", s.cfg.ShutdownDelay)

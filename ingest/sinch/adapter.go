@@ -60,15 +60,21 @@ func (a *Adapter) Source() string { return messages.SourceSinch }
 // challenge is the WWW-Authenticate value of refused callbacks.
 var challenge = []string{`Sinch-Signature realm="ccrelay"`}
 
-// Authorize refuses, before the body is read, services with no secret and
-// requests whose signature headers could never verify (CheckHeaders).
+// Authorize refuses, before the body is read, requests whose signature
+// headers could never verify (CheckHeaders). A service with no secret is
+// refused in Event, after its body, as a configured service refuses a
+// well-formed signature that does not match: refused here, it would answer
+// before the body (no "100 Continue") where a configured one reads it, and
+// tell a caller which services exist. Its body costs what a configured
+// service's does, within the same bounds.
 func (a *Adapter) Authorize(r *http.Request) error {
-	service := r.PathValue("service")
-	if _, ok := a.cfg.WebhookSecrets[service]; !ok {
-		return ingest.Unauthorized(ingest.CodeUnauthorized, msgNoMatch, challenge, nil)
-	}
 	return CheckHeaders(r.Header, time.Now(), a.cfg.MaxClockSkew)
 }
+
+// standInKey stands for the secret of a service that has none, so that
+// its signature costs what a configured service's does and the time does
+// not tell them apart; what it verifies is refused all the same.
+const standInKey = "\x00none is configured for this service"
 
 // VerifyRequest checks a request signed the way Sinch signs its webhooks
 // (the algorithm, the HMAC over body, nonce and timestamp, and a timestamp
@@ -90,10 +96,16 @@ func VerifyRequest(h http.Header, key string, body []byte, received time.Time, m
 // 200 duplicate (see Config.MaxClockSkew).
 func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, received time.Time) (*ingest.Accepted, error) {
 	service := r.PathValue("service")
-	secret := a.cfg.WebhookSecrets[service]
-
-	if err := VerifyRequest(r.Header, secret.Reveal(), body, received, a.cfg.MaxClockSkew); err != nil {
+	secret, known := a.cfg.WebhookSecrets[service]
+	key := secret.Reveal()
+	if !known {
+		key = standInKey
+	}
+	if err := VerifyRequest(r.Header, key, body, received, a.cfg.MaxClockSkew); err != nil {
 		return nil, err
+	}
+	if !known {
+		return nil, ingest.Unauthorized(ingest.CodeUnauthorized, "no webhook secret is configured for this service", challenge, nil)
 	}
 
 	// Ingest needs the route, not the decoded payload: the processors

@@ -126,7 +126,8 @@ func TestClosedDigestPerDeployment(t *testing.T) {
 
 // TestClosedRefusalsAlike: on every endpoint, a request to a service that
 // is not configured and a wrong credential get the same answer: status,
-// code, message and challenge.
+// code, message and challenge; and so do a request without the credential
+// to a configured service and to one that is not.
 func TestClosedRefusalsAlike(t *testing.T) {
 	ns := natstest.Embedded(t)
 	d := deploy(t, ns.ClientURL(), 1, contractEnv()...)
@@ -135,17 +136,25 @@ func TestClosedRefusalsAlike(t *testing.T) {
 		if e.unknown == "" {
 			continue
 		}
-		n++
-		h, body := e.valid(t, d, e.path, n)
-		e.spoil(h)
-		wrong := d.post(e.path, h, body)
-		h, body = e.valid(t, d, e.path, n+500)
-		unknown := d.post(e.unknown, h, body)
-		if wrong.status != http.StatusUnauthorized || wrong.status != unknown.status || wrong.code(t) != unknown.code(t) ||
-			wrong.json(t)["message"] != unknown.json(t)["message"] ||
-			!slices.Equal(wrong.header.Values("WWW-Authenticate"), unknown.header.Values("WWW-Authenticate")) {
-			t.Errorf("%s: a wrong credential answers %d %s %q, an unknown service %d %s %q", e.name,
-				wrong.status, wrong.body, wrong.header.Values("WWW-Authenticate"), unknown.status, unknown.body, unknown.header.Values("WWW-Authenticate"))
+		for _, c := range []struct {
+			what   string
+			change func(http.Header)
+		}{{"a wrong credential", e.spoil}, {"no credential", e.strip}} {
+			n++
+			h, body := e.valid(t, d, e.path, n)
+			c.change(h)
+			known := d.post(e.path, h, body)
+			h, body = e.valid(t, d, e.path, n+500)
+			if c.what == "no credential" {
+				c.change(h)
+			}
+			unknown := d.post(e.unknown, h, body)
+			if known.status != http.StatusUnauthorized || known.status != unknown.status || known.code(t) != unknown.code(t) ||
+				known.json(t)["message"] != unknown.json(t)["message"] ||
+				!slices.Equal(known.header.Values("WWW-Authenticate"), unknown.header.Values("WWW-Authenticate")) {
+				t.Errorf("%s: %s answers %d %s %q, an unknown service %d %s %q", e.name, c.what,
+					known.status, known.body, known.header.Values("WWW-Authenticate"), unknown.status, unknown.body, unknown.header.Values("WWW-Authenticate"))
+			}
 		}
 	}
 }
@@ -156,7 +165,8 @@ func TestClosedRefusalsAlike(t *testing.T) {
 // down, and the metric counts the refusals.
 func TestClosedGuessingSlowedDown(t *testing.T) {
 	ns := natstest.Embedded(t)
-	d := deploy(t, ns.ClientURL(), 1, "CCRELAY_AUTH_FAILURE_BURST=10", "CCRELAY_AUTH_FAILURE_INTERVAL=1h")
+	// The test's client stands for a proxy in front of many addresses.
+	d := deploy(t, ns.ClientURL(), 1, "CCRELAY_AUTH_FAILURE_BURST=10", "CCRELAY_AUTH_FAILURE_INTERVAL=1h", "CCRELAY_AUTH_TRUSTED_PROXIES=loopback")
 	token := func(from, sec string) response {
 		b, h := form(url.Values{"grant_type": {"client_credentials"}, "client_id": {oauthClient}, "client_secret": {sec}})
 		h.Set("X-Forwarded-For", from)

@@ -2,17 +2,23 @@
 // and measures what that costs the server: it opens -unauth uploads
 // without credentials and -signed uploads whose headers pass every check
 // that does not need the body (a Sinch signature of another body), each
-// announcing -length bytes, sending -sent of them and then nothing; holds
-// them for -hold while a signed sender posts one callback every -every;
-// hangs up; and samples the server's resident memory (VmRSS of -pid)
-// throughout and for -after once the attack ended.
+// announcing -length bytes, sending -sent of them and then nothing, plus
+// -token stalled token requests (POST /oauth/token, a form of 1000 bytes
+// announced, 10 sent, no credentials: the client would authenticate in the
+// body) and -idle idle connections; holds them for -hold while a signed
+// sender at another address (-sender-from) posts one callback every
+// -every; hangs up; and samples the server's resident memory (VmRSS of
+// -pid) throughout and for -after once the attack ended. The attack comes
+// from 127.0.0.1, or from -attackers loopback addresses taking turns.
+// With -metrics it prints the server's shed counters at the end.
 //
-// It only ever dials the loopback address it is given, and is bounded:
-// at most 5000 uploads, held at most a minute.
+// It only ever dials loopback addresses, and is bounded: at most 5000
+// uploads and connections, held at most a minute.
 package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,7 +34,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/test/sinchtest"
 	"github.com/ccrelay/ccrelay/test/stalltest"
 )
@@ -51,6 +56,12 @@ func run() error {
 	after := flag.Duration("after", 30*time.Second, "how long memory is sampled after the attack")
 	every := flag.Duration("every", 50*time.Millisecond, "interval of the signed sender")
 	pid := flag.Int("pid", 0, "the server's process id, whose VmRSS to sample")
+	token := flag.Int("token", 0, "stalled token requests without credentials in their headers")
+	idle := flag.Int("idle", 0, "idle connections, which send nothing")
+	senderFrom := flag.String("sender-from", "127.0.0.2", "loopback address the signed sender dials from: another client than the attack's (127.0.0.1); '' for any")
+	metrics := flag.String("metrics", "", "the server's metrics URL (loopback), to print its shed counters at the end")
+	attackers := flag.Int("attackers", 1, "loopback addresses the attack comes from, taking turns (127.0.0.1, then 127.0.1.1, 127.0.1.2, ...): more than one stands for a distributed attack")
+	fresh := flag.Bool("sender-new-conns", false, "the signed sender dials a new connection for every callback, as a sender that keeps none open does, rather than keep one open through the attack")
 	flag.Parse()
 
 	u, err := url.Parse(*target)
@@ -60,9 +71,25 @@ func run() error {
 	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
 		return errors.New("-url must name a loopback address")
 	}
+	var sender net.Dialer
+	if *senderFrom != "" {
+		ip := net.ParseIP(*senderFrom)
+		if ip == nil || !ip.IsLoopback() {
+			return errors.New("-sender-from must be a loopback address")
+		}
+		sender.LocalAddr = &net.TCPAddr{IP: ip}
+	}
+	if *metrics != "" {
+		m, err := url.Parse(*metrics)
+		if ip := net.ParseIP(m.Hostname()); err != nil || ip == nil || !ip.IsLoopback() {
+			return errors.New("-metrics must name a loopback address")
+		}
+	}
 	switch {
-	case *unauth+*signed > 5000 || *unauth < 0 || *signed < 0:
-		return errors.New("-unauth plus -signed: at most 5000")
+	case *unauth+*signed+*token+*idle > 5000 || *unauth < 0 || *signed < 0 || *token < 0 || *idle < 0:
+		return errors.New("-unauth, -signed, -token and -idle: at most 5000 together")
+	case *attackers < 1 || *attackers > 250:
+		return errors.New("-attackers: 1 to 250")
 	case *hold > time.Minute || *after > time.Minute:
 		return errors.New("-hold and -after: at most a minute each")
 	case int64(*sent) > *length:
@@ -82,25 +109,59 @@ func run() error {
 	senders.Add(1)
 	go func() {
 		defer senders.Done()
-		send(*target, *secret, *every, stop, lat)
+		send(*target, *secret, &sender, *fresh, *every, stop, lat)
 	}()
 
 	start := time.Now()
 	outcomes := &counts{m: map[string]int{}}
 	var stalls []*stalltest.Stall
+	var idles []net.Conn
 	var mu sync.Mutex
-	jobs := make(chan http.Header)
+	type job struct {
+		kind string
+		h    http.Header
+		from *net.Dialer
+	}
+	// dialers are the attack's source addresses, one per attacker.
+	dialers := []*net.Dialer{{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}}}
+	for i := 1; i < *attackers; i++ {
+		dialers = append(dialers, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 1, byte(i))}})
+	}
+	n := 0
+	next := func() *net.Dialer { n++; return dialers[n%len(dialers)] }
+	jobs := make(chan job)
 	var openers sync.WaitGroup
 	for i := 0; i < 64; i++ {
 		openers.Add(1)
 		go func() {
 			defer openers.Done()
-			for h := range jobs {
-				kind := "unauth"
-				if h.Get(signature.SinchHeaderSignature) != "" {
-					kind = "signed"
+			for j := range jobs {
+				kind, h := j.kind, j.h
+				if kind == "idle" {
+					c, err := j.from.Dial("tcp", u.Host)
+					if err != nil {
+						outcomes.add("idle: refused while connecting")
+						continue
+					}
+					mu.Lock()
+					idles = append(idles, c)
+					mu.Unlock()
+					go func() {
+						_ = c.SetReadDeadline(time.Now().Add(*hold))
+						// Closed here at the end of the hold, it was open.
+						if _, err := c.Read(make([]byte, 1)); err != nil && !isTimeout(err) && !errors.Is(err, net.ErrClosed) {
+							outcomes.add("idle: closed by the server while held")
+							return
+						}
+						outcomes.add("idle: open while held")
+					}()
+					continue
 				}
-				st, err := stalltest.Open(u.Host, http.MethodPost, u.Path, h, *length, *sent)
+				path, length, sent := u.Path, *length, *sent
+				if kind == "token" {
+					path, length, sent = "/oauth/token", 1000, 10
+				}
+				st, err := stalltest.OpenWith(j.from, u.Host, http.MethodPost, path, h, length, sent)
 				if err != nil {
 					outcomes.add(kind + ": refused while sending")
 					continue
@@ -123,12 +184,18 @@ func run() error {
 	// Unauthenticated and signed uploads interleaved, so neither kind
 	// arrives on an idle server.
 	lookalike := &sinchtest.Signer{Secret: "not-the-secret"}
-	for i := 0; i < max(*unauth, *signed); i++ {
+	for i := 0; i < max(*unauth, *signed, *token, *idle); i++ {
 		if i < *unauth {
-			jobs <- http.Header{"Content-Type": {"application/json"}}
+			jobs <- job{"unauth", http.Header{"Content-Type": {"application/json"}}, next()}
 		}
 		if i < *signed {
-			jobs <- lookalike.Headers([]byte("another body"), time.Now())
+			jobs <- job{"signed", lookalike.Headers([]byte("another body"), time.Now()), next()}
+		}
+		if i < *token {
+			jobs <- job{"token", http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}, next()}
+		}
+		if i < *idle {
+			jobs <- job{"idle", nil, next()}
 		}
 	}
 	close(jobs)
@@ -143,26 +210,63 @@ func run() error {
 	for _, st := range stalls {
 		_ = st.Close()
 	}
+	for _, c := range idles {
+		_ = c.Close()
+	}
 	mu.Unlock()
 	ended := mem.last()
 	time.Sleep(*after)
 	final := mem.last()
 	mem.stop()
 
-	fmt.Printf("uploads: %d without credentials, %d signed-looking, %d of %d bytes sent each, opened in %s, held %s\n",
-		*unauth, *signed, *sent, *length, opened.Round(time.Millisecond), *hold)
+	fmt.Printf("uploads: %d without credentials, %d signed-looking, %d of %d bytes sent each; %d token requests, %d idle connections; from %d addresses; opened in %s, held %s\n",
+		*unauth, *signed, *sent, *length, *token, *idle, *attackers, opened.Round(time.Millisecond), *hold)
 	fmt.Printf("answers while held: %s\n", outcomes)
 	fmt.Printf("server RSS: before %.0f MiB, peak during %.0f MiB, at hang-up %.0f MiB, %s after %.0f MiB\n",
 		mib(before), mib(during), mib(ended), *after, mib(final))
-	fmt.Printf("signed sender during the attack: %s\n", lat)
+	fmt.Printf("signed sender during the attack (from %s): %s\n", cmp.Or(*senderFrom, "any address"), lat)
+	if *metrics != "" {
+		shed, err := shedCounters(*metrics)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("server's shed counters: %s\n", shed)
+	}
 	return nil
 }
 
-// send posts a signed callback every interval until stop, recording each
-// latency and status.
-func send(target, secret string, every time.Duration, stop <-chan struct{}, lat *latencies) {
+// shedCounters reads the ccrelay_ingest_shed_requests_total series of the
+// metrics page at u.
+func shedCounters(u string) (string, error) {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(u)
+	if err != nil {
+		return "", fmt.Errorf("metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("metrics: %w", err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "ccrelay_ingest_shed_requests_total"); ok {
+			out = append(out, v)
+		}
+	}
+	return strings.Join(out, ", "), nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// send posts a signed callback every interval until stop, dialling with d
+// (a new connection each time when fresh), recording each latency and
+// status.
+func send(target, secret string, d *net.Dialer, fresh bool, every time.Duration, stop <-chan struct{}, lat *latencies) {
 	signer := &sinchtest.Signer{Secret: secret}
-	client := &http.Client{Timeout: 30 * time.Second}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: fresh}}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for n := 0; ; n++ {

@@ -25,7 +25,13 @@ type Stall struct {
 // Content-Length of length (chunked when length < 0), and the first sent
 // bytes of the body.
 func Open(addr, method, path string, h http.Header, length int64, sent int) (*Stall, error) {
-	c, err := net.Dial("tcp", addr)
+	return OpenWith(&net.Dialer{}, addr, method, path, h, length, sent)
+}
+
+// OpenWith is Open dialling with d: from another local address
+// (d.LocalAddr, such as 127.0.0.2), to stand for another client.
+func OpenWith(d *net.Dialer, addr, method, path string, h http.Header, length int64, sent int) (*Stall, error) {
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
