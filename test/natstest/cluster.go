@@ -3,6 +3,7 @@ package natstest
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,18 @@ func (n *ClusterNode) Stop(t testing.TB) {
 	d := 5 * time.Second
 	if err := n.Container.Stop(context.Background(), &d); err != nil {
 		t.Fatalf("stop %s: %v", n.Name, err)
+	}
+}
+
+// Kill stops a node at once (SIGKILL), as a crash or a power loss would:
+// unlike Stop, whose SIGTERM makes the server hand its leaderships over
+// before it exits, it leaves the node's streams without a leader until
+// the others elect one.
+func (n *ClusterNode) Kill(t testing.TB) {
+	t.Helper()
+	out, err := exec.Command("docker", "kill", n.Container.GetContainerID()).CombinedOutput() // #nosec G204 -- fixed program, the test's own container
+	if err != nil {
+		t.Fatalf("kill %s: %v: %s", n.Name, err, out)
 	}
 }
 
