@@ -381,12 +381,14 @@ func TestContactProIDsAttacked(t *testing.T) {
 			t.Errorf("event %q: %v, want a FieldError naming the event", ev, err)
 		}
 	}
-	q := url.Values{"pwd": {"p1"}, "pass": {"p2"}, "credential": {"p3"}, "contact_id": {"c1"}}
+	// The re-attack: any name a customer may give a secret.
+	q := url.Values{"pwd": {"p1"}, "pass": {"p2"}, "credential": {"p3"}, "pw": {"p4"}, "pin": {"p5"}, "otp": {"p6"},
+		"jwt": {"p7"}, "kennwort": {"p8"}, "contact_id": {"+4917612345678"}}
 	c, err := messages.NewContactProCall("crm", "ended", "", "GET", q, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, secret := range []string{"p1", "p2", "p3"} {
+	for _, secret := range []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "4917612345678"} {
 		if strings.Contains(c.RedactedQuery(), secret) {
 			t.Errorf("stored query %q holds %q", c.RedactedQuery(), secret)
 		}

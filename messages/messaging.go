@@ -202,6 +202,12 @@ func decodeTwilio(body []byte) (*Webhook, error) {
 // twilioIDParams are the parameters a webhook's id and kind are read from.
 var twilioIDParams = [...]string{"MessageSid", "SmsSid", "SmsMessageSid", "MessageStatus", "SmsStatus"}
 
+// twilioKnownParams are Twilio's own parameters whose names hold an id
+// parameter's: the id parameters themselves, and the SID of the message a
+// WhatsApp reply answers.
+var twilioKnownParams = map[string]bool{"MessageSid": true, "SmsSid": true, "SmsMessageSid": true, "MessageStatus": true,
+	"SmsStatus": true, "OriginalRepliedMessageSid": true}
+
 // twilioConsistent refuses what a captured webhook re-split into other
 // parameters looks like. Twilio signs names and values run together, so
 // "MessageStatus=delivered&SmsSid=SM..." can be resent as one parameter
@@ -212,9 +218,15 @@ var twilioIDParams = [...]string{"MessageSid", "SmsSid", "SmsMessageSid", "Messa
 // without MessageStatus, so none of that can be a real webhook.
 func twilioConsistent(form url.Values) error {
 	for name := range form {
+		if twilioKnownParams[name] {
+			continue
+		}
 		for _, p := range twilioIDParams {
-			if len(name) > len(p) && strings.HasPrefix(name, p) {
-				return &FieldError{Field: p, Problem: "is run together with another parameter (a parameter name starts with it)"}
+			// "MessageStatusdeliveredSmsSid", "eredSmsSidSM...To",
+			// "MessageStatu": a name holding an id parameter's, or cut
+			// from one.
+			if strings.Contains(name, p) || strings.HasPrefix(p, name) {
+				return &FieldError{Field: p, Problem: "is run together with another parameter (a parameter name holds it or is cut from it)"}
 			}
 		}
 	}
@@ -228,8 +240,16 @@ func twilioConsistent(form url.Values) error {
 			return &FieldError{Field: f, Problem: "differs from the message's other SID parameters"}
 		}
 	}
-	if sms := form.Get("SmsStatus"); form.Get("MessageStatus") == "" && sms != "" && sms != "received" {
+	// A re-split can also move a boundary into a value
+	// ("MessageStatus=deliv&ered=SmsSidSM...", the last name taking the
+	// rest): a status callback carries its status twice, in MessageStatus
+	// and SmsStatus, and both must be there and agree.
+	msg, sms := form.Get("MessageStatus"), form.Get("SmsStatus")
+	switch {
+	case msg == "" && sms != "" && sms != "received":
 		return &FieldError{Field: "MessageStatus", Problem: "is missing from a status callback (SmsStatus is not received)"}
+	case msg != "" && msg != sms:
+		return &FieldError{Field: "SmsStatus", Problem: "differs from MessageStatus (Twilio sends a status callback's status in both)"}
 	}
 	return nil
 }

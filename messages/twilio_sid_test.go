@@ -94,3 +94,37 @@ func TestTwilioResplitCallback(t *testing.T) {
 		t.Errorf("the original: %+v %v, want a status callback", w, err)
 	}
 }
+
+// TestTwilioResplitAgain: the re-attack's re-splits of the same captured
+// callback, each signing as the original: a name cut short, a boundary
+// moved into a status, the rest taken by a last name.
+func TestTwilioResplitAgain(t *testing.T) {
+	const sid = "SM0123456789abcdef0123456789abcdef"
+	const u = "https://relay.example.com/v1/messaging/twilio/us"
+	original := url.Values{"AccountSid": {"AC" + strings.Repeat("0", 32)}, "ApiVersion": {"2010-04-01"}, "From": {"+4930000000"},
+		"MessageSid": {sid}, "MessageStatus": {"delivered"}, "SmsSid": {sid}, "SmsStatus": {"delivered"}, "To": {"+4915100000001"}}
+	head := func(kv ...string) url.Values {
+		v := url.Values{"AccountSid": original["AccountSid"], "ApiVersion": original["ApiVersion"], "From": original["From"], "MessageSid": {sid}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+	for name, v := range map[string]url.Values{
+		"names cut short":        head("MessageStatu", "sdelivered", "SmsSid", sid, "SmsStatu", "sdelivered", "To", "+4915100000001"),
+		"two parameters":         head("MessageStatu", "sdeliveredSmsSid"+sid+"SmsStatusdeliveredTo+4915100000001"),
+		"status cut, name rest":  head("MessageStatus", "deliv", "eredSmsSid"+sid+"SmsStatusdeliveredTo", "+4915100000001"),
+		"status cut, value rest": head("MessageStatus", "deliv", "ered", "SmsSid"+sid+"SmsStatusdeliveredTo+4915100000001"),
+	} {
+		if signature.TwilioSign("tw-token", u, original) != signature.TwilioSign("tw-token", u, v) {
+			t.Fatalf("%s: does not sign as the original; the test's premise is wrong", name)
+		}
+		if _, err := messages.DecodeWebhook(messages.MessagingTwilio, "us", []byte(v.Encode())); !errors.Is(err, messages.ErrInvalidPayload) {
+			t.Errorf("%s: %v, want invalid payload", name, err)
+		}
+	}
+	reply := url.Values{"MessageSid": {sid}, "SmsSid": {sid}, "SmsStatus": {"received"}, "OriginalRepliedMessageSid": {"SM" + strings.Repeat("1", 32)}}
+	if _, err := messages.DecodeWebhook(messages.MessagingTwilio, "us", []byte(reply.Encode())); err != nil {
+		t.Errorf("a WhatsApp reply: %v", err)
+	}
+}
