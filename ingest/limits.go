@@ -43,7 +43,12 @@ type gate struct {
 	// together. The rest of maxBytes is kept for small bodies, so stalled
 	// uploads declaring large bodies cannot shut out ordinary webhooks.
 	largeBytes int64
-	metrics    *Metrics
+	// maxBytesPerAddress is one client address's share of maxBytes, in
+	// proportion to its share of the requests (at least one body): without
+	// it a few addresses announcing large bodies and stalling would hold
+	// every byte, however few requests each may have.
+	maxBytesPerAddress int64
+	metrics            *Metrics
 
 	mu       sync.Mutex
 	inFlight int64
@@ -52,6 +57,9 @@ type gate struct {
 	// entries than there are requests in flight.
 	byAddress map[netip.Prefix]int64
 	bytes     int64
+	// bytesByAddress counts the bytes reserved by each client address with
+	// any, and like byAddress holds no address at zero.
+	bytesByAddress map[netip.Prefix]int64
 }
 
 func newGate(maxInFlight, maxPerAddress int, maxBytes, maxBody int64, m *Metrics) *gate {
@@ -67,8 +75,11 @@ func newGate(maxInFlight, maxPerAddress int, maxBytes, maxBody int64, m *Metrics
 		maxPerAddress: int64(maxPerAddress),
 		maxBytes:      maxBytes,
 		largeBytes:    max(maxBytes-maxBytes/4, maxBody),
-		metrics:       m,
-		byAddress:     map[netip.Prefix]int64{},
+		// Rounded up: a share is never less than its proportion.
+		maxBytesPerAddress: max((maxBytes*int64(maxPerAddress)+int64(maxInFlight)-1)/int64(maxInFlight), maxBody),
+		metrics:            m,
+		byAddress:          map[netip.Prefix]int64{},
+		bytesByAddress:     map[netip.Prefix]int64{},
 	}
 }
 
@@ -105,34 +116,45 @@ func (g *gate) leave(client netip.Prefix) {
 	g.metrics.InFlight.Dec()
 }
 
-// reserve takes n bytes of the buffered-bytes bound; false when they do
-// not fit.
-func (g *gate) reserve(n int64) bool {
+// reserve takes n bytes of the buffered-bytes bound for client; it
+// returns the shed reason when they do not fit, "" when it took them.
+func (g *gate) reserve(client netip.Prefix, n int64) string {
 	if n == 0 {
-		return true
+		return ""
 	}
 	limit := g.maxBytes
 	if n > smallBody {
 		limit = g.largeBytes
 	}
 	g.mu.Lock()
-	ok := g.bytes+n <= limit
-	if ok {
+	reason := ""
+	switch {
+	case g.bytes+n > limit:
+		reason = shedBytes
+	case g.bytesByAddress[client]+n > g.maxBytesPerAddress:
+		reason = shedPerAddress
+	default:
 		g.bytes += n
+		g.bytesByAddress[client] += n
 	}
 	g.mu.Unlock()
-	if ok {
+	if reason == "" {
 		g.metrics.BufferedBytes.Add(float64(n))
 	}
-	return ok
+	return reason
 }
 
-func (g *gate) release(n int64) {
+func (g *gate) release(client netip.Prefix, n int64) {
 	if n == 0 {
 		return
 	}
 	g.mu.Lock()
 	g.bytes -= n
+	if left := g.bytesByAddress[client] - n; left > 0 {
+		g.bytesByAddress[client] = left
+	} else {
+		delete(g.bytesByAddress, client)
+	}
 	g.mu.Unlock()
 	g.metrics.BufferedBytes.Sub(float64(n))
 }
@@ -233,9 +255,11 @@ func (p *Pipeline) Bound(source string, maxBody int64, h http.Handler) http.Hand
 			case n > maxBody || (maxBody == 0 && r.ContentLength != 0):
 				p.gate.leave(client)
 				e = tooLarge(maxBody)
-			case !p.gate.reserve(n):
-				p.gate.leave(client)
-				e = p.shed(shedBytes)
+			default:
+				if reason := p.gate.reserve(client, n); reason != "" {
+					p.gate.leave(client)
+					e = p.shed(reason)
+				}
 			}
 		}
 		if e != nil {
@@ -247,7 +271,7 @@ func (p *Pipeline) Bound(source string, maxBody int64, h http.Handler) http.Hand
 			return
 		}
 		defer func() {
-			p.gate.release(n)
+			p.gate.release(client, n)
 			p.gate.leave(client)
 		}()
 		if r.ContentLength != 0 {

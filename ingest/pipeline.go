@@ -210,10 +210,10 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 		return fail(tooLarge(p.cfg.MaxBodyBytes))
 	}
 	reserved := reservation(r, p.cfg.MaxBodyBytes)
-	if !p.gate.reserve(reserved) {
-		return fail(p.shed(shedBytes))
+	if reason := p.gate.reserve(client, reserved); reason != "" {
+		return fail(p.shed(reason))
 	}
-	defer p.gate.release(reserved)
+	defer p.gate.release(client, reserved)
 
 	bodyIn := p.startBody(w)
 	body, pooled, err := p.readBody(r, p.cfg.MaxBodyBytes)
