@@ -374,7 +374,8 @@ func TestContactProIDsAttacked(t *testing.T) {
 	if a.DedupID() == b.DedupID() {
 		t.Errorf("lifecycle:allocated/x and lifecycle/allocated:x share id %q", a.DedupID())
 	}
-	for _, ev := range []string{"+4917612345678", "tel4917612345678", "jane@example.com"} {
+	for _, ev := range []string{"+4917612345678", "tel4917612345678", "jane@example.com",
+		"0049 176 1234 5678", "4917-6123-4567", "４９１７６１２３４５６７８"} { // the re-attack's
 		_, err := messages.NewContactProCall("lifecycle", ev, "", "POST", nil, body)
 		var fe *messages.FieldError
 		if !errors.As(err, &fe) || fe.Field != "event" {
