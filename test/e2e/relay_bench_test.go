@@ -68,7 +68,7 @@ func BenchmarkForward(b *testing.B) {
 					b.Fatal(err)
 				}
 				ev := messages.Event{Subject: w.subjects.Messaging("twilio", "us", messages.Partition(wh.Conversation)), ID: wh.ID, Source: "/messaging/twilio/us",
-					Type: "t", ContentType: messages.ContentTypeForm, Time: time.Now(), ReceivedAt: time.Now(), Body: body}
+					Type: messages.TypeMessagingPrefix + "twilio." + wh.Kind, ContentType: messages.ContentTypeForm, Time: time.Now(), ReceivedAt: time.Now(), Body: body}
 				if _, err := w.js.PublishMsgAsync(ev.Msg()); err != nil {
 					b.Fatal(err)
 				}
