@@ -80,33 +80,61 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 	case err != nil:
 		return r.retryOrDeadLetter(ctx, p, ev, err)
 	}
+	if claim.TakenOver {
+		event := ClaimTakenOver
+		if claim.MaybeDone {
+			event = ClaimMaybeDone
+			ev.MaybeDone = true
+		}
+		r.deps.Metrics.Claims.WithLabelValues(p.Name, event).Inc()
+		r.logDelivery(ctx, slog.LevelWarn, "took over the stale claim of a worker that stopped", p, ev, "maybe_done", claim.MaybeDone)
+	}
 
 	hctx, cancel := context.WithTimeout(ctx, r.cfg.HandlerTimeout)
 	defer cancel()
-	stop := r.heartbeat(hctx, d, claim)
+	// lose ends the handler when its claim is lost: another worker has the
+	// work, and this one must not go on with it.
+	hctx, lose := context.WithCancelCause(hctx)
+	defer lose(nil)
+	stop := r.heartbeat(hctx, lose, d, claim)
 	start := time.Now()
-	err = safeHandle(hctx, p.Handler, ev)
+	err = safeHandle(withClaim(hctx, claim, lose), p.Handler, ev)
 	duration.Observe(time.Since(start).Seconds())
 	stop()
+	lost := errors.Is(context.Cause(hctx), ErrClaimLost)
 
 	// The ledger is written even if ctx ended: the work did (or did not)
 	// happen either way.
-	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.RecordTimeout)
 	defer lcancel()
 	switch {
 	case err == nil:
-		if derr := claim.Done(lctx); derr != nil {
-			// The side effect happened; retrying would repeat it. Ack, and
-			// let sink-side checks cover a replay.
-			r.deps.Logger.Error("could not record completed work", "processor", p.Name, "dedup_id", ev.ID, "error", derr)
+		// The side effect happened: record it before the message is
+		// acknowledged, retrying through a leader election, and keep the
+		// message in progress meanwhile so that no other replica is handed
+		// it and repeats the work.
+		keep := r.keepInProgress(lctx, d)
+		derr := claim.Done(lctx)
+		keep()
+		if derr != nil {
+			r.deps.Metrics.Claims.WithLabelValues(p.Name, ClaimUnrecorded).Inc()
+			r.logDelivery(ctx, slog.LevelError, "completed work could not be recorded; the message is given back and whoever takes it over is told the work may be done", p, ev, "error", derr, "within", r.cfg.RecordTimeout.String())
+			return OutcomeRetried, fmt.Errorf("completed, but %w", derr)
 		}
 		return OutcomeDone, nil
+	case lost:
+		// Not this worker's claim any more: nothing to release, and the
+		// worker holding it answers for the message.
+		r.deps.Metrics.Claims.WithLabelValues(p.Name, ClaimLost).Inc()
+		return OutcomeRetried, fmt.Errorf("%w: %w", context.Cause(hctx), err)
 	case errors.Is(err, ErrIgnored):
-		_ = claim.Release(lctx)
+		if rerr := claim.Release(lctx); rerr != nil {
+			r.logDelivery(ctx, slog.LevelWarn, "could not release claim; it stays until it is stale", p, ev, "error", rerr)
+		}
 		return OutcomeIgnored, err
 	}
 	if rerr := claim.Release(lctx); rerr != nil {
-		r.deps.Logger.Warn("could not release claim; a retry waits until it is stale", "processor", p.Name, "dedup_id", ev.ID, "error", rerr)
+		r.logDelivery(ctx, slog.LevelWarn, "could not release claim; a retry waits until it is stale", p, ev, "error", rerr)
 	}
 	if errors.Is(err, ErrPermanent) {
 		return r.deadLetter(ctx, p, ev, err)
@@ -122,7 +150,7 @@ func (r *Runtime) retryOrDeadLetter(ctx context.Context, p Processor, ev *Event,
 }
 
 func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause error) (string, error) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.CallTimeout)
 	defer cancel()
 	if _, err := r.deps.DLQ.Send(dctx, p.Name, ev, cause); err != nil {
 		// Not stored as a dead letter: keep it in the stream and retry.
@@ -132,10 +160,14 @@ func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause 
 }
 
 // heartbeat tells JetStream the delivery is still being worked on, and keeps
-// the ledger claim fresh, every AckWait/3 until stopped. A re-armed timer
+// the ledger claim fresh, every AckWait/3 until stopped. It stops extending
+// work that is no longer this worker's: when the claim was taken over, or
+// could not be refreshed for so long that another worker may take it over,
+// it calls lose, which ends the handler, and stops telling JetStream the
+// message is in progress, so that it is redelivered. A re-armed timer
 // rather than a goroutine with a ticker: most work ends long before the
 // first beat, and then costs no goroutine at all.
-func (r *Runtime) heartbeat(ctx context.Context, d *delivery, claim *Claim) (stop func()) {
+func (r *Runtime) heartbeat(ctx context.Context, lose context.CancelCauseFunc, d *delivery, claim *Claim) (stop func()) {
 	every := r.cfg.AckWait / 3
 	ctx, cancel := context.WithCancel(ctx)
 	var (
@@ -150,8 +182,18 @@ func (r *Runtime) heartbeat(ctx context.Context, d *delivery, claim *Claim) (sto
 		if stopped {
 			return
 		}
+		// Refresh first: a message kept in progress on a claim that is
+		// gone would keep the other worker's redelivery waiting.
+		err := claim.Refresh(ctx)
+		switch {
+		case errors.Is(err, ErrClaimLost):
+			lose(err)
+			return
+		case err != nil && !claim.fresh(every):
+			lose(fmt.Errorf("%w: it could not be refreshed (%w), and may be taken over before the next attempt", ErrClaimLost, err))
+			return
+		}
 		_ = d.InProgress()
-		_ = claim.Refresh(ctx)
 		t.Reset(every)
 	})
 	mu.Unlock()
@@ -162,6 +204,28 @@ func (r *Runtime) heartbeat(ctx context.Context, d *delivery, claim *Claim) (sto
 		t.Stop()
 		mu.Unlock()
 	}
+}
+
+// keepInProgress tells JetStream the delivery is in progress every
+// AckWait/3 until stopped, while its completion is being recorded.
+func (r *Runtime) keepInProgress(ctx context.Context, d *delivery) (stop func()) {
+	every := r.cfg.AckWait / 3
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = d.InProgress()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // PanicError is a handler panic, turned into a transient error: the message

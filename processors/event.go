@@ -1,6 +1,8 @@
 package processors
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
 // Event is one stored event as a handler sees it.
@@ -30,6 +33,11 @@ type Event struct {
 	Deliveries uint64
 	// Time is when the event happened (ce-time), else when it was stored.
 	Time time.Time
+	// MaybeDone is set when a previous worker may have completed the side
+	// effect: it confirmed its claim (Confirm) and stopped before recording
+	// the completion. A handler that can ask the other side whether the
+	// work is done does; one that cannot says so with what it sends.
+	MaybeDone bool
 }
 
 // delivery is one JetStream delivery on its way through watermill: the
@@ -41,6 +49,36 @@ type delivery struct {
 	jetstream.Msg
 	ev    *Event
 	idErr string
+	// confirm, when positive, makes Ack wait for the server's confirmation,
+	// retrying within it, each attempt bounded by call.
+	confirm, call time.Duration
+}
+
+// Ack acknowledges the message: a plain ack, or for a ConfirmAck processor
+// one confirmed by the server, retried until confirmed within d.confirm.
+func (d *delivery) Ack() error {
+	if d.confirm <= 0 {
+		return d.Msg.Ack()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.confirm)
+	defer cancel()
+	wait := 100 * time.Millisecond
+	for {
+		cctx, ccancel := provision.Bounded(ctx, d.call)
+		err := d.Msg.DoubleAck(cctx)
+		ccancel()
+		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // unmarshaler turns a delivery into a watermill message: the body as
@@ -53,6 +91,8 @@ type delivery struct {
 type unmarshaler struct {
 	subjects messages.Subjects
 	handoff  *handoff
+	// confirm and call are set for a ConfirmAck processor (delivery.Ack).
+	confirm, call time.Duration
 }
 
 // deliver builds the delivery of m.
@@ -64,7 +104,7 @@ func (u unmarshaler) deliver(m jetstream.Msg) *delivery {
 		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp.UTC()
 	}
 	ev.Time = eventTime(h.Get(messages.HeaderTime), stored)
-	d := &delivery{Msg: m, ev: ev}
+	d := &delivery{Msg: m, ev: ev, confirm: u.confirm, call: u.call}
 	id, err := u.subjects.EventID(m.Subject(), h, m.Data())
 	if err != nil {
 		// Watermill wants a UUID; the runtime dead-letters this one.

@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/ccrelay/ccrelay/messages/jspub"
 	"github.com/ccrelay/ccrelay/messages/provision"
@@ -23,14 +25,29 @@ var ErrBusy = errors.New("another worker is handling this event")
 // ErrDone is returned by Ledger.Claim for work that completed before.
 var ErrDone = errors.New("already done")
 
+// ErrClaimLost is returned by Claim.Refresh and Claim.Confirm once another
+// worker holds the claim (it found this one stale and took it over), or
+// once this one may be found stale: the work is no longer this worker's,
+// and a side effect it starts now may repeat the other's.
+var ErrClaimLost = errors.New("the claim on this work was lost to another worker")
+
+// Claim states, in a ledger entry.
+const (
+	stateWorking = "working" // claimed; no side effect started
+	stateSending = "sending" // the side effect may have started
+	stateDone    = "done"
+)
+
 // Ledger remembers, per processor and dedup id, work that is running or
 // done, in a JetStream KV bucket shared by every replica. Claims are
 // refreshed while work runs; a claim not refreshed for staleAfter belongs to
-// a worker that died and is taken over.
+// a worker that died or hangs, and is taken over.
 type Ledger struct {
 	kv         jetstream.KeyValue
 	staleAfter time.Duration
-	now        func() time.Time
+	// call bounds each request (CCRELAY_PROCESS_CALL_TIMEOUT).
+	call time.Duration
+	now  func() time.Time
 	// js and subjects write the two entries of every piece of work (the
 	// claim and its completion) straight to the bucket's subjects, through
 	// jspub: the KeyValue methods check each key against a regular
@@ -41,12 +58,15 @@ type Ledger struct {
 }
 
 type entry struct {
-	State string `json:"state"` // "working" or "done"
-	At    int64  `json:"at"`    // Unix nanoseconds of the claim or completion
+	State string `json:"state"` // stateWorking, stateSending or stateDone
+	At    int64  `json:"at"`    // Unix nanoseconds of the claim, its refresh or the completion
+	// Owner is the claim's own token: a worker whose refresh was stored
+	// but whose answer was lost finds its claim by it.
+	Owner string `json:"owner,omitempty"`
 }
 
 // NewLedger binds to the bucket, creating or updating it as needed. Entries
-// live for ttl.
+// live for ttl. Each request is bounded by w.CallTimeout (5 s when unset).
 func NewLedger(ctx context.Context, w provision.Waiter, js jetstream.JetStream, bucket string, ttl, staleAfter time.Duration, replicas int) (*Ledger, error) {
 	kv, err := w.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
@@ -59,14 +79,34 @@ func NewLedger(ctx context.Context, w provision.Waiter, js jetstream.JetStream, 
 	if err != nil {
 		return nil, fmt.Errorf("ledger %w", err)
 	}
-	return &Ledger{kv: kv, staleAfter: staleAfter, now: time.Now, js: js, subjects: "$KV." + bucket + "."}, nil
+	call := w.CallTimeout
+	if call <= 0 {
+		call = 5 * time.Second
+	}
+	return &Ledger{kv: provision.BoundKV(kv, call), staleAfter: staleAfter, call: call, now: time.Now, js: js, subjects: "$KV." + bucket + "."}, nil
 }
 
 // Claim is a hold on one piece of work.
 type Claim struct {
-	l   *Ledger
-	key string
-	rev uint64
+	l     *Ledger
+	key   string
+	owner string
+	rev   uint64
+	// at is when the claim was last stored: it is this worker's, fresh,
+	// until at + staleAfter.
+	at time.Time
+	// TakenOver says that the claim was taken over from a worker that
+	// stopped refreshing it.
+	TakenOver bool
+	// MaybeDone says that the claim was taken over from a worker that had
+	// started the side effect (Confirm) and stopped before recording its
+	// completion: the work may be done already.
+	MaybeDone bool
+	// mu serialises the heartbeat's refreshes with the handler's Confirm:
+	// both write conditionally on rev.
+	mu sync.Mutex
+	// sending is set once Confirm stored: refreshes keep the state.
+	sending bool
 }
 
 func ledgerKey(processor, id string) string {
@@ -75,21 +115,31 @@ func ledgerKey(processor, id string) string {
 	return processor + "." + hex.EncodeToString(sum[:16])
 }
 
+func (l *Ledger) value(state, owner string, at time.Time) []byte {
+	val, _ := json.Marshal(entry{State: state, At: at.UnixNano(), Owner: owner})
+	return val
+}
+
 // Claim takes the work of processor on event id. It fails with ErrDone when
 // the work completed before and ErrBusy while another worker holds it.
 func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error) {
 	key := ledgerKey(processor, id)
-	val, _ := json.Marshal(entry{State: "working", At: l.now().UnixNano()})
+	owner := nuid.Next()
+	at := l.now()
+	val := l.value(stateWorking, owner, at)
 	// Most work is new: create the key as KeyValue.Create would (the
 	// subject's last sequence must be 0), and take Create's way, which
 	// also reuses a deleted key, only when that fails.
 	m := &nats.Msg{Subject: l.subjects + key, Data: val, Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{"0"}}}
-	if ack, err := jspub.Publish(ctx, l.js.Conn(), m); err == nil {
-		return &Claim{l: l, key: key, rev: ack.Sequence}, nil
+	pctx, cancel := provision.Bounded(ctx, l.call)
+	ack, err := jspub.Publish(pctx, l.js.Conn(), m)
+	cancel()
+	if err == nil {
+		return &Claim{l: l, key: key, owner: owner, rev: ack.Sequence, at: at}, nil
 	}
 	rev, err := l.kv.Create(ctx, key, val)
 	if err == nil {
-		return &Claim{l: l, key: key, rev: rev}, nil
+		return &Claim{l: l, key: key, owner: owner, rev: rev, at: at}, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return nil, fmt.Errorf("claim %s: %w", key, err)
@@ -106,45 +156,142 @@ func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error
 		e = entry{}
 	}
 	switch {
-	case e.State == "done":
+	case e.State == stateDone:
 		return nil, ErrDone
 	case l.now().Sub(time.Unix(0, e.At)) < l.staleAfter:
 		return nil, ErrBusy
 	}
-	// The holder stopped refreshing: it died. Take over, atomically.
-	rev, err = l.kv.Update(ctx, key, val, cur.Revision())
+	// The holder stopped refreshing: it died, or hangs. Take over,
+	// atomically; a holder that comes back finds its claim gone
+	// (ErrClaimLost) before it starts a side effect.
+	at = l.now()
+	rev, err = l.kv.Update(ctx, key, l.value(stateWorking, owner, at), cur.Revision())
 	if err != nil {
 		return nil, ErrBusy
 	}
-	return &Claim{l: l, key: key, rev: rev}, nil
+	return &Claim{l: l, key: key, owner: owner, rev: rev, at: at, TakenOver: true, MaybeDone: e.State == stateSending}, nil
 }
 
-// Refresh keeps the claim fresh while work runs.
-func (c *Claim) Refresh(ctx context.Context) error {
-	val, _ := json.Marshal(entry{State: "working", At: c.l.now().UnixNano()})
-	rev, err := c.l.kv.Update(ctx, c.key, val, c.rev)
+// Refresh keeps the claim fresh while work runs. It fails with
+// ErrClaimLost once another worker took the claim over.
+func (c *Claim) Refresh(ctx context.Context) error { return c.store(ctx, "") }
+
+// fresh reports whether the claim will be fresh for at least margin more.
+func (c *Claim) fresh(margin time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.l.now().Add(margin).Sub(c.at) < c.l.staleAfter
+}
+
+// Confirm checks, right before a side effect, that the claim is still
+// this worker's and will stay fresh for a while, and marks it as sending:
+// a worker taking it over later knows the side effect may have happened
+// (Claim.MaybeDone). It fails with ErrClaimLost when the claim is gone or
+// about to go stale: a worker that was paused past its claim's life must
+// not act on it.
+func (c *Claim) Confirm(ctx context.Context) error {
+	// The write is conditional on the revision this worker last stored: a
+	// worker that took the claim over changed it, so a stored Confirm
+	// proves the claim is still this one's, and fresh for staleAfter.
+	return c.store(ctx, stateSending)
+}
+
+// store writes the claim's entry in state ("" keeps the current one), if
+// the claim is still this worker's.
+func (c *Claim) store(ctx context.Context, state string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if state == "" {
+		state = stateWorking
+		if c.sending {
+			state = stateSending
+		}
+	}
+	at := c.l.now()
+	rev, err := c.l.kv.Update(ctx, c.key, c.l.value(state, c.owner, at), c.rev)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// Not the revision this worker last stored: either another worker
+		// took the claim over, or this worker's last write was stored and
+		// its answer lost. The owner token tells.
+		cur, gerr := c.l.kv.Get(ctx, c.key)
+		if gerr != nil {
+			return fmt.Errorf("refresh claim: %w", gerr)
+		}
+		var e entry
+		if json.Unmarshal(cur.Value(), &e) != nil || e.Owner != c.owner || e.State == stateDone {
+			return ErrClaimLost
+		}
+		rev, err = c.l.kv.Update(ctx, c.key, c.l.value(state, c.owner, at), cur.Revision())
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return ErrClaimLost
+		}
+	}
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ErrClaimLost
+	}
 	if err != nil {
 		return fmt.Errorf("refresh claim: %w", err)
 	}
-	c.rev = rev
+	c.rev, c.at = rev, at
+	if state == stateSending {
+		c.sending = true
+	}
 	return nil
 }
 
-// Done records the work as completed.
+// Done records the work as completed. It retries, each attempt bounded by
+// the call timeout, until the record is stored or ctx ends: work done and
+// not recorded would be done again by whoever takes it over.
 func (c *Claim) Done(ctx context.Context) error {
-	val, _ := json.Marshal(entry{State: "done", At: c.l.now().UnixNano()})
-	if _, err := jspub.Publish(ctx, c.l.js.Conn(), &nats.Msg{Subject: c.l.subjects + c.key, Data: val}); err != nil {
+	val := c.l.value(stateDone, c.owner, c.l.now())
+	err := c.l.retry(ctx, func(ctx context.Context) error {
+		_, err := jspub.Publish(ctx, c.l.js.Conn(), &nats.Msg{Subject: c.l.subjects + c.key, Data: val})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("record done: %w", err)
 	}
 	return nil
 }
 
-// Release gives the work up, so a retry can claim it at once.
+// Release gives the work up, so a retry can claim it at once. It retries
+// as Done does; a claim another worker took over is left to it.
 func (c *Claim) Release(ctx context.Context) error {
-	if err := c.l.kv.Delete(ctx, c.key, jetstream.LastRevision(c.rev)); err != nil {
+	err := c.l.retry(ctx, func(ctx context.Context) error {
+		err := c.l.kv.Delete(ctx, c.key, jetstream.LastRevision(c.rev))
+		var api *jetstream.APIError
+		if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return nil // not this worker's any more: nothing to give up
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("release claim: %w", err)
 	}
 	return nil
+}
+
+// retry runs f, bounded by the call timeout, until it succeeds or ctx
+// ends, with a backoff from 100 ms to 2 s: a leader election takes a few
+// seconds, and a request sent into it is lost.
+func (l *Ledger) retry(ctx context.Context, f func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for {
+		cctx, cancel := provision.Bounded(ctx, l.call)
+		err := f(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // Forget removes what the ledger knows of processor's work on id, so that

@@ -30,7 +30,27 @@ type Metrics struct {
 	// under a backlog).
 	Pulls  *prometheus.CounterVec
 	Pulled *prometheus.CounterVec
+	// Claims counts what happened to ledger claims beyond the ordinary
+	// claim and completion (see the Claim* constants).
+	Claims *prometheus.CounterVec
 }
+
+// Claim events, the event label of ccrelay_processor_claim_events_total.
+const (
+	// ClaimTakenOver: a stale claim of a worker that died or hung was
+	// taken over.
+	ClaimTakenOver = "taken_over"
+	// ClaimMaybeDone: the claim taken over had started its side effect;
+	// the work is done again and may repeat it.
+	ClaimMaybeDone = "maybe_done"
+	// ClaimLost: a worker found its claim taken over (it was paused, or
+	// cut off from NATS, past the claim's life) and stopped its work.
+	ClaimLost = "lost"
+	// ClaimUnrecorded: completed work whose completion could not be
+	// recorded within CCRELAY_PROCESS_RECORD_TIMEOUT; the message was given
+	// back.
+	ClaimUnrecorded = "unrecorded"
+)
 
 // NewMetrics creates the runtime metrics and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -56,8 +76,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ccrelay_processor_pulled_messages_total",
 			Help: "Messages the pull requests delivered, by processor.",
 		}, []string{"processor"}),
+		Claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_processor_claim_events_total",
+			Help: "Ledger claims taken over from a worker that stopped (taken_over), of which after its side effect may have started (maybe_done); claims a worker lost while working (lost); completed work not recorded in time (unrecorded). By processor and event.",
+		}, []string{"processor", "event"}),
 	}
-	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Pulls, m.Pulled)
+	reg.MustRegister(m.Messages, m.Duration, m.InFlight, m.Pulls, m.Pulled, m.Claims)
 	return m
 }
 

@@ -55,6 +55,13 @@ type Processor struct {
 	// Patient processors retry transient failures for as long as the
 	// stream keeps the event: no delivery limit, no dead letter for them.
 	Patient bool
+	// ConfirmAck processors have a side effect that a repeat would repeat
+	// (a delivery to Contact Pro): their acknowledgements wait for the
+	// server's confirmation and are retried until confirmed, within
+	// CCRELAY_PROCESS_RECORD_TIMEOUT, so a lost ack does not leave the
+	// message to a redelivery after AckWait. Their handlers call Confirm
+	// before the side effect.
+	ConfirmAck bool
 	// Backoff replaces CCRELAY_PROCESS_BACKOFF for this processor.
 	Backoff []time.Duration
 	// Handler does the work.

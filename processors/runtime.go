@@ -249,6 +249,9 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 		return nil, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
 	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}}
+	if p.ConfirmAck {
+		u.confirm, u.call = r.cfg.RecordTimeout, r.cfg.CallTimeout
+	}
 	n := r.cfg.Concurrency
 	if c.serial {
 		n = 1 // one message at a time is all the consumer hands out

@@ -115,7 +115,7 @@ func startWith(t *testing.T, url string, replicas int, handler func(*recorder) p
 	}
 	f := &fixture{js: js, subjects: subjects, rec: &recorder{release: make(chan struct{}), done: map[string]int{}, attempts: map[string]int{}, at: map[string][]time.Time{}}, reg: prometheus.NewRegistry(), done: make(chan error, replicas)}
 	cfg := processors.Config{Concurrency: 4, AckWait: 1500 * time.Millisecond, MaxDeliver: 3, Backoff: []time.Duration{50 * time.Millisecond},
-		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
+		MaxAckPending: 100, HandlerTimeout: 20 * time.Second, CallTimeout: 500 * time.Millisecond, RecordTimeout: 10 * time.Second, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
 	ledger, err := processors.NewLedger(ctx, provision.Waiter{}, js, subjects.LedgerBucket(), cfg.LedgerTTL, cfg.AckWait, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -343,7 +343,7 @@ func TestStopWhileStarting(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := processors.Config{Concurrency: 1, AckWait: time.Second, MaxDeliver: 1, Backoff: []time.Duration{time.Second}, MaxAckPending: 1,
-		HandlerTimeout: time.Second, LedgerTTL: time.Hour, ShutdownGrace: time.Second}
+		HandlerTimeout: time.Second, CallTimeout: 300 * time.Millisecond, RecordTimeout: time.Second, LedgerTTL: time.Hour, ShutdownGrace: time.Second}
 	reg := prometheus.NewRegistry()
 	rt, err := processors.New(cfg, processors.Deps{JS: js, Subjects: s, Ledger: ledger, DLQ: processors.NewDeadLetters(js, s), Metrics: processors.NewMetrics(reg), Registry: reg,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Connect: func() (*nats.Conn, error) { return nats.Connect(ns.ClientURL()) }},

@@ -37,6 +37,10 @@ type Waiter struct {
 	Budget time.Duration
 	// Logger gets one line per wait; nil logs nothing.
 	Logger *slog.Logger
+	// CallTimeout, when positive, bounds every data request of the
+	// buckets and object stores the Waiter returns (see Bounded), whatever
+	// their callers' contexts allow.
+	CallTimeout time.Duration
 }
 
 // attemptTimeout bounds one request, so that one lost answer during a
@@ -172,7 +176,7 @@ func (w Waiter) KeyValue(ctx context.Context, js jetstream.JetStream, want jetst
 		out = kv
 		return err
 	})
-	return out, err
+	return BoundKV(out, w.CallTimeout), err
 }
 
 func kvDiffers(want, got jetstream.KeyValueConfig) bool {
@@ -207,7 +211,7 @@ func (w Waiter) ObjectStore(ctx context.Context, js jetstream.JetStream, want je
 		out = os
 		return err
 	})
-	return out, err
+	return BoundObjects(out, w.CallTimeout), err
 }
 
 func objectStoreDiffers(want jetstream.ObjectStoreConfig, got jetstream.ObjectStoreStatus) bool {

@@ -44,6 +44,14 @@ const Name = "forward"
 // can be found in ccrelay's logs from the other side.
 const HeaderEventID = "X-Ccrelay-Event-Id"
 
+// HeaderMaybeDelivered is set ("true") on a delivery that may repeat an
+// earlier one: the replica that sent it first stopped before it could
+// record Contact Pro's answer. Contact Pro cannot be asked whether it has
+// a message, so the relay delivers it again rather than risk losing it,
+// and says so; a receiver that keeps the event ids it has seen
+// (HeaderEventID) can drop the repeat.
+const HeaderMaybeDelivered = "X-Ccrelay-Maybe-Delivered"
+
 // Processor delivers stored events to Contact Pro.
 type Processor struct {
 	cfg     Config
@@ -86,7 +94,7 @@ func (p *Processor) Processor() processors.Processor {
 	for i := range parts {
 		parts[i] = p.filters(messages.PartitionTokens(i, p.cfg.Partitions))
 	}
-	return processors.Processor{Name: Name, Partitions: parts, Handler: p, Patient: true, Backoff: p.cfg.Backoff}
+	return processors.Processor{Name: Name, Partitions: parts, Handler: p, Patient: true, Backoff: p.cfg.Backoff, ConfirmAck: true}
 }
 
 // filters are the subjects of the destinations in the partition tokens:
@@ -262,6 +270,14 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	req, err := p.request(ctx, r, dest, ev)
 	if err != nil {
 		return processors.Permanent(err)
+	}
+	if ev.MaybeDone {
+		req.Header.Set(HeaderMaybeDelivered, "true")
+	}
+	// The last moment to find that another replica has this message: this
+	// one was paused, or cut off from NATS, past its claim's life.
+	if err := processors.Confirm(ctx); err != nil {
+		return fmt.Errorf("deliver to %s: %w", key, err)
 	}
 	res, err := p.client.Do(req)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,10 @@ type Config struct {
 	S3Endpoint string `env:"S3_ENDPOINT" help:"an S3-compatible endpoint instead of AWS (path-style addressing)"`
 	// S3Region overrides the SDK's region (default us-east-1 with an endpoint).
 	S3Region string `env:"S3_REGION" help:"region override (default the AWS SDK's; 'us-east-1' with an endpoint)"`
+	// S3Timeout bounds one S3 request: the SDK sets none, and a request
+	// to an endpoint that accepts the connection and never answers would
+	// hold its message for the whole handler timeout.
+	S3Timeout time.Duration `env:"S3_TIMEOUT" envDefault:"30s" help:"bound of one S3 request (a list page, an analysis file)"`
 	// Redacted reads the redacted analysis file instead of the original.
 	Redacted bool `env:"SUMMARIES_REDACTED" envDefault:"false" help:"read the redacted analysis file instead of the original"`
 	// MaxFileBytes bounds the analysis file read.
@@ -71,6 +76,8 @@ func (c Config) Validate() error {
 	}
 	r := c.Reconcile
 	switch {
+	case c.S3Timeout <= 0:
+		return fmt.Errorf("CCRELAY_S3_TIMEOUT: must be positive")
 	case r.Every < 0:
 		return fmt.Errorf("CCRELAY_SUMMARIES_RECONCILE_EVERY: %s is negative", r.Every)
 	case r.Window <= 0:
@@ -130,6 +137,7 @@ func New(cfg Config, env processors.Env) (*Processor, error) {
 		// every response without a checksum (every list, and reads of
 		// objects written without one).
 		o.DisableLogOutputChecksumValidationSkipped = true
+		o.HTTPClient = awshttp.NewBuildableClient().WithTimeout(cfg.S3Timeout)
 		if cfg.S3Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.S3Endpoint)
 			o.UsePathStyle = true
