@@ -197,7 +197,18 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 		w.Header().Set("Allow", strings.Join(rules.Methods, ", "))
 		return fail(Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use %s", strings.Join(rules.Methods, " or ")))
 	}
-	if err := a.Authorize(r); err != nil {
+	// What a request waits for from NATS (a digest's nonce count, the
+	// publish) shares one budget, the publish timeout, so that a sender
+	// has its answer within it whatever the cluster does. The body's read
+	// is bounded apart, and is not counted.
+	left := p.pub.Timeout()
+	spend := func(since time.Time) { left = max(left-time.Since(since), time.Millisecond) }
+	actx, acancel := context.WithTimeout(r.Context(), left)
+	authStart := time.Now()
+	err := a.Authorize(r.WithContext(actx))
+	acancel()
+	spend(authStart)
+	if err != nil {
 		return fail(AsError(err))
 	}
 	ct := r.Header.Get("Content-Type")
@@ -242,7 +253,11 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 		return fail(Errorf(http.StatusBadRequest, CodeInvalidPayload, "the body is not valid UTF-8"))
 	}
 
-	acc, err := a.Event(r.Context(), r, body, start)
+	ectx, ecancel := context.WithTimeout(r.Context(), left)
+	eventStart := time.Now()
+	acc, err := a.Event(ectx, r.WithContext(ectx), body, start)
+	ecancel()
+	spend(eventStart)
 	if err != nil {
 		if errors.Is(err, messages.ErrInvalidPayload) {
 			return fail(BadPayload(err))
@@ -263,7 +278,9 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	// event may be half-way into JetStream, and an outcome decided there
 	// (stored, and the sender's retry a duplicate) beats an abandoned one.
 	// The publisher bounds it with its own timeout.
-	ack, err := p.pub.Publish(context.WithoutCancel(r.Context()), ev)
+	pctx, pcancel := context.WithTimeout(context.WithoutCancel(r.Context()), left)
+	defer pcancel()
+	ack, err := p.pub.Publish(pctx, ev)
 	if err != nil {
 		return fail(&Error{
 			Status:     http.StatusServiceUnavailable,

@@ -74,6 +74,9 @@ func (p *Publisher) Publish(ctx context.Context, ev *messages.Event) (*jetstream
 	return ack, nil
 }
 
+// Timeout is the bound of one publish (CCRELAY_PUBLISH_TIMEOUT).
+func (p *Publisher) Timeout() time.Duration { return p.timeout }
+
 // Ready checks that the events stream answers.
 func (p *Publisher) Ready(ctx context.Context) error {
 	if _, err := p.broker.JetStream().Stream(ctx, p.stream); err != nil {
