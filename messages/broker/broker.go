@@ -4,6 +4,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,6 +39,13 @@ type Config struct {
 	CredsFile string `env:"NATS_CREDS_FILE" help:"NATS credentials file for the external server"`
 	// ConnectTimeout bounds how long start-up waits for NATS.
 	ConnectTimeout time.Duration `env:"NATS_CONNECT_TIMEOUT" envDefault:"15s" help:"how long start-up waits for NATS"`
+
+	// PingInterval is how often the client pings its server. A server that
+	// hangs (paused, partitioned) keeps its TCP connection open, so only
+	// unanswered pings tell: after two, the client moves to another node.
+	// nats.go's default, 2 minutes, left a replica on a paused node for
+	// up to 6 minutes.
+	PingInterval time.Duration `env:"NATS_PING_INTERVAL" envDefault:"2s" help:"how often the client pings its NATS server; after two unanswered pings it reconnects, to another node of a cluster"`
 
 	// DataDir is where the embedded server stores JetStream data.
 	DataDir string `env:"DATA_DIR" envDefault:"./data" help:"embedded server: JetStream storage, and the password of its client port ('nats-password')"`
@@ -149,6 +157,9 @@ func (c Config) Validate() error {
 	if c.ConnectTimeout <= 0 {
 		return errors.New("CCRELAY_NATS_CONNECT_TIMEOUT: must be positive")
 	}
+	if c.PingInterval != 0 && c.PingInterval < 100*time.Millisecond {
+		return errors.New("CCRELAY_NATS_PING_INTERVAL: must be at least 100ms")
+	}
 	if !c.Embedded() {
 		if err := checkURLs(c.URL); err != nil {
 			return fmt.Errorf("CCRELAY_NATS_URL: %w", err)
@@ -255,6 +266,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Broker, error)
 		nats.Name("ccrelay"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
+		nats.PingInterval(cmp.Or(cfg.PingInterval, 2*time.Second)),
+		nats.MaxPingsOutstanding(2),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			logger.Error("nats async error", "error", err)
 		}),
