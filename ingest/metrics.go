@@ -13,11 +13,14 @@ type Metrics struct {
 	Published       *prometheus.CounterVec
 	Duplicates      *prometheus.CounterVec
 	PublishDuration prometheus.Histogram
-	InFlight        prometheus.Gauge
-	BufferedBytes   prometheus.Gauge
-	Connections     prometheus.Gauge
-	Shed            *prometheus.CounterVec
-	Credentials     *prometheus.CounterVec
+	// PublishAbandoned counts publishes the request stopped waiting for at
+	// its deadline while nats.go still held them (a reconnect under way).
+	PublishAbandoned prometheus.Counter
+	InFlight         prometheus.Gauge
+	BufferedBytes    prometheus.Gauge
+	Connections      prometheus.Gauge
+	Shed             *prometheus.CounterVec
+	Credentials      *prometheus.CounterVec
 }
 
 // NewMetrics creates the ingest metrics and registers them with reg.
@@ -41,6 +44,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ccrelay_ingest_duplicates_total",
 			Help: "Events JetStream already held (same dedup id inside the window), by source.",
 		}, []string{"source"}),
+		PublishAbandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccrelay_ingest_publish_abandoned_total",
+			Help: "Publishes answered 503 at the publish timeout while the NATS client still held them (it was reconnecting); each ends when the client lets go, and may still store its event.",
+		}),
 		PublishDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ccrelay_ingest_publish_duration_seconds",
 			Help:    "Time to get a JetStream acknowledgement for one event.",
@@ -67,6 +74,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests that carried credentials in headers, by what was done with them (sealed, dropped).",
 		}, []string{"source", "action"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.Published, m.Duplicates, m.PublishDuration, m.InFlight, m.BufferedBytes, m.Connections, m.Shed, m.Credentials)
+	reg.MustRegister(m.Requests, m.Duration, m.Published, m.Duplicates, m.PublishDuration, m.PublishAbandoned, m.InFlight, m.BufferedBytes, m.Connections, m.Shed, m.Credentials)
 	return m
 }

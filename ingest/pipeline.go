@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
 	"github.com/ccrelay/ccrelay/ingest/auth"
@@ -192,7 +194,15 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	if reason := p.gate.enter(client); reason != "" {
 		return fail(p.shed(reason))
 	}
-	defer p.gate.leave(client)
+	// A publish abandoned at its deadline still holds its slot, its
+	// reservation and its body until it returns (see publish): handedOff
+	// passes their release to it.
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			p.gate.leave(client)
+		}
+	}()
 	if !slices.Contains(rules.Methods, r.Method) {
 		w.Header().Set("Allow", strings.Join(rules.Methods, ", "))
 		return fail(Errorf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use %s", strings.Join(rules.Methods, " or ")))
@@ -224,12 +234,20 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	if reason := p.gate.reserve(client, reserved); reason != "" {
 		return fail(p.shed(reason))
 	}
-	defer p.gate.release(client, reserved)
+	defer func() {
+		if !handedOff {
+			p.gate.release(client, reserved)
+		}
+	}()
 
 	bodyIn := p.startBody(w)
 	body, pooled, err := p.readBody(r, p.cfg.MaxBodyBytes)
 	// The publish below has copied the body by the time serve returns.
-	defer p.putBody(pooled, body)
+	defer func() {
+		if !handedOff {
+			p.putBody(pooled, body)
+		}
+	}()
 	if err != nil {
 		switch {
 		case errors.Is(err, errTooLarge):
@@ -274,13 +292,12 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	}
 	attrs := []slog.Attr{slog.String("dedup_id", ev.ID), slog.String("subject", ev.Subject)}
 
-	// The publish must not be cut short by a client that hangs up: the
-	// event may be half-way into JetStream, and an outcome decided there
-	// (stored, and the sender's retry a duplicate) beats an abandoned one.
-	// The publisher bounds it with its own timeout.
-	pctx, pcancel := context.WithTimeout(context.WithoutCancel(r.Context()), left)
-	defer pcancel()
-	ack, err := p.pub.Publish(pctx, ev)
+	ack, abandoned, err := p.publish(r.Context(), ev, left, func() {
+		p.putBody(pooled, body)
+		p.gate.release(client, reserved)
+		p.gate.leave(client)
+	})
+	handedOff = abandoned
 	if err != nil {
 		return fail(&Error{
 			Status:     http.StatusServiceUnavailable,
@@ -302,6 +319,49 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	w.Header().Set(HeaderDuplicate, strconv.FormatBool(ack.Duplicate))
 	writeResponse(w, status, Response{ID: ev.ID, Subject: ev.Subject, Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
 	return outcome, attrs
+}
+
+// publish stores ev within budget. nats.go holds its connection's lock
+// while it tries to reconnect, up to its connect timeout per server, and a
+// publish waits for the lock whatever its context says: with the cluster
+// hung, answers came seconds after the publish timeout. The publish runs
+// apart and is abandoned at the deadline: the sender has its 503 in time,
+// and the publish ends when the lock comes free (the event may still be
+// stored; the sender's retry is then a duplicate). Until then it keeps
+// what the request held, released by its release, so the ingest bounds
+// (requests in flight, buffered bytes) count it.
+func (p *Pipeline) publish(ctx context.Context, ev *messages.Event, budget time.Duration, release func()) (ack *jetstream.PubAck, abandoned bool, err error) {
+	// The publish must not be cut short by a client that hangs up: the
+	// event may be half-way into JetStream, and an outcome decided there
+	// (stored, and the sender's retry a duplicate) beats an abandoned one.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
+	type result struct {
+		ack *jetstream.PubAck
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer cancel()
+		a, err := p.pub.Publish(pctx, ev)
+		done <- result{a, err}
+	}()
+	select {
+	case r := <-done:
+		return r.ack, false, r.err
+	case <-pctx.Done():
+	}
+	// The result may have come with the deadline.
+	select {
+	case r := <-done:
+		return r.ack, false, r.err
+	default:
+	}
+	p.metrics.PublishAbandoned.Inc()
+	go func() {
+		<-done
+		release()
+	}()
+	return nil, true, fmt.Errorf("publish %s: %w", ev.Subject, context.DeadlineExceeded)
 }
 
 func tooLarge(limit int64) *Error {
