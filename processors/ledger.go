@@ -47,6 +47,9 @@ type Ledger struct {
 	staleAfter time.Duration
 	// call bounds each request (CCRELAY_PROCESS_CALL_TIMEOUT).
 	call time.Duration
+	// sendingGrace is how much longer than staleAfter a claim that
+	// confirmed its side effect is left to its worker (see HoldSending).
+	sendingGrace time.Duration
 	now  func() time.Time
 	// js and subjects write the two entries of every piece of work (the
 	// claim and its completion) straight to the bucket's subjects, through
@@ -85,6 +88,15 @@ func NewLedger(ctx context.Context, w provision.Waiter, js jetstream.JetStream, 
 	}
 	return &Ledger{kv: provision.BoundKV(kv, call), staleAfter: staleAfter, call: call, now: time.Now, js: js, subjects: "$KV." + bucket + "."}, nil
 }
+
+// HoldSending leaves a claim whose worker confirmed its side effect
+// (Claim.Confirm) to that worker for d more than other claims before it is
+// taken over: d is how long a worker retries recording a completion
+// (CCRELAY_PROCESS_RECORD_TIMEOUT), so a worker that sent and is waiting
+// out a leader election records its work rather than see it redone. Only
+// a worker that died (or was cut off for longer) has its work redone, and
+// then with Claim.MaybeDone set.
+func (l *Ledger) HoldSending(d time.Duration) { l.sendingGrace = d }
 
 // Claim is a hold on one piece of work.
 type Claim struct {
@@ -158,6 +170,10 @@ func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error
 	switch {
 	case e.State == stateDone:
 		return nil, ErrDone
+	case e.State == stateSending && l.now().Sub(time.Unix(0, e.At)) < l.staleAfter+l.sendingGrace:
+		// Its worker may have done the side effect and still be trying
+		// to record it: a redo now would repeat it.
+		return nil, ErrBusy
 	case l.now().Sub(time.Unix(0, e.At)) < l.staleAfter:
 		return nil, ErrBusy
 	}

@@ -172,6 +172,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	if err != nil {
 		return nil, err
 	}
+	ledger.HoldSending(st.Runtime.RecordTimeout)
 	sap, err := c4c.New(st.C4C, st.Egress.Guard(st.C4C.URL), nil, d.Registry)
 	if err != nil {
 		return nil, err
