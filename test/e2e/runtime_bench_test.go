@@ -105,7 +105,7 @@ func (w *benchWorld) runRuntime(b *testing.B, n, replicas, concurrency int, sap 
 		return nil
 	})
 	cfg := processors.Config{Concurrency: concurrency, AckWait: 30 * time.Second, MaxDeliver: 5, Backoff: []time.Duration{time.Second},
-		MaxAckPending: 10000, HandlerTimeout: time.Minute, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
+		MaxAckPending: 10000, HandlerTimeout: time.Minute, CallTimeout: 5 * time.Second, RecordTimeout: time.Minute, LedgerTTL: time.Hour, ShutdownGrace: 5 * time.Second}
 	ledger, err := processors.NewLedger(context.Background(), provision.Waiter{}, w.js, w.subjects.LedgerBucket(), time.Hour, cfg.AckWait, 1)
 	if err != nil {
 		b.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
@@ -47,8 +48,10 @@ func NewCluster(t testing.TB, n int) *Cluster {
 		name := fmt.Sprintf("nats-%d", i)
 		ctr, err := testcontainers.Run(ctx, imageName(),
 			network.WithNetwork([]string{name}, nw),
+			// --no_advertise: clients reach the nodes only through the
+			// ports published on loopback, never the containers' addresses.
 			testcontainers.WithCmd("-js", "-sd", "/data", "--name", name, "--cluster_name", "ccrelay",
-				"--cluster", "nats://0.0.0.0:6222", "--routes", strings.Join(routes, ",")),
+				"--cluster", "nats://0.0.0.0:6222", "--routes", strings.Join(routes, ","), "--no_advertise"),
 			testcontainers.WithExposedPorts("4222/tcp"),
 			testcontainers.WithWaitStrategy(wait.ForListeningPort("4222/tcp").WithStartupTimeout(60*time.Second)),
 		)
@@ -127,6 +130,42 @@ func (n *ClusterNode) Kill(t testing.TB) {
 	if err != nil {
 		t.Fatalf("kill %s: %v: %s", n.Name, err, out)
 	}
+}
+
+// Pause freezes a node (docker pause): its connections stay open and
+// nothing answers on them, as with a node that hangs, a VM frozen or a
+// network that drops packets. Unpause ends it.
+func (n *ClusterNode) Pause(t testing.TB) { n.docker(t, "pause") }
+
+// Unpause lets a paused node run again.
+func (n *ClusterNode) Unpause(t testing.TB) { n.docker(t, "unpause") }
+
+func (n *ClusterNode) docker(t testing.TB, verb string) {
+	t.Helper()
+	out, err := exec.Command("docker", verb, n.Container.GetContainerID()).CombinedOutput() // #nosec G204 -- fixed program and verbs, the test's own container
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", verb, n.Name, err, out)
+	}
+}
+
+// Leader is the node leading stream (a KV bucket's is "KV_<bucket>").
+func (c *Cluster) Leader(t testing.TB, js jetstream.JetStream, stream string) *ClusterNode {
+	t.Helper()
+	st, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil || info.Cluster == nil {
+		t.Fatalf("stream %s info: %v", stream, err)
+	}
+	for _, n := range c.Nodes {
+		if n.Name == info.Cluster.Leader {
+			return n
+		}
+	}
+	t.Fatalf("stream %s: leader %q is not a node", stream, info.Cluster.Leader)
+	return nil
 }
 
 // Start starts a stopped node again, keeping its data.
