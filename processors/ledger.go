@@ -50,7 +50,7 @@ type Ledger struct {
 	// sendingGrace is how much longer than staleAfter a claim that
 	// confirmed its side effect is left to its worker (see HoldSending).
 	sendingGrace time.Duration
-	now  func() time.Time
+	now          func() time.Time
 	// js and subjects write the two entries of every piece of work (the
 	// claim and its completion) straight to the bucket's subjects, through
 	// jspub: the KeyValue methods check each key against a regular
