@@ -29,14 +29,14 @@ type Config struct {
 	// CallTimeout bounds each request a processor makes to JetStream (the
 	// ledger, its buckets, the dead letters): a node that is paused or cut
 	// off costs one call, after which the work is released to another
-	// replica, rather than the whole HandlerTimeout. It must leave room
-	// for a claim to be refreshed within AckWait/3.
-	CallTimeout time.Duration `env:"PROCESS_CALL_TIMEOUT" envDefault:"5s" help:"bound of each JetStream request a processor makes; at most a third of 'CCRELAY_PROCESS_ACK_WAIT'"`
+	// replica, rather than the whole HandlerTimeout. Call() lowers it to
+	// AckWait/3, so that a claim refresh ends before the next is due.
+	CallTimeout time.Duration `env:"PROCESS_CALL_TIMEOUT" envDefault:"5s" help:"bound of each JetStream request a processor makes; lowered to a third of 'CCRELAY_PROCESS_ACK_WAIT' when above it"`
 	// RecordTimeout bounds how long a completed piece of work retries
 	// recording its completion (through a leader election, a node lost)
 	// before it gives the message back unrecorded; the message is kept in
 	// progress meanwhile, so no other replica repeats the work.
-	RecordTimeout time.Duration `env:"PROCESS_RECORD_TIMEOUT" envDefault:"2m" help:"how long completed work retries recording its completion, and its acknowledgement, before giving the message back"`
+	RecordTimeout time.Duration `env:"PROCESS_RECORD_TIMEOUT" envDefault:"30s" help:"how long completed work retries recording its completion, and its acknowledgement, before giving the message back; a replica that died after starting a delivery has it redone (marked as a possible repeat) this long after its claim went stale"`
 	// LedgerTTL is how long completed work is remembered; keep it above
 	// the replay window (CCRELAY_STREAM_MAX_AGE).
 	LedgerTTL time.Duration `env:"PROCESS_LEDGER_TTL" envDefault:"192h" help:"how long completed work is remembered; at least 'CCRELAY_STREAM_MAX_AGE'"`
@@ -60,8 +60,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("CCRELAY_PROCESS_MAX_ACK_PENDING: %d is below CCRELAY_PROCESS_CONCURRENCY", c.MaxAckPending)
 	case c.HandlerTimeout <= 0:
 		return errors.New("CCRELAY_PROCESS_HANDLER_TIMEOUT: must be positive")
-	case c.CallTimeout <= 0 || c.CallTimeout > c.AckWait/3:
-		return fmt.Errorf("CCRELAY_PROCESS_CALL_TIMEOUT: %s is not between 0 and a third of CCRELAY_PROCESS_ACK_WAIT (%s): a claim could not be refreshed in time", c.CallTimeout, c.AckWait/3)
+	case c.CallTimeout <= 0:
+		return errors.New("CCRELAY_PROCESS_CALL_TIMEOUT: must be positive")
 	case c.RecordTimeout < c.CallTimeout:
 		return errors.New("CCRELAY_PROCESS_RECORD_TIMEOUT: must be at least CCRELAY_PROCESS_CALL_TIMEOUT")
 	case c.LedgerTTL < time.Hour:
@@ -76,6 +76,10 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Call is the bound of one JetStream request: CallTimeout, at most a third
+// of AckWait.
+func (c Config) Call() time.Duration { return min(c.CallTimeout, c.AckWait/3) }
 
 // backoff is the wait before redelivery number n+1 (n deliveries so far).
 func (c Config) backoff(n uint64) time.Duration { return backoffOf(c.Backoff, n) }

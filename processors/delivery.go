@@ -150,7 +150,7 @@ func (r *Runtime) retryOrDeadLetter(ctx context.Context, p Processor, ev *Event,
 }
 
 func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause error) (string, error) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.CallTimeout)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.Call())
 	defer cancel()
 	if _, err := r.deps.DLQ.Send(dctx, p.Name, ev, cause); err != nil {
 		// Not stored as a dead letter: keep it in the stream and retry.

@@ -250,7 +250,7 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	}
 	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}}
 	if p.ConfirmAck {
-		u.confirm, u.call = r.cfg.RecordTimeout, r.cfg.CallTimeout
+		u.confirm, u.call = r.cfg.RecordTimeout, r.cfg.Call()
 	}
 	n := r.cfg.Concurrency
 	if c.serial {

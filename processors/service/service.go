@@ -164,7 +164,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	subjects := st.Streams.Subjects
 	// Every bucket and object store the runtime and the processors bind
 	// through the waiter bounds its requests.
-	d.Waiter.CallTimeout = st.Runtime.CallTimeout
+	d.Waiter.CallTimeout = st.Runtime.Call()
 	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 // Summaries builds and provisions the summaries processor alone, for the
 // operator's reconcile command.
 func Summaries(ctx context.Context, st Settings, d Deps) (*summaries.Processor, error) {
-	d.Waiter.CallTimeout = st.Runtime.CallTimeout
+	d.Waiter.CallTimeout = st.Runtime.Call()
 	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
 		return nil, err
 	}

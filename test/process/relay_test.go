@@ -42,30 +42,8 @@ func TestRelaySurvivesSIGKILL(t *testing.T) {
 		reps = append(reps, start(t, t.TempDir(), env, "process", "--processors", "forward"))
 	}
 
-	// The backlog, stored as ingest stores it.
-	_, js := natstest.Connect(t, ns.ClientURL())
-	ctx := context.Background()
-	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, binaryStreams(t)); err != nil {
-		t.Fatal(err)
-	}
-	s := messages.DefaultSubjects()
 	const conversations, perConversation = 12, 25
-	want := map[string][]string{}
-	for m := 0; m < perConversation; m++ {
-		for c := 0; c < conversations; c++ {
-			body := []byte(url.Values{"MessageSid": {fmt.Sprintf("SM%028d%04d", c, m)}, "From": {fmt.Sprintf("+4915100%04d", c)}, "Body": {fmt.Sprint(m)}}.Encode())
-			w, err := messages.DecodeWebhook("twilio", "us", body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ev := messages.Event{Subject: s.Messaging("twilio", "us", messages.Partition(w.Conversation)), ID: w.ID, Source: "/messaging/twilio/us",
-				Type: messages.TypeMessagingPrefix + "twilio.inbound", ContentType: messages.ContentTypeForm, Time: time.Now(), ReceivedAt: time.Now(), Body: body}
-			if _, err := js.PublishMsg(ctx, ev.Msg()); err != nil {
-				t.Fatal(err)
-			}
-			want[w.Conversation] = append(want[w.Conversation], w.ID)
-		}
-	}
+	want := twilioBacklog(t, ns.ClientURL(), conversations, perConversation)
 	total := conversations * perConversation
 
 	waitFor(t, "a third delivered", func() bool { return len(cp.Received()) >= total/3 })
@@ -102,6 +80,105 @@ func TestRelaySurvivesSIGKILL(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages, %d repeated after the kill", total, repeats)
+}
+
+// twilioBacklog stores, as ingest stores them, perConversation Twilio
+// messages of each of conversations to twilio/us, interleaved, and returns
+// each conversation's event ids in order.
+func twilioBacklog(t *testing.T, natsURL string, conversations, perConversation int) map[string][]string {
+	t.Helper()
+	_, js := natstest.Connect(t, natsURL)
+	ctx := context.Background()
+	if err := messages.EnsureStreams(ctx, provision.Waiter{}, js, binaryStreams(t)); err != nil {
+		t.Fatal(err)
+	}
+	s := messages.DefaultSubjects()
+	want := map[string][]string{}
+	for m := 0; m < perConversation; m++ {
+		for c := 0; c < conversations; c++ {
+			body := []byte(url.Values{"MessageSid": {fmt.Sprintf("SM%028d%04d", c, m)}, "From": {fmt.Sprintf("+4915100%04d", c)}, "Body": {fmt.Sprint(m)}}.Encode())
+			w, err := messages.DecodeWebhook("twilio", "us", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := messages.Event{Subject: s.Messaging("twilio", "us", messages.Partition(w.Conversation)), ID: w.ID, Source: "/messaging/twilio/us",
+				Type: messages.TypeMessagingPrefix + "twilio.inbound", ContentType: messages.ContentTypeForm, Time: time.Now(), ReceivedAt: time.Now(), Body: body}
+			if _, err := js.PublishMsg(ctx, ev.Msg()); err != nil {
+				t.Fatal(err)
+			}
+			want[w.Conversation] = append(want[w.Conversation], w.ID)
+		}
+	}
+	return want
+}
+
+// TestRelayReplicaPausedPastAckWait: one of three relay replicas is
+// paused (SIGSTOP) for four times AckWait in the middle of a backlog,
+// while it holds deliveries, and then resumes (SIGCONT). The others take
+// over what it had only claimed; what it had started to send stays its own
+// until it records Contact Pro's answer. When it resumes it sends nothing
+// another replica sent meanwhile: every message reaches Contact Pro once,
+// each conversation in order. (It used to deliver again, on resuming,
+// messages the others had delivered while it was stopped.)
+func TestRelayReplicaPausedPastAckWait(t *testing.T) {
+	ns := natstest.Embedded(t)
+	svc := cpfake.Service{Type: "twilio", Name: "us", Secret: "twilio-token"}
+	cp := cpfake.New(t, "ext", "ext-password", svc)
+	cp.SetDelay(20 * time.Millisecond)
+	env := []string{
+		"CCRELAY_NATS_URL=" + ns.ClientURL(), "CCRELAY_METRICS_ADDR=127.0.0.1:0",
+		"CCRELAY_PUBLIC_URL=https://relay.example.com",
+		"CCRELAY_MESSAGING_SECRETS=twilio/us:twilio-token",
+		"CCRELAY_FORWARD_URLS=twilio/us=" + cp.URLOf(svc),
+		"CCRELAY_FORWARD_BASIC_USERS=twilio/us=ext:ext-password",
+		"CCRELAY_FORWARD_BACKOFF=100ms", "CCRELAY_FORWARD_PARTITIONS=4",
+		"CCRELAY_PROCESS_ACK_WAIT=2s", "CCRELAY_PROCESS_CALL_TIMEOUT=500ms",
+	}
+	var reps []*proc
+	for i := 0; i < 3; i++ {
+		reps = append(reps, start(t, t.TempDir(), env, "process", "--processors", "forward"))
+	}
+	const conversations, perConversation = 12, 25
+	want := twilioBacklog(t, ns.ClientURL(), conversations, perConversation)
+	total := conversations * perConversation
+
+	waitFor(t, "a third delivered", func() bool { return len(cp.Received()) >= total/3 })
+	paused := reps[1]
+	if err := paused.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	atPause := len(cp.Received())
+	time.Sleep(8 * time.Second)
+	duringPause := len(cp.Received()) - atPause
+	if err := paused.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitForCount(t, "every message delivered", func() int { return distinct(cp.Received()) }, total)
+	time.Sleep(3 * time.Second) // what the resumed replica still had would come now
+
+	got := map[string][]string{}
+	count := map[string]int{}
+	for _, r := range cp.Received() {
+		if count[r.EventID]++; count[r.EventID] > 1 {
+			t.Errorf("event %s delivered %d times (marked as a possible repeat: %q)", r.EventID, count[r.EventID], r.Header.Get("X-Ccrelay-Maybe-Delivered"))
+			continue
+		}
+		got[r.Conversation] = append(got[r.Conversation], r.EventID)
+	}
+	for conv, ids := range want {
+		if strings.Join(got[conv], " ") != strings.Join(ids, " ") {
+			t.Errorf("conversation %s out of order or incomplete:\n got %v\nwant %v", conv, got[conv], ids)
+		}
+	}
+	if duringPause == 0 {
+		t.Errorf("nothing was delivered while a replica was paused: the others did not take over")
+	}
+	for _, p := range reps {
+		if err := p.stop(t, syscall.SIGTERM); err != nil {
+			t.Errorf("replica exit: %v", err)
+		}
+	}
+	t.Logf("%d messages; %d delivered by the others during the 8 s pause; no repeat", total, duringPause)
 }
 
 func distinct(rs []cpfake.Received) int {
