@@ -99,7 +99,23 @@ func (s *DigestStore) Key() []byte { return s.key }
 // first of any number of replicas can make.
 func (s *DigestStore) Use(ctx context.Context, nonce, nc string) error {
 	sum := sha256.Sum256([]byte(nonce + ":" + nc))
-	_, err := s.counts.Create(ctx, hex.EncodeToString(sum[:16]), nil)
+	// nats.go holds its connection's lock through a reconnect attempt,
+	// and a request waits for it whatever its context says: the count is
+	// asked apart, and given up at ctx's end, so the request's answer is
+	// not held past its budget. An abandoned count that is stored later
+	// only makes the sender's retry of the same response a replay, which
+	// a client answers with a fresh nonce count anyway.
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.counts.Create(ctx, hex.EncodeToString(sum[:16]), nil)
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	switch {
 	case err == nil:
 		return nil
