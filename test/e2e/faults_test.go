@@ -41,6 +41,8 @@ type brokerDeployment struct {
 	url  string
 	regs []*prometheus.Registry
 	logs *syncBuffer
+	// procBrokers are the processor replicas' brokers, in order.
+	procBrokers []*broker.Broker
 }
 
 // deployOnBrokers starts ingest (when withIngest) and replicas runtimes of
@@ -91,6 +93,7 @@ func deployOnBrokers(t *testing.T, natsURL string, withIngest bool, procs []stri
 	}
 	for range replicas {
 		b := open()
+		d.procBrokers = append(d.procBrokers, b)
 		reg := prometheus.NewRegistry()
 		rt, err := service.New(ctx, cfg.Processors, procs, service.Deps{JS: b.JS, Waiter: w, Connect: b.NewConn, Registry: reg, Logger: logger, Outage: b.Outage()})
 		if err != nil {
@@ -133,11 +136,12 @@ func (d *brokerDeployment) claimEvents(event string) float64 {
 // TestPausedNodeStatusesCurrent: thirty senders post Sinch delivery reports
 // (QUEUED, DELIVERED, READ for each message) to ingest on a three-node
 // cluster, retrying what is not acknowledged, while two replicas of the
-// deliveries processor write the statuses. The leader of the status
-// bucket is paused (docker pause) for 20 s in the middle. Every status is
-// current (READ) within 30 s of the node's return: no handler waits on the
-// hung node for the handler timeout (10 minutes) while its heartbeat keeps
-// its claim and its message, as they did.
+// deliveries processor write the statuses. The node the first replica is
+// connected to is paused (docker pause) for 20 s in the middle: its
+// requests, the ledger's and the status bucket's, get no answer. Every
+// status is current (READ) within 30 s of the node's return: no handler
+// waits on the hung node for the handler timeout (10 minutes) while its
+// heartbeat keeps its claim and its message, as they did.
 func TestPausedNodeStatusesCurrent(t *testing.T) {
 	cluster := natstest.NewCluster(t, 3)
 	d := deployOnBrokers(t, cluster.URLs(t), true, []string{"deliveries"}, 2,
@@ -150,7 +154,7 @@ func TestPausedNodeStatusesCurrent(t *testing.T) {
 		kv, err = js.KeyValue(context.Background(), d.subjects.DeliveryStatusBucket())
 		return err == nil
 	})
-	victim := cluster.Leader(t, js, "KV_"+d.subjects.DeliveryStatusBucket())
+	victim := cluster.Named(t, d.procBrokers[0].Conn.ConnectedServerName())
 
 	const messagesN, senders = 300, 30
 	statuses := []string{"QUEUED", "DELIVERED", "READ"}
@@ -363,25 +367,67 @@ func TestRelayThroughLeaderKills(t *testing.T) {
 }
 
 // TestIngestAnswersWithinPublishTimeout: with every node of the cluster
-// paused, a sender has its 503 within the publish timeout (2 s here):
-// answers came after 11 to 13 s for a 5 s publish timeout.
+// paused, a sender has its 503 within the publish timeout (2 s here),
+// for a Sinch callback (the publish) and for Contact Pro calls with
+// Digest credentials, qop=auth (the nonce count, checked before the body,
+// then the publish) and qop=auth-int (both after the body). The digest's
+// nonce count waited on its own 5 s before the publish's wait began, and
+// nats.go's reconnect attempts held every publish past its deadline.
 func TestIngestAnswersWithinPublishTimeout(t *testing.T) {
 	cluster := natstest.NewCluster(t, 3)
-	d := deployOnBrokers(t, cluster.URLs(t), true, nil, 0, "CCRELAY_PUBLISH_TIMEOUT=2s")
-	body := deliveryReport("01HUNG", "DELIVERED")
-	post := func() (int, time.Duration) {
+	d := deployOnBrokers(t, cluster.URLs(t), true, nil, 0, "CCRELAY_PUBLISH_TIMEOUT=2s",
+		"CCRELAY_CONTACTPRO_DIGEST_USERS=cpdigest:digest-password-1")
+	client := &http.Client{Timeout: time.Minute}
+	const cpPath = "/v1/contactpro/lifecycle/Ended"
+	challenge := func() string {
+		res, err := client.Post(d.url+cpPath, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		for _, c := range res.Header.Values("WWW-Authenticate") {
+			if strings.HasPrefix(c, "Digest ") && strings.Contains(c, "SHA-256") {
+				return c
+			}
+		}
+		t.Fatalf("no SHA-256 digest challenge: %d", res.StatusCode)
+		return ""
+	}
+	type request struct {
+		name, path string
+		header     func(body []byte) http.Header
+	}
+	requests := []request{
+		{"sinch", "/v1/sinch/svc1", func(body []byte) http.Header { return signed(sinchSecret, body, time.Now()) }},
+		{"contact pro, digest qop=auth", cpPath, func([]byte) http.Header {
+			return withHeader(jsonHeader(), "Authorization", digestAnswer(t, challenge(), http.MethodPost, cpPath, "cpdigest", "digest-password-1"))
+		}},
+		{"contact pro, digest qop=auth-int", cpPath, func(body []byte) http.Header {
+			return withHeader(jsonHeader(), "Authorization", digestAuthInt(t, challenge(), http.MethodPost, cpPath, "cpdigest", "digest-password-1", body, 1))
+		}},
+	}
+	n := 0
+	post := func(r request) (int, time.Duration) {
+		n++
+		body := deliveryReport(fmt.Sprintf("01HUNG%d", n), "DELIVERED")
+		if r.path == cpPath {
+			body = fmt.Appendf(nil, `{"contact_id":"hung-%d"}`, n)
+		}
+		h := r.header(body)
 		start := time.Now()
-		req, _ := http.NewRequest(http.MethodPost, d.url+"/v1/sinch/svc1", strings.NewReader(string(body)))
-		req.Header = signed(sinchSecret, body, time.Now())
-		res, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		req, _ := http.NewRequest(http.MethodPost, d.url+r.path, strings.NewReader(string(body)))
+		req.Header = h
+		res, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		res.Body.Close()
 		return res.StatusCode, time.Since(start)
 	}
-	if code, _ := post(); code != http.StatusAccepted {
-		t.Fatalf("before the pause: %d", code)
+	for _, r := range requests {
+		if code, _ := post(r); code != http.StatusAccepted {
+			t.Fatalf("%s before the pause: %d", r.name, code)
+		}
 	}
 	for _, n := range cluster.Nodes {
 		n.Pause(t)
@@ -391,14 +437,16 @@ func TestIngestAnswersWithinPublishTimeout(t *testing.T) {
 			n.Unpause(t)
 		}
 	}()
-	// The publish timeout bounds what the request waits on NATS for; the
+	// The publish timeout bounds what a request waits on NATS for; the
 	// rest (reading 1 KB, answering) takes milliseconds, and a second is
 	// far more than it needs.
 	limit := d.cfg.Ingest.HTTP.PublishTimeout + time.Second
-	for i := range 4 {
-		code, took := post()
-		if code != http.StatusServiceUnavailable || took > limit {
-			t.Errorf("request %d with the cluster paused: %d after %s, want 503 within %s", i, code, took.Round(time.Millisecond), limit)
+	for round := range 3 {
+		for _, r := range requests {
+			code, took := post(r)
+			if code != http.StatusServiceUnavailable || took > limit {
+				t.Errorf("%s, round %d, with the cluster paused: %d after %s, want 503 within %s", r.name, round, code, took.Round(time.Millisecond), limit)
+			}
 		}
 	}
 }

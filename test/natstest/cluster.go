@@ -148,23 +148,45 @@ func (n *ClusterNode) docker(t testing.TB, verb string) {
 	}
 }
 
-// Leader is the node leading stream (a KV bucket's is "KV_<bucket>").
+// Leader is the node leading stream (a KV bucket's is "KV_<bucket>"). It
+// asks for up to 30 s: right after a node is lost the answer may take an
+// election.
 func (c *Cluster) Leader(t testing.TB, js jetstream.JetStream, stream string) *ClusterNode {
 	t.Helper()
-	st, err := js.Stream(context.Background(), stream)
-	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var leader string
+		st, err := js.Stream(ctx, stream)
+		if err == nil {
+			var info *jetstream.StreamInfo
+			if info, err = st.Info(ctx); err == nil && info.Cluster != nil {
+				leader = info.Cluster.Leader
+			}
+		}
+		cancel()
+		for _, n := range c.Nodes {
+			if leader != "" && n.Name == leader {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s: no leader among the nodes (%q): %v", stream, leader, err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	info, err := st.Info(context.Background())
-	if err != nil || info.Cluster == nil {
-		t.Fatalf("stream %s info: %v", stream, err)
-	}
+}
+
+// Named is the node called name (as NATS reports it, e.g.
+// nats.Conn.ConnectedServerName).
+func (c *Cluster) Named(t testing.TB, name string) *ClusterNode {
+	t.Helper()
 	for _, n := range c.Nodes {
-		if n.Name == info.Cluster.Leader {
+		if n.Name == name {
 			return n
 		}
 	}
-	t.Fatalf("stream %s: leader %q is not a node", stream, info.Cluster.Leader)
+	t.Fatalf("no node %q", name)
 	return nil
 }
 
