@@ -23,6 +23,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/broker"
 	"github.com/ccrelay/ccrelay/messages/provision"
+	"github.com/ccrelay/ccrelay/processors"
 	"github.com/ccrelay/ccrelay/processors/deliveries"
 	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/test/fakes/cpfake"
@@ -137,17 +138,34 @@ func (d *brokerDeployment) claimEvents(event string) float64 {
 // (QUEUED, DELIVERED, READ for each message) to ingest on a three-node
 // cluster, retrying what is not acknowledged, while two replicas of the
 // deliveries processor write the statuses. The node the first replica is
-// connected to is paused (docker pause) for 20 s in the middle: its
-// requests, the ledger's and the status bucket's, get no answer. Every
+// connected to, made the leader of the ledger and of the status bucket,
+// is paused (docker pause) for 20 s in the middle: the other nodes elect
+// new leaders, and the requests it held are never answered. Every
 // status is current (READ) within 30 s of the node's return: no handler
 // waits on the hung node for the handler timeout (10 minutes) while its
 // heartbeat keeps its claim and its message, as they did.
+//
+// The same with the node killed (SIGKILL) and started again 20 s later: the
+// requests in flight on its connections are lost for good, and a handler
+// waiting for their answers waited its whole timeout.
 func TestPausedNodeStatusesCurrent(t *testing.T) {
+	for _, fault := range []struct {
+		name          string
+		stop, restart func(n *natstest.ClusterNode, t testing.TB)
+	}{
+		{"paused", (*natstest.ClusterNode).Pause, (*natstest.ClusterNode).Unpause},
+		{"killed", (*natstest.ClusterNode).Kill, (*natstest.ClusterNode).Start},
+	} {
+		t.Run(fault.name, func(t *testing.T) { statusesThroughNodeFault(t, fault.name, fault.stop, fault.restart) })
+	}
+}
+
+func statusesThroughNodeFault(t *testing.T, fault string, stop, restart func(*natstest.ClusterNode, testing.TB)) {
 	cluster := natstest.NewCluster(t, 3)
 	d := deployOnBrokers(t, cluster.URLs(t), true, []string{"deliveries"}, 2,
 		"CCRELAY_PUBLISH_TIMEOUT=2s", "CCRELAY_PROCESS_ACK_WAIT=6s", "CCRELAY_PROCESS_CALL_TIMEOUT=2s",
 		"CCRELAY_PROCESS_BACKOFF=500ms,1s,2s")
-	_, js := natstest.Connect(t, cluster.URLs(t))
+	nc, js := natstest.Connect(t, cluster.URLs(t))
 	var kv jetstream.KeyValue
 	eventually(t, "the status bucket", func() bool {
 		var err error
@@ -155,6 +173,8 @@ func TestPausedNodeStatusesCurrent(t *testing.T) {
 		return err == nil
 	})
 	victim := cluster.Named(t, d.procBrokers[0].Conn.ConnectedServerName())
+	cluster.MakeLeader(t, nc, js, "KV_"+d.subjects.DeliveryStatusBucket(), victim)
+	cluster.MakeLeader(t, nc, js, "KV_"+d.subjects.LedgerBucket(), victim)
 
 	const messagesN, senders = 300, 30
 	statuses := []string{"QUEUED", "DELIVERED", "READ"}
@@ -189,32 +209,33 @@ func TestPausedNodeStatusesCurrent(t *testing.T) {
 			}
 		}()
 	}
-	var resumed time.Time
-	paused := make(chan struct{})
 	go func() {
-		for acked.Load() < messagesN {
-			time.Sleep(20 * time.Millisecond)
+		for _, st := range statuses {
+			for i := range messagesN {
+				posts <- deliveryReport(fmt.Sprintf("01PAUSE%05d", i), st)
+			}
 		}
-		victim.Pause(t)
-		close(paused)
-		time.Sleep(20 * time.Second)
-		victim.Unpause(t)
-		resumed = time.Now()
+		close(posts)
 	}()
-	for _, st := range statuses {
-		for i := range messagesN {
-			posts <- deliveryReport(fmt.Sprintf("01PAUSE%05d", i), st)
-		}
+	// In the last round, so that what the fault holds up is the newest
+	// status of its message.
+	for acked.Load() < 2*messagesN+messagesN/3 {
+		time.Sleep(20 * time.Millisecond)
 	}
-	close(posts)
+	stop(victim, t)
+	time.Sleep(20 * time.Second)
+	restart(victim, t)
+	resumed := time.Now()
 	wg.Wait()
-	<-paused
-	for resumed.IsZero() {
-		time.Sleep(50 * time.Millisecond)
-	}
 	allAcked := time.Now()
 
-	current := func() (stale int) {
+	consumer, err := js.Consumer(context.Background(), d.subjects.EventsStream(), processors.ConsumerName(d.subjects, "deliveries"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// current counts statuses older than their newest report, and the
+	// reports the consumer has not had answered.
+	current := func() (stale int, unanswered uint64) {
 		for i := range messagesN {
 			e, err := kv.Get(context.Background(), deliveries.Key(fmt.Sprintf("01PAUSE%05d", i)))
 			var st deliveries.Status
@@ -222,7 +243,11 @@ func TestPausedNodeStatusesCurrent(t *testing.T) {
 				stale++
 			}
 		}
-		return stale
+		info, err := consumer.Info(context.Background())
+		if err != nil {
+			return stale, 1
+		}
+		return stale, uint64(info.NumAckPending) + info.NumPending // #nosec G115 -- a count
 	}
 	bound := 30 * time.Second
 	from := resumed
@@ -230,17 +255,17 @@ func TestPausedNodeStatusesCurrent(t *testing.T) {
 		from = allAcked
 	}
 	deadline := from.Add(bound)
-	stale := current()
-	for stale > 0 && time.Now().Before(deadline) {
+	stale, unanswered := current()
+	for (stale > 0 || unanswered > 0) && time.Now().Before(deadline) {
 		time.Sleep(250 * time.Millisecond)
-		stale = current()
+		stale, unanswered = current()
+	}
+	if stale > 0 || unanswered > 0 {
+		t.Fatalf("%d of %d statuses not current, %d reports unanswered, %s after the node returned (and %s after the last report was acknowledged)", stale, messagesN, unanswered, time.Since(resumed).Round(time.Millisecond), time.Since(allAcked).Round(time.Millisecond))
 	}
 	took := time.Since(resumed)
-	if stale > 0 {
-		t.Fatalf("%d of %d statuses not current %s after the node returned (and %s after the last report was acknowledged)", stale, messagesN, time.Since(resumed).Round(time.Millisecond), time.Since(allAcked).Round(time.Millisecond))
-	}
-	t.Logf("node %s paused 20 s; %d reports acknowledged (%d posts retried); every status current %s after the node returned, %s after the last acknowledgement; claims lost %v, taken over %v",
-		victim.Name, acked.Load(), retried.Load(), took.Round(time.Millisecond), time.Since(allAcked).Round(time.Millisecond), d.claimEvents("lost"), d.claimEvents("taken_over"))
+	t.Logf("node %s %s for 20 s; %d reports acknowledged (%d posts retried); every status current and every report answered %s after the node returned, %s after the last acknowledgement; claims lost %v, taken over %v",
+		victim.Name, fault, acked.Load(), retried.Load(), took.Round(time.Millisecond), time.Since(allAcked).Round(time.Millisecond), d.claimEvents("lost"), d.claimEvents("taken_over"))
 }
 
 // TestRelayThroughLeaderKills: three relay replicas deliver a backlog of

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
@@ -174,6 +175,23 @@ func (c *Cluster) Leader(t testing.TB, js jetstream.JetStream, stream string) *C
 			t.Fatalf("stream %s: no leader among the nodes (%q): %v", stream, leader, err)
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// MakeLeader moves the leadership of stream to node n (a leader step-down
+// with n preferred), and waits until n leads.
+func (c *Cluster) MakeLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream string, n *ClusterNode) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for c.Leader(t, js, stream) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s: %s did not become its leader", stream, n.Name)
+		}
+		body := fmt.Appendf(nil, `{"placement":{"preferred":%q}}`, n.Name)
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, body, 5*time.Second); err != nil {
+			t.Logf("step-down of %s: %v", stream, err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
