@@ -254,29 +254,16 @@ func isConflict(err error) bool {
 }
 
 // Unpark takes c back (deletes its entry) if it has not changed since it
-// was read, after removing what is left of its messages.
+// was read. Its messages are gone already: Settle removes each once it is
+// settled. Nothing is purged here: a message parked behind c between the
+// read and the delete is c's until the delete fails on it.
 func (s *Store) Unpark(ctx context.Context, c *Conversation) error {
-	if err := s.purge(ctx, c.ID); err != nil {
-		return err
-	}
 	err := s.kv.Delete(ctx, keyPrefix+c.ID, jetstream.LastRevision(c.rev))
 	if isConflict(err) {
 		return ErrConflict
 	}
 	if err != nil {
 		return fmt.Errorf("parked conversation %s: %w", c.ID, err)
-	}
-	return nil
-}
-
-// purge removes the stored messages of conversation id.
-func (s *Store) purge(ctx context.Context, id string) error {
-	st, err := s.js.Stream(ctx, s.subjects.RelayHeldStream())
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", s.subjects.RelayHeldStream(), err)
-	}
-	if err := st.Purge(ctx, jetstream.WithPurgeSubject(s.subjects.RelayHeld(id))); err != nil {
-		return fmt.Errorf("remove the parked messages of %s: %w", id, err)
 	}
 	return nil
 }
@@ -294,8 +281,8 @@ func (s *Store) Park(ctx context.Context, c *Conversation, ev *processors.Event)
 		return ErrConflict
 	}
 	// A new Park: what an earlier parking may have left in the stream (a
-	// release that stopped between taking the conversation back and
-	// removing its messages) is not this one's, and Next skips it.
+	// release that stopped between settling a message and removing it)
+	// is not this one's, and Next removes it.
 	c.Park = strconv.FormatInt(time.Now().UnixNano(), 36)
 	c.State, c.Since, c.Head = Parked, time.Now().UTC(), ev.ID
 	c.First, c.Last, c.Parked = ev.Seq, ev.Seq, 1

@@ -118,7 +118,7 @@ func (s *Store) Settle(ctx context.Context, c *Conversation, owner string, settl
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
-				case <-time.After(100 * time.Millisecond):
+				case <-time.After(25 * time.Millisecond):
 				}
 			}
 			if err := s.change(ctx, c, state, owner, func(*Conversation) {}); err != nil {
@@ -212,4 +212,31 @@ func (s *Store) Drop(ctx context.Context, id, owner, processor string, dlq *proc
 		return nil
 	})
 	return c, n, err
+}
+
+// Await waits until the release of conversation id ends: it returns nil
+// once the conversation is taken back, the conversation when it is parked
+// again (its Reason says why), and ctx's error, with the conversation as
+// it last was, when ctx ends first.
+func (s *Store) Await(ctx context.Context, id string, every time.Duration) (*Conversation, error) {
+	var last *Conversation
+	for {
+		c, err := s.Get(ctx, id)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return last, ctx.Err()
+		case err != nil:
+			return last, err
+		case c == nil:
+			return nil, nil
+		case c.State == Parked:
+			return c, nil
+		}
+		last = c
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(every):
+		}
+	}
 }
