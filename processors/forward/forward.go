@@ -113,11 +113,16 @@ func (p *Processor) Provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l, err := p.loadLayout(ctx, store)
+	var l layout
+	err = p.env.Waiter.Do(ctx, "the relay's consumers' order", func(ctx context.Context) (err error) {
+		l, err = p.loadLayout(ctx, store)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	if err := p.placeConsumers(ctx, l); err != nil {
+	plan := map[string]uint64{}
+	if err := p.env.Waiter.Do(ctx, "the relay's consumers", func(ctx context.Context) error { return p.placeConsumers(ctx, l, plan) }); err != nil {
 		return err
 	}
 	p.store, p.layout = store, l

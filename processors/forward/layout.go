@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -144,7 +146,11 @@ func (p *Processor) loadLayout(ctx context.Context, store *parking.Store) (layou
 // subjects only (a destination just added) starts where the relay's
 // slowest consumer is, as a consumer widened to take them would have; on a
 // stream no relay consumed, consumers start at its first event.
-func (p *Processor) placeConsumers(ctx context.Context, l layout) error {
+//
+// plan keeps the starts it chose across attempts (the Waiter calls it
+// again after a timeout): a consumer it replaced is gone, and with it
+// where it had got to.
+func (p *Processor) placeConsumers(ctx context.Context, l layout, plan map[string]uint64) error {
 	js, s := p.env.JS, p.env.Subjects
 	st, err := js.Stream(ctx, s.EventsStream())
 	if err != nil {
@@ -181,18 +187,24 @@ func (p *Processor) placeConsumers(ctx context.Context, l layout) error {
 		keep[c.name] = true
 		info, ok := existing[c.name]
 		if ok && sameSet(info.Config.FilterSubjects, c.filters) {
+			if err := p.finishConsumer(ctx, info); err != nil {
+				return err
+			}
 			continue
 		}
-		var start uint64 // 0: the stream's first event
-		for _, old := range existing {
-			if overlaps(old.Config.FilterSubjects, c.filters) {
-				if n := next(old); start == 0 || n < start {
-					start = n
+		start, planned := plan[c.name] // 0: the stream's first event
+		if !planned {
+			for _, old := range existing {
+				if overlaps(old.Config.FilterSubjects, c.filters) {
+					if n := next(old); start == 0 || n < start {
+						start = n
+					}
 				}
 			}
-		}
-		if start == 0 {
-			start = slowest
+			if start == 0 {
+				start = slowest
+			}
+			plan[c.name] = start
 		}
 		if ok {
 			if err := js.DeleteConsumer(ctx, s.EventsStream(), c.name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -202,7 +214,7 @@ func (p *Processor) placeConsumers(ctx context.Context, l layout) error {
 		if err := p.createConsumer(ctx, c, start); err != nil {
 			return err
 		}
-		p.env.Logger.Info("relay consumer placed", "consumer", c.name, "destination", c.destination, "group", c.group, "start_seq", start, "replaces", ok)
+		p.logger.Info("relay consumer placed", "consumer", c.name, "destination", c.destination, "group", c.group, "start_seq", start, "replaces", ok)
 	}
 	for name := range existing {
 		if keep[name] {
@@ -211,16 +223,25 @@ func (p *Processor) placeConsumers(ctx context.Context, l layout) error {
 		if err := js.DeleteConsumer(ctx, s.EventsStream(), name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return fmt.Errorf("relay consumer %s: %w", name, err)
 		}
-		p.env.Logger.Info("relay consumer removed: no destination and group at its position", "consumer", name)
+		p.logger.Info("relay consumer removed: no destination and group at its position", "consumer", name)
 	}
 	return nil
 }
 
+// metaStart is the metadata of a consumer created paused: the stream
+// sequence it is to start at, once reset there and resumed.
+const metaStart = "ccrelay_start_seq"
+
 // createConsumer creates c, to deliver from stream sequence start (0: the
 // first). The runtime completes its configuration (ack wait, backoff)
 // when it binds: an update keeps a consumer's position.
+//
+// The runtime declares every consumer to deliver all (so that it never
+// fails to bind one), so a consumer that starts later is created paused,
+// with its start in its metadata, reset there, and resumed: a replica that
+// stopped in between leaves it paused, and the next start finishes it,
+// rather than letting it deliver the stream from its first event.
 func (p *Processor) createConsumer(ctx context.Context, c consumerSpec, start uint64) error {
-	js, stream := p.env.JS, p.env.Subjects.EventsStream()
 	cc := jetstream.ConsumerConfig{
 		Durable:        c.name,
 		Description:    "ccrelay processor " + Name,
@@ -230,18 +251,35 @@ func (p *Processor) createConsumer(ctx context.Context, c consumerSpec, start ui
 		MaxAckPending:  1,
 		FilterSubjects: c.filters,
 	}
-	if _, err := js.CreateConsumer(ctx, stream, cc); err != nil {
+	if start > 1 {
+		until := time.Now().Add(24 * time.Hour)
+		cc.PauseUntil = &until
+		cc.Metadata = map[string]string{metaStart: strconv.FormatUint(start, 10)}
+	}
+	info, err := p.env.JS.CreateConsumer(ctx, p.env.Subjects.EventsStream(), cc)
+	if err != nil {
 		return fmt.Errorf("relay consumer %s: %w", c.name, err)
 	}
-	if start <= 1 {
-		return nil
+	return p.finishConsumer(ctx, info.CachedInfo())
+}
+
+// finishConsumer resets a consumer created paused to its start, and
+// resumes it.
+func (p *Processor) finishConsumer(ctx context.Context, info *jetstream.ConsumerInfo) error {
+	v, ok := info.Config.Metadata[metaStart]
+	if !ok || !info.Paused {
+		return nil // placed (the runtime's update drops the metadata)
 	}
-	// The runtime declares every consumer to deliver all (so that it
-	// never fails to bind one); a consumer is moved to its start by a
-	// reset before anything consumes it.
-	if _, err := js.ResetConsumerToSequence(ctx, stream, c.name, start); err != nil {
-		_ = js.DeleteConsumer(context.WithoutCancel(ctx), stream, c.name)
-		return fmt.Errorf("relay consumer %s: start it at seq %d (needs a NATS server with consumer reset, as 2.15): %w", c.name, start, err)
+	js, stream := p.env.JS, p.env.Subjects.EventsStream()
+	start, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return fmt.Errorf("relay consumer %s: metadata %s=%q: %w", info.Name, metaStart, v, err)
+	}
+	if _, err := js.ResetConsumerToSequence(ctx, stream, info.Name, start); err != nil {
+		return fmt.Errorf("relay consumer %s: start it at seq %d (needs a NATS server with consumer reset, as 2.15): %w", info.Name, start, err)
+	}
+	if _, err := js.ResumeConsumer(ctx, stream, info.Name); err != nil {
+		return fmt.Errorf("relay consumer %s: resume: %w", info.Name, err)
 	}
 	return nil
 }
