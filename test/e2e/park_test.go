@@ -212,8 +212,21 @@ func formValue(t testing.TB, body []byte, key string) string {
 // other. Each message once, in order.
 func TestRelayReleaseDeliversInOrder(t *testing.T) {
 	ns := natstest.Embedded(t)
+	releaseInOrder(t, ns.ClientURL())
+}
+
+// TestRelayReleaseOnCluster is TestRelayReleaseDeliversInOrder on a
+// three-node JetStream cluster, every stream and bucket on three nodes:
+// the parked state is read from its stream's leader and changed by
+// compare-and-set there.
+func TestRelayReleaseOnCluster(t *testing.T) {
+	cluster := natstest.NewCluster(t, 3)
+	releaseInOrder(t, cluster.URLs(t), "CCRELAY_STREAM_REPLICAS=3", "CCRELAY_NATS_CONNECT_TIMEOUT=60s")
+}
+
+func releaseInOrder(t *testing.T, natsURL string, extra ...string) {
 	cp := cpfake.New(t, cpExtUser, cpExtPassword, relayServices()...)
-	d := relayDeployment(t, ns.ClientURL(), cp, "CCRELAY_FORWARD_PARK_AFTER=attempts=3")
+	d := relayDeployment(t, natsURL, cp, append(extra, "CCRELAY_FORWARD_PARK_AFTER=attempts=3")...)
 	for i := 0; i < 3; i++ {
 		d.startProcessors("forward")
 	}
