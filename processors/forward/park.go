@@ -181,6 +181,12 @@ func (w *watched) set(id string, c *parking.Conversation) {
 	w.m[id] = c
 }
 
+func (w *watched) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.m)
+}
+
 // snapshot returns the parked conversations.
 func (w *watched) snapshot() []*parking.Conversation {
 	w.mu.Lock()
@@ -232,6 +238,9 @@ func (p *Processor) releases(ctx context.Context) error {
 			}
 			continue
 		}
+		// A new watch starts with every conversation parked now: what
+		// was taken back while the last one was down must not linger.
+		p.parked.reset()
 		p.watch(ctx, w.Updates(), tick.C, &wg)
 		_ = w.Stop()
 	}
