@@ -31,10 +31,6 @@ func (p *Processor) conversation(r route, ev *processors.Event) *parking.Convers
 	return &parking.Conversation{ID: messages.ConversationID(r.key, key), Destination: r.key, Partition: r.addr.Partition}
 }
 
-// errParkedBehind is returned by parkBehind when ev was parked behind its
-// conversation: the runtime acknowledges it as ignored.
-var errParkedBehind = processors.ErrIgnored
-
 // parkBehind parks ev, without an attempt, when its conversation is
 // parked. It returns nil when it is not (ev is delivered), an error
 // wrapping ErrIgnored when ev was parked, and any other error when it
@@ -55,7 +51,8 @@ func (p *Processor) parkBehind(ctx context.Context, conv *parking.Conversation, 
 		return fmt.Errorf("park behind conversation %s: %w", conv.ID, err)
 	}
 	p.logger.Info("parked behind its conversation", "destination", c.Destination, "conversation", c.ID, "dedup_id", ev.ID, "seq", ev.Seq, "reason", c.Reason, "state", c.State)
-	return fmt.Errorf("%w: conversation %s is parked (%s)", errParkedBehind, c.ID, c.Reason)
+	// Ignored: the runtime acknowledges it, and records no work done.
+	return processors.Ignored("its conversation " + c.ID + " is parked: " + c.Reason)
 }
 
 // maybePark parks conv with ev, its head, which failed with cause, when
