@@ -82,6 +82,11 @@ type Env struct {
 	Subjects messages.Subjects
 	// Replicas of every bucket a processor creates.
 	Replicas int
+	// Ledger is the runtime's record of work done, for a processor that
+	// also does work outside a delivery (the relay's release of a parked
+	// conversation): that work and a redelivery of the same event must not
+	// both happen. Nil where no runtime runs (a check).
+	Ledger *Ledger
 	// C4C is the SAP Service Cloud client the processors share.
 	C4C *c4c.Client
 	// Egress bounds where outbound requests go; processors take their HTTP

@@ -47,6 +47,7 @@ Usage:
   ccrelay ingest    run the ingest server alone against CCRELAY_NATS_URL (for many replicas)
   ccrelay process   run processors alone against CCRELAY_NATS_URL (for many replicas)
   ccrelay dlq       list and requeue dead letters
+  ccrelay relay     list, release and drop the conversations the relay to Contact Pro parked
   ccrelay replay    store a window of events again so the processors see them again
   ccrelay reconcile find analysed calls without a summary and trigger it (reconcile summaries)
   ccrelay check     validate a deployment: NATS and streams, C4C, CMI, the Connect bucket
@@ -156,6 +157,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return 0
 	case "dlq":
 		return dlqCommand(rest, environ, stdout, stderr)
+	case "relay":
+		return relayCommand(rest, environ, stdout, stderr)
 	case "replay":
 		return replayCommand(rest, environ, stdout, stderr)
 	case "reconcile":

@@ -34,6 +34,16 @@ type Config struct {
 	// Backoff spaces the retries of a delivery Contact Pro did not take;
 	// the last value repeats for as long as the stream keeps the event.
 	Backoff []time.Duration `env:"FORWARD_BACKOFF" envDefault:"500ms,1s,2s,5s,10s" help:"wait before each retry of a delivery; the last repeats, with no limit"`
+	// ParkAfter bounds how long the message at the head of a conversation
+	// may fail before the conversation is parked (set aside, with every
+	// later message of it, until 'ccrelay relay release' or 'drop'), so
+	// the other conversations of its partition group go on. A
+	// conversation is parked only while its destination answers (a HEAD
+	// to its URL): while Contact Pro is down, or refuses the external
+	// user, every conversation waits as before.
+	ParkAfter Bound `env:"FORWARD_PARK_AFTER" envDefault:"attempts=20,age=15m" help:"park a conversation (its message and every later one) once its head failed that many times or that long since its first failure, whichever comes first, while the destination answers: 'attempts=N', 'age=DURATION', both, or 'never'"`
+	// ParkAfterBy overrides ParkAfter per destination.
+	ParkAfterBy Bounds `env:"FORWARD_PARK_AFTER_BY" help:"'CCRELAY_FORWARD_PARK_AFTER' per destination: '<type>/<service>=attempts=N;age=DURATION' or '<type>/<service>=never', comma-separated"`
 
 	// SinchSecrets and MessagingSecrets are ingest's webhook secrets
 	// (CCRELAY_SINCH_WEBHOOK_SECRETS, CCRELAY_MESSAGING_SECRETS), with
@@ -84,6 +94,16 @@ func (d *Destinations) UnmarshalText(b []byte) error {
 // Keys returns the keys, sorted.
 func (d Destinations) Keys() []string { return slices.Sorted(maps.Keys(d)) }
 
+func (bs Bounds) keys() []string { return slices.Sorted(maps.Keys(bs)) }
+
+// ParkBound is the bound of destination key.
+func (c Config) ParkBound(key string) Bound {
+	if b, ok := c.ParkAfterBy[key]; ok {
+		return b
+	}
+	return c.ParkAfter
+}
+
 // checkKey checks "sinch/<service>" or "<messaging type>/<service>".
 func checkKey(key string) error {
 	typ, service, ok := strings.Cut(key, "/")
@@ -115,6 +135,11 @@ func (c Config) Validate() error {
 	for _, d := range c.Backoff {
 		if d <= 0 {
 			return errors.New("CCRELAY_FORWARD_BACKOFF: durations must be positive")
+		}
+	}
+	for _, key := range c.ParkAfterBy.keys() {
+		if _, ok := c.URLs[key]; !ok {
+			return fmt.Errorf("CCRELAY_FORWARD_PARK_AFTER_BY: %q has no URL in CCRELAY_FORWARD_URLS", key)
 		}
 	}
 	for _, key := range c.BasicUsers.Names() {

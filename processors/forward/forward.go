@@ -5,11 +5,14 @@
 // keeps them while Contact Pro is down.
 //
 // Order: ingest puts each event's conversation partition token in its
-// subject. The processor consumes the partitions through one consumer each
-// that hands out one message at a time across all replicas, so the events
-// of a conversation reach Contact Pro one after the other, in the order
-// they were stored; a conversation held by a retry holds up only its
-// partition.
+// subject. The processor consumes each destination's partitions through
+// consumers of their own (one per destination and partition group) that
+// hand out one message at a time across all replicas, so the events of a
+// conversation reach Contact Pro one after the other, in the order they
+// were stored; a conversation held by a retry holds up only its group of
+// its destination, and only within a bound (CCRELAY_FORWARD_PARK_AFTER):
+// beyond it the conversation is parked (package parking) and the group
+// goes on.
 package forward
 
 import (
@@ -18,9 +21,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +38,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/forward/parking"
 	"github.com/ccrelay/ccrelay/sinks/egress"
 	"github.com/ccrelay/ccrelay/sinks/retry"
 )
@@ -58,6 +64,18 @@ type Processor struct {
 	env     processors.Env
 	client  *http.Client
 	metrics *metrics
+	logger  *slog.Logger
+	// store and layout are set by Provision; before it, nothing is
+	// parked and the layout is the default one.
+	store  *parking.Store
+	layout layout
+	heads  *heads
+	// parked is every parked conversation, as the relay's bucket is
+	// watched (Background): what the metrics count and the release
+	// starts from.
+	parked *watched
+	// owner names this replica as the one releasing a conversation.
+	owner string
 }
 
 // New returns the processor. It creates nothing.
@@ -69,13 +87,23 @@ func New(cfg Config, env processors.Env) (*Processor, error) {
 	for _, u := range cfg.URLs {
 		hosts = append(hosts, u.String())
 	}
+	logger := env.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	host, _ := os.Hostname()
 	p := &Processor{
 		cfg: cfg, env: env,
 		// Destinations are configured, so their hosts are dialled as
 		// configured (Contact Pro often sits on a private network); no
 		// caller names a URL here.
 		client: env.Egress.Guard(hosts...).Client(cfg.Timeout),
+		logger: logger.With("processor", Name),
+		heads:  &heads{m: map[string]head{}},
+		parked: &watched{m: map[string]*parking.Conversation{}},
+		owner:  fmt.Sprintf("%s/%d/%s", host, os.Getpid(), nuid.Next()[:8]),
 	}
+	p.layout = p.defaultLayout()
 	p.metrics = newMetrics(p)
 	env.Registry.MustRegister(p.metrics.collectors()...)
 	return p, nil
@@ -84,44 +112,45 @@ func New(cfg Config, env processors.Env) (*Processor, error) {
 // Enabled reports whether any destination is configured.
 func (c Config) Enabled() bool { return len(c.URLs) > 0 }
 
-// Provision has nothing to create: the runtime creates the consumers.
-func (p *Processor) Provision(context.Context) error { return nil }
-
-// Processor returns the runtime definition: one serial consumer per
-// partition, patient (no delivery limit), with the forward backoff.
-func (p *Processor) Processor() processors.Processor {
-	parts := make([][]string, p.cfg.Partitions)
-	for i := range parts {
-		parts[i] = p.filters(messages.PartitionTokens(i, p.cfg.Partitions))
+// Provision creates the relay's bucket and the stream of parked messages,
+// then places its consumers (one per destination and partition group):
+// those that do not exist yet start where the consumers that served their
+// subjects had got to. It runs before the runtime binds them.
+func (p *Processor) Provision(ctx context.Context) error {
+	store, err := parking.Provision(ctx, p.env.Waiter, p.env.JS, parking.Config{Subjects: p.env.Subjects, Replicas: p.env.Replicas})
+	if err != nil {
+		return err
 	}
-	return processors.Processor{Name: Name, Partitions: parts, Handler: p, Patient: true, Backoff: p.cfg.Backoff, ConfirmAck: true}
+	var l layout
+	err = p.env.Waiter.Do(ctx, "the relay's consumers' order", func(ctx context.Context) (err error) {
+		l, err = p.loadLayout(ctx, store)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	plan := map[string]uint64{}
+	if err := p.env.Waiter.Do(ctx, "the relay's consumers", func(ctx context.Context) error { return p.placeConsumers(ctx, l, plan) }); err != nil {
+		return err
+	}
+	p.store, p.layout = store, l
+	return nil
 }
 
-// filters are the subjects of the destinations in the partition tokens:
-// only what has somewhere to go is consumed.
-func (p *Processor) filters(tokens []string) []string {
-	s := p.env.Subjects
-	sinch := false
-	var out []string
-	for _, key := range p.cfg.URLs.Keys() {
-		typ, service, _ := strings.Cut(key, "/")
-		for _, t := range tokens {
-			if typ == SinchType {
-				sinch = true
-				out = append(out, s.SinchPartitionFilter(service, t))
-				continue
-			}
-			out = append(out, s.Messaging(typ, service, t))
-		}
+// Processor returns the runtime definition: one serial consumer per
+// destination and partition group, patient (no delivery limit), with the
+// forward backoff; and, in the background, the release of the
+// conversations an operator released.
+func (p *Processor) Processor() processors.Processor {
+	var parts [][]string
+	for _, c := range p.layout.consumers(p) {
+		parts = append(parts, c.filters)
 	}
-	if sinch {
-		// Callbacks stored before Sinch subjects named the service: only
-		// their source names it.
-		for _, t := range tokens {
-			out = append(out, s.SinchLegacyPartitionFilter(t))
-		}
+	proc := processors.Processor{Name: Name, Partitions: parts, Handler: p, Patient: true, Backoff: p.cfg.Backoff, ConfirmAck: true}
+	if p.store != nil {
+		proc.Background = p.releases
 	}
-	return out
+	return proc
 }
 
 // ErrDisagrees is wrapped by the refusal of an event whose headers
@@ -144,6 +173,7 @@ const maxEventID = 1024
 // only values the delivery is built from, and what its headers must agree
 // with.
 type route struct {
+	addr        messages.Address
 	key         string // "<type>/<service>"
 	contentType string
 	source      string // ce-source
@@ -172,10 +202,10 @@ func (p *Processor) destination(ev *processors.Event) (route, error) {
 			}
 			service = s
 		}
-		return route{key: SinchType + "/" + service, contentType: messages.ContentTypeJSON,
+		return route{addr: a, key: SinchType + "/" + service, contentType: messages.ContentTypeJSON,
 			source: "/sinch/" + service, typ: messages.TypeSinchPrefix + a.Kind, idPrefix: "sinch:"}, nil
 	case messages.SourceMessaging:
-		r := route{key: a.Kind + "/" + a.Name, contentType: messages.ContentTypeJSON,
+		r := route{addr: a, key: a.Kind + "/" + a.Name, contentType: messages.ContentTypeJSON,
 			source: "/messaging/" + a.Kind + "/" + a.Name, typ: messages.TypeMessagingPrefix + a.Kind + ".", typPrefix: true,
 			idPrefix: messages.SourceMessaging + ":" + a.Kind + ":"}
 		if a.Kind == messages.MessagingTwilio {
@@ -253,7 +283,9 @@ func (p *Processor) Wants(ev *processors.Event) (bool, string) {
 // Handle delivers ev to its destination. Contact Pro's 2xx completes it;
 // no answer, 408, 425, 429 and 5xx are retried, and so are 401, 403 and 404
 // (see configuration); any other answer cannot succeed and dead-letters it
-// with the answer.
+// with the answer. A message of a parked conversation is parked behind it
+// without an attempt; a message that fails beyond its destination's bound
+// parks its conversation (see maybePark).
 func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	r, err := p.destination(ev)
 	if err == nil {
@@ -267,6 +299,25 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 	if !ok {
 		return processors.Ignored("no forward destination for " + key)
 	}
+	var conv *parking.Conversation
+	if p.store != nil {
+		conv = p.conversation(r, ev)
+		if err := p.parkBehind(ctx, conv, ev); err != nil {
+			return err
+		}
+	}
+	err = p.send(ctx, r, dest, ev)
+	if err == nil || errors.Is(err, processors.ErrPermanent) || conv == nil {
+		p.heads.settled(r, ev)
+		return err
+	}
+	return p.maybePark(ctx, r, dest, conv, ev, err)
+}
+
+// send makes one delivery of ev to dest: nil when Contact Pro took it, a
+// permanent error when no retry can succeed, else the transient failure.
+func (p *Processor) send(ctx context.Context, r route, dest *url.URL, ev *processors.Event) error {
+	key := r.key
 	req, err := p.request(ctx, r, dest, ev)
 	if err != nil {
 		return processors.Permanent(err)
@@ -346,7 +397,28 @@ func (p *Processor) request(ctx context.Context, r route, dest *url.URL, ev *pro
 			return nil, err
 		}
 	}
+	if err := sendable(req.Header); err != nil {
+		return nil, err
+	}
 	return req, nil
+}
+
+// sendable refuses (wrapping ErrDisagrees) a request net/http would refuse
+// to send, on every attempt, for a header value: each value above is built
+// or checked to be valid, and this keeps one that is not (a check
+// forgotten in a later change) from being retried as if Contact Pro had
+// failed.
+func sendable(h http.Header) error {
+	for k, vs := range h {
+		for _, v := range vs {
+			// net/http's rule (httpguts.ValidHeaderFieldValue): no
+			// control character but a tab.
+			if strings.ContainsFunc(v, func(c rune) bool { return c < 0x20 && c != '\t' || c == 0x7f }) {
+				return fmt.Errorf("%w: header %s holds a control character, which no HTTP request can carry", ErrDisagrees, k)
+			}
+		}
+	}
+	return nil
 }
 
 // signHub sets Meta's signatures. Meta signs the body only, with the app

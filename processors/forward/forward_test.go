@@ -49,14 +49,26 @@ func TestSinchDestinationFromSubject(t *testing.T) {
 			t.Errorf("%s: wants %v (%s), want %v", ev.name, got, why, ev.want)
 		}
 	}
-	filters := p.Processor().Partitions[0]
-	for _, want := range []string{s.SinchPartitionFilter("eu", "0c"), s.SinchLegacyPartitionFilter("0c"), s.Messaging("twilio", "us", "0c")} {
-		if !slices.Contains(filters, want) {
-			t.Errorf("filters miss %s", want)
+	// One consumer per destination: sinch/eu's, with the callbacks
+	// stored before subjects named the service, then twilio/us's.
+	parts := p.Processor().Partitions
+	if len(parts) != 2 {
+		t.Fatalf("%d consumers, want one per destination", len(parts))
+	}
+	for i, want := range [][]string{{s.SinchPartitionFilter("eu", "0c"), s.SinchLegacyPartitionFilter("0c")}, {s.Messaging("twilio", "us", "0c")}} {
+		for _, w := range want {
+			if !slices.Contains(parts[i], w) {
+				t.Errorf("consumer %d misses %s", i, w)
+			}
 		}
 	}
-	if slices.Contains(filters, s.SinchPartitionFilter("us", "0c")) {
-		t.Error("a Sinch service without a destination is consumed")
+	if slices.Contains(parts[1], s.SinchLegacyPartitionFilter("0c")) || slices.Contains(parts[0], s.Messaging("twilio", "us", "0c")) {
+		t.Error("a consumer serves two destinations")
+	}
+	for _, f := range parts {
+		if slices.Contains(f, s.SinchPartitionFilter("us", "0c")) {
+			t.Error("a Sinch service without a destination is consumed")
+		}
 	}
 }
 

@@ -57,7 +57,7 @@ func Check(ctx context.Context, st Settings, d Deps) []Result {
 
 	// Each processor is built only to be checked: New creates nothing, and
 	// Provision is not called, so a check leaves JetStream as it found it.
-	e := env(st, Deps{JS: d.JS, Waiter: d.Waiter, Registry: reg, Logger: logger}, sap)
+	e := env(st, Deps{JS: d.JS, Waiter: d.Waiter, Registry: reg, Logger: logger}, sap, nil)
 	for _, c := range catalogue() {
 		if c.check == "" {
 			continue

@@ -145,9 +145,9 @@ type Deps struct {
 }
 
 // env is the processors' shared environment.
-func env(st Settings, d Deps, sap *c4c.Client) processors.Env {
+func env(st Settings, d Deps, sap *c4c.Client, ledger *processors.Ledger) processors.Env {
 	return processors.Env{
-		JS: d.JS, Waiter: d.Waiter, Subjects: st.Streams.Subjects, Replicas: st.Streams.Replicas,
+		JS: d.JS, Waiter: d.Waiter, Subjects: st.Streams.Subjects, Replicas: st.Streams.Replicas, Ledger: ledger,
 		C4C: sap, Egress: st.Egress, SealKeys: st.SealKeys, Registry: d.Registry, Logger: d.Logger, Now: d.Now,
 	}
 }
@@ -177,7 +177,7 @@ func New(ctx context.Context, st Settings, names []string, d Deps) (*processors.
 	if err != nil {
 		return nil, err
 	}
-	e := env(st, d, sap)
+	e := env(st, d, sap, ledger)
 	var procs []processors.Processor
 	for _, c := range catalogue() {
 		if !slices.Contains(names, c.name) {
@@ -210,7 +210,7 @@ func Summaries(ctx context.Context, st Settings, d Deps) (*summaries.Processor, 
 	if err := messages.EnsureStreams(ctx, d.Waiter, d.JS, st.Streams); err != nil {
 		return nil, err
 	}
-	p, err := summaries.New(st.Summaries, env(st, d, nil))
+	p, err := summaries.New(st.Summaries, env(st, d, nil, nil))
 	if err != nil {
 		return nil, err
 	}

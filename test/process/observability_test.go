@@ -46,6 +46,7 @@ func TestPromtool(t *testing.T) {
 	for _, args := range [][]string{
 		{"check", "config", repoFile("deploy", "prometheus", "prometheus.yml")},
 		{"check", "rules", repoFile("deploy", "prometheus", "alerts.yml")},
+		{"test", "rules", repoFile("deploy", "prometheus", "alerts_test.yml")},
 	} {
 		if out, err := exec.Command(promtool, args...).CombinedOutput(); err != nil {
 			t.Errorf("promtool %v: %v\n%s", args, err, out)

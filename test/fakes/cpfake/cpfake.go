@@ -54,11 +54,13 @@ type Server struct {
 	reject   map[string]int
 	received []Received
 	refused  map[string]int // by reason
+	heads    int
+	attempts map[string]int // POSTs by event id
 }
 
 // New starts the fake with one external user and services.
 func New(t testing.TB, user, password string, services ...Service) *Server {
-	s := &Server{user: user, password: password, services: map[string]Service{}, reject: map[string]int{}, refused: map[string]int{}}
+	s := &Server{user: user, password: password, services: map[string]Service{}, reject: map[string]int{}, refused: map[string]int{}, attempts: map[string]int{}}
 	for _, svc := range services {
 		s.services[svc.Path()] = svc
 	}
@@ -109,6 +111,22 @@ func (s *Server) Received() []Received {
 	return append([]Received(nil), s.received...)
 }
 
+// Attempts returns how many deliveries of the event with id reached the
+// fake past its external user check, accepted or not.
+func (s *Server) Attempts(eventID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts[eventID]
+}
+
+// Heads returns how many HEAD requests the fake answered (a relay asking
+// whether Contact Pro answers).
+func (s *Server) Heads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.heads
+}
+
 // Refused returns how many deliveries were refused, by reason.
 func (s *Server) Refused() map[string]int {
 	s.mu.Lock()
@@ -140,7 +158,19 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusUnauthorized, "external user refused")
 		return
 	}
+	s.mu.Lock()
+	down, reject, delay := s.down, s.reject[r.Header.Get("X-Ccrelay-Event-Id")], s.delay
+	s.mu.Unlock()
 	if r.Method == http.MethodHead {
+		// Down is down for every request, as an SMS Server being
+		// upgraded (or its load balancer) answers them all.
+		s.mu.Lock()
+		s.heads++
+		s.mu.Unlock()
+		if down != 0 {
+			w.WriteHeader(down)
+			return
+		}
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		return
 	}
@@ -150,7 +180,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	down, reject, delay := s.down, s.reject[r.Header.Get("X-Ccrelay-Event-Id")], s.delay
+	s.attempts[r.Header.Get("X-Ccrelay-Event-Id")]++
 	s.mu.Unlock()
 	if delay > 0 {
 		time.Sleep(delay)
