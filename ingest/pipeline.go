@@ -215,9 +215,14 @@ func (p *Pipeline) serve(w http.ResponseWriter, r *http.Request, a Adapter, rule
 	spend := func(since time.Time) { left = max(left-time.Since(since), time.Millisecond) }
 	actx, acancel := context.WithTimeout(r.Context(), left)
 	authStart := time.Now()
-	err := a.Authorize(r.WithContext(actx))
+	ar := r.WithContext(actx)
+	err := a.Authorize(ar)
 	acancel()
 	spend(authStart)
+	// Authorize may leave work to the body on the request it was given (a
+	// Digest qop=auth-int response is checked against the body as read):
+	// go on with that request, on the request's own context.
+	r = ar.WithContext(r.Context())
 	if err != nil {
 		return fail(AsError(err))
 	}
