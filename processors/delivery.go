@@ -123,10 +123,20 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 		}
 		return OutcomeDone, nil
 	case lost:
-		// Not this worker's claim any more: nothing to release, and the
-		// worker holding it answers for the message.
+		// Another worker holds the claim, or may take it over any moment:
+		// leave it to be taken over at once (a claim taken over already
+		// is left alone), marked if the side effect may have started.
 		r.deps.Metrics.Claims.WithLabelValues(p.Name, ClaimLost).Inc()
+		if aerr := claim.Abandon(lctx); aerr != nil {
+			r.logDelivery(ctx, slog.LevelWarn, "could not give up the lost claim; a retry waits until it is stale", p, ev, "error", aerr)
+		}
 		return OutcomeRetried, fmt.Errorf("%w: %w", context.Cause(hctx), err)
+	case errors.Is(err, ErrMaybeDone):
+		// The side effect may have happened: the retry must be told.
+		if aerr := claim.Abandon(lctx); aerr != nil {
+			r.logDelivery(ctx, slog.LevelWarn, "could not mark the claim; a retry waits until it is stale", p, ev, "error", aerr)
+		}
+		return r.retryOrDeadLetter(ctx, p, ev, err)
 	case errors.Is(err, ErrIgnored):
 		if rerr := claim.Release(lctx); rerr != nil {
 			r.logDelivery(ctx, slog.LevelWarn, "could not release claim; it stays until it is stale", p, ev, "error", rerr)
@@ -186,6 +196,8 @@ func (r *Runtime) heartbeat(ctx context.Context, lose context.CancelCauseFunc, d
 		// gone would keep the other worker's redelivery waiting.
 		err := claim.Refresh(ctx)
 		switch {
+		case err != nil && ctx.Err() != nil:
+			return // stopped while refreshing: the handler ended, nothing is lost
 		case errors.Is(err, ErrClaimLost):
 			lose(err)
 			return

@@ -14,6 +14,12 @@ var ErrPermanent = errors.New("permanent")
 // (a text message for the attachments processor). It is acked and counted.
 var ErrIgnored = errors.New("ignored")
 
+// ErrMaybeDone marks a failure after which the side effect may have
+// happened all the same (a request sent and no answer read: a timeout, a
+// connection cut): the runtime leaves the work's claim marked, so that the
+// retry, on whichever worker, is told (Event.MaybeDone).
+var ErrMaybeDone = errors.New("the side effect may have happened")
+
 // Permanent marks err as permanent. It keeps err for errors.Is/As.
 func Permanent(err error) error {
 	if err == nil {

@@ -287,6 +287,33 @@ func (c *Claim) Release(ctx context.Context) error {
 	return nil
 }
 
+// Abandon gives the work up without clearing its claim: the entry keeps
+// its state and is dated so that any worker takes it over at once, told,
+// if the claim confirmed a side effect (Confirm), that the work may be
+// done (Claim.MaybeDone). For work that stopped mid-way: a claim this
+// worker may have lost, or a side effect whose outcome it does not know.
+// A claim another worker holds is left to it.
+func (c *Claim) Abandon(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	state := stateWorking
+	if c.sending {
+		state = stateSending
+	}
+	val := c.l.value(state, c.owner, time.Unix(0, 0))
+	err := c.l.retry(ctx, func(ctx context.Context) error {
+		_, err := c.l.kv.Update(ctx, c.key, val, c.rev)
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil // not this worker's any more
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("abandon claim: %w", err)
+	}
+	return nil
+}
+
 // retry runs f, bounded by the call timeout, until it succeeds or ctx
 // ends, with a backoff from 100 ms to 2 s: a leader election takes a few
 // seconds, and a request sent into it is lost.
