@@ -87,6 +87,9 @@ type Env struct {
 	// conversation): that work and a redelivery of the same event must not
 	// both happen. Nil where no runtime runs (a check).
 	Ledger *Ledger
+	// RecordTimeout is how long work done outside the runtime retries
+	// recording its completion (CCRELAY_PROCESS_RECORD_TIMEOUT).
+	RecordTimeout time.Duration
 	// C4C is the SAP Service Cloud client the processors share.
 	C4C *c4c.Client
 	// Egress bounds where outbound requests go; processors take their HTTP

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/secret"
+	"github.com/ccrelay/ccrelay/processors/forward/parking"
 )
 
 // SinchType is the type part of the destination keys of Sinch
@@ -126,8 +127,11 @@ func (c Config) Validate() error {
 	if p < 1 || p > messages.Partitions || p&(p-1) != 0 {
 		return fmt.Errorf("CCRELAY_FORWARD_PARTITIONS: %d is not a power of two from 1 to %d", p, messages.Partitions)
 	}
-	if c.Timeout <= 0 {
-		return errors.New("CCRELAY_FORWARD_TIMEOUT: must be positive")
+	if c.Timeout <= 0 || c.Timeout > parking.LeaseTTL/2 {
+		// A release holds its lease through each delivery: one that
+		// outlasted it would let another replica take the release over
+		// and send the same message.
+		return fmt.Errorf("CCRELAY_FORWARD_TIMEOUT: %s is not between 0 and %s (half the lease of a release)", c.Timeout, parking.LeaseTTL/2)
 	}
 	if len(c.Backoff) == 0 {
 		return errors.New("CCRELAY_FORWARD_BACKOFF: needs at least one duration")

@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -337,7 +338,11 @@ func (p *Processor) send(ctx context.Context, r route, dest *url.URL, ev *proces
 			return processors.Permanent(fmt.Errorf("deliver to %s: %w", key, err))
 		}
 		p.metrics.outcome(key, "failed")
-		return fmt.Errorf("deliver to %s: %w", key, err)
+		if dialFailed(err) {
+			return fmt.Errorf("deliver to %s: %w", key, err)
+		}
+		// Sent, perhaps, and no answer read: Contact Pro may have it.
+		return fmt.Errorf("deliver to %s: %w: %w", key, processors.ErrMaybeDone, err)
 	}
 	defer res.Body.Close()
 	snippet := answer(res.Body)
@@ -351,6 +356,13 @@ func (p *Processor) send(ctx context.Context, r route, dest *url.URL, ev *proces
 	}
 	p.metrics.outcome(key, "rejected")
 	return processors.Permanentf("%s answered %d: %s", key, res.StatusCode, snippet)
+}
+
+// dialFailed reports whether a request failed before it reached Contact
+// Pro: no connection was made, so nothing was delivered.
+func dialFailed(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // configuration reports whether an answer says that ccrelay's side is

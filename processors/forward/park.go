@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,8 +68,8 @@ func (p *Processor) maybePark(ctx context.Context, r route, dest *url.URL, conv 
 		return cause
 	}
 	now := time.Now()
-	first := p.heads.failed(r, ev, now)
-	limit, over := b.exceeded(ev.Deliveries, first, now)
+	first, failures := p.heads.failed(r, ev, now)
+	limit, over := b.exceeded(failures, first, now)
 	if !over {
 		return cause
 	}
@@ -78,7 +79,7 @@ func (p *Processor) maybePark(ctx context.Context, r route, dest *url.URL, conv 
 		return cause
 	}
 	conv.Cause = limit
-	conv.Reason = fmt.Sprintf("%d attempts over %s failed (bound %s); the last: %v", ev.Deliveries, now.Sub(first).Round(time.Millisecond), b, cause)
+	conv.Reason = fmt.Sprintf("%d attempts over %s failed (bound %s); the last: %v", failures, now.Sub(first).Round(time.Millisecond), b, cause)
 	err := p.store.Park(ctx, conv, ev)
 	if errors.Is(err, parking.ErrConflict) {
 		// Parked meanwhile (by a redelivery elsewhere): behind it.
@@ -129,24 +130,31 @@ type heads struct {
 }
 
 type head struct {
-	seq   uint64
-	first time.Time
+	seq      uint64
+	first    time.Time
+	failures uint64
 }
 
-// failed returns when ev first failed.
-func (h *heads) failed(r route, ev *processors.Event, now time.Time) time.Time {
+// failed counts a failure of ev and returns when it first failed and how
+// often it failed, on this replica. JetStream's delivery count is not the
+// attempts: a redelivery refused because another worker's claim had not
+// yet gone stale counts there too, and a replica that died mid-send made
+// dozens of them.
+func (h *heads) failed(r route, ev *processors.Event, now time.Time) (time.Time, uint64) {
 	return h.first(r.key, r.addr.Partition, ev.Seq, now)
 }
 
-func (h *heads) first(key, partition string, seq uint64, now time.Time) time.Time {
+func (h *heads) first(key, partition string, seq uint64, now time.Time) (time.Time, uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k := key + "/" + partition
-	if cur, ok := h.m[k]; ok && cur.seq == seq {
-		return cur.first
+	cur, ok := h.m[k]
+	if !ok || cur.seq != seq {
+		cur = head{seq: seq, first: now}
 	}
-	h.m[k] = head{seq: seq, first: now}
-	return now
+	cur.failures++
+	h.m[k] = cur
+	return cur.first, cur.failures
 }
 
 // settled forgets ev's group's head.
@@ -379,6 +387,10 @@ func (p *Processor) deliverHeld(ctx context.Context, ev *processors.Event) error
 	if !ok {
 		return &parking.Repark{Cause: "unconfigured", Reason: "no forward destination for " + r.key}
 	}
+	// The same record of work as the runtime's deliveries, with the same
+	// rules: confirmed right before the send, a takeover after a confirm
+	// marked, completion recorded through an election, and a send whose
+	// outcome is unknown left marked for the retry.
 	var claim *processors.Claim
 	if l := p.env.Ledger; l != nil {
 		claim, err = l.Claim(ctx, Name, ev.ID)
@@ -388,18 +400,26 @@ func (p *Processor) deliverHeld(ctx context.Context, ev *processors.Event) error
 		case err != nil:
 			return err
 		}
+		ev.MaybeDone = ev.MaybeDone || claim.MaybeDone
+		if err := claim.Confirm(ctx); err != nil {
+			return err
+		}
 	}
 	err = p.send(ctx, r, dest, ev)
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cmp.Or(p.env.RecordTimeout, 30*time.Second))
 	defer cancel()
 	switch {
 	case err == nil:
 		if claim != nil {
 			if derr := claim.Done(lctx); derr != nil {
-				p.logger.Error("could not record completed work", "dedup_id", ev.ID, "error", derr)
+				p.logger.Error("could not record completed work; its retry is marked as a possible repeat", "dedup_id", ev.ID, "error", derr)
+				_ = claim.Abandon(lctx)
+				return fmt.Errorf("completed, but %w", derr)
 			}
 		}
 		return nil
+	case claim != nil && errors.Is(err, processors.ErrMaybeDone):
+		_ = claim.Abandon(lctx)
 	case claim != nil:
 		_ = claim.Release(lctx)
 	}

@@ -147,7 +147,7 @@ type Deps struct {
 // env is the processors' shared environment.
 func env(st Settings, d Deps, sap *c4c.Client, ledger *processors.Ledger) processors.Env {
 	return processors.Env{
-		JS: d.JS, Waiter: d.Waiter, Subjects: st.Streams.Subjects, Replicas: st.Streams.Replicas, Ledger: ledger,
+		JS: d.JS, Waiter: d.Waiter, Subjects: st.Streams.Subjects, Replicas: st.Streams.Replicas, Ledger: ledger, RecordTimeout: st.Runtime.RecordTimeout,
 		C4C: sap, Egress: st.Egress, SealKeys: st.SealKeys, Registry: d.Registry, Logger: d.Logger, Now: d.Now,
 	}
 }
