@@ -172,4 +172,9 @@ const (
 	HeaderDLQSubject    = "Ccrelay-Original-Subject"
 	HeaderDLQSeq        = "Ccrelay-Original-Seq"
 	HeaderDLQFailedAt   = "Ccrelay-Failed-At"
+	// HeaderDLQBodyOmitted is set, to the body's length, on a dead letter
+	// stored without its body: body and headers together were over the
+	// server's max_payload (an event published by hand near the limit).
+	// The body stays in the events stream, at Ccrelay-Original-Seq.
+	HeaderDLQBodyOmitted = "Ccrelay-Body-Omitted"
 )

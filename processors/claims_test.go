@@ -161,3 +161,43 @@ func TestTakeoverAfterAConfirmSaysMaybeDone(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadLetterOfABodyAtTheLimit: a hand-published event whose body is
+// just under the server's max_payload fails for good; its dead letter,
+// with the dead-letter headers, would be over the limit. It is stored
+// without its body (which stays in the events stream) rather than retried
+// for ever, and a requeue brings the event back whole.
+func TestDeadLetterOfABodyAtTheLimit(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := start(t, ns.ClientURL(), 1)
+	nc, _ := natstest.Connect(t, ns.ClientURL())
+	id := "permanent-big"
+	small := contactLens(id)
+	pad := int(nc.MaxPayload()) - len(small) - 400
+	body := append([]byte(`{"pad":"`+strings.Repeat("x", pad)+`",`), small[1:]...)
+	ev := messages.Event{Subject: f.subjects.ContactLens("I1"), ID: id, Source: "/test", Type: messages.TypeContactLensPostCall, Time: time.Now(), Body: body}
+	if _, err := f.js.PublishMsg(context.Background(), ev.Msg()); err != nil {
+		t.Fatal(err)
+	}
+	var dls []processors.DeadLetter
+	eventually(t, "the dead letter", func() bool {
+		var err error
+		dls, err = f.dlq.List(context.Background(), "recorder")
+		return err == nil && len(dls) == 1
+	})
+	if n := dls[0].Header.Get(messages.HeaderDLQBodyOmitted); n != fmt.Sprint(len(body)) || len(dls[0].Body) != 0 {
+		t.Errorf("dead letter: %s=%q with %d body bytes; want the body's length and no body", messages.HeaderDLQBodyOmitted, n, len(dls[0].Body))
+	}
+	if _, attempts := f.rec.count(id); attempts != 1 {
+		t.Errorf("handled %d times, want 1", attempts)
+	}
+	dl, err := f.dlq.Requeue(context.Background(), dls[0].Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.js.Stream(context.Background(), f.subjects.EventsStream())
+	last, err := st.GetLastMsgForSubject(context.Background(), dl.Subject)
+	if err != nil || string(last.Data) != string(body) || last.Header.Get(messages.HeaderDLQBodyOmitted) != "" {
+		t.Errorf("requeued event: %v, %d bytes (want %d), omitted header %q", err, len(last.Data), len(body), last.Header.Get(messages.HeaderDLQBodyOmitted))
+	}
+}

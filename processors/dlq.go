@@ -54,6 +54,16 @@ func (d *DeadLetters) Send(ctx context.Context, processor string, ev *Event, cau
 	h[nats.MsgIdHdr] = []string{"dlq:" + processor + ":" + strconv.FormatUint(ev.Seq, 10)}
 	msg := &nats.Msg{Subject: d.subjects.DeadLetter(processor), Header: h, Data: ev.Body}
 	ack, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.DeadLetterStream()))
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// The dead letter's headers pushed a body stored near the limit
+		// over it: no retry could store it, and a message that can be
+		// neither handled nor dead-lettered would be retried for ever,
+		// holding its partition. Store it without the body, which stays
+		// in the events stream (Requeue takes it from there).
+		h[messages.HeaderDLQBodyOmitted] = []string{strconv.Itoa(len(ev.Body))}
+		msg.Data = nil
+		ack, err = d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.DeadLetterStream()))
+	}
 	if err != nil {
 		return false, fmt.Errorf("dead-letter %s seq %d: %w", processor, ev.Seq, err)
 	}
@@ -144,7 +154,21 @@ func (d *DeadLetters) Requeue(ctx context.Context, seq uint64) (DeadLetter, erro
 	// One Nats-Msg-Id for every attempt: a retry after a lost ack is a
 	// duplicate JetStream drops, not a second copy.
 	out[nats.MsgIdHdr] = []string{"requeue:" + strconv.FormatUint(seq, 10) + ":" + strconv.FormatInt(time.Now().UnixNano(), 36)}
-	msg := &nats.Msg{Subject: dl.Subject, Header: out, Data: raw.Data}
+	body := raw.Data
+	if h.Get(messages.HeaderDLQBodyOmitted) != "" {
+		// Stored without its body: take it from the event itself.
+		delete(out, messages.HeaderDLQBodyOmitted)
+		ev := Scan{Stream: d.subjects.EventsStream(), Wait: w}
+		orig, err := ev.scanner(d.js).get(ctx, msgGetRequest{Seq: dl.OrigSeq})
+		if notFound(err) {
+			return dl, fmt.Errorf("seq %d was dead-lettered without its body (too large), and event seq %d has left %s: it cannot be requeued", seq, dl.OrigSeq, d.subjects.EventsStream())
+		}
+		if err != nil {
+			return dl, fmt.Errorf("requeue seq %d: the body of event seq %d: %w", seq, dl.OrigSeq, err)
+		}
+		body = orig.Data
+	}
+	msg := &nats.Msg{Subject: dl.Subject, Header: out, Data: body}
 	err = w.Do(ctx, "requeue seq "+strconv.FormatUint(seq, 10), func(ctx context.Context) error {
 		_, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.subjects.EventsStream()))
 		return err
