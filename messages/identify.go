@@ -168,7 +168,12 @@ var ErrNoEventID = errors.New("event has no id")
 // a body published by hand without one, the id ingest would have given it.
 // The error says why a message has neither; it wraps ErrNoEventID.
 func (s Subjects) EventID(subject string, header map[string][]string, body []byte) (string, error) {
-	if v := header[HeaderID]; len(v) > 0 && v[0] != "" {
+	if v := header[HeaderID]; len(v) > 1 {
+		// Which one a reader takes would be left to chance: the ledger,
+		// the relay's X-Ccrelay-Event-Id and a dead letter could each
+		// name another event.
+		return "", fmt.Errorf("%w: %d %s headers", ErrNoEventID, len(v), HeaderID)
+	} else if len(v) == 1 && v[0] != "" {
 		return v[0], nil
 	}
 	ident, err := s.Identify(subject, body)

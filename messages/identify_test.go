@@ -121,6 +121,12 @@ func TestEventID(t *testing.T) {
 			t.Errorf("got %q, %v; want connect::E", id, err)
 		}
 	})
+	t.Run("two headers are refused", func(t *testing.T) {
+		id, err := s.EventID(s.ContactLens("I"), map[string][]string{messages.HeaderID: {"given", "other"}}, cl)
+		if !errors.Is(err, messages.ErrNoEventID) || id != "" {
+			t.Errorf("got %q, %v; want ErrNoEventID", id, err)
+		}
+	})
 	t.Run("empty header is absent", func(t *testing.T) {
 		id, err := s.EventID(s.ContactLens("I"), map[string][]string{messages.HeaderID: {""}}, cl)
 		if err != nil || id != "connect::E" {
