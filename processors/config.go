@@ -60,10 +60,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("CCRELAY_PROCESS_MAX_ACK_PENDING: %d is below CCRELAY_PROCESS_CONCURRENCY", c.MaxAckPending)
 	case c.HandlerTimeout <= 0:
 		return errors.New("CCRELAY_PROCESS_HANDLER_TIMEOUT: must be positive")
-	case c.CallTimeout <= 0:
-		return errors.New("CCRELAY_PROCESS_CALL_TIMEOUT: must be positive")
-	case c.RecordTimeout < c.CallTimeout:
-		return errors.New("CCRELAY_PROCESS_RECORD_TIMEOUT: must be at least CCRELAY_PROCESS_CALL_TIMEOUT")
+	case c.CallTimeout < 100*time.Millisecond:
+		return fmt.Errorf("CCRELAY_PROCESS_CALL_TIMEOUT: %s is below 100ms: a JetStream request across a cluster would not fit", c.CallTimeout)
+	case c.RecordTimeout < c.Call() || c.RecordTimeout > time.Hour:
+		// It is also how long a dead replica's started work waits before
+		// another redoes it (Ledger.HoldSending).
+		return fmt.Errorf("CCRELAY_PROCESS_RECORD_TIMEOUT: %s is not between the call timeout (%s) and 1h", c.RecordTimeout, c.Call())
 	case c.LedgerTTL < time.Hour:
 		return errors.New("CCRELAY_PROCESS_LEDGER_TTL: must be at least 1h")
 	case c.ShutdownGrace <= 0:

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -154,6 +155,11 @@ func relayCommand(args, environ []string, stdout, stderr io.Writer) int {
 			if *destination == "" || c.Destination == *destination {
 				mine = append(mine, c)
 			}
+		}
+		if _, configured := cfg.Processors.Forward.URLs[*destination]; *destination != "" && !configured && len(mine) == 0 {
+			// Most likely a typo: say so rather than report nothing to do.
+			fmt.Fprintf(stderr, "ccrelay relay %s: %q is not a destination of CCRELAY_FORWARD_URLS (%s), and has nothing parked\n", sub, printable(*destination), strings.Join(cfg.Processors.Forward.URLs.Keys(), ", "))
+			return 2
 		}
 		if sub == "held" {
 			printParked(stdout, mine, *asJSON)

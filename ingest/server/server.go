@@ -76,8 +76,8 @@ func (c Config) Validate(maxPayload int64) error {
 		return errors.New("CCRELAY_MAX_BODY_BYTES: must be positive")
 	case maxPayload > 0 && c.MaxBodyBytes+headerAllowance > maxPayload:
 		return fmt.Errorf("CCRELAY_MAX_BODY_BYTES: %d plus headers does not fit the NATS server's max_payload of %d bytes; lower it or raise max_payload", c.MaxBodyBytes, maxPayload)
-	case c.PublishTimeout <= 0:
-		return errors.New("CCRELAY_PUBLISH_TIMEOUT: must be positive")
+	case c.PublishTimeout < 100*time.Millisecond || c.PublishTimeout > time.Minute:
+		return fmt.Errorf("CCRELAY_PUBLISH_TIMEOUT: %s is not between 100ms and 1m", c.PublishTimeout)
 	case c.RetryAfter < time.Second:
 		return errors.New("CCRELAY_RETRY_AFTER: must be at least 1s")
 	case c.ReadTimeout <= 0:
