@@ -13,6 +13,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/messages/signature"
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/forward"
 	"github.com/ccrelay/ccrelay/processors/replay"
 	"github.com/ccrelay/ccrelay/test/fakes/cpfake"
 	"github.com/ccrelay/ccrelay/test/metricstest"
@@ -303,4 +304,57 @@ func TestRelayReplay(t *testing.T) {
 	}
 	eventually(t, "the forced replay is delivered", func() bool { return len(cp.Received()) == 2*total })
 	checkInOrderOnce(t, cp.Received()[total:], want)
+}
+
+// TestRelayRetryAfterNoAnswerSaysMaybeDelivered: Contact Pro takes a
+// message and answers after the relay's timeout; the retry that follows
+// may repeat a delivery Contact Pro made, and says so
+// (X-Ccrelay-Maybe-Delivered), while a retry after an answer (a 503) does
+// not.
+func TestRelayRetryAfterNoAnswerSaysMaybeDelivered(t *testing.T) {
+	ns := natstest.Embedded(t)
+	cp := cpfake.New(t, cpExtUser, cpExtPassword, relayServices()...)
+	d := relayDeployment(t, ns.ClientURL(), cp, "CCRELAY_FORWARD_TIMEOUT=300ms")
+	d.startProcessors("forward")
+
+	cp.SetDelay(time.Second)
+	slow := conversationMessage(t, "twilio", 1, 0)
+	r := d.post(slow.path, slow.header, slow.body)
+	slowID := r.json(t)["id"].(string)
+	eventually(t, "the first attempt", func() bool { return cp.Attempts(slowID) >= 1 })
+	cp.SetDelay(0)
+	eventually(t, "the retry", func() bool { return len(cp.Received()) >= 2 })
+
+	cp.Down(http.StatusServiceUnavailable)
+	refused := conversationMessage(t, "twilio", 2, 0)
+	r = d.post(refused.path, refused.header, refused.body)
+	refusedID := r.json(t)["id"].(string)
+	eventually(t, "a refused attempt", func() bool { return cp.Refused()["down"] >= 1 })
+	cp.Up()
+	eventually(t, "the refused one delivered", func() bool {
+		for _, got := range cp.Received() {
+			if got.EventID == refusedID {
+				return true
+			}
+		}
+		return false
+	})
+	var marks []string
+	for _, got := range cp.Received() {
+		marks = append(marks, got.EventID[len(got.EventID)-6:]+"="+got.Header.Get(forward.HeaderMaybeDelivered))
+		switch {
+		case got.EventID == refusedID && got.Header.Get(forward.HeaderMaybeDelivered) != "":
+			t.Errorf("the retry after a 503 says it may be a repeat")
+		}
+	}
+	// Contact Pro records the slow attempt when it answers, after the retry.
+	slowMarks := map[string]int{}
+	for _, got := range cp.Received() {
+		if got.EventID == slowID {
+			slowMarks[got.Header.Get(forward.HeaderMaybeDelivered)]++
+		}
+	}
+	if slowMarks[""] != 1 || slowMarks["true"] != 1 || len(slowMarks) != 2 {
+		t.Errorf("deliveries (id=mark): %v; want the slow one once unmarked and once marked true", marks)
+	}
 }
