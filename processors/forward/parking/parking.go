@@ -115,6 +115,15 @@ type Store struct {
 	// kvStream and kvSubjects are the bucket's stream and subject prefix,
 	// for reads from the stream leader.
 	kvStream, kvSubjects string
+	// call bounds each request the store makes outside the bucket (whose
+	// requests the waiter bounds): the leader reads, every message's
+	// park check among them, run on a handler's long context.
+	call time.Duration
+}
+
+// bound is ctx with a deadline at most s.call away.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return provision.Bounded(ctx, s.call)
 }
 
 // Config sets what Provision creates.
@@ -154,7 +163,15 @@ func Provision(ctx context.Context, w provision.Waiter, js jetstream.JetStream, 
 	}); err != nil {
 		return nil, fmt.Errorf("relay %w", err)
 	}
-	return newStore(js, s, kv), nil
+	return newStore(js, s, provision.BoundKV(kv, callOr(w.CallTimeout)), callOr(w.CallTimeout)), nil
+}
+
+// callOr is d, or 5 s when it is not set.
+func callOr(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 5 * time.Second
+	}
+	return d
 }
 
 // Open binds to the bucket and stream a relay created, for the operator
@@ -172,12 +189,12 @@ func Open(ctx context.Context, js jetstream.JetStream, s messages.Subjects) (*St
 	} else if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", s.RelayHeldStream(), err)
 	}
-	return newStore(js, s, kv), nil
+	return newStore(js, s, provision.BoundKV(kv, callOr(0)), callOr(0)), nil
 }
 
-func newStore(js jetstream.JetStream, s messages.Subjects, kv jetstream.KeyValue) *Store {
+func newStore(js jetstream.JetStream, s messages.Subjects, kv jetstream.KeyValue, call time.Duration) *Store {
 	b := s.RelayBucket()
-	return &Store{js: js, subjects: s, kv: kv, kvStream: "KV_" + b, kvSubjects: "$KV." + b + "."}
+	return &Store{js: js, subjects: s, kv: kv, kvStream: "KV_" + b, kvSubjects: "$KV." + b + ".", call: call}
 }
 
 // KV is the bucket, for the relay's other state (its consumers' order).
@@ -187,6 +204,8 @@ func (s *Store) KV() jetstream.KeyValue { return s.kv }
 // revision, or nil and the revision to compare-and-set against when it is
 // not set.
 func (s *Store) Value(ctx context.Context, key string) ([]byte, uint64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	m, err := processors.LastMsg(ctx, s.js, s.kvStream, s.kvSubjects+key)
 	if err != nil || m == nil {
 		return nil, 0, err
@@ -208,6 +227,8 @@ func (s *Store) Get(ctx context.Context, id string) (*Conversation, error) {
 // read returns conversation id and the revision of its key (that of a
 // deletion marker when it is not parked; 0 when it never was).
 func (s *Store) read(ctx context.Context, id string) (*Conversation, uint64, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	m, err := processors.LastMsg(ctx, s.js, s.kvStream, s.kvSubjects+keyPrefix+id)
 	if err != nil || m == nil {
 		return nil, 0, err
@@ -345,6 +366,8 @@ func (s *Store) hold(ctx context.Context, c *Conversation, ev *processors.Event)
 	}
 	h[nats.MsgIdHdr] = []string{"held:" + c.Park + ":" + seq}
 	m := &nats.Msg{Subject: s.subjects.RelayHeld(c.ID), Header: h, Data: ev.Body}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectStream(s.subjects.RelayHeldStream())); err != nil {
 		return fmt.Errorf("park seq %d: %w", ev.Seq, err)
 	}
@@ -412,6 +435,8 @@ func (s *Store) heldOf(m *jetstream.RawStreamMsg) *Held {
 
 // Remove deletes a stored message that was settled.
 func (s *Store) Remove(ctx context.Context, h *Held) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	st, err := s.js.Stream(ctx, s.subjects.RelayHeldStream())
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", s.subjects.RelayHeldStream(), err)
