@@ -234,6 +234,12 @@ func statusesThroughNodeFault(t *testing.T, fault string, stop, restart func(*na
 		}
 		close(posts)
 	}()
+	// Bound before the fault: right after it, JetStream may answer
+	// "temporarily unavailable" for a while (current retries its reads).
+	consumer, err := js.Consumer(context.Background(), d.subjects.EventsStream(), processors.ConsumerName(d.subjects, "deliveries"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	// In the last round, so that what the fault holds up is the newest
 	// status of its message.
 	for acked.Load() < 2*messagesN+messagesN/3 {
@@ -246,10 +252,6 @@ func statusesThroughNodeFault(t *testing.T, fault string, stop, restart func(*na
 	wg.Wait()
 	allAcked := time.Now()
 
-	consumer, err := js.Consumer(context.Background(), d.subjects.EventsStream(), processors.ConsumerName(d.subjects, "deliveries"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// current counts statuses older than their newest report, and the
 	// reports the consumer has not had answered.
 	current := func() (stale int, unanswered uint64) {
