@@ -35,7 +35,9 @@ func TestRelaySurvivesSIGKILL(t *testing.T) {
 		"CCRELAY_FORWARD_URLS=twilio/us=" + cp.URLOf(svc),
 		"CCRELAY_FORWARD_BASIC_USERS=twilio/us=ext:ext-password",
 		"CCRELAY_FORWARD_BACKOFF=100ms", fmt.Sprintf("CCRELAY_FORWARD_PARTITIONS=%d", partitions),
-		"CCRELAY_PROCESS_ACK_WAIT=2s",
+		// A delivery the killed replica had started is redone (marked)
+		// once its claim is older than AckWait + the record timeout.
+		"CCRELAY_PROCESS_ACK_WAIT=2s", "CCRELAY_PROCESS_RECORD_TIMEOUT=3s",
 	}
 	var reps []*proc
 	for i := 0; i < 3; i++ {
@@ -59,6 +61,9 @@ func TestRelaySurvivesSIGKILL(t *testing.T) {
 		ids := got[r.Conversation]
 		if len(ids) > 0 && ids[len(ids)-1] == r.EventID {
 			repeats++ // the killed replica's delivery in flight, again
+			if r.Header.Get("X-Ccrelay-Maybe-Delivered") != "true" {
+				t.Errorf("event %s repeated without saying it may be a repeat", r.EventID)
+			}
 			continue
 		}
 		got[r.Conversation] = append(ids, r.EventID)
