@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages"
-	"github.com/ccrelay/ccrelay/messages/provision"
 )
 
 // Event is one stored event as a handler sees it.
@@ -62,23 +61,12 @@ func (d *delivery) Ack() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.confirm)
 	defer cancel()
-	wait := 100 * time.Millisecond
-	for {
-		cctx, ccancel := provision.Bounded(ctx, d.call)
-		err := d.Msg.DoubleAck(cctx)
-		ccancel()
-		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+	return retryCall(ctx, d.call, func(ctx context.Context) error {
+		if err := d.Msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			return err
-		case <-t.C:
 		}
-		wait = min(2*wait, 2*time.Second)
-	}
+		return nil
+	})
 }
 
 // unmarshaler turns a delivery into a watermill message: the body as

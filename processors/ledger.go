@@ -318,9 +318,15 @@ func (c *Claim) Abandon(ctx context.Context) error {
 // ends, with a backoff from 100 ms to 2 s: a leader election takes a few
 // seconds, and a request sent into it is lost.
 func (l *Ledger) retry(ctx context.Context, f func(context.Context) error) error {
+	return retryCall(ctx, l.call, f)
+}
+
+// retryCall runs f, each attempt bounded by call, until it succeeds or ctx
+// ends, with a backoff from 100 ms to 2 s.
+func retryCall(ctx context.Context, call time.Duration, f func(context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {
-		cctx, cancel := provision.Bounded(ctx, l.call)
+		cctx, cancel := provision.Bounded(ctx, call)
 		err := f(cctx)
 		cancel()
 		if err == nil {
