@@ -42,7 +42,7 @@ type Config struct {
 	// conversation is parked only while its destination answers (a HEAD
 	// to its URL): while Contact Pro is down, or refuses the external
 	// user, every conversation waits as before.
-	ParkAfter Bound `env:"FORWARD_PARK_AFTER" envDefault:"attempts=20,age=15m" help:"park a conversation (its message and every later one) once its head failed that many times or that long since its first failure, whichever comes first, while the destination answers: 'attempts=N', 'age=DURATION', both, or 'never'"`
+	ParkAfter Bound `env:"FORWARD_PARK_AFTER" envDefault:"attempts=20,age=15m" help:"park a conversation (its message and every later one) once its head failed that many times or that long since its first failure, whichever comes first, while the destination answers (a HEAD after that failure and after the one before): 'attempts=N', 'age=DURATION', both, or 'never'"`
 	// ParkAfterBy overrides ParkAfter per destination.
 	ParkAfterBy Bounds `env:"FORWARD_PARK_AFTER_BY" help:"'CCRELAY_FORWARD_PARK_AFTER' per destination: '<type>/<service>=attempts=N;age=DURATION' or '<type>/<service>=never', comma-separated"`
 

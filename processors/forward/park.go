@@ -62,6 +62,13 @@ func (p *Processor) parkBehind(ctx context.Context, conv *parking.Conversation, 
 // destination that does not answer (Contact Pro down, the external user
 // refused) fails every conversation alike: parking them all would only
 // set them aside, so they wait, and the alert says why.
+//
+// "Answers" must hold on both sides of the failed attempt: a probe after
+// the attempt alone cannot tell a message Contact Pro refuses from one
+// it refused while down, seconds before it came back. So the destination
+// is also probed after the failure before the bound (the attempt that
+// reaches it then started with the destination answering), and a head
+// whose destination has just come back gets one more attempt.
 func (p *Processor) maybePark(ctx context.Context, r route, dest *url.URL, conv *parking.Conversation, ev *processors.Event, cause error) error {
 	b := p.cfg.ParkBound(r.key)
 	if b.Never() {
@@ -70,12 +77,22 @@ func (p *Processor) maybePark(ctx context.Context, r route, dest *url.URL, conv 
 	now := time.Now()
 	first, failures := p.heads.failed(r, ev, now)
 	limit, over := b.exceeded(failures, first, now)
-	if !over {
+	_, next := b.exceeded(failures+1, first, now.Add(backoffOf(p.cfg.Backoff, int(min(failures, 1<<20)))))
+	if !over && !next {
 		return cause
 	}
-	if why := p.answers(ctx, r.key, dest); why != "" {
+	why := p.answers(ctx, r.key, dest)
+	steady := p.heads.probed(r, ev, why == "")
+	switch {
+	case !over:
+		return cause
+	case why != "":
 		p.logger.Warn("not parking: the destination does not answer, so every conversation waits", "destination", r.key, "conversation", conv.ID,
 			"dedup_id", ev.ID, "seq", ev.Seq, "deliveries", ev.Deliveries, "probe", why)
+		return cause
+	case !steady:
+		p.logger.Info("not parking yet: the destination answers again, so the head gets one more attempt", "destination", r.key, "conversation", conv.ID,
+			"dedup_id", ev.ID, "seq", ev.Seq, "deliveries", ev.Deliveries)
 		return cause
 	}
 	conv.Cause = limit
@@ -133,6 +150,9 @@ type head struct {
 	seq      uint64
 	first    time.Time
 	failures uint64
+	// answered: the destination answered the probe after the head's
+	// last failure.
+	answered bool
 }
 
 // failed counts a failure of ev and returns when it first failed and how
@@ -155,6 +175,24 @@ func (h *heads) first(key, partition string, seq uint64, now time.Time) (time.Ti
 	cur.failures++
 	h.m[k] = cur
 	return cur.first, cur.failures
+}
+
+// probed records whether the destination answered the probe after ev's
+// latest failure, and reports whether it also answered the one after the
+// failure before: the attempt in between started with the destination
+// answering, and failed anyway.
+func (h *heads) probed(r route, ev *processors.Event, answered bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := r.key + "/" + r.addr.Partition
+	cur, ok := h.m[k]
+	if !ok || cur.seq != ev.Seq {
+		return false
+	}
+	before := cur.answered
+	cur.answered = answered
+	h.m[k] = cur
+	return before && answered
 }
 
 // settled forgets ev's group's head.

@@ -112,21 +112,11 @@ func deployOnBrokers(t *testing.T, natsURL string, withIngest bool, procs []stri
 	return d
 }
 
-// dumpLogs logs the deployment's WARN and ERROR lines of the last minute,
-// for a failure's cause.
+// dumpLogs logs the deployment's last WARN and ERROR lines, for a
+// failure's cause.
 func (d *brokerDeployment) dumpLogs(t *testing.T) {
 	t.Helper()
-	lines := strings.Split(d.logs.String(), "\n")
-	var keep []string
-	for _, l := range lines {
-		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
-			keep = append(keep, l)
-		}
-	}
-	if len(keep) > 200 {
-		keep = keep[len(keep)-200:]
-	}
-	t.Logf("the deployment's last warnings and errors:\n%s", strings.Join(keep, "\n"))
+	t.Logf("the deployment's last warnings and errors:\n%s", warnings(d.logs.String()))
 }
 
 // claimEvents sums ccrelay_processor_claim_events_total of event across

@@ -185,6 +185,9 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 	}
 	t.Cleanup(func() {
 		logs := d.logs.String()
+		if t.Failed() {
+			t.Logf("the deployment's last warnings and errors:\n%s", warnings(logs))
+		}
 		for _, s := range secrets() {
 			if strings.Contains(logs, s) {
 				t.Errorf("a secret reached the logs: %q", s)
@@ -192,6 +195,20 @@ func deploy(t testing.TB, natsURL string, replicas int, extra ...string) *deploy
 		}
 	})
 	return d
+}
+
+// warnings is the last 200 WARN and ERROR lines of logs: a failure's cause.
+func warnings(logs string) string {
+	var keep []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > 200 {
+		keep = keep[len(keep)-200:]
+	}
+	return strings.Join(keep, "\n")
 }
 
 type response struct {

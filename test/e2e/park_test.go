@@ -400,27 +400,40 @@ func TestRelayHandPublishedMessages(t *testing.T) {
 // TestRelayDoesNotParkWhileContactProIsDown: while Contact Pro is down
 // (its HEAD fails too), no conversation is parked however often their
 // messages fail: all wait, and go in order once it is back, without an
-// operator.
+// operator. Also when it comes back between a refused delivery and the
+// relay's question whether it answers (the HEAD then says it does, about
+// a message it refused while down): that once parked a conversation
+// whose head had failed only because Contact Pro was down.
 func TestRelayDoesNotParkWhileContactProIsDown(t *testing.T) {
-	ns := natstest.Embedded(t)
-	cp := cpfake.New(t, cpExtUser, cpExtPassword, relayServices()...)
-	cp.Down(http.StatusServiceUnavailable)
-	d := relayDeployment(t, ns.ClientURL(), cp, "CCRELAY_FORWARD_PARK_AFTER=attempts=2")
-	d.startProcessors("forward")
-	want, total := sendBacklog(t, d, 2, 2)
-	eventually(t, "the relay keeps trying", func() bool { return cp.Refused()["down"] >= 40 && cp.Heads() >= 10 })
-	st := parkedStore(t, d)
-	if n := len(parked(t, st)); n != 0 {
-		t.Fatalf("%d conversations parked while Contact Pro was down", n)
-	}
-	if !strings.Contains(d.logs.String(), `"msg":"not parking: the destination does not answer, so every conversation waits"`) {
-		t.Error("the logs do not say why nothing is parked")
-	}
-	cp.Up()
-	eventually(t, "the backlog drains", func() bool { return len(cp.Received()) >= total })
-	checkInOrderOnce(t, cp.Received(), want)
-	if n := len(parked(t, st)); n != 0 {
-		t.Errorf("%d conversations parked", n)
+	for _, tc := range []struct {
+		name string
+		up   func(*cpfake.Server)
+	}{
+		{"back up", (*cpfake.Server).Up},
+		{"back up right after a refusal", (*cpfake.Server).UpAfterNextRefusal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := natstest.Embedded(t)
+			cp := cpfake.New(t, cpExtUser, cpExtPassword, relayServices()...)
+			cp.Down(http.StatusServiceUnavailable)
+			d := relayDeployment(t, ns.ClientURL(), cp, "CCRELAY_FORWARD_PARK_AFTER=attempts=2")
+			d.startProcessors("forward")
+			want, total := sendBacklog(t, d, 2, 2)
+			eventually(t, "the relay keeps trying", func() bool { return cp.Refused()["down"] >= 40 && cp.Heads() >= 10 })
+			st := parkedStore(t, d)
+			if n := len(parked(t, st)); n != 0 {
+				t.Fatalf("%d conversations parked while Contact Pro was down", n)
+			}
+			if !strings.Contains(d.logs.String(), `"msg":"not parking: the destination does not answer, so every conversation waits"`) {
+				t.Error("the logs do not say why nothing is parked")
+			}
+			tc.up(cp)
+			eventually(t, "the backlog drains", func() bool { return len(cp.Received()) >= total })
+			checkInOrderOnce(t, cp.Received(), want)
+			if n := len(parked(t, st)); n != 0 {
+				t.Errorf("%d conversations parked", n)
+			}
+		})
 	}
 }
 

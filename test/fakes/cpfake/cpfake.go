@@ -51,6 +51,8 @@ type Server struct {
 	mu       sync.Mutex
 	delay    time.Duration
 	down     int // status answered while down; 0 when up
+	// upAfter: come back up right after refusing the next delivery.
+	upAfter bool
 	reject   map[string]int
 	received []Received
 	refused  map[string]int // by reason
@@ -92,6 +94,15 @@ func (s *Server) SetPassword(password string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.password = password
+}
+
+// UpAfterNextRefusal brings the fake back up right after it refused one
+// more delivery: whoever asks at once whether it answers hears that it
+// does, about a delivery it refused while down.
+func (s *Server) UpAfterNextRefusal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.upAfter = true
 }
 
 // Up takes deliveries again.
@@ -186,6 +197,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(delay)
 	}
 	if down != 0 {
+		s.mu.Lock()
+		if s.upAfter {
+			s.down, s.upAfter = 0, false
+		}
+		s.mu.Unlock()
 		s.refuse(w, down, "down")
 		return
 	}
