@@ -326,9 +326,37 @@ func (b *Broker) options(part *Part) []nats.Option {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.logger.Debug("nats reconnected", "server", nc.ConnectedUrlRedacted())
-			part.Succeeded()
+			// Not in the callback: nats.go runs every connection callback
+			// on one goroutine, and JetStream may take seconds to answer.
+			go b.confirmJetStream(nc, part)
 		}),
 	)
+}
+
+// confirmJetStream reports part's success once JetStream answers on nc: a
+// connection is back when it reached a server, but ccrelay is back only
+// when that server has JetStream (a node restarting, or a server without
+// it on the same address). It stops when nc disconnects or closes; the
+// next reconnect starts it again.
+func (b *Broker) confirmJetStream(nc *nats.Conn, part *Part) {
+	js, err := jetstream.New(nc)
+	wait := 250 * time.Millisecond
+	for !b.closing.Load() && nc.IsConnected() {
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err = js.AccountInfo(ctx)
+			cancel()
+			if err == nil {
+				part.Succeeded()
+				return
+			}
+		}
+		b.logger.Debug("nats reconnected, but jetstream does not answer yet", "server", nc.ConnectedUrlRedacted(), "error", err)
+		part.Failed(err)
+		time.Sleep(wait)
+		wait = min(2*wait, 2*time.Second)
+		js, err = jetstream.New(nc)
+	}
 }
 
 // Outage is the process's NATS outage, for the other parts that wait for

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/ccrelay/ccrelay/test/logtest"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
@@ -92,7 +94,7 @@ func TestOutageLoggedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer natstest.Stop(ns)
-	waitLog(t, "every connection back", func() bool { return count(logLines(t, &buf), "DEBUG", "nats reconnected") == 3 })
+	waitLog(t, "every connection back", func() bool { return count(logLines(t, &buf), "INFO", "nats available again") == 1 })
 
 	lines := logLines(t, &buf)
 	if n := count(lines, "WARN", ""); n != 1 || count(lines, "WARN", "nats unavailable") != 1 {
@@ -106,7 +108,7 @@ func TestOutageLoggedOnce(t *testing.T) {
 			continue
 		}
 		failed, _ := m["failed_attempts"].(float64)
-		debugs := count(lines, "DEBUG", "nats disconnected") + count(lines, "DEBUG", "nats reconnect failed")
+		debugs := count(lines, "DEBUG", "nats disconnected") + count(lines, "DEBUG", "nats reconnect failed") + count(lines, "DEBUG", "nats reconnected, but")
 		if int(failed) != debugs {
 			t.Errorf("failed_attempts %v, want %d (one per debug line)", m["failed_attempts"], debugs)
 		}
@@ -114,6 +116,64 @@ func TestOutageLoggedOnce(t *testing.T) {
 		if outage := time.Duration(m["outage"].(float64)); outage < time.Since(down)-time.Second || outage > time.Minute {
 			t.Errorf("outage %s, want about as long as the server was down", outage)
 		}
+	}
+}
+
+// TestOutageLastsUntilJetStreamAnswers: connections that reconnect to a
+// server without JetStream (a node restarting, a plain server on the same
+// address) have not ended the outage: the processors' pulls still fail,
+// and a process that said "available again" there said "unavailable"
+// again right after. It ends when JetStream answers.
+func TestOutageLastsUntilJetStreamAnswers(t *testing.T) {
+	dir, port := t.TempDir(), natstest.FreePort(t)
+	ns, err := natstest.Start(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf logtest.Buffer
+	logger := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	b, err := Open(context.Background(), Config{URL: ns.ClientURL(), ConnectTimeout: 5 * time.Second}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	nc, err := b.NewConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+
+	natstest.Stop(ns)
+	plain, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Start()
+	waitLog(t, "both connections on the plain server", func() bool {
+		l := logLines(t, &buf)
+		return count(l, "DEBUG", "nats reconnected")-count(l, "DEBUG", "nats reconnected, but") >= 2
+	})
+	// Long enough for several rounds of asking for JetStream.
+	time.Sleep(2 * time.Second)
+	if n := count(logLines(t, &buf), "DEBUG", "nats reconnected, but jetstream does not answer yet"); n < 4 {
+		t.Errorf("%d debug lines saying JetStream does not answer yet, want one per connection and attempt", n)
+	}
+	if n := count(logLines(t, &buf), "INFO", "nats available again"); n != 0 {
+		t.Fatalf("the outage ended on a server without JetStream:\n%s", buf.String())
+	}
+	plain.Shutdown()
+	plain.WaitForShutdown()
+	if ns, err = natstest.Start(dir, port); err != nil {
+		t.Fatal(err)
+	}
+	defer natstest.Stop(ns)
+	waitLog(t, "the outage's end", func() bool { return count(logLines(t, &buf), "INFO", "nats available again") == 1 })
+	lines := logLines(t, &buf)
+	if n := count(lines, "WARN", ""); n != 1 {
+		t.Errorf("%d WARN lines, want one:\n%s", n, buf.String())
+	}
+	if n := count(lines, "INFO", "nats available again"); n != 1 {
+		t.Errorf("%d lines saying nats is back, want 1:\n%s", n, buf.String())
 	}
 }
 
