@@ -48,11 +48,11 @@ type Server struct {
 	user, password string
 	services       map[string]Service
 
-	mu       sync.Mutex
-	delay    time.Duration
-	down     int // status answered while down; 0 when up
+	mu    sync.Mutex
+	delay time.Duration
+	down  int // status answered while down; 0 when up
 	// upAfter: come back up right after refusing the next delivery.
-	upAfter bool
+	upAfter  bool
 	reject   map[string]int
 	received []Received
 	refused  map[string]int // by reason
