@@ -73,7 +73,14 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 	}
 	// Events a Selector does not want never get here: the consumer
 	// acknowledged them (Runtime.ignoreUnwanted).
-	claim, err := r.deps.Ledger.Claim(ctx, p.Name, ev.ID)
+	if p.Guarantee == Idempotent {
+		return r.handleIdempotent(ctx, p, d, ev, duration)
+	}
+	work := Work{Processor: p.Name, ID: ev.ID, Sending: p.Confirms}
+	if d.consumer != "" && ev.Seq != 0 {
+		work.Stream, work.Consumer, work.Seq = r.deps.Subjects.EventsStream(), d.consumer, ev.Seq
+	}
+	claim, err := r.deps.Ledger.ClaimWork(ctx, work)
 	switch {
 	case errors.Is(err, ErrDone):
 		return OutcomeSkipped, err
@@ -109,12 +116,11 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 	defer lcancel()
 	switch {
 	case err == nil:
-		// The side effect happened: record it before the message is
-		// acknowledged, retrying through a leader election, and keep the
-		// message in progress meanwhile so that no other replica is handed
-		// it and repeats the work.
+		// The side effect happened: record it, retrying through a leader
+		// election, and keep the message in progress meanwhile so that no
+		// other replica is handed it and repeats the work.
 		keep := r.keepInProgress(lctx, d)
-		derr := claim.Done(lctx)
+		derr := r.complete(lctx, d, work, claim)
 		keep()
 		if derr != nil {
 			r.deps.Metrics.Claims.WithLabelValues(p.Name, ClaimUnrecorded).Inc()
@@ -152,6 +158,47 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 	return r.retryOrDeadLetter(ctx, p, ev, err)
 }
 
+// complete records work as done. The claim names its delivery, so the
+// delivery's confirmed acknowledgement is the record (a later copy of the
+// event reads it from the consumer's ack floor): no write. Only when the
+// server does not confirm it within half the record timeout is the
+// completion written to the ledger, and the message then acknowledged by
+// watermill.
+func (r *Runtime) complete(ctx context.Context, d *delivery, w Work, claim *Claim) error {
+	if w.Seq != 0 {
+		actx, cancel := context.WithTimeout(ctx, r.cfg.RecordTimeout/2)
+		err := d.ackConfirmed(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		r.deps.Logger.Debug("acknowledgement not confirmed; recording the completion instead", "processor", w.Processor, "dedup_id", w.ID, "seq", w.Seq, "error", err)
+	}
+	return claim.Done(ctx)
+}
+
+// handleIdempotent runs one delivery of an idempotent processor: no
+// claim and no record, the handler's own write is both; the message is
+// kept in progress while the handler runs.
+func (r *Runtime) handleIdempotent(ctx context.Context, p Processor, d *delivery, ev *Event, duration prometheus.Observer) (string, error) {
+	hctx, cancel := context.WithTimeout(ctx, r.cfg.HandlerTimeout)
+	defer cancel()
+	stop := r.heartbeat(hctx, nil, d, nil)
+	start := time.Now()
+	err := safeHandle(hctx, p.Handler, ev)
+	duration.Observe(time.Since(start).Seconds())
+	stop()
+	switch {
+	case err == nil:
+		return OutcomeDone, nil
+	case errors.Is(err, ErrIgnored):
+		return OutcomeIgnored, err
+	case errors.Is(err, ErrPermanent):
+		return r.deadLetter(ctx, p, ev, err)
+	}
+	return r.retryOrDeadLetter(ctx, p, ev, err)
+}
+
 func (r *Runtime) retryOrDeadLetter(ctx context.Context, p Processor, ev *Event, err error) (string, error) {
 	if !p.Patient && ev.Deliveries >= uint64(r.cfg.MaxDeliver) { // #nosec G115 -- Config.Validate keeps MaxDeliver positive
 		return r.deadLetter(ctx, p, ev, fmt.Errorf("gave up after %d deliveries: %w", ev.Deliveries, err))
@@ -166,11 +213,23 @@ func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause 
 		// Not stored as a dead letter: keep it in the stream and retry.
 		return OutcomeRetried, fmt.Errorf("%w (and %w)", cause, err)
 	}
+	r.settle(dctx, p, ev)
 	return OutcomeDeadLettered, cause
 }
 
+// settle removes the claim a dead-lettered delivery of a Once processor
+// left, so that a requeue of it is not taken for the work done.
+func (r *Runtime) settle(ctx context.Context, p Processor, ev *Event) {
+	if p.Guarantee != Once || ev.ID == "" {
+		return
+	}
+	if err := r.deps.Ledger.Settle(ctx, p.Name, ev.ID, ev.Seq); err != nil {
+		r.logDelivery(ctx, slog.LevelWarn, "dead-lettered, but its claim could not be removed: a requeue of it may be skipped as done ('ccrelay replay --force' runs it)", p, ev, "error", err)
+	}
+}
+
 // heartbeat tells JetStream the delivery is still being worked on, and keeps
-// the ledger claim fresh, every AckWait/3 until stopped. It stops extending
+// the ledger claim fresh (if there is one), every AckWait/3 until stopped. It stops extending
 // work that is no longer this worker's: when the claim was taken over, or
 // could not be refreshed for so long that another worker may take it over,
 // it calls lose, which ends the handler, and stops telling JetStream the
@@ -190,6 +249,11 @@ func (r *Runtime) heartbeat(ctx context.Context, lose context.CancelCauseFunc, d
 		mu.Lock()
 		defer mu.Unlock()
 		if stopped {
+			return
+		}
+		if claim == nil {
+			_ = d.InProgress()
+			t.Reset(every)
 			return
 		}
 		// Refresh first: a message kept in progress on a claim that is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -48,25 +49,45 @@ type delivery struct {
 	jetstream.Msg
 	ev    *Event
 	idErr string
-	// confirm, when positive, makes Ack wait for the server's confirmation,
-	// retrying within it, each attempt bounded by call.
+	// consumer is the durable consumer the message came from.
+	consumer string
+	// confirm, when positive, makes Ack wait for the server's
+	// confirmation, retrying within it; call bounds each attempt.
 	confirm, call time.Duration
+	// acked is set once an acknowledgement was confirmed: watermill's
+	// ack after the handler then sends nothing more.
+	acked atomic.Bool
 }
 
-// Ack acknowledges the message: a plain ack, or for a ConfirmAck processor
-// one confirmed by the server, retried until confirmed within d.confirm.
+// Ack acknowledges the message, unless the runtime did already: a plain
+// ack, or one confirmed by the server, retried until confirmed within
+// d.confirm.
 func (d *delivery) Ack() error {
+	if d.acked.Load() {
+		return nil
+	}
 	if d.confirm <= 0 {
 		return d.Msg.Ack()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.confirm)
 	defer cancel()
-	return retryCall(ctx, d.call, func(ctx context.Context) error {
+	return d.ackConfirmed(ctx)
+}
+
+// ackConfirmed acknowledges the message and waits for the server to
+// confirm it, retrying until ctx ends. A confirmed ack is stored, on every
+// node of a replicated consumer, before the server answers.
+func (d *delivery) ackConfirmed(ctx context.Context) error {
+	err := retryCall(ctx, d.call, func(ctx context.Context) error {
 		if err := d.Msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			return err
 		}
 		return nil
 	})
+	if err == nil {
+		d.acked.Store(true)
+	}
+	return err
 }
 
 // unmarshaler turns a delivery into a watermill message: the body as
@@ -79,7 +100,8 @@ func (d *delivery) Ack() error {
 type unmarshaler struct {
 	subjects messages.Subjects
 	handoff  *handoff
-	// confirm and call are set for a ConfirmAck processor (delivery.Ack).
+	consumer string
+	// confirm and call are set for a Once processor (delivery.Ack).
 	confirm, call time.Duration
 }
 
@@ -92,7 +114,7 @@ func (u unmarshaler) deliver(m jetstream.Msg) *delivery {
 		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp.UTC()
 	}
 	ev.Time = eventTime(h.Get(messages.HeaderTime), stored)
-	d := &delivery{Msg: m, ev: ev, confirm: u.confirm, call: u.call}
+	d := &delivery{Msg: m, ev: ev, consumer: u.consumer, confirm: u.confirm, call: u.call}
 	id, err := u.subjects.EventID(m.Subject(), h, m.Data())
 	if err != nil {
 		// Watermill wants a UUID; the runtime dead-letters this one.

@@ -66,6 +66,26 @@ type entry struct {
 	// Owner is the claim's own token: a worker whose refresh was stored
 	// but whose answer was lost finds its claim by it.
 	Owner string `json:"owner,omitempty"`
+	// Seq and Consumer name the delivery that claimed the work: once
+	// Consumer has acknowledged stream sequence Seq (its ack floor is
+	// there), the work is done, and no completion is written.
+	Seq      uint64 `json:"seq,omitempty"`
+	Consumer string `json:"consumer,omitempty"`
+}
+
+// Work names the work a claim is for.
+type Work struct {
+	Processor, ID string
+	// Stream, Consumer and Seq name the delivery the work comes with.
+	// When set, the delivery's acknowledgement, confirmed by the server,
+	// records the work as done (Claim.Acked): the claim is then the
+	// work's one write. Unset (work outside a delivery), Claim.Done
+	// records it.
+	Stream, Consumer string
+	Seq              uint64
+	// Sending stores the claim as sending (the side effect may start at
+	// once): Confirm costs no write while the claim is young.
+	Sending bool
 }
 
 // NewLedger binds to the bucket, creating or updating it as needed. Entries
@@ -119,6 +139,9 @@ type Claim struct {
 	mu sync.Mutex
 	// sending is set once Confirm stored: refreshes keep the state.
 	sending bool
+	// seq and consumer are the delivery's (Work), kept in every write.
+	seq      uint64
+	consumer string
 }
 
 func ledgerKey(processor, id string) string {
@@ -127,18 +150,37 @@ func ledgerKey(processor, id string) string {
 	return processor + "." + hex.EncodeToString(sum[:16])
 }
 
-func (l *Ledger) value(state, owner string, at time.Time) []byte {
-	val, _ := json.Marshal(entry{State: state, At: at.UnixNano(), Owner: owner})
+func (l *Ledger) value(state, owner string, at time.Time, seq uint64, consumer string) []byte {
+	val, _ := json.Marshal(entry{State: state, At: at.UnixNano(), Owner: owner, Seq: seq, Consumer: consumer})
 	return val
 }
 
-// Claim takes the work of processor on event id. It fails with ErrDone when
-// the work completed before and ErrBusy while another worker holds it.
+// value is the entry of c in state, dated at.
+func (c *Claim) value(state string, at time.Time) []byte {
+	return c.l.value(state, c.owner, at, c.seq, c.consumer)
+}
+
+// Claim takes the work of processor on event id, work outside a delivery
+// (see ClaimWork).
 func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error) {
-	key := ledgerKey(processor, id)
+	return l.ClaimWork(ctx, Work{Processor: processor, ID: id})
+}
+
+// ClaimWork takes work w. It fails with ErrDone when the work completed
+// before and ErrBusy while another worker holds it, or another delivery of
+// the same event that claimed it is not yet acknowledged.
+func (l *Ledger) ClaimWork(ctx context.Context, w Work) (*Claim, error) {
+	key := ledgerKey(w.Processor, w.ID)
 	owner := nuid.Next()
 	at := l.now()
-	val := l.value(stateWorking, owner, at)
+	state := stateWorking
+	if w.Sending {
+		state = stateSending
+	}
+	val := l.value(state, owner, at, w.Seq, w.Consumer)
+	claim := func(rev uint64, at time.Time) *Claim {
+		return &Claim{l: l, key: key, owner: owner, rev: rev, at: at, sending: w.Sending, seq: w.Seq, consumer: w.Consumer}
+	}
 	// Most work is new: create the key as KeyValue.Create would (the
 	// subject's last sequence must be 0), and take Create's way, which
 	// also reuses a deleted key, only when that fails.
@@ -147,11 +189,11 @@ func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error
 	ack, err := jspub.Publish(pctx, l.js.Conn(), m)
 	cancel()
 	if err == nil {
-		return &Claim{l: l, key: key, owner: owner, rev: ack.Sequence, at: at}, nil
+		return claim(ack.Sequence, at), nil
 	}
 	rev, err := l.kv.Create(ctx, key, val)
 	if err == nil {
-		return &Claim{l: l, key: key, owner: owner, rev: rev, at: at}, nil
+		return claim(rev, at), nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return nil, fmt.Errorf("claim %s: %w", key, err)
@@ -167,6 +209,29 @@ func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error
 	if json.Unmarshal(cur.Value(), &e) != nil {
 		e = entry{}
 	}
+	// maybe: whether the side effect may have happened, for a takeover.
+	maybe := e.State == stateSending
+	if e.State != stateDone && e.Seq != 0 && e.Seq != w.Seq && w.Stream != "" {
+		// Another delivery of the event (a replay, a copy published
+		// again) claimed the work: it is done once that delivery was
+		// acknowledged. Until then its own redelivery settles it; this
+		// one waits.
+		acked, err := l.acked(ctx, w.Stream, e)
+		switch {
+		case err == nil && acked:
+			// Recorded, so the next copy need not ask.
+			_, _ = l.kv.Update(ctx, key, l.value(stateDone, e.Owner, l.now(), e.Seq, e.Consumer), cur.Revision())
+			return nil, ErrDone
+		case err == nil:
+			return nil, ErrBusy
+		case !errors.Is(err, jetstream.ErrConsumerNotFound):
+			return nil, fmt.Errorf("claim %s: whether consumer %s acknowledged sequence %d: %w", key, e.Consumer, e.Seq, err)
+		}
+		// Its consumer is gone (deleted by an operator): nobody can say
+		// whether the work was done. The rules below take a stale claim
+		// over, and the work is redone as possibly done.
+		maybe = true
+	}
 	switch {
 	case e.State == stateDone:
 		return nil, ErrDone
@@ -181,11 +246,30 @@ func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error
 	// atomically; a holder that comes back finds its claim gone
 	// (ErrClaimLost) before it starts a side effect.
 	at = l.now()
-	rev, err = l.kv.Update(ctx, key, l.value(stateWorking, owner, at), cur.Revision())
+	rev, err = l.kv.Update(ctx, key, l.value(state, owner, at, w.Seq, w.Consumer), cur.Revision())
 	if err != nil {
 		return nil, ErrBusy
 	}
-	return &Claim{l: l, key: key, owner: owner, rev: rev, at: at, TakenOver: true, MaybeDone: e.State == stateSending}, nil
+	c := claim(rev, at)
+	c.TakenOver, c.MaybeDone = true, maybe
+	return c, nil
+}
+
+// acked reports whether e's consumer acknowledged e's stream sequence: its
+// ack floor is at or past it. A sequence acknowledged above a floor still
+// held by an earlier message reads as not yet.
+func (l *Ledger) acked(ctx context.Context, stream string, e entry) (bool, error) {
+	cctx, cancel := provision.Bounded(ctx, l.call)
+	defer cancel()
+	cons, err := l.js.Consumer(cctx, stream, e.Consumer)
+	if err != nil {
+		return false, err
+	}
+	info, err := cons.Info(cctx)
+	if err != nil {
+		return false, err
+	}
+	return info.AckFloor.Stream >= e.Seq, nil
 }
 
 // Refresh keeps the claim fresh while work runs. It fails with
@@ -206,10 +290,23 @@ func (c *Claim) fresh(margin time.Duration) bool {
 // about to go stale: a worker that was paused past its claim's life must
 // not act on it.
 func (c *Claim) Confirm(ctx context.Context) error {
+	// A claim stored as sending (Work.Sending) and young needs no write:
+	// nobody takes it over before staleAfter and the sending grace have
+	// passed since it was stored, and the send ends (or the heartbeat
+	// refreshes it) well before.
+	if c.sendingAndFresh() {
+		return nil
+	}
 	// The write is conditional on the revision this worker last stored: a
 	// worker that took the claim over changed it, so a stored Confirm
 	// proves the claim is still this one's, and fresh for staleAfter.
 	return c.store(ctx, stateSending)
+}
+
+func (c *Claim) sendingAndFresh() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sending && c.l.now().Add(c.l.staleAfter/3).Sub(c.at) < c.l.staleAfter
 }
 
 // store writes the claim's entry in state ("" keeps the current one), if
@@ -224,7 +321,7 @@ func (c *Claim) store(ctx context.Context, state string) error {
 		}
 	}
 	at := c.l.now()
-	rev, err := c.l.kv.Update(ctx, c.key, c.l.value(state, c.owner, at), c.rev)
+	rev, err := c.l.kv.Update(ctx, c.key, c.value(state, at), c.rev)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		// Not the revision this worker last stored: either another worker
 		// took the claim over, or this worker's last write was stored and
@@ -237,7 +334,7 @@ func (c *Claim) store(ctx context.Context, state string) error {
 		if json.Unmarshal(cur.Value(), &e) != nil || e.Owner != c.owner || e.State == stateDone {
 			return ErrClaimLost
 		}
-		rev, err = c.l.kv.Update(ctx, c.key, c.l.value(state, c.owner, at), cur.Revision())
+		rev, err = c.l.kv.Update(ctx, c.key, c.value(state, at), cur.Revision())
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return ErrClaimLost
 		}
@@ -259,7 +356,7 @@ func (c *Claim) store(ctx context.Context, state string) error {
 // the call timeout, until the record is stored or ctx ends: work done and
 // not recorded would be done again by whoever takes it over.
 func (c *Claim) Done(ctx context.Context) error {
-	val := c.l.value(stateDone, c.owner, c.l.now())
+	val := c.value(stateDone, c.l.now())
 	err := c.l.retry(ctx, func(ctx context.Context) error {
 		_, err := jspub.Publish(ctx, c.l.js.Conn(), &nats.Msg{Subject: c.l.subjects + c.key, Data: val})
 		return err
@@ -300,7 +397,7 @@ func (c *Claim) Abandon(ctx context.Context) error {
 	if c.sending {
 		state = stateSending
 	}
-	val := c.l.value(state, c.owner, time.Unix(0, 0))
+	val := c.value(state, time.Unix(0, 0))
 	err := c.l.retry(ctx, func(ctx context.Context) error {
 		_, err := c.l.kv.Update(ctx, c.key, val, c.rev)
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -341,6 +438,34 @@ func retryCall(ctx context.Context, call time.Duration, f func(context.Context) 
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
+}
+
+// Settle removes the claim the delivery at stream sequence seq left on
+// processor's work on id, unless the work is recorded done: for a message
+// dead-lettered. Its acknowledgement (the dead letter's) would otherwise
+// read, to a later copy of the event (a requeue), as the work done.
+func (l *Ledger) Settle(ctx context.Context, processor, id string, seq uint64) error {
+	key := ledgerKey(processor, id)
+	cur, err := l.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("settle claim %s: %w", key, err)
+	}
+	var e entry
+	if json.Unmarshal(cur.Value(), &e) != nil || e.State == stateDone || e.Seq != seq {
+		return nil
+	}
+	err = l.kv.Delete(ctx, key, jetstream.LastRevision(cur.Revision()))
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return nil // changed meanwhile: another delivery's now
+	}
+	if err != nil {
+		return fmt.Errorf("settle claim %s: %w", key, err)
+	}
+	return nil
 }
 
 // Forget removes what the ledger knows of processor's work on id, so that

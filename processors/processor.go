@@ -52,16 +52,19 @@ type Processor struct {
 	// are handled one after the other, in stream order, and a partition
 	// waiting on a retry holds up no other.
 	Partitions [][]string
+	// Guarantee is what the processor's side effect needs from the
+	// runtime: Once (the default) or Idempotent.
+	Guarantee Guarantee
 	// Patient processors retry transient failures for as long as the
 	// stream keeps the event: no delivery limit, no dead letter for them.
 	Patient bool
-	// ConfirmAck processors have a side effect that a repeat would repeat
-	// (a delivery to Contact Pro): their acknowledgements wait for the
-	// server's confirmation and are retried until confirmed, within
-	// CCRELAY_PROCESS_RECORD_TIMEOUT, so a lost ack does not leave the
-	// message to a redelivery after AckWait. Their handlers call Confirm
-	// before the side effect.
-	ConfirmAck bool
+	// Confirms: the handler calls Confirm right before its side effect (a
+	// delivery to Contact Pro), so that a worker that lost its claim
+	// (paused past its life) does not act on it. Its claims are stored
+	// as sending from the start, so Confirm costs no write while the
+	// claim is young, and a worker that takes one over is told the work
+	// may be done (Event.MaybeDone). Only for Once processors.
+	Confirms bool
 	// Backoff replaces CCRELAY_PROCESS_BACKOFF for this processor.
 	Backoff []time.Duration
 	// Handler does the work.
@@ -70,6 +73,33 @@ type Processor struct {
 	// periodic sweep); Run waits for it to return at shutdown. An error it
 	// returns before then is logged at ERROR.
 	Background func(ctx context.Context) error
+}
+
+// Guarantee is what a processor's side effect needs for an event that is
+// handled more than once: redelivered after a lost ack or a replica's
+// death, replayed, published again, or handled by two replicas at once.
+type Guarantee int
+
+const (
+	// Once: the side effect must not be repeated (an upload to C4C, a
+	// delivery to Contact Pro). The runtime claims the work in the ledger
+	// before the handler runs, so one worker at a time does it, and
+	// records it done before the message is acknowledged, so no later
+	// copy of the event does it again.
+	Once Guarantee = iota
+	// Idempotent: handling an event twice, or two events in any order,
+	// ends in the same state (a compare-and-set write ordered by the
+	// event's own time, a write of what differs). The runtime keeps no
+	// ledger for it: the handler's own write is the record.
+	Idempotent
+)
+
+// String names g as the processors' package docs and metrics do.
+func (g Guarantee) String() string {
+	if g == Idempotent {
+		return "idempotent"
+	}
+	return "once"
 }
 
 // Env is what every processor is built from: the same for all of them, so

@@ -248,9 +248,11 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
-	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}}
-	if p.ConfirmAck {
-		u.confirm, u.call = r.cfg.RecordTimeout, r.cfg.Call()
+	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}, consumer: c.name, call: r.cfg.Call()}
+	if p.Guarantee == Once {
+		// The confirmed ack records the work as done (handle): one that
+		// could not be made there is made again by watermill, confirmed.
+		u.confirm = r.cfg.RecordTimeout
 	}
 	n := r.cfg.Concurrency
 	if c.serial {
@@ -277,8 +279,9 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 		}),
 		NakDelay:    nakDelay{func(n uint64) time.Duration { return r.backoff(p, n) }},
 		Unmarshaler: u,
-		// A plain ack, not one waiting for confirmation: if it is lost,
-		// the redelivery finds the work done in the ledger and is skipped.
+		// Idempotent processors' acks are not waited for: a redelivery
+		// after a lost one is applied again, to the same end. Once
+		// processors wait for theirs (delivery.Ack).
 		AckAsync: true,
 	})
 	if err != nil {
@@ -310,9 +313,8 @@ func (r *Runtime) ignoreUnwanted(p Processor) func(*delivery) bool {
 		if wants {
 			return false
 		}
-		// A plain ack, as on the handler path: if it is lost, the
-		// redelivery is ignored again.
-		_ = d.Ack()
+		// A plain ack: if it is lost, the redelivery is ignored again.
+		_ = d.Msg.Ack()
 		ignored.Inc()
 		r.logDelivery(context.Background(), slog.LevelDebug, "acknowledged", p, ev, "outcome", OutcomeIgnored, "reason", Ignored(why))
 		return true

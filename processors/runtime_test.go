@@ -62,6 +62,10 @@ func (r *recorder) Handle(ctx context.Context, ev *processors.Event) error {
 		panic("boom")
 	case "ignore":
 		return processors.Ignored("nothing to do")
+	case "maybe": // no answer up to the last delivery, then done
+		if n <= 3 {
+			return fmt.Errorf("no answer: %w", processors.ErrMaybeDone)
+		}
 	case "hold":
 		select {
 		case <-r.release:

@@ -24,7 +24,8 @@ Stores the events of FILTER (e.g. ccrelay.in.connect.>) stored between --since
 and --until again, so the processors see them again. TIME is RFC 3339
 (2026-11-21T09:00:00Z) or a duration meaning that long ago (2h). Each copy gets
 a new Nats-Msg-Id, so JetStream's dedup window does not swallow it, and keeps its
-ce-id, so the idempotency ledger still skips work that completed; --force
+ce-id, so the idempotency ledger still skips work that completed (deliveries
+and summaries keep no ledger: they apply it again, to the same end); --force
 removes the ledger entries first (of --processors, default all), so it is done
 again.
 

@@ -10,6 +10,11 @@
 //     chat's activity in C4C and uploads each attachment there.
 //
 // Files are streamed end to end: memory does not grow with their size.
+//
+// Guarantee: once (the ledger). An upload to C4C creates a document each
+// time it is made; the name check before it narrows a repeat to a replica
+// that uploaded and died before recording it, and the ledger keeps every
+// other copy of the event (a redelivery, a replay) from uploading again.
 package attachments
 
 import (
@@ -111,7 +116,7 @@ func (p *Processor) Provision(ctx context.Context) error {
 
 // Processor returns the runtime definition of the processor.
 func (p *Processor) Processor() processors.Processor {
-	return processors.Processor{Name: Name, Handler: p, Filter: []string{
+	return processors.Processor{Name: Name, Handler: p, Guarantee: processors.Once, Filter: []string{
 		p.subjects.SinchFilter(messages.TriggerMessageInbound),
 		p.subjects.ContactProFilter(messages.IntegrationChatAttachments),
 	}}

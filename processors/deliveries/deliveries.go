@@ -2,6 +2,15 @@
 // it keeps the latest status of every message in a KV bucket, ordered by
 // the report's event time so a late report never overwrites a newer one,
 // and counts reports by channel, status and reason.
+//
+// Guarantee: idempotent (no ledger). A status is written with
+// compare-and-set and only over an older one (event time, then rank), so
+// a report applied twice, or reports applied in any order, by any number
+// of replicas, end in the same status. The common path is one write: the
+// revision this replica last wrote or read for the message is
+// remembered, and a report is written conditionally on it (or created,
+// for a message not seen yet); only a conflict (another replica wrote
+// meanwhile) reads the status back.
 package deliveries
 
 import (
@@ -10,12 +19,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
+	"github.com/ccrelay/ccrelay/messages/jspub"
+	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
 )
 
@@ -68,11 +82,18 @@ func newer(a, b Status) bool {
 
 // Processor keeps delivery statuses.
 type Processor struct {
-	cfg     Config
-	env     processors.Env
-	kv      jetstream.KeyValue
-	reports *prometheus.CounterVec
-	stale   prometheus.Counter
+	cfg Config
+	env processors.Env
+	kv  jetstream.KeyValue
+	// subjects is the status bucket's subject prefix, for the
+	// conditional writes of the common path.
+	subjects string
+	seen     *seen
+	reports  *prometheus.CounterVec
+	stale    prometheus.Counter
+	// requests to the status bucket, by path.
+	requests                 *prometheus.CounterVec
+	writes, conflicts, reads prometheus.Counter
 }
 
 // New returns the processor. It creates nothing: Provision creates the
@@ -88,8 +109,14 @@ func New(cfg Config, env processors.Env) (*Processor, error) {
 			Name: "ccrelay_delivery_reports_stale_total",
 			Help: "Delivery reports older than the status already kept (not applied).",
 		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccrelay_delivery_status_requests_total",
+			Help: "Requests to the status bucket, by path: 'write' (the one conditional write of the common path), 'conflict' (a write refused because another replica wrote first), 'read' (a status read back after one).",
+		}, []string{"path"}),
+		seen: newSeen(seenPerGeneration),
 	}
-	env.Registry.MustRegister(p.reports, p.stale)
+	p.writes, p.conflicts, p.reads = p.requests.WithLabelValues("write"), p.requests.WithLabelValues("conflict"), p.requests.WithLabelValues("read")
+	env.Registry.MustRegister(p.reports, p.stale, p.requests)
 	return p, nil
 }
 
@@ -107,6 +134,7 @@ func (p *Processor) Provision(ctx context.Context) error {
 		return fmt.Errorf("delivery status %w", err)
 	}
 	p.kv = kv
+	p.subjects = "$KV." + p.env.Subjects.DeliveryStatusBucket() + "."
 	return nil
 }
 
@@ -117,7 +145,7 @@ func (p *Processor) Check(context.Context) error {
 
 // Processor returns the runtime definition of the processor.
 func (p *Processor) Processor() processors.Processor {
-	return processors.Processor{Name: Name, Filter: []string{p.env.Subjects.SinchFilter(messages.TriggerMessageDelivery)}, Handler: p}
+	return processors.Processor{Name: Name, Filter: []string{p.env.Subjects.SinchFilter(messages.TriggerMessageDelivery)}, Handler: p, Guarantee: processors.Idempotent}
 }
 
 // Key is the KV key of a message id. Sinch message ids are ULIDs and are
@@ -179,20 +207,40 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 }
 
 // store writes st unless a newer status is kept, with compare-and-set so
-// that replicas racing on one message cannot lose the newest.
+// that replicas racing on one message cannot lose the newest. It first
+// writes conditionally on what this replica last knew of the message
+// (nothing: a create), which is one request when no other replica wrote
+// it since; a refusal reads the status and compares.
 func (p *Processor) store(ctx context.Context, st Status) (bool, error) {
 	key := Key(st.MessageID)
 	val, err := json.Marshal(st)
 	if err != nil {
 		return false, processors.Permanent(err)
 	}
+	k, ok := p.seen.get(key)
+	if ok && !k.older(st) {
+		// What this replica knew is at least as new, and a kept status
+		// only ever gets newer.
+		return false, nil
+	}
+	applied, err := p.write(ctx, key, val, k.rev, st)
+	if applied || !errors.Is(err, jetstream.ErrKeyExists) {
+		return applied, err
+	}
+	p.conflicts.Inc()
 	for attempt := 0; attempt < 10; attempt++ {
+		p.reads.Inc()
 		cur, err := p.kv.Get(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			if _, err := p.kv.Create(ctx, key, val); err == nil {
+			// Expired, or deleted by hand (whose marker Create writes
+			// over).
+			rev, err := p.kv.Create(ctx, key, val)
+			if err == nil {
+				p.seen.put(key, rev, st)
 				return true, nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			}
+			if !errors.Is(err, jetstream.ErrKeyExists) {
 				return false, fmt.Errorf("store status: %w", err)
 			}
 			continue
@@ -201,12 +249,87 @@ func (p *Processor) store(ctx context.Context, st Status) (bool, error) {
 		}
 		var kept Status
 		if json.Unmarshal(cur.Value(), &kept) == nil && !newer(st, kept) {
+			p.seen.put(key, cur.Revision(), kept)
 			return false, nil
 		}
-		if _, err := p.kv.Update(ctx, key, val, cur.Revision()); err == nil {
-			return true, nil
+		applied, err := p.write(ctx, key, val, cur.Revision(), st)
+		if applied || !errors.Is(err, jetstream.ErrKeyExists) {
+			return applied, err
 		}
 		// Someone else wrote in between: look again.
 	}
 	return false, errors.New("store status: too much contention")
+}
+
+// write stores val under key if the key's last revision is rev (0: it
+// was never written), and remembers it.
+func (p *Processor) write(ctx context.Context, key string, val []byte, rev uint64, st Status) (bool, error) {
+	p.writes.Inc()
+	wctx, cancel := provision.Bounded(ctx, p.env.Waiter.CallTimeout)
+	defer cancel()
+	ack, err := jspub.Publish(wctx, p.env.JS.Conn(), &nats.Msg{Subject: p.subjects + key, Data: val,
+		Header: nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(rev, 10)}}})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return false, err
+	}
+	if err != nil {
+		return false, fmt.Errorf("store status: %w", err)
+	}
+	p.seen.put(key, ack.Sequence, st)
+	return true, nil
+}
+
+// seenPerGeneration bounds what a replica remembers of the statuses it
+// wrote: two generations of this many messages (a few MiB), enough for
+// the reports of a message, which come within minutes, to find it.
+const seenPerGeneration = 1 << 15
+
+// seen remembers, per status key, the revision and status this replica
+// last wrote or read. When the current generation is full it becomes the
+// old one and the one before is dropped: bounded, and without a list to
+// keep in order on every report.
+type seen struct {
+	mu       sync.Mutex
+	max      int
+	cur, old map[string]known
+}
+
+// known is what a replica knew of a key: its revision and the order of
+// its status.
+type known struct {
+	rev  uint64
+	time int64
+	rank int
+}
+
+// older reports whether st would replace what k holds.
+func (k known) older(st Status) bool {
+	t := st.EventTime.UnixNano()
+	if t != k.time {
+		return t > k.time
+	}
+	return rank(st.Status) > k.rank
+}
+
+func newSeen(max int) *seen {
+	return &seen{max: max, cur: make(map[string]known), old: map[string]known{}}
+}
+
+func (s *seen) get(key string) (known, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k, ok := s.cur[key]; ok {
+		return k, true
+	}
+	k, ok := s.old[key]
+	return k, ok
+}
+
+func (s *seen) put(key string, rev uint64, st Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cur) >= s.max {
+		s.old, s.cur = s.cur, make(map[string]known, s.max)
+	}
+	s.cur[key] = known{rev: rev, time: st.EventTime.UnixNano(), rank: rank(st.Status)}
 }

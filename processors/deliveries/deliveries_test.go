@@ -10,6 +10,7 @@ import (
 
 	"github.com/ccrelay/ccrelay/test/expect"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccrelay/ccrelay/messages"
@@ -149,5 +150,130 @@ func TestAnyMessageIDAndLabels(t *testing.T) {
 	}
 	if v := metricstest.Value(t, reg, "ccrelay_delivery_reports_total", map[string]string{"channel": "other", "status": "other", "reason": "other"}); v != 1 {
 		t.Errorf("unknown values not folded into other: %v", v)
+	}
+}
+
+// replicas returns n processors on one status bucket, as n replicas of
+// ccrelay run them: each remembers only what it wrote or read itself.
+func replicas(t *testing.T, n int) ([]*deliveries.Processor, []*prometheus.Registry, jetstream.JetStream) {
+	ns := natstest.Embedded(t)
+	var ps []*deliveries.Processor
+	var regs []*prometheus.Registry
+	var js jetstream.JetStream
+	for range n {
+		_, js = natstest.Connect(t, ns.ClientURL())
+		reg := prometheus.NewRegistry()
+		p, err := deliveries.New(deliveries.Config{StatusTTL: time.Hour}, processors.Env{JS: js, Replicas: 1, Registry: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Provision(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ps, regs = append(ps, p), append(regs, reg)
+	}
+	return ps, regs, js
+}
+
+func requests(t *testing.T, reg *prometheus.Registry, path string) float64 {
+	return metricstest.Value(t, reg, "ccrelay_delivery_status_requests_total", map[string]string{"path": path})
+}
+
+// TestThreeReplicasRaceOneMessage: three replicas handed the reports of
+// the same messages (each report to one of them, some twice, in any
+// order, at once) keep each message's newest status, whatever each
+// replica remembered.
+func TestThreeReplicasRaceOneMessage(t *testing.T) {
+	ps, _, _ := replicas(t, 3)
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	statuses := []string{"QUEUED_ON_CHANNEL", "DELIVERED", "READ"}
+	for round := range 20 {
+		id := fmt.Sprintf("M%02d", round)
+		var evs []*processors.Event
+		for i, s := range statuses {
+			ev := report(id, s, t0.Add(time.Duration(i)*time.Second), "")
+			evs = append(evs, ev, ev) // a redelivery too
+		}
+		// Same event time, ranked: READ beats DELIVERED.
+		evs = append(evs, report(id, "DELIVERED", t0.Add(2*time.Second), ""))
+		rand.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
+		var wg sync.WaitGroup
+		for i, ev := range evs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := ps[i%3].Handle(context.Background(), ev); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		for _, p := range ps {
+			got, err := p.Lookup(context.Background(), id)
+			if err != nil || got.Status != "READ" || !got.EventTime.Equal(t0.Add(2*time.Second)) {
+				t.Fatalf("round %d: kept %s at %v (%v), want READ at +2s", round, got.Status, got.EventTime, err)
+			}
+		}
+		// A late report to a replica that remembers an older status, and
+		// to one that remembers nothing of it, changes nothing.
+		for _, p := range ps {
+			if err := p.Handle(context.Background(), report(id, "DELIVERED", t0.Add(time.Second), "")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, _ := ps[0].Lookup(context.Background(), id); got.Status != "READ" {
+			t.Fatalf("round %d: a late report replaced READ with %s", round, got.Status)
+		}
+	}
+}
+
+// TestOneWritePerReport: a replica handed a message's reports in order
+// makes one request per report (a create, then conditional writes on the
+// revision it wrote), reads nothing back, and applies nothing late; a
+// report after another replica wrote costs a refused write, a read and a
+// write.
+func TestOneWritePerReport(t *testing.T) {
+	ps, regs, js := replicas(t, 2)
+	ctx := context.Background()
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	const n = 50
+	for i := range n {
+		for j, s := range []string{"QUEUED_ON_CHANNEL", "DELIVERED", "READ"} {
+			if err := ps[0].Handle(ctx, report(fmt.Sprintf("W%d", i), s, t0.Add(time.Duration(j)*time.Second), "")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A late one: known older, no request at all.
+		if err := ps[0].Handle(ctx, report(fmt.Sprintf("W%d", i), "DELIVERED", t0.Add(time.Second), "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect.All(t,
+		expect.Check{Name: "writes", Got: requests(t, regs[0], "write"), Want: float64(3 * n)},
+		expect.Check{Name: "reads", Got: requests(t, regs[0], "read"), Want: 0.0},
+		expect.Check{Name: "stale", Got: metricstest.Value(t, regs[0], "ccrelay_delivery_reports_stale_total", nil), Want: float64(n)},
+	)
+	// The other replica has not seen W0: its create is refused, it reads
+	// READ back and keeps it.
+	if err := ps[1].Handle(ctx, report("W0", "DELIVERED", t0.Add(time.Second), "")); err != nil {
+		t.Fatal(err)
+	}
+	expect.All(t,
+		expect.Check{Name: "conflicts", Got: requests(t, regs[1], "conflict"), Want: 1.0},
+		expect.Check{Name: "reads", Got: requests(t, regs[1], "read"), Want: 1.0},
+	)
+	// A status deleted by hand (nats kv del) is written again.
+	kv, err := js.KeyValue(ctx, messages.Subjects{}.DeliveryStatusBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, deliveries.Key("W1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ps[0].Handle(ctx, report("W1", "FAILED", t0.Add(time.Hour), "RECIPIENT_NOT_REACHABLE")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ps[0].Lookup(ctx, "W1"); err != nil || got.Status != "FAILED" {
+		t.Fatalf("after a delete by hand: %s %v, want FAILED", got.Status, err)
 	}
 }

@@ -13,6 +13,12 @@
 // its destination, and only within a bound (CCRELAY_FORWARD_PARK_AFTER):
 // beyond it the conversation is parked (package parking) and the group
 // goes on.
+//
+// Guarantee: once (the ledger), with the claim confirmed right before each
+// delivery: Contact Pro takes every POST as a new message, so a repeat
+// reaches the agent twice. A delivery that may have happened (no answer,
+// a worker that died after confirming) is marked when made again
+// (X-Ccrelay-Maybe-Delivered).
 package forward
 
 import (
@@ -147,7 +153,7 @@ func (p *Processor) Processor() processors.Processor {
 	for _, c := range p.layout.consumers(p) {
 		parts = append(parts, c.filters)
 	}
-	proc := processors.Processor{Name: Name, Partitions: parts, Handler: p, Patient: true, Backoff: p.cfg.Backoff, ConfirmAck: true}
+	proc := processors.Processor{Name: Name, Partitions: parts, Handler: p, Guarantee: processors.Once, Patient: true, Backoff: p.cfg.Backoff, Confirms: true}
 	if p.store != nil {
 		proc.Background = p.releases
 	}

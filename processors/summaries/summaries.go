@@ -3,6 +3,12 @@
 // bucket in S3 and writes its post-contact summary into the call record of
 // SAP's phone-service, as the AWS sample Lambda does, but retried, with the
 // record's ETag respected and nothing logged of the summary.
+//
+// Guarantee: idempotent (no ledger). Handling a trigger again reads the
+// call record and writes only what differs (outcome "unchanged"); two
+// copies at once write the same summary, and the record's ETag makes the
+// later one read again and find it there. The contact's status is the
+// record the reconciler reads, and every copy writes the same one.
 package summaries
 
 import (
@@ -197,7 +203,7 @@ func (p *Processor) Provision(ctx context.Context) error {
 // every trigger of a summary, and sweeps for calls without one every
 // CCRELAY_SUMMARIES_RECONCILE_EVERY.
 func (p *Processor) Processor() processors.Processor {
-	return processors.Processor{Name: Name, Filter: p.env.Subjects.SummaryFilters(), Handler: p, Background: p.reconcileLoop}
+	return processors.Processor{Name: Name, Filter: p.env.Subjects.SummaryFilters(), Handler: p, Background: p.reconcileLoop, Guarantee: processors.Idempotent}
 }
 
 // Check lists one key of the analysis folder with the SDK's credentials.

@@ -111,6 +111,15 @@ func (d *deployment) processed(processor, outcome string) float64 {
 	return sum
 }
 
+// procMetric sums a metric of the deployment's processors.
+func (d *deployment) procMetric(name string, labels map[string]string) float64 {
+	var sum float64
+	for _, reg := range d.procRegs {
+		sum += metricstest.Value(d.t, reg, name, labels)
+	}
+	return sum
+}
+
 // eventually polls cond until it holds or 30 s pass.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()

@@ -128,16 +128,28 @@ func TestSummaries(t *testing.T) {
 	postContactLens(t, d, "ev-5", "c0ffee05")
 	eventually(t, "written after 429", func() bool { return sap.PhoneCall(id5).Transcript == "Fifth call." })
 
-	// Replaying every event (as the NATS CLI would) writes nothing again.
+	// Replaying every event (as the NATS CLI would) writes nothing again:
+	// summaries is idempotent (no ledger), so each replay is handled, finds
+	// its summary in the record and leaves it.
 	patches := 0
 	for _, id := range []string{id, id2, id3, id4, id5} {
 		patches += sap.PhoneCall(id).Patches
 	}
-	before := d.processed("summaries", "skipped_duplicate")
+	before := d.processed("summaries", "done")
+	unchanged := func() float64 {
+		return d.procMetric("ccrelay_summaries_written_total", map[string]string{"trigger": "contactlens", "outcome": "unchanged"})
+	}
+	unchangedBefore := unchanged()
 	for i := 1; i <= 5; i++ {
 		republishBody(t, d, d.subjects.ContactLens(instanceID), contactLens(fmt.Sprintf("ev-%d", i), fmt.Sprintf("c0ffee0%d", i), "Contact Lens Post Call Rules Matched"))
 	}
-	eventually(t, "replays skipped", func() bool { return d.processed("summaries", "skipped_duplicate") == before+5 })
+	eventually(t, "replays handled", func() bool { return d.processed("summaries", "done") == before+5 })
+	if n := unchanged() - unchangedBefore; n != 5 {
+		t.Errorf("%v replays found their summary in the record, want 5", n)
+	}
+	if n := d.processed("summaries", "skipped_duplicate"); n != 0 {
+		t.Errorf("%v replays skipped by a ledger summaries does not keep", n)
+	}
 	after := 0
 	for _, id := range []string{id, id2, id3, id4, id5} {
 		after += sap.PhoneCall(id).Patches
