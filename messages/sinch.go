@@ -64,6 +64,14 @@ type Timestamp struct{ time.Time }
 // UnmarshalJSON reads an RFC 3339 string and ignores anything else.
 func (t *Timestamp) UnmarshalJSON(b []byte) error {
 	t.Time = time.Time{}
+	// A time is a plain quoted string (no escapes): read it as it is,
+	// without a second decoder; anything else goes through encoding/json.
+	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' && bytes.IndexByte(b, '\\') < 0 {
+		if v, err := time.Parse(time.RFC3339Nano, string(b[1:len(b)-1])); err == nil {
+			t.Time = v
+		}
+		return nil
+	}
 	var s string
 	if json.Unmarshal(b, &s) == nil {
 		if v, err := time.Parse(time.RFC3339Nano, s); err == nil {

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"sync"
 	"time"
@@ -217,6 +218,12 @@ func (p *Processor) store(ctx context.Context, st Status) (bool, error) {
 	if err != nil {
 		return false, processors.Permanent(err)
 	}
+	// Reports of one message handled at once on this replica (a backlog
+	// holds them side by side) take turns: each then writes on the
+	// revision the one before wrote, instead of losing a conditional
+	// write to it and reading it back.
+	unlock := p.seen.lock(key)
+	defer unlock()
 	k, ok := p.seen.get(key)
 	if ok && !k.older(st) {
 		// What this replica knew is at least as new, and a kept status
@@ -292,6 +299,18 @@ type seen struct {
 	mu       sync.Mutex
 	max      int
 	cur, old map[string]known
+	// keys serialise the reports of one message on this replica, by a
+	// stripe of its key's hash.
+	keys [256]sync.Mutex
+}
+
+// lock takes key's stripe and returns its unlock.
+func (s *seen) lock(key string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	m := &s.keys[h.Sum32()%uint32(len(s.keys))]
+	m.Lock()
+	return m.Unlock
 }
 
 // known is what a replica knew of a key: its revision and the order of
