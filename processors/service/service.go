@@ -110,6 +110,29 @@ func Names() []string {
 	return out
 }
 
+// Guarantees returns the guarantee each processor ccrelay ships declares
+// (processors.Processor.Guarantee), by name: what its side effect needs
+// from the runtime. Every processor is built from st as for a check, one
+// not configured included (a guarantee is the code's, not the
+// configuration's), and nothing is created or provisioned.
+func Guarantees(st Settings) (map[string]processors.Guarantee, error) {
+	reg := prometheus.NewRegistry()
+	sap, err := c4c.New(st.C4C, st.Egress.Guard(st.C4C.URL), nil, reg)
+	if err != nil {
+		return nil, err
+	}
+	e := env(st, Deps{Registry: reg, Logger: slog.New(slog.DiscardHandler)}, sap, nil)
+	out := map[string]processors.Guarantee{}
+	for _, c := range catalogue() {
+		u, err := c.build(st, e)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name, err)
+		}
+		out[c.name] = u.Processor().Guarantee
+	}
+	return out, nil
+}
+
 // ParseNames checks a comma-separated --processors value; "" means all.
 func ParseNames(list string) ([]string, error) {
 	if strings.TrimSpace(list) == "" {
