@@ -77,7 +77,13 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 		return r.handleIdempotent(ctx, p, d, ev, duration)
 	}
 	work := Work{Processor: p.Name, ID: ev.ID, Sending: p.Confirms}
-	if d.consumer != "" && ev.Seq != 0 {
+	if d.serial && d.consumer != "" && ev.Seq != 0 {
+		// One message at a time: its acknowledgement moves the consumer's
+		// ack floor past it at once, so the floor can say the work is
+		// done. A consumer with several messages out (the floor held back
+		// by any earlier one still retrying, even this event's original
+		// while a copy of it completed) could not: there, done is
+		// written.
 		work.Stream, work.Consumer, work.Seq = r.deps.Subjects.EventsStream(), d.consumer, ev.Seq
 	}
 	claim, err := r.deps.Ledger.ClaimWork(ctx, work)

@@ -76,11 +76,13 @@ type entry struct {
 // Work names the work a claim is for.
 type Work struct {
 	Processor, ID string
-	// Stream, Consumer and Seq name the delivery the work comes with.
-	// When set, the delivery's acknowledgement, confirmed by the server,
-	// records the work as done (Claim.Acked): the claim is then the
-	// work's one write. Unset (work outside a delivery), Claim.Done
-	// records it.
+	// Stream, Consumer and Seq name the delivery the work comes with,
+	// from a consumer that hands out one message at a time. When set,
+	// the delivery's acknowledgement, confirmed by the server, records
+	// the work as done: the consumer's ack floor passes Seq with it, and
+	// the claim is the work's one write. Unset (work outside a delivery,
+	// or from a consumer whose floor an earlier message may hold back),
+	// Claim.Done records it.
 	Stream, Consumer string
 	Seq              uint64
 	// Sending stores the claim as sending (the side effect may start at

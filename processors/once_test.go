@@ -44,63 +44,113 @@ func (f *fixture) ledgerEntries(t *testing.T) (map[string]map[string]any, uint64
 	return out, st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
 }
 
-// TestOnceInOneWrite: work of a Once processor costs the ledger one write
-// (the claim, naming the delivery); the confirmed acknowledgement records
-// it done. A later copy of the event (a replay) reads that from the
-// consumer's ack floor and is skipped, and the entry is marked done then;
-// a copy that comes while the original is still being handled waits for
-// it, and is skipped once it is done.
-func TestOnceInOneWrite(t *testing.T) {
+// TestOnceRecords: work of a Once processor is claimed in the ledger and
+// recorded done. On a serial consumer (one message at a time, as the
+// relay's) that costs one write: the claim names its delivery, and the
+// confirmed acknowledgement, which moves the consumer's ack floor past it,
+// is the record. Elsewhere done is written too (two writes). Either way a
+// later copy of the event (a replay) is skipped, and on the serial
+// consumer the entry is marked done when a copy finds it acknowledged.
+func TestOnceRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		opts     []func(*processors.Processor)
+		consumer func(*fixture) string
+		writes   int
+	}{
+		{"serial consumer", []func(*processors.Processor){serial}, func(f *fixture) string { return processors.PartitionConsumerName(f.subjects, "recorder", 0) }, 1},
+		{"concurrent consumer", nil, func(f *fixture) string { return processors.ConsumerName(f.subjects, "recorder") }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := natstest.Embedded(t)
+			f := startWith(t, ns.ClientURL(), 1, func(r *recorder) processors.Handler { return r }, tc.opts...)
+			const n = 20
+			for i := range n {
+				f.publish(t, fmt.Sprintf("ok-%d", i), true)
+			}
+			eventually(t, "all done", func() bool { return outcomes(t, f, processors.OutcomeDone) == n })
+			entries, writes := f.ledgerEntries(t)
+			if writes != uint64(tc.writes*n) || len(entries) != n {
+				t.Fatalf("%d ledger writes for %d entries, want %d per event", writes, len(entries), tc.writes)
+			}
+			for k, e := range entries {
+				switch {
+				case tc.writes == 1 && (e["state"] != "working" || e["seq"] == nil || e["consumer"] != tc.consumer(f)):
+					t.Fatalf("entry %s = %v, want a claim naming its delivery", k, e)
+				case tc.writes == 2 && e["state"] != "done":
+					t.Fatalf("entry %s = %v, want done", k, e)
+				}
+			}
+			for i := range n {
+				f.publishNewMsgID(t, fmt.Sprintf("ok-%d", i))
+			}
+			eventually(t, "replays skipped", func() bool { return outcomes(t, f, processors.OutcomeSkipped) == n })
+			for i := range n {
+				if d, a := f.rec.count(fmt.Sprintf("ok-%d", i)); d != 1 || a != 1 {
+					t.Fatalf("ok-%d: done %d times in %d attempts, want once", i, d, a)
+				}
+			}
+			entries, _ = f.ledgerEntries(t)
+			for k, e := range entries {
+				if e["state"] != "done" {
+					t.Fatalf("entry %s = %v after a replay found it acknowledged, want done", k, e)
+				}
+			}
+		})
+	}
+}
+
+// TestCopyWhileTheOriginalRuns: a copy of an event stored while the
+// original is being handled waits for it, and is skipped once it is done.
+func TestCopyWhileTheOriginalRuns(t *testing.T) {
 	ns := natstest.Embedded(t)
 	f := start(t, ns.ClientURL(), 1)
-	const n = 20
-	for i := range n {
-		f.publish(t, fmt.Sprintf("ok-%d", i), true)
-	}
-	eventually(t, "all done", func() bool { return outcomes(t, f, processors.OutcomeDone) == n })
-	entries, writes := f.ledgerEntries(t)
-	if writes != n || len(entries) != n {
-		t.Fatalf("%d ledger writes for %d entries, want one per event (%d)", writes, len(entries), n)
-	}
-	for k, e := range entries {
-		if e["state"] != "working" || e["seq"] == nil || e["consumer"] != processors.ConsumerName(f.subjects, "recorder") {
-			t.Fatalf("entry %s = %v, want a claim naming its delivery", k, e)
-		}
-	}
-	for i := range n {
-		f.publishNewMsgID(t, fmt.Sprintf("ok-%d", i))
-	}
-	eventually(t, "replays skipped", func() bool { return outcomes(t, f, processors.OutcomeSkipped) == n })
-	for i := range n {
-		if d, a := f.rec.count(fmt.Sprintf("ok-%d", i)); d != 1 || a != 1 {
-			t.Fatalf("ok-%d: done %d times in %d attempts, want once", i, d, a)
-		}
-	}
-	entries, _ = f.ledgerEntries(t)
-	for k, e := range entries {
-		if e["state"] != "done" {
-			t.Fatalf("entry %s = %v after a replay found it acknowledged, want done", k, e)
-		}
-	}
-
-	// A copy while the original is held: it waits, then is skipped.
 	f.publish(t, "hold-1", true)
 	eventually(t, "the original started", func() bool { _, a := f.rec.count("hold-1"); return a == 1 })
 	f.publishNewMsgID(t, "hold-1")
 	eventually(t, "the copy waits", func() bool { return outcomes(t, f, processors.OutcomeRetried) >= 2 })
 	close(f.rec.release)
-	eventually(t, "the copy skipped", func() bool { return outcomes(t, f, processors.OutcomeSkipped) == n+1 })
+	eventually(t, "the copy skipped", func() bool { return outcomes(t, f, processors.OutcomeSkipped) == 1 })
 	if d, a := f.rec.count("hold-1"); d != 1 || a != 1 {
 		t.Fatalf("hold-1: done %d times in %d attempts, want once", d, a)
 	}
 }
 
-// TestRequeueAfterMaybeDone: work dead-lettered while its claim was kept
-// (its outcome unknown, delivery after delivery) is done again when
-// requeued: the dead letter's acknowledgement is no record of the work.
-func TestRequeueAfterMaybeDone(t *testing.T) {
+// TestCopyDoesTheWorkFirst: the original fails once and waits for its
+// retry; a copy stored meanwhile may do the work first. The original's
+// retry is then skipped as done, whichever came first, and nothing is
+// dead-lettered: an ack floor held back by the original's own delivery
+// once said, for ever, that the copy's work was not done yet.
+func TestCopyDoesTheWorkFirst(t *testing.T) {
 	ns := natstest.Embedded(t)
 	f := start(t, ns.ClientURL(), 1)
+	const n = 10
+	for i := range n {
+		id := fmt.Sprintf("first-%d", i)
+		f.publish(t, id, true)
+		eventually(t, "the original failed once", func() bool { _, a := f.rec.count(id); return a >= 1 })
+		f.publishNewMsgID(t, id)
+	}
+	eventually(t, "every event done, and its other copy skipped", func() bool {
+		return outcomes(t, f, processors.OutcomeDone) == n && outcomes(t, f, processors.OutcomeSkipped) == n
+	})
+	for i := range n {
+		if d, _ := f.rec.count(fmt.Sprintf("first-%d", i)); d != 1 {
+			t.Errorf("first-%d done %d times, want once", i, d)
+		}
+	}
+	if dl := outcomes(t, f, processors.OutcomeDeadLettered); dl != 0 {
+		t.Errorf("%v dead letters", dl)
+	}
+}
+
+// TestRequeueAfterMaybeDone: work dead-lettered while its claim was kept
+// (its outcome unknown, delivery after delivery) is done again when
+// requeued: on a serial consumer, whose ack floor records work done, the
+// dead letter's acknowledgement is no record of the work.
+func TestRequeueAfterMaybeDone(t *testing.T) {
+	ns := natstest.Embedded(t)
+	f := startWith(t, ns.ClientURL(), 1, func(r *recorder) processors.Handler { return r }, serial)
 	f.publish(t, "maybe-1", true)
 	var dls []processors.DeadLetter
 	eventually(t, "dead letter", func() bool {

@@ -248,10 +248,13 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
-	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}, consumer: c.name, call: r.cfg.Call()}
-	if p.Guarantee == Once {
-		// The confirmed ack records the work as done (handle): one that
-		// could not be made there is made again by watermill, confirmed.
+	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}, consumer: c.name, serial: c.serial, call: r.cfg.Call()}
+	if p.Guarantee == Once && c.serial {
+		// The confirmed ack records the work as done (handle); one that
+		// could not be made there (done was written instead) is made
+		// again by watermill, confirmed too: a lost ack would hold the
+		// partition until AckWait. Elsewhere done is in the ledger, and
+		// a lost ack costs a redelivery that is skipped.
 		u.confirm = r.cfg.RecordTimeout
 	}
 	n := r.cfg.Concurrency
@@ -279,9 +282,9 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 		}),
 		NakDelay:    nakDelay{func(n uint64) time.Duration { return r.backoff(p, n) }},
 		Unmarshaler: u,
-		// Idempotent processors' acks are not waited for: a redelivery
-		// after a lost one is applied again, to the same end. Once
-		// processors wait for theirs (delivery.Ack).
+		// Acks are not waited for, but on a Once processor's serial
+		// consumer (delivery.Ack): a redelivery after a lost one is
+		// skipped, or applied again to the same end.
 		AckAsync: true,
 	})
 	if err != nil {

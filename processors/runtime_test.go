@@ -62,6 +62,10 @@ func (r *recorder) Handle(ctx context.Context, ev *processors.Event) error {
 		panic("boom")
 	case "ignore":
 		return processors.Ignored("nothing to do")
+	case "first": // a transient failure the first time only
+		if n == 1 {
+			return fmt.Errorf("transient failure")
+		}
 	case "maybe": // no answer up to the last delivery, then done
 		if n <= 3 {
 			return fmt.Errorf("no answer: %w", processors.ErrMaybeDone)
@@ -97,6 +101,7 @@ type fixture struct {
 	rec      *recorder
 	reg      *prometheus.Registry
 	dlq      *processors.DeadLetters
+	proc     *processors.Processor
 	cancel   context.CancelFunc
 	done     chan error
 }
@@ -108,7 +113,7 @@ func start(t *testing.T, url string, replicas int) *fixture {
 
 // startWith runs replicas runtimes whose handler handler makes of the
 // fixture's recorder.
-func startWith(t *testing.T, url string, replicas int, handler func(*recorder) processors.Handler) *fixture {
+func startWith(t *testing.T, url string, replicas int, handler func(*recorder) processors.Handler, opts ...func(*processors.Processor)) *fixture {
 	t.Helper()
 	_, js := natstest.Connect(t, url)
 	subjects, _ := messages.NewSubjects("ccrelay")
@@ -133,7 +138,7 @@ func startWith(t *testing.T, url string, replicas int, handler func(*recorder) p
 			JS: js, Subjects: subjects, Ledger: ledger, DLQ: f.dlq, Metrics: m, Registry: prometheus.NewRegistry(),
 			Connect: func() (*nats.Conn, error) { return nats.Connect(url) },
 			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
-		}, processors.Processor{Name: "recorder", Filter: []string{subjects.ContactLensFilter()}, Handler: handler(f.rec)})
+		}, f.processor(handler, opts))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,6 +151,24 @@ func startWith(t *testing.T, url string, replicas int, handler func(*recorder) p
 		}
 	})
 	return f
+}
+
+// processor is the fixture's processor, made once for every replica.
+func (f *fixture) processor(handler func(*recorder) processors.Handler, opts []func(*processors.Processor)) processors.Processor {
+	if f.proc == nil {
+		p := processors.Processor{Name: "recorder", Filter: []string{f.subjects.ContactLensFilter()}, Handler: handler(f.rec)}
+		for _, o := range opts {
+			o(&p)
+		}
+		f.proc = &p
+	}
+	return *f.proc
+}
+
+// serial makes the fixture's processor consume one message at a time, as
+// a partitioned processor (the relay) does.
+func serial(p *processors.Processor) {
+	p.Partitions, p.Filter = [][]string{p.Filter}, nil
 }
 
 func contactLens(id string) []byte {

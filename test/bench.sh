@@ -13,7 +13,7 @@
 #                    (test/e2e): the deliveries processor against a bare
 #                    consume -> KV put -> ack loop; the runtime, for each
 #                    guarantee, against a bare consume -> POST -> ack loop
-#                    and that loop paying the guarantee's one write; with
+#                    and that loop paying the guarantee's writes; with
 #                    SAP answering after 100 ms against Little's law
 #
 # Each closed-loop figure is the median of RUNS runs with the spread, the
@@ -133,6 +133,6 @@ kill -TERM "$cc_pid"; wait "$cc_pid" || true
 
 if [ "$PROC" = 1 ]; then
 	echo
-	echo "# processors (go test -bench, -count $RUNS; median and spread of the runs): msg/s, %ref = share of the bare loop's throughput (deliveries: consume -> KV put -> ack), %ref_write = share of the bare loop paying the guarantee's one write (goal >= 60), %ref_write_cpu = its CPU per message over the runtime's (steadier on a shared machine), %bound = share of Little's law"
+	echo "# processors (go test -bench, -count $RUNS; median and spread of the runs): msg/s, %ref = share of the bare loop's throughput (deliveries: consume -> KV put -> ack), %ref_write = share of the bare loop paying the guarantee's writes (goal >= 60), %ref_write_cpu = its CPU per message over the runtime's (steadier on a shared machine), %bound = share of Little's law"
 	go test -run '^$' -bench 'BenchmarkDeliveries|BenchmarkProcessor|BenchmarkForward' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | "$tmp/loadgen" -gobench
 fi

@@ -370,9 +370,10 @@ func onceContract(t *testing.T, name string, rig *guaranteeRig) {
 		// a time (onceEnv): while one does the event's work, slowly, its
 		// copy can only go to the other. The copy is stored once the work
 		// is under way, so the original holds the claim. (A copy that
-		// claims first, the original failing meanwhile, does the work
-		// once as well, but the original then waits for an ack floor its
-		// own delivery holds down, and is dead-lettered: not covered.)
+		// claims first, the original waiting for a retry meanwhile, is
+		// processors' TestCopyDoesTheWorkFirst: it once left the original
+		// waiting for an ack floor its own delivery held down, until it
+		// was dead-lettered.)
 		for i := 0; i < 2; i++ {
 			before := tallyOf(t, d, name)
 			rig.slow(true)
