@@ -33,6 +33,9 @@ const (
 	HeaderHeldPark = "Ccrelay-Held-Park"
 	// HeaderHeldDeliveries counts the attempts made before it was parked.
 	HeaderHeldDeliveries = "Ccrelay-Held-Deliveries"
+	// HeaderHeldMaybeDone is "true" when an attempt before it was parked
+	// may have delivered it (no answer came): its release says so too.
+	HeaderHeldMaybeDone = "Ccrelay-Held-Maybe-Done"
 )
 
 // Conversation is the conversation key of an event relayed to Contact Pro,

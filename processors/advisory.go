@@ -42,7 +42,6 @@ func (r *Runtime) watchMaxDeliveries(ctx context.Context, nc *nats.Conn, p Proce
 			r.deps.Logger.Error("max deliveries advisory: dead-letter failed", "processor", p.Name, "seq", adv.StreamSeq, "error", err)
 			return
 		}
-		r.settle(actx, p, ev)
 		// Every replica receives the advisory; the dead letter's dedup id
 		// stores it once, and only the replica that stored it counts it.
 		if stored {

@@ -77,15 +77,6 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 		return r.handleIdempotent(ctx, p, d, ev, duration)
 	}
 	work := Work{Processor: p.Name, ID: ev.ID, Sending: p.Confirms}
-	if d.serial && d.consumer != "" && ev.Seq != 0 {
-		// One message at a time: its acknowledgement moves the consumer's
-		// ack floor past it at once, so the floor can say the work is
-		// done. A consumer with several messages out (the floor held back
-		// by any earlier one still retrying, even this event's original
-		// while a copy of it completed) could not: there, done is
-		// written.
-		work.Stream, work.Consumer, work.Seq = r.deps.Subjects.EventsStream(), d.consumer, ev.Seq
-	}
 	claim, err := r.deps.Ledger.ClaimWork(ctx, work)
 	switch {
 	case errors.Is(err, ErrDone):
@@ -126,7 +117,7 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 		// election, and keep the message in progress meanwhile so that no
 		// other replica is handed it and repeats the work.
 		keep := r.keepInProgress(lctx, d)
-		derr := r.complete(lctx, d, work, claim)
+		derr := claim.Done(lctx)
 		keep()
 		if derr != nil {
 			r.deps.Metrics.Claims.WithLabelValues(p.Name, ClaimUnrecorded).Inc()
@@ -154,6 +145,17 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 			r.logDelivery(ctx, slog.LevelWarn, "could not release claim; it stays until it is stale", p, ev, "error", rerr)
 		}
 		return OutcomeIgnored, err
+	case ev.MaybeDone:
+		// An earlier attempt may have done the work; this one failed
+		// with an answer, which says nothing of that one. The next
+		// attempt must be told too: the claim is left marked.
+		if aerr := claim.Abandon(lctx); aerr != nil {
+			r.logDelivery(ctx, slog.LevelWarn, "could not mark the claim; a retry waits until it is stale", p, ev, "error", aerr)
+		}
+		if errors.Is(err, ErrPermanent) {
+			return r.deadLetter(ctx, p, ev, err)
+		}
+		return r.retryOrDeadLetter(ctx, p, ev, err)
 	}
 	if rerr := claim.Release(lctx); rerr != nil {
 		r.logDelivery(ctx, slog.LevelWarn, "could not release claim; a retry waits until it is stale", p, ev, "error", rerr)
@@ -162,25 +164,6 @@ func (r *Runtime) handle(ctx context.Context, p Processor, d *delivery, ev *Even
 		return r.deadLetter(ctx, p, ev, err)
 	}
 	return r.retryOrDeadLetter(ctx, p, ev, err)
-}
-
-// complete records work as done. The claim names its delivery, so the
-// delivery's confirmed acknowledgement is the record (a later copy of the
-// event reads it from the consumer's ack floor): no write. Only when the
-// server does not confirm it within half the record timeout is the
-// completion written to the ledger, and the message then acknowledged by
-// watermill.
-func (r *Runtime) complete(ctx context.Context, d *delivery, w Work, claim *Claim) error {
-	if w.Seq != 0 {
-		actx, cancel := context.WithTimeout(ctx, r.cfg.RecordTimeout/2)
-		err := d.ackConfirmed(actx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		r.deps.Logger.Debug("acknowledgement not confirmed; recording the completion instead", "processor", w.Processor, "dedup_id", w.ID, "seq", w.Seq, "error", err)
-	}
-	return claim.Done(ctx)
 }
 
 // handleIdempotent runs one delivery of an idempotent processor: no
@@ -219,19 +202,7 @@ func (r *Runtime) deadLetter(ctx context.Context, p Processor, ev *Event, cause 
 		// Not stored as a dead letter: keep it in the stream and retry.
 		return OutcomeRetried, fmt.Errorf("%w (and %w)", cause, err)
 	}
-	r.settle(dctx, p, ev)
 	return OutcomeDeadLettered, cause
-}
-
-// settle removes the claim a dead-lettered delivery of a Once processor
-// left, so that a requeue of it is not taken for the work done.
-func (r *Runtime) settle(ctx context.Context, p Processor, ev *Event) {
-	if p.Guarantee != Once || ev.ID == "" {
-		return
-	}
-	if err := r.deps.Ledger.Settle(ctx, p.Name, ev.ID, ev.Seq); err != nil {
-		r.logDelivery(ctx, slog.LevelWarn, "dead-lettered, but its claim could not be removed: a requeue of it may be skipped as done ('ccrelay replay --force' runs it)", p, ev, "error", err)
-	}
 }
 
 // heartbeat tells JetStream the delivery is still being worked on, and keeps

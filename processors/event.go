@@ -49,15 +49,11 @@ type delivery struct {
 	jetstream.Msg
 	ev    *Event
 	idErr string
-	// consumer is the durable consumer the message came from; serial
-	// when it hands out one message at a time (Processor.Partitions).
-	consumer string
-	serial   bool
 	// confirm, when positive, makes Ack wait for the server's
 	// confirmation, retrying within it; call bounds each attempt.
 	confirm, call time.Duration
-	// acked is set once an acknowledgement was confirmed: watermill's
-	// ack after the handler then sends nothing more.
+	// acked is set once an acknowledgement was confirmed: another ack
+	// sends nothing more.
 	acked atomic.Bool
 }
 
@@ -102,9 +98,8 @@ func (d *delivery) ackConfirmed(ctx context.Context) error {
 type unmarshaler struct {
 	subjects messages.Subjects
 	handoff  *handoff
-	consumer string
-	serial   bool
-	// confirm and call are set for a Once processor (delivery.Ack).
+	// confirm and call are set for a Once processor's serial consumer
+	// (delivery.Ack).
 	confirm, call time.Duration
 }
 
@@ -117,7 +112,7 @@ func (u unmarshaler) deliver(m jetstream.Msg) *delivery {
 		ev.Seq, ev.Deliveries, stored = meta.Sequence.Stream, meta.NumDelivered, meta.Timestamp.UTC()
 	}
 	ev.Time = eventTime(h.Get(messages.HeaderTime), stored)
-	d := &delivery{Msg: m, ev: ev, consumer: u.consumer, serial: u.serial, confirm: u.confirm, call: u.call}
+	d := &delivery{Msg: m, ev: ev, confirm: u.confirm, call: u.call}
 	id, err := u.subjects.EventID(m.Subject(), h, m.Data())
 	if err != nil {
 		// Watermill wants a UUID; the runtime dead-letters this one.

@@ -66,25 +66,11 @@ type entry struct {
 	// Owner is the claim's own token: a worker whose refresh was stored
 	// but whose answer was lost finds its claim by it.
 	Owner string `json:"owner,omitempty"`
-	// Seq and Consumer name the delivery that claimed the work: once
-	// Consumer has acknowledged stream sequence Seq (its ack floor is
-	// there), the work is done, and no completion is written.
-	Seq      uint64 `json:"seq,omitempty"`
-	Consumer string `json:"consumer,omitempty"`
 }
 
 // Work names the work a claim is for.
 type Work struct {
 	Processor, ID string
-	// Stream, Consumer and Seq name the delivery the work comes with,
-	// from a consumer that hands out one message at a time. When set,
-	// the delivery's acknowledgement, confirmed by the server, records
-	// the work as done: the consumer's ack floor passes Seq with it, and
-	// the claim is the work's one write. Unset (work outside a delivery,
-	// or from a consumer whose floor an earlier message may hold back),
-	// Claim.Done records it.
-	Stream, Consumer string
-	Seq              uint64
 	// Sending stores the claim as sending (the side effect may start at
 	// once): Confirm costs no write while the claim is young.
 	Sending bool
@@ -139,11 +125,9 @@ type Claim struct {
 	// mu serialises the heartbeat's refreshes with the handler's Confirm:
 	// both write conditionally on rev.
 	mu sync.Mutex
-	// sending is set once Confirm stored: refreshes keep the state.
+	// sending is set once Confirm stored (or the claim was stored as
+	// sending): refreshes keep the state.
 	sending bool
-	// seq and consumer are the delivery's (Work), kept in every write.
-	seq      uint64
-	consumer string
 }
 
 func ledgerKey(processor, id string) string {
@@ -152,25 +136,23 @@ func ledgerKey(processor, id string) string {
 	return processor + "." + hex.EncodeToString(sum[:16])
 }
 
-func (l *Ledger) value(state, owner string, at time.Time, seq uint64, consumer string) []byte {
-	val, _ := json.Marshal(entry{State: state, At: at.UnixNano(), Owner: owner, Seq: seq, Consumer: consumer})
+func (l *Ledger) value(state, owner string, at time.Time) []byte {
+	val, _ := json.Marshal(entry{State: state, At: at.UnixNano(), Owner: owner})
 	return val
 }
 
 // value is the entry of c in state, dated at.
 func (c *Claim) value(state string, at time.Time) []byte {
-	return c.l.value(state, c.owner, at, c.seq, c.consumer)
+	return c.l.value(state, c.owner, at)
 }
 
-// Claim takes the work of processor on event id, work outside a delivery
-// (see ClaimWork).
+// Claim takes the work of processor on event id (see ClaimWork).
 func (l *Ledger) Claim(ctx context.Context, processor, id string) (*Claim, error) {
 	return l.ClaimWork(ctx, Work{Processor: processor, ID: id})
 }
 
 // ClaimWork takes work w. It fails with ErrDone when the work completed
-// before and ErrBusy while another worker holds it, or another delivery of
-// the same event that claimed it is not yet acknowledged.
+// before and ErrBusy while another worker holds it.
 func (l *Ledger) ClaimWork(ctx context.Context, w Work) (*Claim, error) {
 	key := ledgerKey(w.Processor, w.ID)
 	owner := nuid.Next()
@@ -179,9 +161,9 @@ func (l *Ledger) ClaimWork(ctx context.Context, w Work) (*Claim, error) {
 	if w.Sending {
 		state = stateSending
 	}
-	val := l.value(state, owner, at, w.Seq, w.Consumer)
+	val := l.value(state, owner, at)
 	claim := func(rev uint64, at time.Time) *Claim {
-		return &Claim{l: l, key: key, owner: owner, rev: rev, at: at, sending: w.Sending, seq: w.Seq, consumer: w.Consumer}
+		return &Claim{l: l, key: key, owner: owner, rev: rev, at: at, sending: w.Sending}
 	}
 	// Most work is new: create the key as KeyValue.Create would (the
 	// subject's last sequence must be 0), and take Create's way, which
@@ -211,29 +193,6 @@ func (l *Ledger) ClaimWork(ctx context.Context, w Work) (*Claim, error) {
 	if json.Unmarshal(cur.Value(), &e) != nil {
 		e = entry{}
 	}
-	// maybe: whether the side effect may have happened, for a takeover.
-	maybe := e.State == stateSending
-	if e.State != stateDone && e.Seq != 0 && e.Seq != w.Seq && w.Stream != "" {
-		// Another delivery of the event (a replay, a copy published
-		// again) claimed the work: it is done once that delivery was
-		// acknowledged. Until then its own redelivery settles it; this
-		// one waits.
-		acked, err := l.acked(ctx, w.Stream, e)
-		switch {
-		case err == nil && acked:
-			// Recorded, so the next copy need not ask.
-			_, _ = l.kv.Update(ctx, key, l.value(stateDone, e.Owner, l.now(), e.Seq, e.Consumer), cur.Revision())
-			return nil, ErrDone
-		case err == nil:
-			return nil, ErrBusy
-		case !errors.Is(err, jetstream.ErrConsumerNotFound):
-			return nil, fmt.Errorf("claim %s: whether consumer %s acknowledged sequence %d: %w", key, e.Consumer, e.Seq, err)
-		}
-		// Its consumer is gone (deleted by an operator): nobody can say
-		// whether the work was done. The rules below take a stale claim
-		// over, and the work is redone as possibly done.
-		maybe = true
-	}
 	switch {
 	case e.State == stateDone:
 		return nil, ErrDone
@@ -248,30 +207,13 @@ func (l *Ledger) ClaimWork(ctx context.Context, w Work) (*Claim, error) {
 	// atomically; a holder that comes back finds its claim gone
 	// (ErrClaimLost) before it starts a side effect.
 	at = l.now()
-	rev, err = l.kv.Update(ctx, key, l.value(state, owner, at, w.Seq, w.Consumer), cur.Revision())
+	rev, err = l.kv.Update(ctx, key, l.value(state, owner, at), cur.Revision())
 	if err != nil {
 		return nil, ErrBusy
 	}
 	c := claim(rev, at)
-	c.TakenOver, c.MaybeDone = true, maybe
+	c.TakenOver, c.MaybeDone = true, e.State == stateSending
 	return c, nil
-}
-
-// acked reports whether e's consumer acknowledged e's stream sequence: its
-// ack floor is at or past it. A sequence acknowledged above a floor still
-// held by an earlier message reads as not yet.
-func (l *Ledger) acked(ctx context.Context, stream string, e entry) (bool, error) {
-	cctx, cancel := provision.Bounded(ctx, l.call)
-	defer cancel()
-	cons, err := l.js.Consumer(cctx, stream, e.Consumer)
-	if err != nil {
-		return false, err
-	}
-	info, err := cons.Info(cctx)
-	if err != nil {
-		return false, err
-	}
-	return info.AckFloor.Stream >= e.Seq, nil
 }
 
 // Refresh keeps the claim fresh while work runs. It fails with
@@ -396,13 +338,36 @@ func (c *Claim) Abandon(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	state := stateWorking
-	if c.sending {
+	if c.sending || c.MaybeDone {
+		// MaybeDone: the worker this one took the claim over from may
+		// have done the work; the next must be told as well.
 		state = stateSending
 	}
 	val := c.value(state, time.Unix(0, 0))
 	err := c.l.retry(ctx, func(ctx context.Context) error {
 		_, err := c.l.kv.Update(ctx, c.key, val, c.rev)
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// Not the revision this worker last stored: another worker
+			// took the claim over, or this worker's last refresh was
+			// stored and its answer lost (the heartbeat stopped mid-way).
+			// The owner token tells.
+			cur, gerr := c.l.kv.Get(ctx, c.key)
+			if errors.Is(gerr, jetstream.ErrKeyNotFound) {
+				return nil
+			}
+			if gerr != nil {
+				return gerr
+			}
+			var e entry
+			if json.Unmarshal(cur.Value(), &e) != nil || e.Owner != c.owner || e.State == stateDone {
+				return nil // not this worker's any more
+			}
+			_, err = c.l.kv.Update(ctx, c.key, val, cur.Revision())
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return nil // taken over in between
+			}
+		}
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil // not this worker's any more
 		}
 		return err
@@ -440,34 +405,6 @@ func retryCall(ctx context.Context, call time.Duration, f func(context.Context) 
 		}
 		wait = min(2*wait, 2*time.Second)
 	}
-}
-
-// Settle removes the claim the delivery at stream sequence seq left on
-// processor's work on id, unless the work is recorded done: for a message
-// dead-lettered. Its acknowledgement (the dead letter's) would otherwise
-// read, to a later copy of the event (a requeue), as the work done.
-func (l *Ledger) Settle(ctx context.Context, processor, id string, seq uint64) error {
-	key := ledgerKey(processor, id)
-	cur, err := l.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("settle claim %s: %w", key, err)
-	}
-	var e entry
-	if json.Unmarshal(cur.Value(), &e) != nil || e.State == stateDone || e.Seq != seq {
-		return nil
-	}
-	err = l.kv.Delete(ctx, key, jetstream.LastRevision(cur.Revision()))
-	var api *jetstream.APIError
-	if errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return nil // changed meanwhile: another delivery's now
-	}
-	if err != nil {
-		return fmt.Errorf("settle claim %s: %w", key, err)
-	}
-	return nil
 }
 
 // Forget removes what the ledger knows of processor's work on id, so that

@@ -248,13 +248,11 @@ func (r *Runtime) subscribe(ctx context.Context, router *message.Router, logger 
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", p.Name, err)
 	}
-	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}, consumer: c.name, serial: c.serial, call: r.cfg.Call()}
+	u := unmarshaler{subjects: r.deps.Subjects, handoff: &handoff{}, call: r.cfg.Call()}
 	if p.Guarantee == Once && c.serial {
-		// The confirmed ack records the work as done (handle); one that
-		// could not be made there (done was written instead) is made
-		// again by watermill, confirmed too: a lost ack would hold the
-		// partition until AckWait. Elsewhere done is in the ledger, and
-		// a lost ack costs a redelivery that is skipped.
+		// A lost ack would hold the partition until AckWait (its
+		// redelivery is then skipped as done): the ack is confirmed,
+		// retried. Elsewhere a lost ack costs one skipped redelivery.
 		u.confirm = r.cfg.RecordTimeout
 	}
 	n := r.cfg.Concurrency

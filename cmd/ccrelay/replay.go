@@ -51,7 +51,7 @@ func replayCommand(args, environ []string, stdout, stderr io.Writer) int {
 	untilV := fs.String("until", "", "end of the window, a `TIME` like --since; default now")
 	dry := fs.Bool("dry-run", false, "count what would be replayed; change nothing")
 	force := fs.Bool("force", false, "remove ledger entries first, so completed work is done again")
-	names := fs.String("processors", "", "with --force: comma-separated `NAMES` of the processors whose ledger entries to remove; default all")
+	names := fs.String("processors", "", "with --force: comma-separated `NAMES` of the processors whose ledger entries to remove; default all, forward included (which sends Contact Pro its messages again)")
 	if err := fs.Parse(args); err != nil {
 		return exitCode(err)
 	}

@@ -10,7 +10,8 @@
 // revision this replica last wrote or read for the message is
 // remembered, and a report is written conditionally on it (or created,
 // for a message not seen yet); only a conflict (another replica wrote
-// meanwhile) reads the status back.
+// meanwhile) or a report no newer than what the replica knows (a late
+// one, a replay) reads the status back.
 package deliveries
 
 import (
@@ -190,7 +191,14 @@ func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
 		Channel: r.ChannelIdentity.Channel, ConversationID: r.ConversationID, ContactID: r.ContactID, Reason: r.Reason,
 	}
 	if st.EventTime.IsZero() {
-		st.EventTime = ev.Time
+		// No time in the report: the one ingest stored it with (ce-time,
+		// which a replay keeps). Not the time this copy was stored: a
+		// bare copy republished by hand would be the newest every time,
+		// and put an old status back. A report with no time at all
+		// orders below every timed one.
+		if t, err := time.Parse(time.RFC3339Nano, ev.Header.Get(messages.HeaderTime)); err == nil {
+			st.EventTime = t
+		}
 	}
 	applied, err := p.store(ctx, st)
 	if err != nil {
@@ -225,16 +233,16 @@ func (p *Processor) store(ctx context.Context, st Status) (bool, error) {
 	unlock := p.seen.lock(key)
 	defer unlock()
 	k, ok := p.seen.get(key)
-	if ok && !k.older(st) {
-		// What this replica knew is at least as new, and a kept status
-		// only ever gets newer.
-		return false, nil
+	if !ok || k.older(st) {
+		applied, err := p.write(ctx, key, val, k.rev, st)
+		if applied || !errors.Is(err, jetstream.ErrKeyExists) {
+			return applied, err
+		}
+		p.conflicts.Inc()
 	}
-	applied, err := p.write(ctx, key, val, k.rev, st)
-	if applied || !errors.Is(err, jetstream.ErrKeyExists) {
-		return applied, err
-	}
-	p.conflicts.Inc()
+	// What this replica knew is at least as new (a late report, a
+	// replay), or another replica wrote meanwhile: read what is kept. A
+	// status deleted by hand or expired since is written again.
 	for attempt := 0; attempt < 10; attempt++ {
 		p.reads.Inc()
 		cur, err := p.kv.Get(ctx, key)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ccrelay/ccrelay/test/expect"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -229,9 +230,9 @@ func TestThreeReplicasRaceOneMessage(t *testing.T) {
 
 // TestOneWritePerReport: a replica handed a message's reports in order
 // makes one request per report (a create, then conditional writes on the
-// revision it wrote), reads nothing back, and applies nothing late; a
-// report after another replica wrote costs a refused write, a read and a
-// write.
+// revision it wrote) and reads nothing back; a late report costs a read
+// and applies nothing; a report after another replica wrote costs a
+// refused write and a read.
 func TestOneWritePerReport(t *testing.T) {
 	ps, regs, js := replicas(t, 2)
 	ctx := context.Background()
@@ -243,14 +244,15 @@ func TestOneWritePerReport(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		// A late one: known older, no request at all.
+		// A late one: known older, read back to be sure (a status may
+		// have been deleted), not written.
 		if err := ps[0].Handle(ctx, report(fmt.Sprintf("W%d", i), "DELIVERED", t0.Add(time.Second), "")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	expect.All(t,
 		expect.Check{Name: "writes", Got: requests(t, regs[0], "write"), Want: float64(3 * n)},
-		expect.Check{Name: "reads", Got: requests(t, regs[0], "read"), Want: 0.0},
+		expect.Check{Name: "reads", Got: requests(t, regs[0], "read"), Want: float64(n)},
 		expect.Check{Name: "stale", Got: metricstest.Value(t, regs[0], "ccrelay_delivery_reports_stale_total", nil), Want: float64(n)},
 	)
 	// The other replica has not seen W0: its create is refused, it reads
@@ -262,6 +264,21 @@ func TestOneWritePerReport(t *testing.T) {
 		expect.Check{Name: "conflicts", Got: requests(t, regs[1], "conflict"), Want: 1.0},
 		expect.Check{Name: "reads", Got: requests(t, regs[1], "read"), Want: 1.0},
 	)
+	// A status deleted by hand (nats kv del) is written again, even by a
+	// report older than the one this replica remembers (a replay).
+	kv0, err := js.KeyValue(ctx, messages.Subjects{}.DeliveryStatusBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv0.Delete(ctx, deliveries.Key("W2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := ps[0].Handle(ctx, report("W2", "DELIVERED", t0.Add(time.Second), "")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ps[0].Lookup(ctx, "W2"); err != nil || got.Status != "DELIVERED" {
+		t.Fatalf("a replay after a delete by hand: %s %v, want DELIVERED", got.Status, err)
+	}
 	// A status deleted by hand (nats kv del) is written again.
 	kv, err := js.KeyValue(ctx, messages.Subjects{}.DeliveryStatusBucket())
 	if err != nil {
@@ -275,5 +292,35 @@ func TestOneWritePerReport(t *testing.T) {
 	}
 	if got, err := ps[0].Lookup(ctx, "W1"); err != nil || got.Status != "FAILED" {
 		t.Fatalf("after a delete by hand: %s %v, want FAILED", got.Status, err)
+	}
+}
+
+// TestTimelessReports: a report without a time of its own is ordered by
+// the time ingest stored it with (ce-time); a bare copy of one,
+// republished by hand without headers, has none and never replaces a
+// timed status.
+func TestTimelessReports(t *testing.T) {
+	p, _ := setup(t)
+	ctx := context.Background()
+	timeless := func(status string) []byte {
+		return fmt.Appendf(nil, `{"app_id":"APP","message_delivery_report":{"message_id":"T1","status":%q,"channel_identity":{"channel":"SMS","identity":"46","app_id":"APP"}}}`, status)
+	}
+	t0 := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	stored := func(status string, at time.Time) *processors.Event {
+		return &processors.Event{ID: "T1:" + status, Body: timeless(status), Header: nats.Header{messages.HeaderTime: {at.Format(time.RFC3339Nano)}}, Time: at}
+	}
+	for _, ev := range []*processors.Event{stored("QUEUED_ON_CHANNEL", t0), stored("DELIVERED", t0.Add(time.Second))} {
+		if err := p.Handle(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The NATS CLI re-run of the QUEUED report: the body alone, stored
+	// now (the runtime's Event.Time would be the copy's store time).
+	bare := &processors.Event{ID: "T1:QUEUED_ON_CHANNEL", Body: timeless("QUEUED_ON_CHANNEL"), Header: nats.Header{}, Time: time.Now()}
+	if err := p.Handle(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Lookup(ctx, "T1"); err != nil || got.Status != "DELIVERED" || !got.EventTime.Equal(t0.Add(time.Second)) {
+		t.Fatalf("after a bare re-run: %s at %v (%v), want DELIVERED at +1s", got.Status, got.EventTime, err)
 	}
 }

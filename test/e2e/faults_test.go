@@ -119,32 +119,6 @@ func (d *brokerDeployment) dumpLogs(t *testing.T) {
 	t.Logf("the deployment's last warnings and errors:\n%s", warnings(d.logs.String()))
 }
 
-// recordedDone reports whether a ledger entry records its work as done:
-// it says so, or names a delivery its consumer acknowledged (the ack is
-// the record of Once work).
-func recordedDone(ctx context.Context, js jetstream.JetStream, stream string, val []byte) bool {
-	var e struct {
-		State    string `json:"state"`
-		Seq      uint64 `json:"seq"`
-		Consumer string `json:"consumer"`
-	}
-	if json.Unmarshal(val, &e) != nil {
-		return false
-	}
-	if e.State == "done" {
-		return true
-	}
-	if e.Seq == 0 || e.Consumer == "" {
-		return false
-	}
-	c, err := js.Consumer(ctx, stream, e.Consumer)
-	if err != nil {
-		return false
-	}
-	info, err := c.Info(ctx)
-	return err == nil && info.AckFloor.Stream >= e.Seq
-}
-
 // claimEvents sums ccrelay_processor_claim_events_total of event across
 // the runtimes.
 func (d *brokerDeployment) claimEvents(event string) float64 {
@@ -417,7 +391,7 @@ func TestRelayThroughLeaderKills(t *testing.T) {
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				continue
 			}
-			if err != nil || !recordedDone(ctx, js, d.subjects.EventsStream(), e.Value()) {
+			if err != nil || !strings.Contains(string(e.Value()), `"state":"done"`) {
 				open = append(open, k)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,7 +79,7 @@ type deployment struct {
 
 // startProcessors runs the named processors on the deployment's NATS
 // server, in process, until the test ends.
-func (d *deployment) startProcessors(names ...string) {
+func (d *deployment) startProcessors(names ...string) (stop func()) {
 	d.t.Helper()
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -93,13 +94,18 @@ func (d *deployment) startProcessors(names ...string) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- rt.Run(ctx) }()
-	d.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			d.t.Errorf("processors stopped: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				d.t.Errorf("processors stopped: %v", err)
+			}
+		})
+	}
+	d.t.Cleanup(stop)
 	d.procRegs = append(d.procRegs, reg)
+	return stop
 }
 
 // processed is the count of a processor's outcome across runtimes.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -357,4 +358,82 @@ func TestRelayRetryAfterNoAnswerSaysMaybeDelivered(t *testing.T) {
 	if slowMarks[""] != 1 || slowMarks["true"] != 1 || len(slowMarks) != 2 {
 		t.Errorf("deliveries (id=mark): %v; want the slow one once unmarked and once marked true", marks)
 	}
+}
+
+// TestRelayMaybeDeliveredSurvivesALaterRefusal: a delivery that got no
+// answer may have reached Contact Pro; a retry that Contact Pro then
+// refuses (503) says nothing of that first one, so the attempt after it
+// is still marked as a possible repeat (it once went out unmarked, and
+// Contact Pro had the message twice without knowing).
+func TestRelayMaybeDeliveredSurvivesALaterRefusal(t *testing.T) {
+	ns := natstest.Embedded(t)
+	cp := cpfake.New(t, cpExtUser, cpExtPassword, relayServices()...)
+	d := relayDeployment(t, ns.ClientURL(), cp, "CCRELAY_FORWARD_TIMEOUT=300ms")
+	d.startProcessors("forward")
+
+	cp.SetDelay(time.Second)
+	m := conversationMessage(t, "twilio", 1, 0)
+	r := d.post(m.path, m.header, m.body)
+	id := r.json(t)["id"].(string)
+	eventually(t, "the first attempt", func() bool { return cp.Attempts(id) >= 1 })
+	// The first attempt is under way (Contact Pro takes it after 1 s, the
+	// relay gives up after 300 ms); the next ones are refused.
+	cp.Down(http.StatusServiceUnavailable)
+	cp.SetDelay(0)
+	eventually(t, "a refused retry", func() bool { return cp.Refused()["down"] >= 1 })
+	cp.Up()
+	eventually(t, "the late first attempt and a delivered retry", func() bool { return len(cp.Received()) >= 2 })
+	time.Sleep(500 * time.Millisecond) // a third delivery, if any, would come meanwhile
+	var marks []string
+	for _, got := range cp.Received() {
+		if got.EventID == id {
+			marks = append(marks, got.Header.Get(forward.HeaderMaybeDelivered))
+		}
+	}
+	slices.Sort(marks)
+	if !slices.Equal(marks, []string{"", "true"}) {
+		t.Errorf("deliveries' marks %q, want the first unmarked and the retry after the refusal marked true", marks)
+	}
+}
+
+// TestRelayPartitionsChangeWithoutRepeats: a relay restarted with other
+// partition groups (CCRELAY_FORWARD_PARTITIONS) places its new consumers
+// at the slowest of the old ones they take over: what the faster ones had
+// delivered comes round again, and is skipped as done, not delivered a
+// second time.
+func TestRelayPartitionsChangeWithoutRepeats(t *testing.T) {
+	ns := natstest.Embedded(t)
+	cp := cpfake.New(t, cpExtUser, cpExtPassword, relayServices()...)
+	d := relayDeployment(t, ns.ClientURL(), cp)
+	stop := d.startProcessors("forward")
+	want, total := sendBacklog(t, d, 8, 3)
+	eventually(t, "the backlog delivered", func() bool { return len(cp.Received()) >= total })
+	stop()
+	// The same deployment restarted with 2 groups (the last setting of a
+	// variable wins).
+	d2 := relayDeployment(t, ns.ClientURL(), cp, "CCRELAY_FORWARD_PARTITIONS=2", "CCRELAY_SUBJECT_PREFIX="+d.subjects.Prefix())
+	d2.startProcessors("forward")
+	// Message 3 of each conversation (0 to 2 were the backlog).
+	more, n := map[string][]string{}, 0
+	for c := 0; c < 8; c++ {
+		for _, p := range []string{"twilio", "facebook", "sinch", "wavy"} {
+			msg := conversationMessage(t, p, c, 3)
+			r := d2.post(msg.path, msg.header, msg.body)
+			if r.status != http.StatusAccepted {
+				t.Fatalf("%s %d/3: status %d %s", p, c, r.status, r.body)
+			}
+			conv := msg.typ + "/" + msg.service + "|" + cpfake.Conversation(msg.typ, msg.service, msg.body)
+			more[conv] = append(more[conv], r.json(t)["id"].(string))
+			n++
+		}
+	}
+	eventually(t, "the new messages delivered", func() bool { return len(cp.Received()) >= total+n })
+	if !strings.Contains(d2.logs.String(), `"replaces":true`) {
+		t.Fatal("no relay consumer was placed anew: the partitions did not change")
+	}
+	time.Sleep(time.Second) // repeats, if any, would come meanwhile
+	for conv, ids := range more {
+		want[conv] = append(want[conv], ids...)
+	}
+	checkInOrderOnce(t, cp.Received(), want)
 }

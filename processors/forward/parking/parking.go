@@ -359,6 +359,9 @@ func (s *Store) hold(ctx context.Context, c *Conversation, ev *processors.Event)
 	h[messages.HeaderHeldSeq] = []string{seq}
 	h[messages.HeaderHeldPark] = []string{c.Park}
 	h[messages.HeaderHeldDeliveries] = []string{strconv.FormatUint(ev.Deliveries, 10)}
+	if ev.MaybeDone {
+		h[messages.HeaderHeldMaybeDone] = []string{"true"}
+	}
 	if _, ok := ev.Header[messages.HeaderID]; !ok && ev.ID != "" {
 		// A body published bare: keep the id it was given, so its
 		// release and the ledger agree.
@@ -420,11 +423,12 @@ func (s *Store) heldOf(m *jetstream.RawStreamMsg) *Held {
 	ev.Deliveries, _ = strconv.ParseUint(hd.Get(messages.HeaderHeldDeliveries), 10, 64)
 	for k, v := range hd {
 		switch k {
-		case messages.HeaderHeldSubject, messages.HeaderHeldSeq, messages.HeaderHeldPark, messages.HeaderHeldDeliveries, nats.MsgIdHdr:
+		case messages.HeaderHeldSubject, messages.HeaderHeldSeq, messages.HeaderHeldPark, messages.HeaderHeldDeliveries, messages.HeaderHeldMaybeDone, nats.MsgIdHdr:
 			continue
 		}
 		ev.Header[k] = v
 	}
+	ev.MaybeDone = hd.Get(messages.HeaderHeldMaybeDone) == "true"
 	ev.ID = ev.Header.Get(messages.HeaderID)
 	ev.Time = m.Time
 	if t, err := time.Parse(time.RFC3339Nano, ev.Header.Get(messages.HeaderTime)); err == nil {

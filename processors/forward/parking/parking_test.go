@@ -231,3 +231,41 @@ func TestDropDeadLettersInOrder(t *testing.T) {
 		t.Fatalf("next parked message: %+v %v, want seq 9", h, err)
 	}
 }
+
+// TestParkedKeepsMaybeDone: a message parked after an attempt that got no
+// answer (it may be delivered) is released still saying so, so that its
+// delivery on release is marked as a possible repeat; the others are not.
+func TestParkedKeepsMaybeDone(t *testing.T) {
+	st, _ := store(t)
+	ctx := context.Background()
+	conv := &parking.Conversation{ID: fmt.Sprintf("%032x", 99), Destination: "wavy/br", Partition: "00", Reason: "test"}
+	head := event("maybe", 1)
+	head.MaybeDone = true
+	if err := st.Park(ctx, conv, head); err != nil {
+		t.Fatal(err)
+	}
+	parked, err := st.Get(ctx, conv.ID)
+	if err != nil || parked == nil {
+		t.Fatalf("not parked: %v", err)
+	}
+	if err := st.Behind(ctx, parked, event("maybe", 2)); err != nil {
+		t.Fatal(err)
+	}
+	var got []bool
+	for range 2 {
+		h, err := st.Next(ctx, parked)
+		if err != nil || h == nil {
+			t.Fatalf("next held: %v %v", h, err)
+		}
+		got = append(got, h.Event.MaybeDone)
+		if h.Event.Header.Get(messages.HeaderHeldMaybeDone) != "" {
+			t.Errorf("the held header reached the event's headers")
+		}
+		if err := st.Remove(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(got, []bool{true, false}) {
+		t.Errorf("held messages' MaybeDone %v, want [true false]", got)
+	}
+}
