@@ -148,7 +148,8 @@ var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 // containerEnv resolves a container's environment as the kubelet would:
 // envFrom Secrets first, then env in order, with secretKeyRef read from the
 // rendered Secrets and $(VAR) expanded from the variables before it.
-// Downward API fields are left out (ingest has none).
+// Of the downward API, limits.memory is resolved (GOMEMLIMIT); other
+// fields are left out.
 func (r rendered) containerEnv(t *testing.T, c corev1.Container) map[string]string {
 	t.Helper()
 	env := map[string]string{}
@@ -179,6 +180,10 @@ func (r rendered) containerEnv(t *testing.T, c corev1.Container) map[string]stri
 		switch {
 		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
 			env[e.Name] = secretValue(e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key)
+		case e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory":
+			// Bytes, as the kubelet writes it (divisor 1).
+			q := c.Resources.Limits[corev1.ResourceMemory]
+			env[e.Name] = fmt.Sprint(q.Value())
 		case e.ValueFrom != nil:
 			continue
 		default:
@@ -355,7 +360,10 @@ func clusterValues(t *testing.T) string {
     CCRELAY_CONTACTPRO_API_KEYS: "test-contactpro-key-0123456789abcdef"
     CCRELAY_OAUTH_CLIENTS: "contactpro@contactpro:0123456789abcdef0123456789abcdef"
     CCRELAY_CONNECT_API_KEYS: "test-connect-key-0123456789abcdef"
-    CCRELAY_SEAL_KEYS: "k1:%s"
+    CCRELAY_SEAL_KEYS: "k1:%[1]s"
+process:
+  secretEnv:
+    CCRELAY_SEAL_KEYS: "k1:%[1]s"
 `, base64.StdEncoding.EncodeToString(seal))
 	path := filepath.Join(t.TempDir(), "test-values.yaml")
 	if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
@@ -412,59 +420,25 @@ func TestRenderedNATSFormsCluster(t *testing.T) {
 	}
 	t.Logf("cluster formed in %s, JetStream meta leader %s", time.Since(start).Round(time.Millisecond), leader)
 
+	if testing.Short() {
+		t.Skip("-short: no ccrelay build")
+	}
+	bin := filepath.Join(t.TempDir(), "ccrelay")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/ccrelay") // #nosec G204 -- fixed arguments
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/ccrelay: %v\n%s", err, out)
+	}
+
 	t.Run("ingest stores an event", func(t *testing.T) {
-		if testing.Short() {
-			t.Skip("-short: no ccrelay build")
-		}
-		bin := filepath.Join(t.TempDir(), "ccrelay")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/ccrelay") // #nosec G204 -- fixed arguments
-		build.Dir = repoRoot(t)
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build ./cmd/ccrelay: %v\n%s", err, out)
-		}
-		d := r.deployment(t, "ccrelay-ingest")
-		c := d.Spec.Template.Spec.Containers[0]
+		c := r.deployment(t, "ccrelay-ingest").Spec.Template.Spec.Containers[0]
 		env := r.containerEnv(t, c)
 		if _, ok := env["CCRELAY_C4C_PASSWORD"]; ok {
 			t.Error("ingest's environment holds CCRELAY_C4C_PASSWORD")
 		}
-		// Adapted to loopback: the Service name and the listeners.
-		url := env["CCRELAY_NATS_URL"]
-		if !strings.Contains(url, "@ccrelay-nats:4222") {
-			t.Fatalf("CCRELAY_NATS_URL = %q, want the NATS Service ccrelay-nats:4222", url)
-		}
-		env["CCRELAY_NATS_URL"] = strings.Replace(url, "@ccrelay-nats:4222", fmt.Sprintf("@127.0.0.1:%d", nodes[0].client), 1)
-		httpPort := freePort(t)
-		env["CCRELAY_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", httpPort)
-		env["CCRELAY_METRICS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		environ := []string{}
-		for k, v := range env {
-			environ = append(environ, k+"="+v)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cmd := exec.CommandContext(ctx, bin, c.Args...) // #nosec G204 -- the binary just built, the rendered args
-		cmd.Env = environ
-		var logs strings.Builder
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+		httpPort, _, logs := runCcrelay(t, bin, c.Args, env, nodes[0].client)
 		base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			resp, err := http.Get(base + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("ingest not ready within 60s:\n%s", logs.String())
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		waitOK(t, base+"/readyz", 60*time.Second, logs)
 		req, err := http.NewRequest(http.MethodPost, base+"/v1/contactpro/chat-attachments/Ended",
 			strings.NewReader(`{"contact_id":"0a1b2c3d-0000-4000-8000-000000000001"}`))
 		if err != nil {
@@ -503,4 +477,94 @@ func TestRenderedNATSFormsCluster(t *testing.T) {
 		}
 		t.Logf("ingest answered %s; %s", resp.Status, strings.Join(stored, "; "))
 	})
+
+	t.Run("process answers its probes", func(t *testing.T) {
+		c := r.deployment(t, "ccrelay-process").Spec.Template.Spec.Containers[0]
+		env := r.containerEnv(t, c)
+		if env["GOMEMLIMIT"] == "" {
+			t.Fatal("process has no GOMEMLIMIT")
+		}
+		_, metricsPort, logs := runCcrelay(t, bin, c.Args, env, nodes[1].client)
+		for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+			if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != "metrics" {
+				t.Fatalf("process probe %+v: want an HTTP GET on port metrics", p)
+			}
+			waitOK(t, fmt.Sprintf("http://127.0.0.1:%d%s", metricsPort, p.HTTPGet.Path), 60*time.Second, logs)
+		}
+		t.Logf("process: GOMEMLIMIT=%s, %s answers 200 on the metrics listener", env["GOMEMLIMIT"], c.LivenessProbe.HTTPGet.Path)
+	})
+}
+
+// runCcrelay starts bin with a rendered environment adapted to loopback:
+// the NATS Service's host and port become the test server's, the
+// listeners loopback ports. It returns the HTTP and metrics ports and the
+// process's output.
+func runCcrelay(t *testing.T, bin string, args []string, env map[string]string, natsPort int) (int, int, *syncBuffer) {
+	t.Helper()
+	url := env["CCRELAY_NATS_URL"]
+	if !strings.Contains(url, "@ccrelay-nats:4222") {
+		t.Fatalf("CCRELAY_NATS_URL = %q, want the NATS Service ccrelay-nats:4222", url)
+	}
+	env["CCRELAY_NATS_URL"] = strings.Replace(url, "@ccrelay-nats:4222", fmt.Sprintf("@127.0.0.1:%d", natsPort), 1)
+	httpPort, metricsPort := freePort(t), freePort(t)
+	env["CCRELAY_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", httpPort)
+	env["CCRELAY_METRICS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", metricsPort)
+	environ := []string{}
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...) // #nosec G204 -- the binary just built, the rendered args
+	cmd.Env = environ
+	logs := &syncBuffer{exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(logs.exited) }()
+	t.Cleanup(func() { cancel(); <-logs.exited })
+	return httpPort, metricsPort, logs
+}
+
+// waitOK polls url until it answers 200.
+func waitOK(t *testing.T, url string, within time.Duration, logs *syncBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := http.Get(url) // #nosec G107 -- a loopback URL of the test
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no 200 within %s:\n%s", url, within, logs)
+		}
+		select {
+		case <-logs.exited:
+			t.Fatalf("%s: the process exited:\n%s", url, logs)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// syncBuffer is a process's output, written by exec's copiers and read by
+// the test.
+type syncBuffer struct {
+	mu     sync.Mutex
+	b      strings.Builder
+	exited chan struct{} // closed once the process exited
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
