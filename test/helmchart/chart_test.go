@@ -232,3 +232,41 @@ spec: {selector: {}}
 		t.Error("no workload problem found in a container without requests and limits")
 	}
 }
+
+// TestNotes renders NOTES.txt (helm template leaves it out) for every
+// values case, from a copy of the chart where it is a template.
+func TestNotes(t *testing.T) {
+	helmBin(t)
+	dir := filepath.Join(t.TempDir(), "ccrelay")
+	if err := os.CopyFS(dir, os.DirFS(chartDir(t))); err != nil {
+		t.Fatal(err)
+	}
+	notes, err := os.ReadFile(filepath.Join(dir, "templates", "NOTES.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// .Files cannot read templates/, and tpl renders the notes as helm would.
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), notes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wrapper := "notes: {{ tpl (.Files.Get \"notes.txt\") . | toJson }}\n"
+	if err := os.WriteFile(filepath.Join(dir, "templates", "zz-notes.yaml"), []byte(wrapper), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, files := range valuesCases(t) {
+		t.Run(name, func(t *testing.T) {
+			out := string(helmTemplate(t, dir, release, files...))
+			i := strings.Index(out, "# Source: ccrelay/templates/zz-notes.yaml")
+			if i < 0 {
+				t.Fatal("NOTES.txt did not render")
+			}
+			rendered := out[i:]
+			if j := strings.Index(rendered[1:], "\n---"); j >= 0 {
+				rendered = rendered[:j+1]
+			}
+			if !strings.Contains(rendered, "ccrelay check") || !strings.Contains(rendered, "port-forward") {
+				t.Errorf("NOTES.txt lacks the next steps:\n%s", rendered)
+			}
+		})
+	}
+}

@@ -420,15 +420,7 @@ func TestRenderedNATSFormsCluster(t *testing.T) {
 	}
 	t.Logf("cluster formed in %s, JetStream meta leader %s", time.Since(start).Round(time.Millisecond), leader)
 
-	if testing.Short() {
-		t.Skip("-short: no ccrelay build")
-	}
-	bin := filepath.Join(t.TempDir(), "ccrelay")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ccrelay") // #nosec G204 -- fixed arguments
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ccrelay: %v\n%s", err, out)
-	}
+	bin := buildCcrelay(t)
 
 	t.Run("ingest stores an event", func(t *testing.T) {
 		c := r.deployment(t, "ccrelay-ingest").Spec.Template.Spec.Containers[0]
@@ -497,15 +489,18 @@ func TestRenderedNATSFormsCluster(t *testing.T) {
 
 // runCcrelay starts bin with a rendered environment adapted to loopback:
 // the NATS Service's host and port become the test server's, the
-// listeners loopback ports. It returns the HTTP and metrics ports and the
+// listeners loopback ports (natsPort 0: no NATS URL to adapt, serve).
+// It returns the HTTP and metrics ports and the
 // process's output.
 func runCcrelay(t *testing.T, bin string, args []string, env map[string]string, natsPort int) (int, int, *syncBuffer) {
 	t.Helper()
-	url := env["CCRELAY_NATS_URL"]
-	if !strings.Contains(url, "@ccrelay-nats:4222") {
-		t.Fatalf("CCRELAY_NATS_URL = %q, want the NATS Service ccrelay-nats:4222", url)
+	if natsPort != 0 {
+		url := env["CCRELAY_NATS_URL"]
+		if !strings.Contains(url, "@ccrelay-nats:4222") {
+			t.Fatalf("CCRELAY_NATS_URL = %q, want the NATS Service ccrelay-nats:4222", url)
+		}
+		env["CCRELAY_NATS_URL"] = strings.Replace(url, "@ccrelay-nats:4222", fmt.Sprintf("@127.0.0.1:%d", natsPort), 1)
 	}
-	env["CCRELAY_NATS_URL"] = strings.Replace(url, "@ccrelay-nats:4222", fmt.Sprintf("@127.0.0.1:%d", natsPort), 1)
 	httpPort, metricsPort := freePort(t), freePort(t)
 	env["CCRELAY_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	env["CCRELAY_METRICS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", metricsPort)
@@ -567,4 +562,43 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// buildCcrelay builds ./cmd/ccrelay into the test's directory.
+func buildCcrelay(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no ccrelay build")
+	}
+	bin := filepath.Join(t.TempDir(), "ccrelay")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/ccrelay") // #nosec G204 -- fixed arguments
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/ccrelay: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestServe runs ccrelay serve with the rendered environment of
+// examples/serve.yaml (the data directory, the volume's mount, adapted to
+// the test's) and sees it answer its probes.
+func TestServe(t *testing.T) {
+	helmBin(t)
+	r := renderObjects(t, filepath.Join(chartDir(t), "examples", "serve.yaml"), clusterValues(t))
+	bin := buildCcrelay(t)
+	d := r.deployment(t, "ccrelay-serve")
+	c := d.Spec.Template.Spec.Containers[0]
+	env := r.containerEnv(t, c)
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/data" {
+		t.Fatalf("serve mounts %+v, want its volume on /data (the image's CCRELAY_DATA_DIR)", c.VolumeMounts)
+	}
+	env["CCRELAY_DATA_DIR"] = t.TempDir()
+	httpPort, _, logs := runCcrelay(t, bin, c.Args, env, 0)
+	for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Port.String() != "http" {
+			t.Fatalf("serve probe %+v: want an HTTP GET on port http", p)
+		}
+		waitOK(t, fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, p.HTTPGet.Path), 60*time.Second, logs)
+	}
+	t.Logf("serve: GOMEMLIMIT=%s, /healthz and /readyz answer 200", env["GOMEMLIMIT"])
 }
