@@ -266,6 +266,11 @@ func startCluster(t *testing.T, conf string, certDir string, dropCA bool) []*nat
 				t.Fatalf("rendered nats.conf lacks %s:\n%s", repl[k], conf)
 			}
 		}
+		// Client TLS, when on (examples/client-tls.yaml): the same test
+		// certificate, which names 127.0.0.1.
+		repl = append(repl,
+			`"/etc/nats-certs/nats/tls.crt"`, fmt.Sprintf("%q", filepath.Join(certDir, "tls.crt")),
+			`"/etc/nats-certs/nats/tls.key"`, fmt.Sprintf("%q", filepath.Join(certDir, "tls.key")))
 		c = strings.NewReplacer(repl...).Replace(c)
 		if dropCA {
 			c = regexp.MustCompile(`(?m)^\s*"ca_file": .*\n`).ReplaceAllString(c, "")
@@ -601,4 +606,84 @@ func TestServe(t *testing.T) {
 		waitOK(t, fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, p.HTTPGet.Path), 60*time.Second, logs)
 	}
 	t.Logf("serve: GOMEMLIMIT=%s, /healthz and /readyz answer 200", env["GOMEMLIMIT"])
+}
+
+// TestClientTLS: with examples/client-tls.yaml, ingest reaches NATS over
+// tls:// and verifies the servers against the CA the chart mounts
+// (SSL_CERT_DIR), and stores an event.
+func TestClientTLS(t *testing.T) {
+	helmBin(t)
+	r := renderObjects(t, filepath.Join(chartDir(t), "examples", "chart-secrets.yaml"),
+		filepath.Join(chartDir(t), "examples", "client-tls.yaml"), clusterValues(t))
+	conf := r.configMap(t, "ccrelay-nats-config").Data["nats.conf"]
+	if !strings.Contains(conf, `"/etc/nats-certs/nats/tls.crt"`) {
+		t.Fatalf("client TLS is not in the rendered nats.conf:\n%s", conf)
+	}
+	nats := r.secrets["ccrelay-nats"]
+	t.Setenv("CCRELAY_PASSWORD", nats.StringData["ccrelay-password"])
+	t.Setenv("OPERATOR_PASSWORD", nats.StringData["operator-password"])
+	t.Setenv("SYS_PASSWORD", nats.StringData["sys-password"])
+	certDir := t.TempDir()
+	writeCerts(t, certDir)
+	nodes := startCluster(t, conf, certDir, false)
+	if _, ok := waitCluster(t, nodes, 30*time.Second); !ok {
+		t.Fatal("no cluster within 30s")
+	}
+	bin := buildCcrelay(t)
+	c := r.deployment(t, "ccrelay-ingest").Spec.Template.Spec.Containers[0]
+	env := r.containerEnv(t, c)
+	if !strings.HasPrefix(env["CCRELAY_NATS_URL"], "tls://") {
+		t.Fatalf("CCRELAY_NATS_URL = %q, want tls://", env["CCRELAY_NATS_URL"])
+	}
+	// The mounted Secret nats-tls (item ca.crt) is the test's CA.
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		mounted = mounted || m.MountPath == env["SSL_CERT_DIR"]
+	}
+	if !mounted {
+		t.Fatalf("SSL_CERT_DIR=%q is not a mounted volume: %+v", env["SSL_CERT_DIR"], c.VolumeMounts)
+	}
+	caDir := t.TempDir()
+	ca, err := os.ReadFile(filepath.Join(certDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(caDir, "ca.crt"), ca, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env["SSL_CERT_DIR"] = caDir
+	httpPort, _, logs := runCcrelay(t, bin, c.Args, env, nodes[2].client)
+	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	waitOK(t, base+"/readyz", 60*time.Second, logs)
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/contactpro/chat-attachments/Ended",
+		strings.NewReader(`{"contact_id":"0a1b2c3d-0000-4000-8000-000000000002"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("x-api-key", env["CCRELAY_CONTACTPRO_API_KEYS"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST chat-attachments over client TLS: %s\n%s", resp.Status, logs)
+	}
+	tlsClients := 0
+	for _, n := range nodes {
+		cz, err := n.srv.Connz(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ci := range cz.Conns {
+			if ci.TLSVersion != "" {
+				tlsClients++
+			}
+		}
+	}
+	if tlsClients == 0 {
+		t.Fatal("no client connection uses TLS")
+	}
+	t.Logf("ingest over client TLS answered %s; %d TLS client connections", resp.Status, tlsClients)
 }
