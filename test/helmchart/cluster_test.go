@@ -90,14 +90,20 @@ func writeCerts(t *testing.T, dir string) {
 	}
 }
 
-func freePort(t *testing.T) int {
+// freePorts returns n distinct loopback ports that were free a moment ago:
+// all are held open until all are chosen, so none repeats.
+func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // rendered is one rendering of the chart, with its objects by kind/name.
@@ -238,8 +244,9 @@ func (l *errorLog) Fatalf(format string, v ...any) { l.add(format, v...) }
 func startCluster(t *testing.T, conf string, certDir string, dropCA bool) []*natsNode {
 	t.Helper()
 	nodes := make([]*natsNode, 3)
+	ports := freePorts(t, 3*len(nodes))
 	for i := range nodes {
-		nodes[i] = &natsNode{client: freePort(t), route: freePort(t), http: freePort(t)}
+		nodes[i] = &natsNode{client: ports[3*i], route: ports[3*i+1], http: ports[3*i+2]}
 	}
 	for i, n := range nodes {
 		c := conf
@@ -400,16 +407,30 @@ func TestRenderedNATSFormsCluster(t *testing.T) {
 
 	t.Run("without ca_file routes fail", func(t *testing.T) {
 		nodes := startCluster(t, conf, certDir, true)
-		if leader, ok := waitCluster(t, nodes, 3*time.Second); ok {
-			t.Fatalf("a cluster formed (leader %s) with route TLS verifying peers but no CA", leader)
+		// Wait for each server to have tried its routes and logged why
+		// they failed, then see that none formed.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			all := true
+			for _, n := range nodes {
+				all = all && strings.Contains(n.log.String(), "certificate signed by unknown authority")
+			}
+			if all {
+				break
+			}
+			if time.Now().After(deadline) {
+				for _, n := range nodes {
+					t.Logf("%s log:\n%s", n.srv.Name(), n.log)
+				}
+				t.Fatal("not every server logged \"unknown authority\" for its routes within 30s")
+			}
 		}
 		for _, n := range nodes {
 			peers, routes, _ := clusterState(n)
-			t.Logf("without ca_file: %s: %d routes, peers %v", n.srv.Name(), routes, peers)
-			n.srv.Shutdown()
-			if !strings.Contains(n.log.String(), "certificate signed by unknown authority") {
-				t.Errorf("%s: no \"unknown authority\" in its log:\n%s", n.srv.Name(), n.log)
+			t.Logf("without ca_file: %s: %d routes, peers %v; its log says \"certificate signed by unknown authority\"", n.srv.Name(), routes, peers)
+			if len(peers) > 0 {
+				t.Errorf("%s: routes to %v formed without the CA", n.srv.Name(), peers)
 			}
+			n.srv.Shutdown()
 		}
 	})
 
@@ -506,7 +527,8 @@ func runCcrelay(t *testing.T, bin string, args []string, env map[string]string, 
 		}
 		env["CCRELAY_NATS_URL"] = strings.Replace(url, "@ccrelay-nats:4222", fmt.Sprintf("@127.0.0.1:%d", natsPort), 1)
 	}
-	httpPort, metricsPort := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	httpPort, metricsPort := ports[0], ports[1]
 	env["CCRELAY_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	env["CCRELAY_METRICS_ADDR"] = fmt.Sprintf("127.0.0.1:%d", metricsPort)
 	environ := []string{}
