@@ -591,19 +591,43 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// buildCcrelay builds ./cmd/ccrelay into the test's directory.
+// The ccrelay binary, built once for the tests that run it.
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// TestMain removes the binary's directory after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// buildCcrelay builds ./cmd/ccrelay once and returns the binary's path.
 func buildCcrelay(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: no ccrelay build")
 	}
-	bin := filepath.Join(t.TempDir(), "ccrelay")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/ccrelay") // #nosec G204 -- fixed arguments
-	build.Dir = repoRoot(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/ccrelay: %v\n%s", err, out)
+	root := repoRoot(t)
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("", "ccrelay-helmchart-"); buildErr != nil {
+			return
+		}
+		build := exec.Command("go", "build", "-o", filepath.Join(buildDir, "ccrelay"), "./cmd/ccrelay") // #nosec G204 -- fixed arguments
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/ccrelay: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return filepath.Join(buildDir, "ccrelay")
 }
 
 // TestServe runs ccrelay serve with the rendered environment of
