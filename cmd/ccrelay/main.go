@@ -275,7 +275,7 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	mctx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
 	metricsDone := make(chan error, 1)
 	go func() {
-		metricsDone <- server.Serve(mctx, metricsServer(reg), metricsLn, nil, 5*time.Second)
+		metricsDone <- server.Serve(mctx, metricsServer(reg, b.Conn.IsClosed), metricsLn, nil, 5*time.Second)
 	}()
 	if cfg.Process.Pprof {
 		pln, err := net.Listen("tcp", cfg.Process.PprofAddr)
@@ -326,9 +326,19 @@ func localURL(addr string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-func metricsServer(reg *prometheus.Registry) *http.Server {
+// metricsServer serves /metrics and, for the probes of a process without
+// the ingest listener, /healthz: 200 while the NATS connection is open or
+// reconnecting, 503 once it is closed for good (a restart is the remedy).
+func metricsServer(reg *prometheus.Registry, natsClosed func() bool) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if natsClosed() {
+			http.Error(w, "nats connection closed", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 }
 
