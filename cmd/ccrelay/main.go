@@ -255,7 +255,7 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 		if err != nil {
 			return err
 		}
-		parts = append(parts, rt.Run)
+		parts = append(parts, rt.Run, func(ctx context.Context) error { return stopWhenClosed(ctx, b.Conn.IsClosed) })
 		attrs = append(attrs, "processors", rt.Names())
 	}
 	metricsLn, err := net.Listen("tcp", cfg.Process.MetricsAddr)
@@ -313,6 +313,28 @@ func serve(ctx context.Context, cmd string, cfg *config.Config, procs []string, 
 	return first
 }
 
+// stopWhenClosed fails once closed reports the processors' NATS connection
+// closed for good (the server closed it: a revoked or changed password, a
+// protocol error). The broker reopens a connection for ingest, but the
+// processors' buckets and consumers are bound to this one: the process
+// stops so that its supervisor (Kubernetes, compose's restart policy)
+// starts it again, rather than pull errors for ever. It returns nil when
+// ctx ends.
+func stopWhenClosed(ctx context.Context, closed func() bool) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if closed() {
+				return errors.New("the processors' nats connection was closed by the server for good; stopping for a restart")
+			}
+		}
+	}
+}
+
 // localURL is the base URL a person on this machine uses for a listener
 // on addr: a wildcard host becomes 127.0.0.1.
 func localURL(addr string) string {
@@ -331,15 +353,17 @@ func localURL(addr string) string {
 // reconnecting, 503 once it is closed for good (a restart is the remedy).
 func metricsServer(reg *prometheus.Registry, natsClosed func() bool) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if natsClosed() {
 			http.Error(w, "nats connection closed", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Scrapers and probes send small GETs: idle connections go after a
+	// minute, so clients left open cannot pile up descriptors.
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 }
 
 // pprofServer serves Go's profiler; it listens on loopback only
