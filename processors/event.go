@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -52,40 +51,23 @@ type delivery struct {
 	// confirm, when positive, makes Ack wait for the server's
 	// confirmation, retrying within it; call bounds each attempt.
 	confirm, call time.Duration
-	// acked is set once an acknowledgement was confirmed: another ack
-	// sends nothing more.
-	acked atomic.Bool
 }
 
-// Ack acknowledges the message, unless the runtime did already: a plain
-// ack, or one confirmed by the server, retried until confirmed within
-// d.confirm.
+// Ack acknowledges the message: a plain ack, or for a Once processor's
+// serial consumer one confirmed by the server, retried until confirmed
+// within d.confirm.
 func (d *delivery) Ack() error {
-	if d.acked.Load() {
-		return nil
-	}
 	if d.confirm <= 0 {
 		return d.Msg.Ack()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.confirm)
 	defer cancel()
-	return d.ackConfirmed(ctx)
-}
-
-// ackConfirmed acknowledges the message and waits for the server to
-// confirm it, retrying until ctx ends. A confirmed ack is stored, on every
-// node of a replicated consumer, before the server answers.
-func (d *delivery) ackConfirmed(ctx context.Context) error {
-	err := retryCall(ctx, d.call, func(ctx context.Context) error {
+	return retryCall(ctx, d.call, func(ctx context.Context) error {
 		if err := d.Msg.DoubleAck(ctx); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			return err
 		}
 		return nil
 	})
-	if err == nil {
-		d.acked.Store(true)
-	}
-	return err
 }
 
 // unmarshaler turns a delivery into a watermill message: the body as

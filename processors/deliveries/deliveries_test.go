@@ -264,34 +264,29 @@ func TestOneWritePerReport(t *testing.T) {
 		expect.Check{Name: "conflicts", Got: requests(t, regs[1], "conflict"), Want: 1.0},
 		expect.Check{Name: "reads", Got: requests(t, regs[1], "read"), Want: 1.0},
 	)
-	// A status deleted by hand (nats kv del) is written again, even by a
-	// report older than the one this replica remembers (a replay).
-	kv0, err := js.KeyValue(ctx, messages.Subjects{}.DeliveryStatusBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kv0.Delete(ctx, deliveries.Key("W2")); err != nil {
-		t.Fatal(err)
-	}
-	if err := ps[0].Handle(ctx, report("W2", "DELIVERED", t0.Add(time.Second), "")); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := ps[0].Lookup(ctx, "W2"); err != nil || got.Status != "DELIVERED" {
-		t.Fatalf("a replay after a delete by hand: %s %v, want DELIVERED", got.Status, err)
-	}
-	// A status deleted by hand (nats kv del) is written again.
+	// A status deleted by hand (nats kv del) is written again: by a newer
+	// report, and by one older than what this replica remembers (a replay).
 	kv, err := js.KeyValue(ctx, messages.Subjects{}.DeliveryStatusBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Delete(ctx, deliveries.Key("W1")); err != nil {
-		t.Fatal(err)
-	}
-	if err := ps[0].Handle(ctx, report("W1", "FAILED", t0.Add(time.Hour), "RECIPIENT_NOT_REACHABLE")); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := ps[0].Lookup(ctx, "W1"); err != nil || got.Status != "FAILED" {
-		t.Fatalf("after a delete by hand: %s %v, want FAILED", got.Status, err)
+	for _, c := range []struct {
+		ev   *processors.Event
+		want messages.SinchDeliveryStatus
+	}{
+		{report("W1", "FAILED", t0.Add(time.Hour), "RECIPIENT_NOT_REACHABLE"), "FAILED"},
+		{report("W2", "DELIVERED", t0.Add(time.Second), ""), "DELIVERED"},
+	} {
+		id := c.ev.ID[:2]
+		if err := kv.Delete(ctx, deliveries.Key(id)); err != nil {
+			t.Fatal(err)
+		}
+		if err := ps[0].Handle(ctx, c.ev); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ps[0].Lookup(ctx, id); err != nil || got.Status != c.want {
+			t.Fatalf("%s after a delete by hand: %s %v, want %s", id, got.Status, err, c.want)
+		}
 	}
 }
 
