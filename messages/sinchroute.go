@@ -156,6 +156,8 @@ type routeScan struct {
 type payloadIDs struct {
 	id, status, contact, conversation, channel, identity string
 	media                                                bool
+	// reason is a delivery report's reason as sent, null included.
+	reason []byte
 }
 
 // scanSinchRoute reads the route for service of a callback that carries
@@ -163,18 +165,52 @@ type payloadIDs struct {
 // values of the documented types, and that DecodeSinchCallback would
 // accept.
 func scanSinchRoute(service string, body []byte) (SinchRoute, bool) {
+	c, ok := scanSinchCallback(body)
+	if !ok {
+		return SinchRoute{}, false
+	}
+	r := SinchRoute{Trigger: c.trigger, Known: true, AppID: c.appID, Time: c.time(), Media: c.ids.media}
+	switch r.Trigger {
+	case TriggerMessageInbound:
+		r.ID = sinchInboundID(service, c.ids.id)
+	case TriggerMessageDelivery:
+		r.ID = sinchDeliveryID(service, c.ids.id, c.ids.status, c.ids.channel)
+	default:
+		r.ID = sinchDigestID(service, r.Trigger, body)
+	}
+	r.Conversation = sinchConversation(c.appID, c.ids.contact, c.ids.conversation, c.ids.channel, c.ids.identity)
+	return r, true
+}
+
+// scannedCallback is what one pass reads of a callback.
+type scannedCallback struct {
+	trigger         SinchTrigger
+	appID           string
+	accepted, event []byte // RFC 3339 text, parsed once at the end
+	ids             payloadIDs
+}
+
+// time is SinchCallback.Time.
+func (c *scannedCallback) time() time.Time {
+	if t := parseTimestamp(c.event); !t.IsZero() {
+		return t
+	}
+	return parseTimestamp(c.accepted)
+}
+
+// scanSinchCallback is the one pass of scanSinchRoute and
+// DecodeSinchDelivery. It answers false for anything it is not certain
+// DecodeSinchCallback accepts and reads as it does.
+func scanSinchCallback(body []byte) (scannedCallback, bool) {
 	s := routeScan{b: body}
 	var (
-		r               SinchRoute
-		seen            uint32
-		found           int
-		appID           string
-		accepted, event []byte // RFC 3339 text, parsed once at the end
-		ids             payloadIDs
+		c     scannedCallback
+		seen  uint32
+		found int
 	)
 	s.ws()
 	if s.peek() != '{' {
-		return r, false
+		return c, false
 	}
 	s.i++
 	ok := s.members(func(key []byte) bool {
@@ -195,12 +231,12 @@ func scanSinchRoute(service string, body []byte) (SinchRoute, bool) {
 		switch t := sinchTopKeys[k].trigger; {
 		case string(key) == "app_id":
 			var ok bool
-			appID, ok = s.text()
+			c.appID, ok = s.text()
 			return ok
 		case string(key) == "accepted_time":
-			return s.timestamp(&accepted)
+			return s.timestamp(&c.accepted)
 		case string(key) == "event_time":
-			return s.timestamp(&event)
+			return s.timestamp(&c.event)
 		case t == "":
 			return s.skip(0)
 		case s.null():
@@ -209,39 +245,30 @@ func scanSinchRoute(service string, body []byte) (SinchRoute, bool) {
 			return false
 		default:
 			found++
-			r.Trigger = t
+			c.trigger = t
 			switch t {
 			case TriggerMessageInbound:
-				return s.object(inboundFields, &ids, (*routeScan).inboundField)
+				return s.object(inboundFields, &c.ids, (*routeScan).inboundField)
 			case TriggerMessageDelivery:
-				return s.object(deliveryFields, &ids, (*routeScan).deliveryField)
+				return s.object(deliveryFields, &c.ids, (*routeScan).deliveryField)
 			}
 			return s.skip(0)
 		}
 	})
-	if !ok || !s.end() || found != 1 || CheckToken("app_id", appID) != nil {
-		return SinchRoute{}, false
+	if !ok || !s.end() || found != 1 || CheckToken("app_id", c.appID) != nil {
+		return scannedCallback{}, false
 	}
-	r.Known, r.AppID, r.Time, r.Media = true, appID, parseTimestamp(event), ids.media
-	if r.Time.IsZero() {
-		r.Time = parseTimestamp(accepted)
-	}
-	switch r.Trigger {
+	switch c.trigger {
 	case TriggerMessageInbound:
-		if ids.id == "" || checkID("", ids.id) != nil {
-			return SinchRoute{}, false
+		if c.ids.id == "" || checkID("", c.ids.id) != nil {
+			return scannedCallback{}, false
 		}
-		r.ID = sinchInboundID(service, ids.id)
 	case TriggerMessageDelivery:
-		if ids.id == "" || ids.status == "" || checkID("", ids.id) != nil || checkID("", ids.status) != nil || checkID("", ids.channel) != nil {
-			return SinchRoute{}, false
+		if c.ids.id == "" || c.ids.status == "" || checkID("", c.ids.id) != nil || checkID("", c.ids.status) != nil || checkID("", c.ids.channel) != nil {
+			return scannedCallback{}, false
 		}
-		r.ID = sinchDeliveryID(service, ids.id, ids.status, ids.channel)
-	default:
-		r.ID = sinchDigestID(service, r.Trigger, body)
 	}
-	r.Conversation = sinchConversation(appID, ids.contact, ids.conversation, ids.channel, ids.identity)
-	return r, true
+	return c, true
 }
 
 // object reads an object encoding/json decodes into a struct whose JSON
@@ -315,6 +342,10 @@ func (s *routeScan) deliveryField(name string, ids *payloadIDs) bool {
 		ids.id, ok = s.text()
 	case "status":
 		ids.status, ok = s.text()
+	case "reason":
+		start := s.i
+		ok = s.skip(0)
+		ids.reason = s.b[start:s.i]
 	default:
 		ok = s.conversationField(name, ids)
 	}

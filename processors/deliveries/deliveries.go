@@ -178,17 +178,16 @@ func (p *Processor) Lookup(ctx context.Context, messageID string) (Status, error
 
 // Handle implements processors.Handler.
 func (p *Processor) Handle(ctx context.Context, ev *processors.Event) error {
-	cb, err := messages.DecodeSinchCallback(ev.Body)
+	r, ok, err := messages.DecodeSinchDelivery(ev.Body)
 	if err != nil {
 		return processors.Permanent(err)
 	}
-	r := cb.DeliveryReport
-	if r == nil {
+	if !ok {
 		return processors.Ignored("not a delivery report")
 	}
 	st := Status{
-		MessageID: r.MessageID, Status: r.Status, EventTime: cb.Time(), AppID: cb.AppID,
-		Channel: r.ChannelIdentity.Channel, ConversationID: r.ConversationID, ContactID: r.ContactID, Reason: r.Reason,
+		MessageID: r.MessageID, Status: r.Status, EventTime: r.Time, AppID: r.AppID,
+		Channel: r.Channel, ConversationID: r.ConversationID, ContactID: r.ContactID, Reason: r.Reason,
 	}
 	if st.EventTime.IsZero() {
 		// No time in the report: the one ingest stored it with (ce-time,
