@@ -10,3 +10,6 @@ func ScanSinchDelivery(body []byte) bool {
 	c, ok := scanSinchCallback(body)
 	return ok && c.trigger == TriggerMessageDelivery
 }
+
+// ScanReason exposes the one-pass reader of a delivery report's reason.
+var ScanReason = scanReason

@@ -60,19 +60,28 @@ func TestDecodeSinchDeliveryReasons(t *testing.T) {
 	for _, tc := range []struct {
 		reason string
 		want   *messages.SinchReason
+		// onePass: the reason itself is read without encoding/json.
+		onePass bool
 	}{
-		{`{"code":"RECIPIENT_NOT_REACHABLE","description":"gone","sub_code":"UNSPECIFIED_SUB_CODE"}`, &messages.SinchReason{Code: "RECIPIENT_NOT_REACHABLE", Description: "gone", SubCode: "UNSPECIFIED_SUB_CODE"}},
-		{`""`, &messages.SinchReason{}},
-		{`"OUTSIDE_ALLOWED_SENDING_WINDOW"`, &messages.SinchReason{Code: "OUTSIDE_ALLOWED_SENDING_WINDOW"}},
-		{`null`, nil},
-		{`5`, &messages.SinchReason{}},
-		{`{"code":5}`, &messages.SinchReason{}},
-		{`[1,{"a":"b"}]`, &messages.SinchReason{}},
+		{`{"code":"RECIPIENT_NOT_REACHABLE","description":"gone","sub_code":"UNSPECIFIED_SUB_CODE"}`, &messages.SinchReason{Code: "RECIPIENT_NOT_REACHABLE", Description: "gone", SubCode: "UNSPECIFIED_SUB_CODE"}, true},
+		{`{ "code" : null , "description":"d", "extra":{"a":[1,2.5e3,true]} }`, &messages.SinchReason{Description: "d"}, true},
+		{`""`, &messages.SinchReason{}, true},
+		{`"OUTSIDE_ALLOWED_SENDING_WINDOW"`, &messages.SinchReason{Code: "OUTSIDE_ALLOWED_SENDING_WINDOW"}, true},
+		{`null`, nil, false},
+		{`"\u0041"`, &messages.SinchReason{Code: "A"}, false},
+		{`{"CODE":"X"}`, &messages.SinchReason{Code: "X"}, false},
+		{`{"code":"A","code":"B"}`, &messages.SinchReason{Code: "B"}, false},
+		{`5`, &messages.SinchReason{}, false},
+		{`{"code":5}`, &messages.SinchReason{}, false},
+		{`[1,{"a":"b"}]`, &messages.SinchReason{}, false},
 	} {
 		body := []byte(`{"app_id":"APP","event_time":"2026-01-02T03:04:05.678Z","message_delivery_report":{"message_id":"M1","status":"FAILED","channel_identity":{"channel":"WHATSAPP","identity":"46"},"contact_id":"C1","conversation_id":"V1","reason":` + tc.reason + `}}`)
 		checkDeliveryMatches(t, body)
 		if !messages.ScanSinchDelivery(body) {
-			t.Errorf("reason %s: left to encoding/json", tc.reason)
+			t.Errorf("reason %s: the report is left to encoding/json", tc.reason)
+		}
+		if _, ok := messages.ScanReason([]byte(tc.reason)); ok != tc.onePass {
+			t.Errorf("reason %s: read in the one pass %v, want %v", tc.reason, ok, tc.onePass)
 		}
 		d, _, _ := messages.DecodeSinchDelivery(body)
 		if !reflect.DeepEqual(d.Reason, tc.want) {
