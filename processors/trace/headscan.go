@@ -114,7 +114,13 @@ func (hs headScan) drain(ctx context.Context, cons jetstream.Consumer, last uint
 	}
 	failures := 0
 	for {
-		batch, err := cons.Fetch(hs.batch, jetstream.FetchMaxWait(2*time.Second), jetstream.FetchContext(ctx))
+		if err := ctx.Err(); err != nil {
+			return true, n, err
+		}
+		// A pull waits at most a second for messages the consumer has;
+		// nats.go takes a context or a wait, not both, so the context is
+		// checked between pulls.
+		batch, err := cons.Fetch(hs.batch, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return false, n, err
 		}
