@@ -2,6 +2,7 @@ package process_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -57,6 +58,7 @@ func TestTraceThroughServe(t *testing.T) {
 		"CCRELAY_PROCESS_BACKOFF=200ms",
 		"CCRELAY_PUBLIC_URL=https://relay.example.com", "CCRELAY_MESSAGING_SECRETS=twilio/us:twilio-token",
 		"CCRELAY_FORWARD_URLS=twilio/us=" + cp.URLOf(twilioSvc), "CCRELAY_FORWARD_BASIC_USERS=twilio/us=ext:ext-password",
+		"CCRELAY_FORWARD_BACKOFF=100ms", "CCRELAY_FORWARD_PARK_AFTER=attempts=1",
 	}
 	p := start(t, t.TempDir(), env, "serve")
 	ingest := p.addr("http")
@@ -85,6 +87,7 @@ func TestTraceThroughServe(t *testing.T) {
 		chatContact  = "8f2c6a1e-0000-4000-8000-0000000000aa"
 		callContact  = "5b7e1c2d-0000-4000-8000-0000000000bb"
 		twilioSID    = "SM0123456789abcdef0123456789abcdef"
+		parkedSID    = "SM00000000000000000000000000000bad"
 	)
 	// 1. Sinch: the customer's message, the agent's answer queued, then
 	// delivered (the same contact and conversation).
@@ -105,6 +108,13 @@ func TestTraceThroughServe(t *testing.T) {
 	send("/v1/connect/events", apiKey("cn-key"), contactLensEvent("ev-trace-1", callContact))
 	// 4. Twilio: relayed to Contact Pro.
 	form := url.Values{"MessageSid": {twilioSID}, "From": {"+4915100000042"}, "Body": {"hello"}}
+	send("/v1/messaging/twilio/us", http.Header{"Content-Type": {"application/x-www-form-urlencoded"},
+		signature.HeaderTwilioSignature: {signature.TwilioSign("twilio-token", "https://relay.example.com/v1/messaging/twilio/us", form)}}, []byte(form.Encode()))
+
+	// 5. Twilio: a message Contact Pro keeps refusing (503) while it
+	// answers HEAD: its conversation is parked.
+	cp.Reject("messaging:twilio:us:"+parkedSID, http.StatusServiceUnavailable)
+	form = url.Values{"MessageSid": {parkedSID}, "From": {"+4915100000099"}, "Body": {"are you there?"}}
 	send("/v1/messaging/twilio/us", http.Header{"Content-Type": {"application/x-www-form-urlencoded"},
 		signature.HeaderTwilioSignature: {signature.TwilioSign("twilio-token", "https://relay.example.com/v1/messaging/twilio/us", form)}}, []byte(form.Encode()))
 
@@ -223,6 +233,20 @@ func TestTraceThroughServe(t *testing.T) {
 			}
 		}
 	}
+	// The parked Twilio message: parked, with the release command; and the
+	// parked conversation's id finds it.
+	var parked *traceStep
+	waitFor(t, "the conversation parked", func() bool {
+		parked = has(trace(parkedSID), "parked", "forward", "parked")
+		return parked != nil
+	})
+	conv, ok := strings.CutPrefix(parked.Next, "ccrelay relay release ")
+	if !ok || parked.Attempts == 0 || !strings.Contains(parked.Detail, conv) {
+		t.Errorf("parked step: %+v", *parked)
+	}
+	if steps := trace(conv); count(steps, "stored") != 1 || has(steps, "parked", "forward", "parked") == nil {
+		t.Errorf("trace %s (the parked conversation): %s", conv, dump(steps))
+	}
 	// The Contact Lens event by its dedup id and by its stream sequence.
 	byContact := trace(callContact)
 	ce := byContact[0]
@@ -241,7 +265,7 @@ func TestTraceThroughServe(t *testing.T) {
 	if steps := trace("--body", chatContact); len(steps) == 0 || !strings.Contains(steps[0].Body, chatContact) {
 		t.Errorf("--body: %s", dump(steps))
 	}
-	for _, id := range []string{contact, chatContact, callContact, twilioSID} {
+	for _, id := range []string{contact, chatContact, callContact, twilioSID, parkedSID} {
 		code, out, errOut := runCmd(t, opEnv, "trace", id)
 		if code != 0 || !strings.Contains(out, "TIME") || !strings.Contains(out, "stored") || !strings.Contains(out, "events of "+id) {
 			t.Errorf("trace %s: %d %s %s", id, code, out, errOut)
@@ -249,12 +273,23 @@ func TestTraceThroughServe(t *testing.T) {
 		if id == chatContact && !strings.Contains(out, "next: ccrelay dlq requeue --seq ") {
 			t.Errorf("trace %s names no next command:\n%s", id, out)
 		}
+		if id == parkedSID && !strings.Contains(out, "next: ccrelay relay release ") {
+			t.Errorf("trace %s names no next command:\n%s", id, out)
+		}
 		t.Logf("ccrelay trace %s\n%s", id, out)
 	}
-	// No consumer is left behind.
-	code, out, _ := runCmd(t, opEnv, "dlq", "list")
-	if code != 0 {
-		t.Errorf("dlq list: %s", out)
+	// No consumer is left behind: the processors' durable ones only.
+	_, js := natstest.Connect(t, ns.ClientURL())
+	for _, stream := range []string{"CCRELAY_EVENTS", "CCRELAY_DLQ", "CCRELAY_RELAY_HELD"} {
+		st, err := js.Stream(context.Background(), stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name := range st.ListConsumers(context.Background()).Info() {
+			if !strings.HasPrefix(name.Name, "CCRELAY_") {
+				t.Errorf("consumer %s left on %s: %s", name.Name, stream, name.Config.Description)
+			}
+		}
 	}
 	_ = p.stop(t, syscall.SIGTERM)
 }
