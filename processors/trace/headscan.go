@@ -105,58 +105,58 @@ func (hs headScan) each(ctx context.Context, f func(head) error) (uint64, error)
 	}
 }
 
-// drain pulls cons until it passed last, or until a pull fails: then done
-// is false and err says why. next is kept at the sequence after the last
-// message handed to f.
+// drain reads cons until it passed last, or until a read fails: then
+// done is false and err says why. next is kept at the sequence after the
+// last message handed to f. The reads go through nats.go's message
+// iterator, which keeps pulls of batch messages in flight ahead of the
+// reader, so the server streams while f runs (a fetch per batch would
+// wait a round trip between batches).
 func (hs headScan) drain(ctx context.Context, cons jetstream.Consumer, last uint64, next *uint64, f func(head) error) (done bool, n uint64, err error) {
 	if cons.CachedInfo().NumPending == 0 {
 		return true, 0, nil
 	}
-	failures := 0
+	it, err := cons.Messages(jetstream.PullMaxMessages(hs.batch))
+	if err != nil {
+		return false, 0, err
+	}
+	defer it.Stop()
+	idle := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return true, n, err
 		}
-		// A pull waits at most a second for messages the consumer has;
-		// nats.go takes a context or a wait, not both, so the context is
-		// checked between pulls.
-		batch, err := cons.Fetch(hs.batch, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return false, n, err
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			meta, err := m.Metadata()
-			if err != nil {
-				return true, n, fmt.Errorf("message metadata: %w", err)
-			}
-			seq := meta.Sequence.Stream
-			if seq > last {
-				return true, n, nil
-			}
-			n++
-			*next = seq + 1
-			if err := f(head{Seq: seq, Subject: m.Subject(), Time: meta.Timestamp, Header: m.Headers()}); err != nil {
-				return true, n, err
-			}
-			if seq == last || meta.NumPending == 0 {
-				return true, n, nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return false, n, err
-		}
-		if got == 0 {
-			// Nothing within the wait although messages were pending:
+		// nats.go takes a context or a wait for Next, not both: the
+		// context is checked between messages.
+		m, err := it.Next(jetstream.NextMaxWait(time.Second))
+		if errors.Is(err, nats.ErrTimeout) {
+			// Nothing within a second although messages were pending:
 			// they were removed (max age) meanwhile, or the consumer is
 			// not answering. Twice in a row ends the scan.
-			if failures++; failures >= 2 {
+			if idle++; idle >= 2 {
 				return true, n, nil
 			}
 			continue
 		}
-		failures = 0
+		if err != nil {
+			return false, n, err
+		}
+		idle = 0
+		meta, err := m.Metadata()
+		if err != nil {
+			return true, n, fmt.Errorf("message metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		if seq > last {
+			return true, n, nil
+		}
+		n++
+		*next = seq + 1
+		if err := f(head{Seq: seq, Subject: m.Subject(), Time: meta.Timestamp, Header: m.Headers()}); err != nil {
+			return true, n, err
+		}
+		if seq == last || meta.NumPending == 0 {
+			return true, n, nil
+		}
 	}
 }
 
