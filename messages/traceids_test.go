@@ -94,3 +94,23 @@ func FuzzDedupIDParts(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkIDsHeader is what Ccrelay-Ids adds to ingest's work per event:
+// formatting the header and the one more header of the stored message.
+func BenchmarkIDsHeader(b *testing.B) {
+	ev := messages.Event{Subject: "ccrelay.in.sinch.message_inbound.eu.APP.00", ID: "sinch:eu:inbound:01EB37HMH1M6SV18ABNS3G135H", Source: "/sinch/eu", Type: "t", Body: []byte(`{}`)}
+	b.Run("without", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = ev.Msg()
+		}
+	})
+	b.Run("with", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			e := ev
+			e.IDs = messages.FormatIDs(messages.IDContact, "01EQ4174TXFK2FVQTX1MJ4SMGH", messages.IDConversation, "01EQ8235TD19N21XQTH12B145D")
+			_ = e.Msg()
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -100,7 +101,6 @@ func (t *tracer) explain(ctx context.Context) error {
 		return err
 	}
 	ledger := processors.NewLedgerReader(t.js, t.s.LedgerBucket(), t.opts.Wait)
-	statuses := map[string]bool{}
 	for _, ev := range t.events {
 		if err := t.stored(ctx, ev); err != nil {
 			return err
@@ -114,7 +114,12 @@ func (t *tracer) explain(ctx context.Context) error {
 				return err
 			}
 		}
-		if err := t.sinkStatus(ctx, ev, statuses); err != nil {
+	}
+	// What the sinks hold, once per message or contact, beside its latest
+	// event.
+	statuses := map[string]bool{}
+	for i := len(t.events) - 1; i >= 0; i-- {
+		if err := t.sinkStatus(ctx, t.events[i], statuses); err != nil {
 			return err
 		}
 	}
@@ -171,8 +176,10 @@ func (t *tracer) stored(ctx context.Context, ev event) error {
 	case msgID == "" && ev.id == "":
 		detail += ", published by hand without ingest's headers"
 	}
-	if r := ev.Header.Get(messages.HeaderReceivedAt); r != "" {
-		detail += ", received " + r
+	// The sender's time, where it is not the time the event was stored:
+	// a late callback, a retry, a copy.
+	if sent := headerTime(ev.Header, messages.HeaderTime); !sent.IsZero() && (sent.Sub(ev.Time) > time.Second || ev.Time.Sub(sent) > time.Second) {
+		detail += ", sent " + sent.UTC().Format(time.RFC3339Nano)
 	}
 	step := Step{Time: ev.Time, Kind: KindStored, Outcome: "stored", DedupID: ev.id, Seq: ev.Seq, Subject: ev.Subject, Detail: detail}
 	if t.opts.Body {
@@ -265,7 +272,7 @@ func (t *tracer) processed(ctx context.Context, ev event, c consumer, ledger *pr
 		step.Detail = "conversation " + hm.conversation + " parked"
 		if store, err := parking.Open(ctx, t.js, t.s); err == nil {
 			if conv, err := store.Get(ctx, hm.conversation); err == nil && conv != nil {
-				step.Detail += fmt.Sprintf(" (%s, %s): %s", conv.State, conv.Cause, conv.Reason)
+				step.Detail += fmt.Sprintf(" (state %s, limit reached: %s): %s", conv.State, conv.Cause, conv.Reason)
 			}
 		}
 		step.Next = "ccrelay relay release " + hm.conversation
