@@ -19,24 +19,20 @@ const (
 )
 
 // maxIDValue bounds one value in HeaderIDs; a longer one stands as its
-// digest, as does one with other bytes than letters, digits, '-', '_', '.'.
+// digest.
 const maxIDValue = 128
 
-// IDValue is how v stands in HeaderIDs: itself when it has the shape of an
-// opaque id (ULID, UUID), else its PersonalDigest, so the header never
-// shows what may be an address or a phone number and never holds a byte
-// that breaks its syntax. 'ccrelay trace' matches both the value it is
-// given and that value's digest.
+// IDValue is how v stands in HeaderIDs: as in a dedup id, itself when it
+// has the shape of an opaque id (a ULID, a UUID; see opaqueOrDigest), else
+// its PersonalDigest, so the header never shows what may be an address or
+// a phone number, and never holds a byte that breaks its syntax. A value
+// over 128 bytes is a digest too. 'ccrelay trace' matches both the value
+// it is given and that value's digest, so either form is found.
 func IDValue(v string) string {
 	if len(v) > maxIDValue {
 		return PersonalDigest(v)
 	}
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; !(isPlain(c) || c == '.') {
-			return PersonalDigest(v)
-		}
-	}
-	return v
+	return opaqueOrDigest(v)
 }
 
 // FormatIDs is the value of HeaderIDs for name, value pairs (empty values
