@@ -80,6 +80,11 @@ func traceCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
+		// Standard output holds steps only; what could not be read goes
+		// to standard error.
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(stderr, "ccrelay trace: incomplete: %s\n", printable(w))
+		}
 		err = trace.PrintJSON(stdout, rep)
 	} else {
 		err = trace.Print(stdout, rep)

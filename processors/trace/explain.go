@@ -28,11 +28,8 @@ func (t *tracer) relayConversation(ctx context.Context) error {
 	if len(id) < 6 || len(id) > 32 || strings.Trim(id, "0123456789abcdef") != "" {
 		return nil
 	}
-	store, err := parking.Open(ctx, t.js, t.s)
-	if errors.Is(err, parking.ErrNotProvisioned) {
-		return nil
-	}
-	if err != nil {
+	store, err := t.parking(ctx)
+	if store == nil {
 		return err
 	}
 	c, err := store.Find(ctx, id)
@@ -40,7 +37,8 @@ func (t *tracer) relayConversation(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		return err
+		t.warn("parked conversations not read: %v", err)
+		return nil
 	}
 	t.rep.Conversation = c.ID
 	t.m.AddDedupID(c.Head)
@@ -51,6 +49,30 @@ func (t *tracer) relayConversation(ctx context.Context) error {
 		return nil
 	})
 	return err
+}
+
+// parking opens the relay's store once per run: nil when the relay was
+// never configured, or when it cannot be read now (a warning says so).
+func (t *tracer) parking(ctx context.Context) (*parking.Store, error) {
+	if t.parked != nil || t.parkedErr {
+		return t.parked, nil
+	}
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	store, err := parking.Open(bctx, t.js, t.s)
+	switch {
+	case errors.Is(err, parking.ErrNotProvisioned):
+		t.parkedErr = true
+	case err != nil:
+		t.parkedErr = true
+		t.warn("the relay's parked conversations not read: %v", err)
+	}
+	t.parked = store
+	return store, nil
+}
+
+func (t *tracer) warn(format string, args ...any) {
+	t.rep.Warnings = append(t.rep.Warnings, fmt.Sprintf(format, args...))
 }
 
 // consumer is one processor's durable consumer, as JetStream reports it.
@@ -107,10 +129,16 @@ func (t *tracer) explain(ctx context.Context) error {
 		}
 		for _, p := range t.opts.Processors {
 			c, ok := serving(cons, p, ev.Subject)
-			if !ok {
+			dl, hm := dead[dlKey{ev.Seq, p}], held[ev.Seq]
+			if p != "forward" {
+				hm = nil
+			}
+			// A dead letter or a parked message is shown even when no
+			// consumer of its processor takes the subject any more.
+			if !ok && dl == nil && hm == nil {
 				continue
 			}
-			if err := t.processed(ctx, ev, c, ledger, dead[dlKey{ev.Seq, p}], held[ev.Seq]); err != nil {
+			if err := t.processed(ctx, ev, p, c, ledger, dl, hm); err != nil {
 				return err
 			}
 		}
@@ -256,9 +284,11 @@ func (t *tracer) held(ctx context.Context) (map[uint64]*heldMsg, error) {
 	return out, nil
 }
 
-// processed adds what processor c.processor did with ev.
-func (t *tracer) processed(ctx context.Context, ev event, c consumer, ledger *processors.LedgerReader, dl *processors.DeadLetter, hm *heldMsg) error {
-	p := c.processor
+// processed adds what processor p did with ev.
+// c is the consumer of p that takes ev's subject; its zero value when
+// none does any more (then only a dead letter or a parked message is
+// shown).
+func (t *tracer) processed(ctx context.Context, ev event, p string, c consumer, ledger *processors.LedgerReader, dl *processors.DeadLetter, hm *heldMsg) error {
 	step := Step{Kind: KindProcessed, Processor: p, DedupID: ev.id, Seq: ev.Seq, Subject: ev.Subject, rank: 1}
 	if dl != nil {
 		step.Time, step.Kind, step.Outcome, step.Attempts = dl.FailedAt, KindDeadLettered, "dead_lettered", dl.Deliveries
@@ -267,11 +297,15 @@ func (t *tracer) processed(ctx context.Context, ev event, c consumer, ledger *pr
 		t.rep.Steps = append(t.rep.Steps, step)
 		return nil
 	}
-	if p == "forward" && hm != nil {
+	if hm != nil {
 		step.Time, step.Kind, step.Outcome, step.Attempts = hm.Time, KindParked, "parked", hm.attempts
 		step.Detail = "conversation " + hm.conversation + " parked"
-		if store, err := parking.Open(ctx, t.js, t.s); err == nil {
-			if conv, err := store.Get(ctx, hm.conversation); err == nil && conv != nil {
+		if store, _ := t.parking(ctx); store != nil {
+			conv, err := store.Get(ctx, hm.conversation)
+			switch {
+			case err != nil:
+				t.warn("parked conversation %s not read: %v", hm.conversation, err)
+			case conv != nil:
 				step.Detail += fmt.Sprintf(" (state %s, limit reached: %s): %s", conv.State, conv.Cause, conv.Reason)
 			}
 		}
@@ -280,6 +314,9 @@ func (t *tracer) processed(ctx context.Context, ev event, c consumer, ledger *pr
 		return nil
 	}
 	info := c.info
+	if info == nil {
+		return nil
+	}
 	acked := ev.Seq <= info.AckFloor.Stream
 	delivered := ev.Seq <= info.Delivered.Stream
 	if onceProcessors[p] && ev.id != "" {
@@ -364,34 +401,44 @@ func (t *tracer) sinkStatus(ctx context.Context, ev event, seen map[string]bool)
 	return nil
 }
 
-func (t *tracer) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
-	var kv jetstream.KeyValue
-	err := t.opts.Wait.Do(ctx, "bucket "+name, func(ctx context.Context) error {
-		var err error
-		kv, err = t.js.KeyValue(ctx, name)
-		return err
-	})
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
+// bucket binds to a status bucket once per run: nil when it does not
+// exist or cannot be read now (a warning says so). What the sinks hold
+// completes the answer; a bucket that does not answer must not take the
+// rest of it away.
+func (t *tracer) bucket(ctx context.Context, name string) jetstream.KeyValue {
+	if kv, ok := t.buckets[name]; ok {
+		return kv
 	}
-	return kv, err
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := t.js.KeyValue(bctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		kv = nil
+	case err != nil:
+		t.warn("bucket %s not read: %v", name, err)
+		kv = nil
+	}
+	t.buckets[name] = kv
+	return kv
 }
 
 func (t *tracer) deliveryStatus(ctx context.Context, ev event, messageID string) error {
-	kv, err := t.bucket(ctx, t.s.DeliveryStatusBucket())
-	if err != nil || kv == nil {
-		return err
+	kv := t.bucket(ctx, t.s.DeliveryStatusBucket())
+	if kv == nil {
+		return nil
 	}
 	e, err := kv.Get(ctx, deliveries.Key(messageID))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("delivery status of %s: %w", messageID, err)
-	}
 	var st deliveries.Status
-	if err := jsonUnmarshal(e.Value(), &st); err != nil {
-		return fmt.Errorf("delivery status of %s: %w", messageID, err)
+	if err == nil {
+		err = jsonUnmarshal(e.Value(), &st)
+	}
+	if err != nil {
+		t.warn("delivery status of %s not read: %v", messageID, err)
+		return nil
 	}
 	detail := fmt.Sprintf("latest delivery status of message %s: %s on %s at %s", messageID, st.Status, st.Channel, st.EventTime.UTC().Format("2006-01-02T15:04:05.000Z"))
 	if st.Reason != nil && st.Reason.Code != "" {
@@ -402,13 +449,17 @@ func (t *tracer) deliveryStatus(ctx context.Context, ev event, messageID string)
 }
 
 func (t *tracer) summaryStatus(ctx context.Context, ev event, contact string) error {
-	kv, err := t.bucket(ctx, t.s.SummaryStatusBucket())
-	if err != nil || kv == nil {
-		return err
+	kv := t.bucket(ctx, t.s.SummaryStatusBucket())
+	if kv == nil {
+		return nil
 	}
 	outcome, at, ok, err := summaries.LookupStatus(ctx, kv, contact)
-	if err != nil || !ok {
-		return err
+	if err != nil {
+		t.warn("%v", err)
+		return nil
+	}
+	if !ok {
+		return nil
 	}
 	detail := "summary of contact " + contact + ": " + outcome
 	switch outcome {

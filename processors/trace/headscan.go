@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ccrelay/ccrelay/messages/provision"
+	"github.com/ccrelay/ccrelay/processors"
 )
 
 // head is one stored message as a headers-only read gives it: no body.
@@ -48,7 +49,7 @@ type headScan struct {
 const maxRestarts = 5
 
 // each calls f with the headers of every message stored since hs.since up
-// to the stream's last sequence when it started. It returns how many it
+// to the stream's last sequence when it started, in order. It returns how many it
 // read. f returning an error ends the scan with it.
 func (hs headScan) each(ctx context.Context, f func(head) error) (uint64, error) {
 	var st jetstream.Stream
@@ -63,11 +64,19 @@ func (hs headScan) each(ctx context.Context, f func(head) error) (uint64, error)
 	if err != nil {
 		return 0, err
 	}
-	last := st.CachedInfo().State.LastSeq
-	if last == 0 {
+	// The window's first message, found by a get from the stream leader
+	// (processors.Scan): a consumer's pending count right after its
+	// creation on a cluster may not be known yet, and cannot say "none".
+	win, err := processors.Scan{Stream: hs.stream, Since: hs.since, Wait: hs.wait}.Open(ctx, hs.js)
+	if err != nil {
+		return 0, err
+	}
+	if win.First == 0 {
 		return 0, nil
 	}
-	var read, next uint64 // next: the sequence to start a consumer again at
+	last := win.Last
+	var read uint64
+	next := win.First // the sequence to start a consumer at
 	for restarts := 0; ; restarts++ {
 		cfg := jetstream.ConsumerConfig{
 			HeadersOnly:       true,
@@ -76,12 +85,8 @@ func (hs headScan) each(ctx context.Context, f func(head) error) (uint64, error)
 			MemoryStorage:     true,
 			Replicas:          1,
 			Description:       "ccrelay trace (ephemeral, headers only)",
-		}
-		if next == 0 {
-			since := hs.since
-			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-		} else {
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
+			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:       next,
 		}
 		var cons jetstream.Consumer
 		err := hs.wait.Do(ctx, "create a reading consumer on "+hs.stream, func(ctx context.Context) error {
@@ -112,9 +117,6 @@ func (hs headScan) each(ctx context.Context, f func(head) error) (uint64, error)
 // reader, so the server streams while f runs (a fetch per batch would
 // wait a round trip between batches).
 func (hs headScan) drain(ctx context.Context, cons jetstream.Consumer, last uint64, next *uint64, f func(head) error) (done bool, n uint64, err error) {
-	if cons.CachedInfo().NumPending == 0 {
-		return true, 0, nil
-	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(hs.batch))
 	if err != nil {
 		return false, 0, err
@@ -127,13 +129,15 @@ func (hs headScan) drain(ctx context.Context, cons jetstream.Consumer, last uint
 		}
 		// nats.go takes a context or a wait for Next, not both: the
 		// context is checked between messages.
-		m, err := it.Next(jetstream.NextMaxWait(time.Second))
+		m, err := it.Next(jetstream.NextMaxWait(2 * time.Second))
 		if errors.Is(err, nats.ErrTimeout) {
-			// Nothing within a second although messages were pending:
-			// they were removed (max age) meanwhile, or the consumer is
-			// not answering. Twice in a row ends the scan.
-			if idle++; idle >= 2 {
-				return true, n, nil
+			// Nothing for a while although the window goes on: the
+			// consumer is not answering (created on a node that lost its
+			// leadership), or the rest was removed (max age) meanwhile.
+			// Never taken as the end: a consumer created again from next
+			// says which (each returns messages, or fails).
+			if idle++; idle >= 3 {
+				return false, n, err
 			}
 			continue
 		}

@@ -77,6 +77,9 @@ func Print(w io.Writer, r *Report) error {
 	if r.BodyReadsCapped {
 		fmt.Fprintln(w, "not every event stored before Ccrelay-Ids was read: narrow --since")
 	}
+	for _, warning := range r.Warnings {
+		fmt.Fprintf(w, "incomplete: %s\n", printable.String(warning))
+	}
 	if r.Matched == 0 {
 		fmt.Fprintln(w, "nothing found: check the id, and widen --since if the event is older")
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/forward/parking"
 )
 
 // Kinds of steps.
@@ -97,7 +98,10 @@ type Report struct {
 	BodyReadsCapped bool
 	// Conversation is the relay's parked conversation the id named.
 	Conversation string
-	Elapsed      time.Duration
+	// Warnings say what could not be read (a status bucket, the relay's
+	// state) and is missing from Steps.
+	Warnings []string
+	Elapsed  time.Duration
 }
 
 // Run traces opts.ID. It reads the events stream's headers since
@@ -119,7 +123,7 @@ func Run(ctx context.Context, js jetstream.JetStream, s messages.Subjects, opts 
 	if id == "" || len(id) > 1024 {
 		return nil, errors.New("give one id of at most 1024 bytes")
 	}
-	t := &tracer{js: js, s: s, opts: opts, m: NewMatch(id), rep: &Report{ID: id, Since: opts.Since}}
+	t := &tracer{js: js, s: s, opts: opts, m: NewMatch(id), rep: &Report{ID: id, Since: opts.Since}, buckets: map[string]jetstream.KeyValue{}}
 	if err := t.relayConversation(ctx); err != nil {
 		return nil, err
 	}
@@ -152,6 +156,10 @@ type tracer struct {
 	// legacy are events stored without HeaderIDs whose ids are in their
 	// bodies only: read in full after the scan.
 	legacy []head
+	// buckets and parked are bound once per run.
+	buckets   map[string]jetstream.KeyValue
+	parked    *parking.Store
+	parkedErr bool
 }
 
 func (t *tracer) scan(stream string, since time.Time) headScan {
