@@ -173,9 +173,15 @@ func (t *tracer) findEvents(ctx context.Context) error {
 		case Matched:
 			t.add(h)
 		case BodyOnly:
-			if a, err := t.s.Parse(h.Subject); err == nil && idsInBody(a) {
-				t.legacy = append(t.legacy, h)
+			if a, err := t.s.Parse(h.Subject); err != nil || !idsInBody(a) {
+				break
 			}
+			// Bounded: beyond it, say so rather than hold them all.
+			if len(t.legacy) == t.opts.MaxBodyReads {
+				t.rep.BodyReadsCapped = true
+				break
+			}
+			t.legacy = append(t.legacy, h)
 		}
 		return nil
 	})
@@ -186,11 +192,7 @@ func (t *tracer) findEvents(ctx context.Context) error {
 	// Events stored before ingest wrote HeaderIDs: their bodies, one get
 	// each, as many as the bound allows.
 	sc := processors.Scan{Stream: t.s.EventsStream(), Wait: t.opts.Wait}
-	for i, h := range t.legacy {
-		if i == t.opts.MaxBodyReads {
-			t.rep.BodyReadsCapped = true
-			break
-		}
+	for _, h := range t.legacy {
 		m, ok, err := sc.Get(ctx, t.js, h.Seq)
 		if err != nil {
 			return fmt.Errorf("events: read seq %d: %w", h.Seq, err)

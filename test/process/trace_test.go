@@ -260,6 +260,13 @@ func TestTraceThroughServe(t *testing.T) {
 	if steps := trace("01NOBODY00000000000000000"); len(steps) != 0 {
 		t.Errorf("an unknown id: %s", dump(steps))
 	}
+	// Flags after the id work too; a second id is refused.
+	if code, out, errOut := runCmd(t, opEnv, "trace", callContact, "--json", "--since", "1h"); code != 0 || !strings.HasPrefix(out, "{") {
+		t.Errorf("trace ID --json: %d %s %s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, opEnv, "trace", callContact, chatContact); code != 2 || !strings.Contains(errOut, "one ID") {
+		t.Errorf("trace with two ids: %d %s", code, errOut)
+	}
 	// --body shows the body; the human form is a timeline with the next
 	// command.
 	if steps := trace("--body", chatContact); len(steps) == 0 || !strings.Contains(steps[0].Body, chatContact) {
