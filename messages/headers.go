@@ -84,6 +84,9 @@ type Event struct {
 	Sealed string
 	// Request is the request line, for sources that need it.
 	Request Request
+	// IDs is the value of HeaderIDs (FormatIDs): the ids the body holds
+	// and the dedup id does not, for 'ccrelay trace'. Empty for none.
+	IDs string
 	// ContentType is the body's media type; ContentTypeJSON when empty.
 	ContentType string
 	// Kept are request headers stored as they arrived, under their own
@@ -132,6 +135,9 @@ func (e *Event) Msg() *nats.Msg {
 	}
 	if e.Sealed != "" {
 		set(HeaderSealed, e.Sealed)
+	}
+	if e.IDs != "" {
+		set(HeaderIDs, e.IDs)
 	}
 	for _, kv := range [...][2]string{{HeaderRequestMethod, e.Request.Method}, {HeaderRequestPath, e.Request.Path}, {HeaderRequestQuery, e.Request.Query}} {
 		if kv[1] != "" {

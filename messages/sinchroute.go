@@ -19,6 +19,9 @@ type SinchRoute struct {
 	ID string
 	// Conversation is the conversation key (SinchCallback.SinchConversation).
 	Conversation string
+	// ContactID and ConversationID are the Sinch contact and conversation
+	// of a message or a delivery report, for HeaderIDs; empty otherwise.
+	ContactID, ConversationID string
 	// Time is SinchCallback.Time.
 	Time time.Time
 	// Media reports whether the callback is an inbound media message
@@ -30,14 +33,23 @@ type SinchRoute struct {
 // Route is the callback's SinchRoute for service (the {service} of the
 // URL, see DedupID); body is the body it was decoded from.
 func (c *SinchCallback) Route(service string, body []byte) SinchRoute {
+	var contact, conv string
+	switch {
+	case c.Message != nil:
+		contact, conv = c.Message.ContactID, c.Message.ConversationID
+	case c.DeliveryReport != nil:
+		contact, conv = c.DeliveryReport.ContactID, c.DeliveryReport.ConversationID
+	}
 	return SinchRoute{
-		Trigger:      c.Trigger,
-		Known:        c.Known,
-		AppID:        c.AppID,
-		ID:           c.DedupID(service, body),
-		Conversation: c.SinchConversation(),
-		Time:         c.Time(),
-		Media:        c.Message.Media() != nil,
+		Trigger:        c.Trigger,
+		Known:          c.Known,
+		AppID:          c.AppID,
+		ID:             c.DedupID(service, body),
+		Conversation:   c.SinchConversation(),
+		Time:           c.Time(),
+		ContactID:      contact,
+		ConversationID: conv,
+		Media:          c.Message.Media() != nil,
 	}
 }
 
@@ -179,6 +191,7 @@ func scanSinchRoute(service string, body []byte) (SinchRoute, bool) {
 		r.ID = sinchDigestID(service, r.Trigger, body)
 	}
 	r.Conversation = sinchConversation(c.appID, c.ids.contact, c.ids.conversation, c.ids.channel, c.ids.identity)
+	r.ContactID, r.ConversationID = c.ids.contact, c.ids.conversation
 	return r, true
 }
 

@@ -416,3 +416,53 @@ func (l *Ledger) Forget(ctx context.Context, processor, id string) error {
 	}
 	return nil
 }
+
+// LedgerEntry is what the ledger holds of one piece of work, for
+// 'ccrelay trace'.
+type LedgerEntry struct {
+	// State is "working" (claimed), "sending" (the side effect may have
+	// started), "done", or "released": the claim was given up, because
+	// the work was ignored or failed (then retried or dead-lettered).
+	State string
+	// At is when the claim was stored, refreshed, completed or released.
+	At time.Time
+	// Owner is the claim's token, for a claim held now.
+	Owner string
+}
+
+// LedgerReader reads ledger entries without provisioning the bucket: an
+// operator's read must change nothing.
+type LedgerReader struct {
+	js     jetstream.JetStream
+	bucket string
+	wait   provision.Waiter
+}
+
+// NewLedgerReader reads bucket through js; w retries each read.
+func NewLedgerReader(js jetstream.JetStream, bucket string, w provision.Waiter) *LedgerReader {
+	return &LedgerReader{js: js, bucket: bucket, wait: w}
+}
+
+// Lookup returns processor's entry of event id; ok is false when the
+// ledger holds none (never claimed, expired, or the processor keeps no
+// ledger). A released claim is seen by its delete marker, the bucket's
+// last message of the key (History 1 keeps it).
+func (r *LedgerReader) Lookup(ctx context.Context, processor, id string) (e LedgerEntry, ok bool, err error) {
+	sc := Scan{Stream: "KV_" + r.bucket, Wait: r.wait}
+	subject := "$KV." + r.bucket + "." + ledgerKey(processor, id)
+	m, err := sc.scanner(r.js).get(ctx, msgGetRequest{LastFor: subject})
+	if notFound(err) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, fmt.Errorf("ledger entry of %s: %w", processor, err)
+	}
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return LedgerEntry{State: "released", At: m.Time}, true, nil
+	}
+	var v entry
+	if err := json.Unmarshal(m.Data, &v); err != nil {
+		return e, false, fmt.Errorf("ledger entry of %s: %w", processor, err)
+	}
+	return LedgerEntry{State: v.State, At: time.Unix(0, v.At), Owner: v.Owner}, true, nil
+}

@@ -59,6 +59,7 @@ type Scanner struct {
 type msgGetRequest struct {
 	Seq       uint64     `json:"seq,omitempty"`
 	NextFor   string     `json:"next_by_subj,omitempty"`
+	LastFor   string     `json:"last_by_subj,omitempty"`
 	StartTime *time.Time `json:"start_time,omitempty"`
 }
 
@@ -203,6 +204,16 @@ func (s *Scanner) get(ctx context.Context, req msgGetRequest) (*jetstream.RawStr
 		return nil
 	})
 	return out, err
+}
+
+// Get returns the message at seq of sc's stream from the stream leader,
+// retried within sc.Wait; ok is false when there is none.
+func (sc Scan) Get(ctx context.Context, js jetstream.JetStream, seq uint64) (m *jetstream.RawStreamMsg, ok bool, err error) {
+	m, err = sc.scanner(js).get(ctx, msgGetRequest{Seq: seq})
+	if notFound(err) {
+		return nil, false, nil
+	}
+	return m, err == nil, err
 }
 
 // notFound reports whether err is JetStream's "no message found".

@@ -10,6 +10,9 @@
 #   ccrelay serve    ccrelay serve with its embedded server and every
 #                    processor, in-process
 #   processors       go test -bench 'BenchmarkDeliveries|BenchmarkProcessor|BenchmarkForward'
+#   trace            go test -bench 'BenchmarkTrace/100k': 'ccrelay trace' for one id among
+#                    100,000 stored events (TRACE=0 skips it); AB_BASE=<rev> also compares
+#                    ingest at <rev> and now (test/ingest-ab.sh)
 #                    (test/e2e): the deliveries processor against a bare
 #                    consume -> KV put -> ack loop; the runtime, for each
 #                    guarantee, against a bare consume -> POST -> ack loop
@@ -135,4 +138,15 @@ if [ "$PROC" = 1 ]; then
 	echo
 	echo "# processors (go test -bench, -count $RUNS; median and spread of the runs): msg/s, %ref = share of the bare loop's throughput (deliveries: consume -> KV put -> ack), %ref_write = share of the bare loop paying the guarantee's writes (goal >= 60), %ref_write_cpu = its CPU per message over the runtime's (steadier on a shared machine), %bound = share of Little's law"
 	go test -run '^$' -bench 'BenchmarkDeliveries|BenchmarkProcessor|BenchmarkForward' -benchtime 1x -count "$RUNS" ./test/e2e 2>/dev/null | "$tmp/loadgen" -gobench
+fi
+
+if [ "${TRACE:-1}" = 1 ]; then
+	echo
+	echo "# trace (go test -bench BenchmarkTrace/100k, -count $RUNS): one id among 100,000 stored 1 KiB events, ms/trace (goal <= 2000)"
+	go test -run '^$' -bench 'BenchmarkTrace/100k' -benchtime 3x -count "$RUNS" ./test/e2e 2>/dev/null | awk '/^Benchmark/ {print $1, $5, $6}'
+fi
+if [ -n "${AB_BASE:-}" ]; then
+	echo
+	echo "# ingest at $AB_BASE and now (BenchmarkSinchIngest, interleaved, test/ingest-ab.sh)"
+	ROUNDS="$RUNS" bash test/ingest-ab.sh "$AB_BASE"
 fi

@@ -6,15 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/ccrelay/ccrelay/messages"
+	escape "github.com/ccrelay/ccrelay/messages/printable"
 	"github.com/ccrelay/ccrelay/processors"
 )
 
@@ -185,60 +181,8 @@ func printDeadLetters(w io.Writer, list []processors.DeadLetter, asJSON bool) {
 	fmt.Fprintf(w, "%d dead letters\n", len(list))
 }
 
-// printable is s with every rune that is not graphic (control characters
-// C0, DEL and C1, tabs and newlines, format characters such as bidi
-// overrides and zero-width spaces) written as its Go escape (\x1b, \t,
-// \u202e), and every byte that is not UTF-8 as \xHH. A backslash already
-// in s stays as it is.
-func printable(s string) string {
-	clean := true
-	for _, r := range s {
-		if r == utf8.RuneError || !unicode.IsPrint(r) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, n := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case unicode.IsPrint(r):
-			b.WriteString(s[i : i+n])
-		default:
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		}
-		i += n
-	}
-	return b.String()
-}
+// printable and jsonPrintable escape what reaches an operator's
+// terminal (package printable says why).
+func printable(s string) string { return escape.String(s) }
 
-// jsonPrintable writes the runes of encoding/json's output that are not
-// graphic as JSON escapes (\u007f, \u009b, \u202e; surrogate pairs above
-// U+FFFF). encoding/json escapes C0 controls itself, but not DEL, C1
-// controls or format characters. Outside strings its output is graphic
-// ASCII, so every such rune is inside a string, and the escape decodes to
-// the same value.
-func jsonPrintable(b []byte) []byte {
-	out := make([]byte, 0, len(b))
-	for i := 0; i < len(b); {
-		r, n := utf8.DecodeRune(b[i:])
-		if unicode.IsPrint(r) {
-			out = append(out, b[i:i+n]...)
-			i += n
-			continue
-		}
-		if r1, r2 := utf16.EncodeRune(r); r1 != unicode.ReplacementChar {
-			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
-		} else {
-			out = fmt.Appendf(out, `\u%04x`, r)
-		}
-		i += n
-	}
-	return out
-}
+func jsonPrintable(b []byte) []byte { return escape.JSON(b) }

@@ -102,6 +102,10 @@ func TestCommandHelp(t *testing.T) {
 		{[]string{"replay", "--help"}, 0,
 			[]string{"Usage: ccrelay replay --subject FILTER", "\n  --subject FILTER\n", "\n  --since TIME\n", "\n  --until TIME\n", "\n  --dry-run\n", "\n  --force\n", "\n  --processors NAMES\n"},
 			nil},
+		{[]string{"trace", "--help"}, 0,
+			[]string{"Usage: ccrelay trace [--since TIME]", "Sinch message, contact or conversation id", "\n  --since TIME\n", "\n  --json\n", "\n  --body\n", "\n  --limit N\n", "\n  --timeout D\n", "CCRELAY_NATS_LISTEN"},
+			nil},
+		{[]string{"trace"}, 2, []string{"give the ID to trace", "Usage: ccrelay trace"}, nil},
 		{[]string{"check", "--help"}, 0, []string{"Usage: ccrelay check", "CCRELAY_NATS_LISTEN"}, []string{"Flags:"}},
 		{[]string{"version", "--help"}, 0, []string{"Usage: ccrelay version"}, []string{"Flags:"}},
 	} {

@@ -48,6 +48,7 @@ Usage:
   ccrelay process   run processors alone against CCRELAY_NATS_URL (for many replicas)
   ccrelay dlq       list and requeue dead letters
   ccrelay relay     list, release and drop the conversations the relay to Contact Pro parked
+  ccrelay trace     what happened to an event, a contact, a conversation, a message or a call, in time order
   ccrelay replay    store a window of events again so the processors see them again
   ccrelay reconcile find analysed calls without a summary and trigger it (reconcile summaries)
   ccrelay check     validate a deployment: NATS and streams, C4C, CMI, the Connect bucket
@@ -159,6 +160,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		return dlqCommand(rest, environ, stdout, stderr)
 	case "relay":
 		return relayCommand(rest, environ, stdout, stderr)
+	case "trace":
+		return traceCommand(rest, environ, stdout, stderr)
 	case "replay":
 		return replayCommand(rest, environ, stdout, stderr)
 	case "reconcile":

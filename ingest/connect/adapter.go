@@ -106,6 +106,7 @@ func (a *Adapter) Event(_ context.Context, _ *http.Request, body []byte, _ time.
 			Source:  source,
 			Type:    messages.TypeContactLensPostCall,
 			Time:    cl.Time,
+			IDs:     messages.FormatIDs(messages.IDContact, cl.ContactID()),
 			Body:    body,
 		},
 		Type: messages.ConnectContactLens,

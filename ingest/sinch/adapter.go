@@ -125,6 +125,7 @@ func (a *Adapter) Event(_ context.Context, r *http.Request, body []byte, receive
 			Source:  "/sinch/" + service,
 			Type:    messages.TypeSinchPrefix + strings.ToLower(string(rt.Trigger)),
 			Time:    rt.Time,
+			IDs:     messages.FormatIDs(messages.IDContact, rt.ContactID, messages.IDConversation, rt.ConversationID),
 			Body:    body,
 		},
 		Type: "other",

@@ -122,3 +122,21 @@ func (s *statusStore) all(ctx context.Context) (map[string]statusRecord, error) 
 		}
 	}
 }
+
+// LookupStatus reads contact's summary outcome from the status bucket, for
+// 'ccrelay trace': "written", "unchanged", "failed" or "triggered", and
+// when it was recorded; ok is false when the bucket holds none.
+func LookupStatus(ctx context.Context, kv jetstream.KeyValue, contactID string) (outcome string, at time.Time, ok bool, err error) {
+	e, err := kv.Get(ctx, statusKey(contactID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", time.Time{}, false, nil
+	}
+	if err != nil {
+		return "", time.Time{}, false, fmt.Errorf("summary status of %s: %w", contactID, err)
+	}
+	var r statusRecord
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return "", time.Time{}, false, fmt.Errorf("summary status of %s: %w", contactID, err)
+	}
+	return r.Outcome, r.At, true, nil
+}

@@ -318,7 +318,7 @@ func TestContract(t *testing.T) {
 						t.Fatalf("%d %s", r.status, r.body)
 					}
 					m := d.stored(r)
-					for _, where := range []string{m.Subject, m.Header.Get("Nats-Msg-Id"), m.Header.Get("ce-id"), r.header.Get("X-Ccrelay-Event-Id"), string(r.body)} {
+					for _, where := range []string{m.Subject, m.Header.Get("Nats-Msg-Id"), m.Header.Get("ce-id"), m.Header.Get("Ccrelay-Ids"), r.header.Get("X-Ccrelay-Event-Id"), string(r.body)} {
 						for _, p := range e.personal {
 							if strings.Contains(where, p) {
 								t.Errorf("%q holds %q", where, p)
