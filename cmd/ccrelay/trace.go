@@ -5,8 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
+	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/processors/trace"
 )
 
@@ -58,15 +62,28 @@ func traceCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	since, err := parseWhen(*sinceV, time.Now())
-	if err != nil || *limit < 1 || *timeout <= 0 {
-		fmt.Fprintf(stderr, "ccrelay trace: --since %v, --limit at least 1, --timeout positive\n", err)
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "ccrelay trace: --since: %v\n", err)
+		return 2
+	case *limit < 1 || *timeout <= 0:
+		fmt.Fprint(stderr, "ccrelay trace: --limit must be at least 1 and --timeout positive\n")
 		return 2
 	}
 	cfg, ok := loadConfig(environ, stderr)
 	if !ok {
 		return 2
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	// Which processors keep a ledger entry per event is what each declares.
+	guarantees, err := service.Guarantees(cfg.Processors)
+	if err != nil {
+		fmt.Fprintf(stderr, "ccrelay trace: %v\n", err)
+		return 2
+	}
+	// An interrupted trace still deletes its reading consumer.
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, *timeout)
 	defer cancel()
 	b, err := dialOperator(ctx, cfg)
 	if err != nil {
@@ -74,7 +91,7 @@ func traceCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer b.Close(context.Background())
-	rep, err := trace.Run(ctx, b.JS, cfg.Ingest.Streams.Subjects, trace.Options{ID: id, Since: since, Limit: *limit, Body: *body})
+	rep, err := trace.Run(ctx, b.JS, cfg.Ingest.Streams.Subjects, trace.Options{ID: id, Since: since, Limit: *limit, Body: *body, Processors: guarantees})
 	if err != nil {
 		fmt.Fprintf(stderr, "ccrelay trace: %s\n", printable(err.Error()))
 		return 1

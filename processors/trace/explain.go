@@ -17,9 +17,6 @@ import (
 	"github.com/ccrelay/ccrelay/processors/summaries"
 )
 
-// onceProcessors keep a ledger entry per event (processors.Once).
-var onceProcessors = map[string]bool{"attachments": true, "forward": true}
-
 // relayConversation: an id that names a conversation the relay parked
 // (its id, or its first characters, as 'ccrelay relay held' shows them)
 // traces the conversation's held messages.
@@ -92,7 +89,7 @@ func (t *tracer) consumers(ctx context.Context) ([]consumer, error) {
 		}
 		l := st.ListConsumers(ctx)
 		for info := range l.Info() {
-			for _, p := range t.opts.Processors {
+			for _, p := range t.names {
 				name := processors.ConsumerName(t.s, p)
 				if info.Name == name || strings.HasPrefix(info.Name, name+"_P") {
 					out = append(out, consumer{processor: p, info: info})
@@ -127,7 +124,7 @@ func (t *tracer) explain(ctx context.Context) error {
 		if err := t.stored(ctx, ev); err != nil {
 			return err
 		}
-		for _, p := range t.opts.Processors {
+		for _, p := range t.names {
 			c, ok := serving(cons, p, ev.Subject)
 			dl, hm := dead[dlKey{ev.Seq, p}], held[ev.Seq]
 			if p != "forward" {
@@ -319,7 +316,7 @@ func (t *tracer) processed(ctx context.Context, ev event, p string, c consumer, 
 	}
 	acked := ev.Seq <= info.AckFloor.Stream
 	delivered := ev.Seq <= info.Delivered.Stream
-	if onceProcessors[p] && ev.id != "" {
+	if t.opts.Processors[p] == processors.Once && ev.id != "" {
 		e, ok, err := ledger.Lookup(ctx, p, ev.id)
 		if err != nil {
 			return err
@@ -351,7 +348,7 @@ func (t *tracer) processed(ctx context.Context, ev event, p string, c consumer, 
 	switch {
 	case acked:
 		step.Outcome, step.Detail = "acknowledged", "handled: done, skipped as done before, or ignored (this processor records no outcome per event; see its status below)"
-		if onceProcessors[p] {
+		if t.opts.Processors[p] == processors.Once {
 			step.Detail = "acknowledged without a ledger entry: ignored before it was claimed, or the entry expired"
 		}
 	case delivered:

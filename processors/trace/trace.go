@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,9 +49,11 @@ type Options struct {
 	Limit int
 	// Body adds each shown event's body to its stored step.
 	Body bool
-	// Processors are the processors whose work is shown, by name (default:
-	// attachments, deliveries, forward, summaries).
-	Processors []string
+	// Processors are the processors whose work is shown, by name, with the
+	// guarantee each declares (service.Guarantees): a Once processor's
+	// outcome is read from its ledger entry, an Idempotent one's from its
+	// consumer and its sink's status. Required.
+	Processors map[string]processors.Guarantee
 	// Wait retries each request while JetStream has no leader or no
 	// responders; its zero value waits up to 15 s for each.
 	Wait provision.Waiter
@@ -117,13 +120,14 @@ func Run(ctx context.Context, js jetstream.JetStream, s messages.Subjects, opts 
 	opts.Batch = cmp.Or(opts.Batch, 2000)
 	opts.MaxBodyReads = cmp.Or(opts.MaxBodyReads, 20000)
 	if len(opts.Processors) == 0 {
-		opts.Processors = []string{"attachments", "deliveries", "forward", "summaries"}
+		return nil, errors.New("no processors to show")
 	}
 	id := strings.TrimSpace(opts.ID)
 	if id == "" || len(id) > 1024 {
 		return nil, errors.New("give one id of at most 1024 bytes")
 	}
-	t := &tracer{js: js, s: s, opts: opts, m: NewMatch(id), rep: &Report{ID: id, Since: opts.Since}, buckets: map[string]jetstream.KeyValue{}}
+	t := &tracer{js: js, s: s, opts: opts, m: NewMatch(id), rep: &Report{ID: id, Since: opts.Since}, buckets: map[string]jetstream.KeyValue{},
+		names: slices.Sorted(maps.Keys(opts.Processors))}
 	if err := t.relayConversation(ctx); err != nil {
 		return nil, err
 	}
@@ -147,11 +151,13 @@ type event struct {
 }
 
 type tracer struct {
-	js     jetstream.JetStream
-	s      messages.Subjects
-	opts   Options
-	m      *Match
-	rep    *Report
+	js   jetstream.JetStream
+	s    messages.Subjects
+	opts Options
+	m    *Match
+	rep  *Report
+	// names are opts.Processors' names, sorted.
+	names  []string
 	events []event
 	// legacy are events stored without HeaderIDs whose ids are in their
 	// bodies only: read in full after the scan.

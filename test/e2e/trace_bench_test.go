@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ccrelay/ccrelay/cmd/ccrelay/config"
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
+	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/service"
 	"github.com/ccrelay/ccrelay/processors/trace"
 	"github.com/ccrelay/ccrelay/test/natstest"
 	"github.com/ccrelay/ccrelay/test/sinchtest"
@@ -57,7 +60,7 @@ func BenchmarkTrace(b *testing.B) {
 			<-js.PublishAsyncComplete()
 			b.ResetTimer()
 			for b.Loop() {
-				r, err := trace.Run(ctx, js, s, trace.Options{ID: "01TRACEDCONTACT00000000000", MaxBodyReads: c.events})
+				r, err := trace.Run(ctx, js, s, trace.Options{ID: "01TRACEDCONTACT00000000000", MaxBodyReads: c.events, Processors: traceProcessors(b)})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -68,4 +71,19 @@ func BenchmarkTrace(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/trace")
 		})
 	}
+}
+
+// traceProcessors are the processors trace shows, with the guarantees
+// they declare under a default configuration, as 'ccrelay trace' has them.
+func traceProcessors(t testing.TB) map[string]processors.Guarantee {
+	t.Helper()
+	cfg, err := config.Load(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := service.Guarantees(cfg.Processors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

@@ -50,7 +50,7 @@ func TestTraceOnCluster(t *testing.T) {
 		}
 	}
 	for i := 0; i < n; i += 150 {
-		r, err := trace.Run(ctx, js, s, trace.Options{ID: fmt.Sprintf("5b7e1c2d-0000-4000-8000-%012d", i), Since: time.Now().Add(-time.Hour), Wait: w})
+		r, err := trace.Run(ctx, js, s, trace.Options{ID: fmt.Sprintf("5b7e1c2d-0000-4000-8000-%012d", i), Since: time.Now().Add(-time.Hour), Wait: w, Processors: traceProcessors(t)})
 		if err != nil {
 			t.Fatalf("trace %d: %v", i, err)
 		}
