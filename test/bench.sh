@@ -10,14 +10,14 @@
 #   ccrelay serve    ccrelay serve with its embedded server and every
 #                    processor, in-process
 #   processors       go test -bench 'BenchmarkDeliveries|BenchmarkProcessor|BenchmarkForward'
-#   trace            go test -bench 'BenchmarkTrace/100k': 'ccrelay trace' for one id among
-#                    100,000 stored events (TRACE=0 skips it); AB_BASE=<rev> also compares
-#                    ingest at <rev> and now (test/ingest-ab.sh)
 #                    (test/e2e): the deliveries processor against a bare
 #                    consume -> KV put -> ack loop; the runtime, for each
 #                    guarantee, against a bare consume -> POST -> ack loop
 #                    and that loop paying the guarantee's writes; with
 #                    SAP answering after 100 ms against Little's law
+#   trace            go test -bench 'BenchmarkTrace/100k': 'ccrelay trace' for one id among
+#                    100,000 stored events (TRACE=0 skips it); AB_BASE=<rev> also compares
+#                    ingest at <rev> and now (test/ingest-ab.sh)
 #
 # Each closed-loop figure is the median of RUNS runs with the spread, the
 # four closed-loop parts taking turns in an order rotated every round; the
