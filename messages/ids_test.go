@@ -395,3 +395,48 @@ func TestContactProIDsAttacked(t *testing.T) {
 		}
 	}
 }
+
+// TestIDPartsCannotRunTogether: the parts of a dedup id a sender chooses
+// cannot spell another event's id across the ':' between them. Before,
+// each pair below shared one id, and the second event of it was answered
+// as a duplicate and never stored. Sinch's own values stand unchanged.
+func TestIDPartsCannotRunTogether(t *testing.T) {
+	report := func(id, status, channel string) []byte {
+		return fmt.Appendf(nil, `{"app_id":"APP","message_delivery_report":{"message_id":%q,"status":%q,"channel_identity":{"channel":%q,"identity":"1"}}}`, id, status, channel)
+	}
+	sinchID := func(body []byte) string {
+		t.Helper()
+		r, err := messages.RouteSinchCallback("eu", body)
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		cb, err := messages.DecodeSinchCallback(body)
+		if err != nil || cb.DedupID("eu", body) != r.ID {
+			t.Fatalf("%s: the one pass and encoding/json disagree: %q, %v", body, r.ID, err)
+		}
+		return r.ID
+	}
+	a := sinchID(report("01COLL:QUEUED_ON_CHANNEL:WHATSAPP", "DELIVERED", "WHATSAPP"))
+	b := sinchID(report("01COLL", "QUEUED_ON_CHANNEL", "WHATSAPP:DELIVERED:WHATSAPP"))
+	if a == b {
+		t.Errorf("two delivery reports share id %q", a)
+	}
+	if got := sinchID(report("01EQ8235TD19N21XQTH12B145D", "QUEUED_ON_CHANNEL", "WHATSAPP")); got != "sinch:eu:delivery:01EQ8235TD19N21XQTH12B145D:QUEUED_ON_CHANNEL:WHATSAPP" {
+		t.Errorf("a report as Sinch sends it: id %q", got)
+	}
+	if got := sinchID([]byte(`{"app_id":"APP","message":{"id":"X:01VICTIM%3A"}}`)); got != "sinch:eu:inbound:X%3A01VICTIM%253A" {
+		t.Errorf("an inbound id with ':' and '%%': %q", got)
+	}
+
+	sms := func(batch, status string) string {
+		t.Helper()
+		w, err := messages.DecodeWebhook("sinchsms", "eu", fmt.Appendf(nil, `{"type":"recipient_delivery_report_sms","batch_id":%q,"recipient":"46732000000","status":%q,"code":401}`, batch, status))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w.ID
+	}
+	if x, y := sms("B1:Delivered", "Failed"), sms("B1", "Delivered:Failed"); x == y {
+		t.Errorf("two Sinch SMS reports share id %q", x)
+	}
+}

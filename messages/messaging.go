@@ -425,7 +425,7 @@ func decodeSinchSMS(body []byte) (*Webhook, error) {
 		// One report per recipient and status; the code tells apart two
 		// reports of one status (a retried dispatch). The recipient is a
 		// phone number: its digest stands for it.
-		return &Webhook{Kind: KindStatus, ID: "dr:" + wire.BatchID + ":" + PersonalDigest(wire.Recipient) + ":" + wire.Status + ":" + BodyDigest(wire.Code)[:16], Conversation: wire.Recipient}, nil
+		return &Webhook{Kind: KindStatus, ID: "dr:" + IDPart(wire.BatchID) + ":" + PersonalDigest(wire.Recipient) + ":" + IDPart(wire.Status) + ":" + BodyDigest(wire.Code)[:16], Conversation: wire.Recipient}, nil
 	case strings.HasPrefix(wire.Type, "delivery_report_"):
 		// A batch report covers several recipients; the batch orders it.
 		return &Webhook{Kind: KindStatus, ID: "dr:" + BodyDigest(body), Conversation: "batch:" + wire.BatchID}, nil

@@ -154,12 +154,29 @@ func sinchIDPrefix(service string) string {
 }
 
 func sinchInboundID(service, messageID string) string {
-	return sinchIDPrefix(service) + "inbound:" + messageID
+	return sinchIDPrefix(service) + "inbound:" + IDPart(messageID)
 }
 
 func sinchDeliveryID(service, messageID, status, channel string) string {
-	return sinchIDPrefix(service) + "delivery:" + messageID + ":" + status + ":" + channel
+	return sinchIDPrefix(service) + "delivery:" + IDPart(messageID) + ":" + IDPart(status) + ":" + IDPart(channel)
 }
+
+// IDPart is v as one part of a dedup id. ':' separates the parts, so a ':'
+// in a value the sender chose (and the '%' that escapes it) is escaped:
+// else a message id "M:QUEUED_ON_CHANNEL:WHATSAPP" reported DELIVERED and
+// a message "M" reported QUEUED_ON_CHANNEL on channel
+// "WHATSAPP:DELIVERED:WHATSAPP" would share one id, and the second would
+// be answered as a duplicate and not stored. No Sinch message id (a
+// ULID), status or channel holds either byte, so theirs stand as they are
+// and ids stored by earlier releases are derived again unchanged.
+func IDPart(v string) string {
+	if !strings.ContainsAny(v, ":%") {
+		return v
+	}
+	return idPartEscaper.Replace(v)
+}
+
+var idPartEscaper = strings.NewReplacer("%", "%25", ":", "%3A")
 
 func sinchDigestID(service string, t SinchTrigger, body []byte) string {
 	return sinchIDPrefix(service) + strings.ToLower(string(t)) + ":" + BodyDigest(body)
