@@ -108,7 +108,12 @@ func DedupIDParts(id string) []string {
 		// messaging:<type>:<service>:<MessageSid>[:<status>],
 		// ...:mid:<mid>, ...:mo:<id>, ...:dr:<batch>:...
 		switch {
-		case len(p) > 4 && (p[3] == "mid" || p[3] == "mo" || p[3] == "dr"):
+		case len(p) > 4 && (p[3] == "mid" || p[3] == "mo"):
+			// The last part: a Messenger mid may hold ':' itself.
+			if rest := strings.Join(p[4:], ":"); rest != "" && rest != "-" {
+				return []string{rest}
+			}
+		case len(p) > 4 && p[3] == "dr":
 			return at(4)
 		case len(p) > 3 && len(p[3]) == 34:
 			return at(3)

@@ -44,7 +44,8 @@ type Match struct {
 
 // NewMatch is the Match of id.
 func NewMatch(id string) *Match {
-	m := &Match{raw: id, values: map[string]bool{id: true, messages.PersonalDigest(id): true}, dedup: map[string]bool{}}
+	// As given, as its digest, and as a dedup id holds it (messages.IDPart).
+	m := &Match{raw: id, values: map[string]bool{id: true, messages.PersonalDigest(id): true, messages.IDPart(id): true}, dedup: map[string]bool{}}
 	m.seq, _ = Seq(id)
 	return m
 }
