@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -57,7 +58,7 @@ func traceCommand(args, environ []string, stdout, stderr io.Writer) int {
 		}
 		id, rest = fs.Arg(0), fs.Args()[1:]
 	}
-	if id == "" {
+	if id = strings.TrimSpace(id); id == "" {
 		fmt.Fprint(stderr, "ccrelay trace: give the ID to trace\n\n"+traceUsage)
 		return 2
 	}
@@ -97,11 +98,9 @@ func traceCommand(args, environ []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *asJSON {
-		// Standard output holds steps only; what could not be read goes
-		// to standard error.
-		for _, w := range rep.Warnings {
-			fmt.Fprintf(stderr, "ccrelay trace: incomplete: %s\n", printable(w))
-		}
+		// Standard output holds steps only; what the read covered, and
+		// what it capped or could not read, goes to standard error.
+		trace.Summary(stderr, rep)
 		err = trace.PrintJSON(stdout, rep)
 	} else {
 		err = trace.Print(stdout, rep)

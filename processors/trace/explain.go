@@ -439,7 +439,10 @@ func (t *tracer) deliveryStatus(ctx context.Context, ev event, messageID string)
 	}
 	detail := fmt.Sprintf("latest delivery status of message %s: %s on %s at %s", messageID, st.Status, st.Channel, st.EventTime.UTC().Format("2006-01-02T15:04:05.000Z"))
 	if st.Reason != nil && st.Reason.Code != "" {
-		detail += ", reason " + st.Reason.Code
+		// As the metrics label it: Sinch's documented codes, "other" for
+		// any text a sender put there (it may be anything, a phone number
+		// included, and is shown nowhere else).
+		detail += ", reason " + messages.SinchReasonCodes.Label(st.Reason.Code)
 	}
 	t.rep.Steps = append(t.rep.Steps, Step{Time: e.Created(), Kind: KindStatus, Processor: deliveries.Name, Outcome: string(st.Status), DedupID: ev.id, Seq: ev.Seq, Subject: ev.Subject, Detail: detail, rank: 3})
 	return nil

@@ -2,6 +2,7 @@ package trace
 
 import (
 	"bytes"
+	"encoding/json"
 
 	"github.com/nats-io/nats.go"
 
@@ -37,6 +38,7 @@ const minBodyMatch = 6
 // messages match too.
 type Match struct {
 	raw    string
+	quoted []byte
 	seq    uint64
 	values map[string]bool
 	dedup  map[string]bool
@@ -46,7 +48,12 @@ type Match struct {
 func NewMatch(id string) *Match {
 	// As given, as its digest, and as a dedup id holds it (messages.IDPart).
 	m := &Match{raw: id, values: map[string]bool{id: true, messages.PersonalDigest(id): true, messages.IDPart(id): true}, dedup: map[string]bool{}}
-	m.seq, _ = Seq(id)
+	// The id as a JSON string, as a body spells it (encoding/json escapes
+	// what it must, and so do senders).
+	m.quoted, _ = json.Marshal(id)
+	if n, ok := Seq(id); ok {
+		m.seq = n
+	}
 	return m
 }
 
@@ -89,7 +96,9 @@ func (m *Match) Header(seq uint64, h nats.Header) Verdict {
 }
 
 // Body judges an event stored without HeaderIDs by its body: the id must
-// appear in it as given (a digest never does).
+// be one of its JSON strings, whole, as given (a digest never is). A word
+// inside a message text, a channel's name or an app id that starts an id
+// does not make a match.
 func (m *Match) Body(body []byte) bool {
-	return len(m.raw) >= minBodyMatch && bytes.Contains(body, []byte(m.raw))
+	return len(m.quoted) >= minBodyMatch+2 && bytes.Contains(body, m.quoted)
 }

@@ -63,13 +63,21 @@ func Print(w io.Writer, r *Report) error {
 	for _, n := range next {
 		fmt.Fprintf(w, "next: %s\n", n)
 	}
+	Summary(w, r)
+	return nil
+}
+
+// Summary writes what the read covered and what it could not: after the
+// timeline, or on standard error beside --json, so that a capped or
+// incomplete answer never passes for a whole one.
+func Summary(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "%d events of %s", r.Matched, printable.String(r.ID))
 	if r.Conversation != "" {
 		fmt.Fprintf(w, " (parked conversation %s)", r.Conversation)
 	}
 	fmt.Fprintf(w, " in %d event headers stored since %s, read in %s\n", r.Scanned, r.Since.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Millisecond))
 	if r.Capped {
-		fmt.Fprintf(w, "capped: only the first %d of %d events are shown; narrow the id or --since, or raise --limit\n", r.Shown, r.Matched)
+		fmt.Fprintf(w, "capped: only the newest %d of %d events are shown; narrow the id or --since, or raise --limit\n", r.Shown, r.Matched)
 	}
 	if r.BodiesRead > 0 {
 		fmt.Fprintf(w, "%d events stored before ingest wrote Ccrelay-Ids were read in full to look for the id in their bodies\n", r.BodiesRead)
@@ -83,5 +91,4 @@ func Print(w io.Writer, r *Report) error {
 	if r.Matched == 0 {
 		fmt.Fprintln(w, "nothing found: check the id, and widen --since if the event is older")
 	}
-	return nil
 }

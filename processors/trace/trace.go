@@ -44,8 +44,9 @@ type Options struct {
 	ID string
 	// Since is the oldest stored time read (default: 24 hours ago).
 	Since time.Time
-	// Limit caps the events shown (default 50): Report.Matched still
-	// counts every match, and Report.Capped says the cap was reached.
+	// Limit caps the events shown, the newest (default 50):
+	// Report.Matched still counts every match, and Report.Capped says the
+	// cap was reached.
 	Limit int
 	// Body adds each shown event's body to its stored step.
 	Body bool
@@ -221,8 +222,19 @@ func idsInBody(a messages.Address) bool {
 func (t *tracer) add(h head) {
 	t.rep.Matched++
 	if len(t.events) == t.opts.Limit {
+		// The newest are kept (an operator asks about what happened
+		// last); events read in full come after the scan, in any order.
 		t.rep.Capped = true
-		return
+		oldest := 0
+		for i := range t.events {
+			if t.events[i].Seq < t.events[oldest].Seq {
+				oldest = i
+			}
+		}
+		if h.Seq < t.events[oldest].Seq {
+			return
+		}
+		t.events = slices.Delete(t.events, oldest, oldest+1)
 	}
 	id := h.Header.Get(messages.HeaderID)
 	t.events = append(t.events, event{head: h, id: id})
@@ -234,7 +246,8 @@ func (t *tracer) add(h head) {
 // Seq parses a stream sequence given as the id.
 func Seq(id string) (uint64, bool) {
 	n, err := strconv.ParseUint(id, 10, 64)
-	return n, err == nil && n > 0
+	// Written as a sequence is: "027" is an id, not sequence 27.
+	return n, err == nil && n > 0 && strconv.FormatUint(n, 10) == id
 }
 
 // headerTime reads a time header.

@@ -2,6 +2,7 @@ package trace_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/ccrelay/ccrelay/messages"
 	"github.com/ccrelay/ccrelay/messages/provision"
 	"github.com/ccrelay/ccrelay/processors"
+	"github.com/ccrelay/ccrelay/processors/deliveries"
 	"github.com/ccrelay/ccrelay/processors/trace"
 	"github.com/ccrelay/ccrelay/test/natstest"
 )
@@ -91,6 +93,8 @@ func TestTraceIDKinds(t *testing.T) {
 		{"inbound", nil, true},                                // a fixed token of dedup ids is no id
 		{"X:01COLON", []uint64{colon}, true},                  // as the sender spelt it
 		{"X", nil, true},                                      // not a part of it
+		{"01CONT", nil, true},                                 // the start of an id in a body is no match
+		{"0" + fmt.Sprint(legacy), nil, true},                 // "03" is an id, not a sequence
 	} {
 		r, err := trace.Run(ctx, js, s, trace.Options{ID: c.id, Processors: shown})
 		if err != nil {
@@ -111,12 +115,13 @@ func TestTraceIDKinds(t *testing.T) {
 			}
 		}
 	}
-	// Since excludes older events; Limit caps and says so.
+	// Since excludes older events; Limit caps, keeping the newest, and
+	// says so.
 	if r, err := trace.Run(ctx, js, s, trace.Options{ID: "01CONTACT", Since: time.Now().Add(time.Minute), Processors: shown}); err != nil || r.Matched != 0 || r.Scanned != 0 {
 		t.Errorf("since the future: %+v %v", r, err)
 	}
 	r, err := trace.Run(ctx, js, s, trace.Options{ID: "01CONTACT", Limit: 1, Body: true, Processors: shown})
-	if err != nil || r.Matched != 2 || r.Shown != 1 || !r.Capped || len(stored(r)) != 1 || r.Steps[0].Body != "{}" {
+	if err != nil || r.Matched != 2 || r.Shown != 1 || !r.Capped || fmt.Sprint(stored(r)) != fmt.Sprint([]uint64{legacy}) || !strings.Contains(r.Steps[0].Body, "01OLD") {
 		t.Errorf("limit 1: %+v %v", r, err)
 	}
 	// No consumer is left.
@@ -125,8 +130,14 @@ func TestTraceIDKinds(t *testing.T) {
 		t.Errorf("%d consumers left", info.State.Consumers)
 	}
 	var out strings.Builder
-	if err := trace.Print(&out, r); err != nil || !strings.Contains(out.String(), "capped: only the first 1 of 2 events") {
+	if err := trace.Print(&out, r); err != nil || !strings.Contains(out.String(), "capped: only the newest 1 of 2 events") {
 		t.Errorf("Print: %v\n%s", err, out.String())
+	}
+	// Beside --json, the summary says the same (on standard error).
+	var summary strings.Builder
+	trace.Summary(&summary, r)
+	if !strings.Contains(summary.String(), "2 events of 01CONTACT") || !strings.Contains(summary.String(), "capped: only the newest 1 of 2 events") {
+		t.Errorf("Summary:\n%s", summary.String())
 	}
 }
 
@@ -168,4 +179,40 @@ func FuzzMatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTraceDeliveryReasonAsLabelled: a delivery status's reason code is
+// what the sender wrote; trace shows Sinch's documented codes and "other"
+// for anything else, never the text (it may be a phone number).
+func TestTraceDeliveryReasonAsLabelled(t *testing.T) {
+	js, s := setup(t)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: s.DeliveryStatusBucket()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ msg, code, want string }{
+		{"01REASONKNOWN0000000000000", "RECIPIENT_NOT_REACHABLE", "reason RECIPIENT_NOT_REACHABLE"},
+		{"01REASONTEXT00000000000000", "+46732000000 max@example.com", "reason other"},
+	} {
+		publish(t, js, (&messages.Event{Subject: s.Sinch("message_delivery", "eu", "APP", "00"), ID: "sinch:eu:delivery:" + c.msg + ":FAILED:WHATSAPP", Source: "/sinch/eu", Type: "t", Time: time.Now(),
+			IDs: messages.NoIDs, Body: []byte(`{}`)}).Msg())
+		st, _ := json.Marshal(deliveries.Status{MessageID: c.msg, Status: "FAILED", Channel: "WHATSAPP", EventTime: time.Now(), Reason: &messages.SinchReason{Code: c.code}})
+		if _, err := kv.Put(ctx, deliveries.Key(c.msg), st); err != nil {
+			t.Fatal(err)
+		}
+		r, err := trace.Run(ctx, js, s, trace.Options{ID: c.msg, Processors: shown})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var detail string
+		for _, step := range r.Steps {
+			if step.Kind == trace.KindStatus {
+				detail = step.Detail
+			}
+		}
+		if !strings.Contains(detail, c.want) || strings.Contains(detail, "46732000000") {
+			t.Errorf("%s: status step %q, want %q", c.code, detail, c.want)
+		}
+	}
 }

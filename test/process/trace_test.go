@@ -128,6 +128,10 @@ func TestTraceThroughServe(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("trace %v: exit %d: %s", args, code, errOut)
 		}
+		// Beside the steps, the summary goes to standard error.
+		if !strings.Contains(errOut, " events of ") {
+			t.Errorf("trace %v: no summary on standard error: %q", args, errOut)
+		}
 		var steps []traceStep
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 			if line == "" {
