@@ -94,6 +94,11 @@ func traceCommand(args, environ []string, stdout, stderr io.Writer) int {
 	defer b.Close(context.Background())
 	rep, err := trace.Run(ctx, b.JS, cfg.Ingest.Streams.Subjects, trace.Options{ID: id, Since: since, Limit: *limit, Body: *body, Processors: guarantees})
 	if err != nil {
+		if b.Conn.IsClosed() {
+			// The embedded server restarted or stopped under the trace:
+			// retries on a closed connection only run out the clock.
+			err = fmt.Errorf("the connection to NATS was lost (%w); run it again", err)
+		}
 		fmt.Fprintf(stderr, "ccrelay trace: %s\n", printable(err.Error()))
 		return 1
 	}
