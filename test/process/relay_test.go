@@ -138,11 +138,24 @@ func TestRelayReplicaPausedPastAckWait(t *testing.T) {
 		"CCRELAY_FORWARD_BASIC_USERS=twilio/us=ext:ext-password",
 		"CCRELAY_FORWARD_BACKOFF=100ms", "CCRELAY_FORWARD_PARTITIONS=4",
 		"CCRELAY_PROCESS_ACK_WAIT=2s", "CCRELAY_PROCESS_CALL_TIMEOUT=500ms",
+		// Forward's claims are stored as sending from the start, so a
+		// stopped replica's claims wait this long before another takes
+		// them over (the default 30 s is the test's own bound for no
+		// progress, and CI once stalled that long). Above the 8 s pause,
+		// so nothing is taken over while the replica is only paused.
+		"CCRELAY_PROCESS_RECORD_TIMEOUT=12s",
 	}
 	var reps []*proc
 	for i := 0; i < 3; i++ {
 		reps = append(reps, start(t, t.TempDir(), env, "process", "--processors", "forward"))
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, p := range reps {
+				t.Logf("replica %d's warnings and errors:\n%s", i, warningLines(p.log()))
+			}
+		}
+	})
 	const conversations, perConversation = 12, 25
 	want := twilioBacklog(t, ns.ClientURL(), conversations, perConversation)
 	total := conversations * perConversation
@@ -192,4 +205,15 @@ func distinct(rs []cpfake.Received) int {
 		seen[r.EventID] = true
 	}
 	return len(seen)
+}
+
+// warningLines are a replica's WARN and ERROR log lines, the last 40.
+func warningLines(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out[max(0, len(out)-40):], "\n")
 }
